@@ -1,0 +1,51 @@
+# Paygate: `make run` starts the suite in the foreground, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF := .tools/node_modules/.bin/buf
+
+.PHONY: run test setup certs lint protos clean stop status
+
+setup: $(STAMP) certs/ca.pem var/log
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+certs/ca.pem: | $(STAMP)
+	$(BIN)/python ops/gen_certs.py --dir certs
+
+certs: $(STAMP)
+	$(BIN)/python ops/gen_certs.py --dir certs
+
+var/log:
+	mkdir -p var/log
+
+run: setup
+	$(BIN)/supervisord -n -c supervisord.conf
+
+status:
+	$(BIN)/supervisorctl -c supervisord.conf status
+
+stop:
+	$(BIN)/supervisorctl -c supervisord.conf shutdown
+
+test: setup $(BUF)
+	$(BIN)/python -m pytest
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
+
+lint: $(BUF)
+	cd proto && ../$(BUF) lint
+	$(BIN)/ruff check services tests ops
+	$(BIN)/mypy
+
+protos: $(STAMP)
+	$(BIN)/python ops/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .tools var

@@ -1,0 +1,1 @@
+"""A bank server: the ledger of its own accounts and a participant in two-phase commits."""

@@ -1,0 +1,285 @@
+"""The bank's ledger rules: accounts, deposits, and the participant side of two-phase commit.
+
+A transaction's life at a bank (TigerBeetle's two-phase transfers):
+
+    (none) --Prepare, funds ok--> prepared --Commit--> committed   holds posted
+       |                              |
+       |                              +----Abort---> aborted       holds voided
+       +----Prepare, vote no-------> refused --Abort-> aborted     nothing was held
+       +----Abort (before Prepare)-> aborted                        a late Prepare is refused
+
+Prepare writes the holds to disk before it votes yes: a pending debit reserves the payer's
+funds (available = balance - pending debits), a pending credit marks the payee's money in
+flight. Commit and Abort are idempotent, and each refuses the other's finished state, so a
+hold resolves at most once. Every write checks the ledger's invariants before it commits;
+the checks stay on in production (paygate.common.invariants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+from paygate.bank.store import AccountRow, HoldRow, LedgerTx, Totals
+from paygate.common.invariants import check
+from paygate.common.money import check_currency
+from paygate.errors import (
+    ACCOUNT_NOT_FOUND,
+    CURRENCY_MISMATCH,
+    INSUFFICIENT_FUNDS,
+    TRANSACTION_ABORTED,
+    TRANSACTION_COMMITTED,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+
+FIRST_ACCOUNT_NUMBER = 100001
+MAX_LEGS = 2
+MAX_AMOUNT_MINOR = 10**15
+MAX_ID_LENGTH = 255
+DEBIT = "debit"
+CREDIT = "credit"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Leg:
+    account_number: str
+    direction: str  # DEBIT or CREDIT
+    amount_minor: int
+    currency: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Vote:
+    yes: bool
+    reason: str = ""
+
+
+def validate_id(value: str, what: str) -> str:
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(f"{what} must be 1 to {MAX_ID_LENGTH} characters")
+    return value
+
+
+def validate_amount(amount_minor: int, what: str = "amount") -> int:
+    if amount_minor <= 0 or amount_minor > MAX_AMOUNT_MINOR:
+        raise InvalidArgument(f"{what} must be positive and at most {MAX_AMOUNT_MINOR} minor units")
+    return amount_minor
+
+
+def validate_legs(legs: list[Leg]) -> None:
+    if not 1 <= len(legs) <= MAX_LEGS:
+        raise InvalidArgument(f"a transaction has 1 to {MAX_LEGS} legs at one bank")
+    seen = set()
+    for leg in legs:
+        validate_id(leg.account_number, "account_number")
+        if leg.direction not in (DEBIT, CREDIT):
+            raise InvalidArgument("leg direction must be DEBIT or CREDIT")
+        validate_amount(leg.amount_minor, "leg amount")
+        check_currency(leg.currency)
+        if (leg.account_number, leg.direction) in seen:
+            raise InvalidArgument("a transaction cannot have the same account and direction twice")
+        seen.add((leg.account_number, leg.direction))
+
+
+def legs_digest(legs: list[Leg]) -> str:
+    canonical = sorted((leg.account_number, leg.direction, leg.amount_minor, leg.currency) for leg in legs)
+    return hashlib.sha256(repr(canonical).encode()).hexdigest()
+
+
+def check_account(account: AccountRow) -> None:
+    """The invariants of one account row, checked after every write to it."""
+    check(account.balance >= 0, f"account {account.account_number} has a negative balance")
+    check(account.pending_debit >= 0, f"account {account.account_number} has negative holds")
+    check(account.pending_credit >= 0, f"account {account.account_number} has negative holds")
+    check(account.available >= 0, f"account {account.account_number} has negative available funds")
+
+
+def _apply(tx: LedgerTx, account_number: str, *, balance: int = 0, pending_debit: int = 0,
+           pending_credit: int = 0) -> AccountRow:
+    """Change an account by deltas and check, in a pair, that exactly those deltas landed."""
+    before = tx.get_account(account_number)
+    check(before is not None, f"account {account_number} vanished inside a transaction")
+    assert before is not None
+    tx.add_to_account(
+        account_number, balance=balance, pending_debit=pending_debit, pending_credit=pending_credit
+    )
+    after = tx.get_account(account_number)
+    assert after is not None
+    check(
+        (after.balance, after.pending_debit, after.pending_credit)
+        == (before.balance + balance, before.pending_debit + pending_debit,
+            before.pending_credit + pending_credit),
+        f"account {account_number} did not change by exactly the deltas applied",
+    )
+    check_account(after)
+    return after
+
+
+# Accounts and deposits -----------------------------------------------------------------
+
+
+def open_account(tx: LedgerTx, currency: str, initial_balance_minor: int,
+                 account_number: str | None = None) -> AccountRow:
+    check_currency(currency)
+    if initial_balance_minor < 0 or initial_balance_minor > MAX_AMOUNT_MINOR:
+        raise InvalidArgument("initial balance must be zero or positive")
+    if account_number is None:
+        highest = tx.max_account_number()
+        account_number = str(FIRST_ACCOUNT_NUMBER if highest is None else highest + 1)
+    elif tx.get_account(account_number) is not None:
+        raise AlreadyExists(f"account {account_number} already exists")
+    tx.insert_account(account_number, currency)
+    if initial_balance_minor:
+        tx.insert_entry(account_number, initial_balance_minor, "open", f"open:{account_number}")
+        return _apply(tx, account_number, balance=initial_balance_minor)
+    account = tx.get_account(account_number)
+    assert account is not None
+    return account
+
+
+def get_account(tx: LedgerTx, account_number: str) -> AccountRow:
+    validate_id(account_number, "account_number")
+    account = tx.get_account(account_number)
+    if account is None:
+        raise NotFound(f"no account {account_number} at this bank", reason=ACCOUNT_NOT_FOUND)
+    return account
+
+
+def deposit(tx: LedgerTx, account_number: str, amount_minor: int, currency: str,
+            reference: str) -> tuple[AccountRow, bool]:
+    """Credit an account, once per reference. Returns the account and whether it was a replay."""
+    validate_id(reference, "reference")
+    validate_amount(amount_minor)
+    check_currency(currency)
+    previous = tx.get_deposit(reference)
+    if previous is not None:
+        if previous != (account_number, amount_minor, currency):
+            raise FailedPrecondition(
+                f"reference {reference!r} was already used for a different deposit"
+            )
+        return get_account(tx, account_number), True
+    account = get_account(tx, account_number)
+    if account.currency != currency:
+        raise FailedPrecondition(
+            f"account {account_number} is in {account.currency}, not {currency}",
+            reason=CURRENCY_MISMATCH,
+        )
+    tx.insert_deposit(reference, account_number, amount_minor, currency)
+    tx.insert_entry(account_number, amount_minor, "deposit", reference)
+    return _apply(tx, account_number, balance=amount_minor), False
+
+
+# Two-phase commit ----------------------------------------------------------------------
+
+
+def prepare(tx: LedgerTx, transaction_id: str, legs: list[Leg]) -> Vote:
+    """Place the holds of a transaction and vote. Repeating a Prepare repeats its vote."""
+    validate_id(transaction_id, "transaction_id")
+    validate_legs(legs)
+    digest = legs_digest(legs)
+    existing = tx.get_transaction(transaction_id)
+    if existing is not None:
+        if existing.state == "aborted":
+            return Vote(False, TRANSACTION_ABORTED)
+        if existing.legs_digest != digest:
+            raise FailedPrecondition(
+                f"transaction {transaction_id} was prepared with different legs"
+            )
+        if existing.state == "refused":
+            return Vote(False, existing.reason)
+        return Vote(True)
+
+    reason = _refusal(tx, legs)
+    if reason:
+        tx.insert_transaction(transaction_id, "refused", digest, reason)
+        return Vote(False, reason)
+
+    tx.insert_transaction(transaction_id, "prepared", digest, "")
+    for leg in legs:
+        tx.insert_hold(transaction_id, HoldRow(leg.account_number, leg.direction, leg.amount_minor))
+        if leg.direction == DEBIT:
+            _apply(tx, leg.account_number, pending_debit=leg.amount_minor)
+        else:
+            _apply(tx, leg.account_number, pending_credit=leg.amount_minor)
+    return Vote(True)
+
+
+def _refusal(tx: LedgerTx, legs: list[Leg]) -> str:
+    """Why this bank must vote no, or "" when it can hold every leg."""
+    for leg in legs:
+        account = tx.get_account(leg.account_number)
+        if account is None:
+            return ACCOUNT_NOT_FOUND
+        if account.currency != leg.currency:
+            return CURRENCY_MISMATCH
+        if leg.direction == DEBIT and account.available < leg.amount_minor:
+            return INSUFFICIENT_FUNDS
+    return ""
+
+
+def commit(tx: LedgerTx, transaction_id: str) -> bool:
+    """Post a prepared transaction's holds. Returns False when it was already committed."""
+    validate_id(transaction_id, "transaction_id")
+    existing = tx.get_transaction(transaction_id)
+    if existing is None:
+        raise NotFound(f"transaction {transaction_id} was never prepared at this bank")
+    if existing.state == "committed":
+        return False
+    if existing.state in ("aborted", "refused"):
+        raise FailedPrecondition(
+            f"transaction {transaction_id} was aborted and cannot be committed",
+            reason=TRANSACTION_ABORTED,
+        )
+    check(existing.state == "prepared", f"transaction {transaction_id} in unknown state")
+    for hold in tx.holds_of(transaction_id):
+        if hold.direction == DEBIT:
+            tx.insert_entry(hold.account_number, -hold.amount, "debit", transaction_id)
+            _apply(tx, hold.account_number, balance=-hold.amount, pending_debit=-hold.amount)
+        else:
+            tx.insert_entry(hold.account_number, hold.amount, "credit", transaction_id)
+            _apply(tx, hold.account_number, balance=hold.amount, pending_credit=-hold.amount)
+    tx.set_transaction_state(transaction_id, "committed")
+    return True
+
+
+def abort(tx: LedgerTx, transaction_id: str) -> bool:
+    """Void a transaction's holds, or remember the abort of one never prepared here.
+
+    Returns False when the transaction was already aborted.
+    """
+    validate_id(transaction_id, "transaction_id")
+    existing = tx.get_transaction(transaction_id)
+    if existing is None:
+        tx.insert_transaction(transaction_id, "aborted", "", "ABORTED_BEFORE_PREPARE")
+        return True
+    if existing.state == "aborted":
+        return False
+    if existing.state == "committed":
+        raise FailedPrecondition(
+            f"transaction {transaction_id} was committed and cannot be aborted",
+            reason=TRANSACTION_COMMITTED,
+        )
+    if existing.state == "prepared":
+        for hold in tx.holds_of(transaction_id):
+            if hold.direction == DEBIT:
+                _apply(tx, hold.account_number, pending_debit=-hold.amount)
+            else:
+                _apply(tx, hold.account_number, pending_credit=-hold.amount)
+    tx.set_transaction_state(transaction_id, "aborted")
+    return True
+
+
+def audit(tx: LedgerTx) -> Totals:
+    """Check the bank-wide invariants: balances equal the journal, holds equal pending sums."""
+    totals = tx.totals()
+    check(totals.balance == totals.journal,
+          f"sum of balances {totals.balance} != sum of journal entries {totals.journal}")
+    check(totals.pending_debit == totals.prepared_debit_holds,
+          f"pending debits {totals.pending_debit} != prepared debit holds {totals.prepared_debit_holds}")
+    check(totals.pending_credit == totals.prepared_credit_holds,
+          f"pending credits {totals.pending_credit} != prepared credit holds "
+          f"{totals.prepared_credit_holds}")
+    return totals

@@ -1,0 +1,92 @@
+"""paygate-bank: run one bank server.
+
+    paygate-bank --bank-id bank-a [--config paygate.toml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from paygate.bank.demo_accounts import load_demo_accounts
+from paygate.bank.participant import Participant
+from paygate.bank.peer_identity_interceptor import PeerIdentityInterceptor
+from paygate.bank.servicer import SERVICE_NAME, BankServicer
+from paygate.bank.store import SqliteLedgerStore
+from paygate.common.config import BankConfig, SuiteConfig, load_config
+from paygate.common.error_interceptor import ErrorInterceptor
+from paygate.common.faults import FaultInjector
+from paygate.common.logging_interceptor import LoggingInterceptor
+from paygate.common.logs import setup_logging
+from paygate.common.server import Server, build_server, serve
+from paygate.common.tls import server_credentials
+from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
+
+_log = logging.getLogger("paygate.bank")
+
+AUDIT_INTERVAL_S = 30.0
+
+
+async def build_bank(suite: SuiteConfig, config: BankConfig) -> tuple[Server, Participant, SqliteLedgerStore]:
+    """Open the bank's database, load its demo accounts and start its server."""
+    store = SqliteLedgerStore(config.database)
+    await store.open()
+    participant = Participant(
+        store, FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process=config.bank_id)
+    )
+    await participant.audit()
+    if config.demo_accounts is not None and config.demo_accounts.exists():
+        opened = await load_demo_accounts(participant, config.demo_accounts)
+        _log.info("demo accounts loaded", extra={"fields": {"opened": opened}})
+    servicer = BankServicer(participant)
+    server = await build_server(
+        listen=config.listen,
+        credentials=server_credentials(config.tls, require_client_cert=True),
+        service_name=SERVICE_NAME,
+        add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),
+        # Outermost first: log every call, map errors to statuses, then authorize the peer.
+        interceptors=[LoggingInterceptor(), ErrorInterceptor(), PeerIdentityInterceptor(SERVICE_NAME)],
+        max_message_bytes=config.max_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    return server, participant, store
+
+
+async def _audit_forever(server: Server, participant: Participant) -> None:
+    while True:
+        await asyncio.sleep(AUDIT_INTERVAL_S)
+        try:
+            await participant.audit()
+            healthy = await participant.healthy()
+        except Exception:
+            _log.exception("ledger audit failed")
+            healthy = False
+        await server.set_serving(healthy)
+
+
+async def run(suite: SuiteConfig, bank_id: str) -> None:
+    config = suite.banks[bank_id]
+    server, participant, store = await build_bank(suite, config)
+    await serve(
+        server,
+        grace_s=config.grace_s,
+        background=[lambda: _audit_forever(server, participant)],
+        on_stop=store.close,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="paygate-bank", description=__doc__)
+    parser.add_argument("--bank-id", required=True, help="which bank of the configuration to run")
+    parser.add_argument("--config", help="TOML configuration file (default: $PAYGATE_CONFIG)")
+    args = parser.parse_args()
+    suite = load_config(args.config)
+    if args.bank_id not in suite.banks:
+        parser.error(f"unknown bank {args.bank_id!r}; configured: {', '.join(suite.banks)}")
+    setup_logging(args.bank_id)
+    asyncio.run(run(suite, args.bank_id))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Participant: the bank's ledger operations as async calls, each one database transaction.
+
+It runs the rules of ledger.py inside the store's transactions, marks the crash points
+around the writes of the two-phase commit, and audits the whole ledger at start and
+periodically (a failed audit makes the bank report NOT_SERVING).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from paygate.bank import ledger
+from paygate.bank.ledger import Leg, Vote
+from paygate.bank.store import AccountRow, LedgerStore, Totals
+from paygate.common.faults import FaultInjector
+
+_log = logging.getLogger("paygate.bank")
+
+
+class Participant:
+    def __init__(self, store: LedgerStore, faults: FaultInjector) -> None:
+        self._store = store
+        self._faults = faults
+
+    async def get_account(self, account_number: str) -> AccountRow:
+        return await self._store.read(lambda tx: ledger.get_account(tx, account_number))
+
+    async def open_account(
+        self, currency: str, initial_balance_minor: int, account_number: str | None = None
+    ) -> AccountRow:
+        account = await self._store.transaction(
+            lambda tx: ledger.open_account(tx, currency, initial_balance_minor, account_number)
+        )
+        _log.info("account opened", extra={"fields": {"account_number": account.account_number}})
+        return account
+
+    async def deposit(
+        self, account_number: str, amount_minor: int, currency: str, reference: str
+    ) -> tuple[AccountRow, bool]:
+        return await self._store.transaction(
+            lambda tx: ledger.deposit(tx, account_number, amount_minor, currency, reference)
+        )
+
+    async def prepare(self, transaction_id: str, legs: list[Leg]) -> Vote:
+        self._faults.crash_point("bank.before_hold")
+        vote = await self._store.transaction(lambda tx: ledger.prepare(tx, transaction_id, legs))
+        self._faults.crash_point("bank.after_hold")
+        return vote
+
+    async def commit(self, transaction_id: str) -> None:
+        self._faults.crash_point("bank.before_post")
+        await self._store.transaction(lambda tx: ledger.commit(tx, transaction_id))
+        self._faults.crash_point("bank.after_post")
+
+    async def abort(self, transaction_id: str) -> None:
+        await self._store.transaction(lambda tx: ledger.abort(tx, transaction_id))
+
+    async def audit(self) -> Totals:
+        return await self._store.read(ledger.audit)
+
+    async def healthy(self) -> bool:
+        return await self._store.healthy()

@@ -1,0 +1,84 @@
+"""BankServicer: translates BankService messages to ledger calls and back, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+
+from paygate.bank import ledger
+from paygate.bank.ledger import Leg
+from paygate.bank.participant import Participant
+from paygate.bank.store import AccountRow
+from paygate.errors import InvalidArgument
+from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
+
+SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
+
+_DIRECTIONS = {bank_pb2.DIRECTION_DEBIT: ledger.DEBIT, bank_pb2.DIRECTION_CREDIT: ledger.CREDIT}
+
+
+def account_message(account: AccountRow) -> bank_pb2.Account:
+    return bank_pb2.Account(
+        account_number=account.account_number,
+        currency=account.currency,
+        balance=account.balance,
+        available=account.available,
+        pending_debit=account.pending_debit,
+        pending_credit=account.pending_credit,
+    )
+
+
+def leg_from_message(message: bank_pb2.Leg) -> Leg:
+    if message.direction not in _DIRECTIONS:
+        raise InvalidArgument("leg direction must be DIRECTION_DEBIT or DIRECTION_CREDIT")
+    return Leg(
+        account_number=message.account_number,
+        direction=_DIRECTIONS[message.direction],
+        amount_minor=message.amount,
+        currency=message.currency,
+    )
+
+
+class BankServicer(bank_pb2_grpc.BankServiceServicer):
+    def __init__(self, participant: Participant) -> None:
+        self._bank = participant
+
+    async def GetAccount(
+        self, request: bank_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.GetAccountResponse:
+        account = await self._bank.get_account(request.account_number)
+        return bank_pb2.GetAccountResponse(account=account_message(account))
+
+    async def OpenAccount(
+        self, request: bank_pb2.OpenAccountRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.OpenAccountResponse:
+        account = await self._bank.open_account(request.currency, request.initial_balance)
+        return bank_pb2.OpenAccountResponse(account=account_message(account))
+
+    async def Deposit(
+        self, request: bank_pb2.DepositRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.DepositResponse:
+        account, replayed = await self._bank.deposit(
+            request.account_number, request.amount, request.currency, request.reference
+        )
+        return bank_pb2.DepositResponse(account=account_message(account), replayed=replayed)
+
+    async def Prepare(
+        self, request: bank_pb2.PrepareRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.PrepareResponse:
+        legs = [leg_from_message(leg) for leg in request.legs]
+        vote = await self._bank.prepare(request.transaction_id, legs)
+        return bank_pb2.PrepareResponse(
+            vote=bank_pb2.VOTE_YES if vote.yes else bank_pb2.VOTE_NO, reason=vote.reason
+        )
+
+    async def Commit(
+        self, request: bank_pb2.CommitRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.CommitResponse:
+        await self._bank.commit(request.transaction_id)
+        return bank_pb2.CommitResponse()
+
+    async def Abort(
+        self, request: bank_pb2.AbortRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.AbortResponse:
+        await self._bank.abort(request.transaction_id)
+        return bank_pb2.AbortResponse()

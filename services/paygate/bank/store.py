@@ -1,0 +1,284 @@
+"""The bank's storage: SQL behind the narrow LedgerTx interface that ledger.py uses.
+
+A LedgerStore runs a function inside one database transaction and hands it a LedgerTx
+whose methods are single SQL statements. The ledger's rules live in ledger.py; nothing
+here decides anything about money.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import pathlib
+import sqlite3
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from paygate.common.sqlite import Database
+
+T = TypeVar("T")
+
+MIGRATIONS = [
+    # 1: accounts, two-phase transactions with their holds, the journal of posted money.
+    """
+    CREATE TABLE accounts (
+        account_number TEXT PRIMARY KEY,
+        currency TEXT NOT NULL,
+        balance INTEGER NOT NULL CHECK (balance >= 0),
+        pending_debit INTEGER NOT NULL DEFAULT 0 CHECK (pending_debit >= 0),
+        pending_credit INTEGER NOT NULL DEFAULT 0 CHECK (pending_credit >= 0),
+        created_at TEXT NOT NULL,
+        CHECK (balance - pending_debit >= 0)
+    );
+    CREATE TABLE transactions (
+        transaction_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('prepared', 'refused', 'committed', 'aborted')),
+        legs_digest TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        resolved_at TEXT
+    );
+    CREATE INDEX transactions_prepared ON transactions (state) WHERE state = 'prepared';
+    CREATE TABLE holds (
+        transaction_id TEXT NOT NULL REFERENCES transactions (transaction_id),
+        account_number TEXT NOT NULL REFERENCES accounts (account_number),
+        direction TEXT NOT NULL CHECK (direction IN ('debit', 'credit')),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        PRIMARY KEY (transaction_id, account_number, direction)
+    );
+    CREATE TABLE entries (
+        entry_id INTEGER PRIMARY KEY,
+        account_number TEXT NOT NULL REFERENCES accounts (account_number),
+        amount INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('open', 'deposit', 'debit', 'credit')),
+        reference TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX entries_account ON entries (account_number);
+    CREATE TABLE deposits (
+        reference TEXT PRIMARY KEY,
+        account_number TEXT NOT NULL REFERENCES accounts (account_number),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountRow:
+    account_number: str
+    currency: str
+    balance: int
+    pending_debit: int
+    pending_credit: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.pending_debit
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionRow:
+    transaction_id: str
+    state: str
+    legs_digest: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldRow:
+    account_number: str
+    direction: str
+    amount: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """Bank-wide sums, for the audit and for metrics."""
+
+    balance: int
+    pending_debit: int
+    pending_credit: int
+    journal: int
+    prepared_debit_holds: int
+    prepared_credit_holds: int
+    prepared_transactions: int
+
+
+class LedgerTx(Protocol):
+    """The statements the ledger may run inside one transaction."""
+
+    def get_account(self, account_number: str) -> AccountRow | None: ...
+    def max_account_number(self) -> int | None: ...
+    def insert_account(self, account_number: str, currency: str) -> None: ...
+    def add_to_account(
+        self, account_number: str, *, balance: int, pending_debit: int, pending_credit: int
+    ) -> None: ...
+    def get_transaction(self, transaction_id: str) -> TransactionRow | None: ...
+    def insert_transaction(
+        self, transaction_id: str, state: str, legs_digest: str, reason: str
+    ) -> None: ...
+    def set_transaction_state(self, transaction_id: str, state: str) -> None: ...
+    def insert_hold(self, transaction_id: str, hold: HoldRow) -> None: ...
+    def holds_of(self, transaction_id: str) -> list[HoldRow]: ...
+    def insert_entry(self, account_number: str, amount: int, kind: str, reference: str) -> None: ...
+    def get_deposit(self, reference: str) -> tuple[str, int, str] | None: ...
+    def insert_deposit(self, reference: str, account_number: str, amount: int, currency: str) -> None: ...
+    def journal_sum(self, account_number: str) -> int: ...
+    def totals(self) -> Totals: ...
+
+
+class LedgerStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def transaction(self, fn: Callable[[LedgerTx], T]) -> T: ...
+    async def read(self, fn: Callable[[LedgerTx], T]) -> T: ...
+    async def healthy(self) -> bool: ...
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
+
+
+class SqliteLedgerTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get_account(self, account_number: str) -> AccountRow | None:
+        row = self._conn.execute(
+            "SELECT account_number, currency, balance, pending_debit, pending_credit"
+            " FROM accounts WHERE account_number = ?",
+            (account_number,),
+        ).fetchone()
+        return AccountRow(*row) if row else None
+
+    def max_account_number(self) -> int | None:
+        row = self._conn.execute("SELECT MAX(CAST(account_number AS INTEGER)) FROM accounts").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def insert_account(self, account_number: str, currency: str) -> None:
+        self._conn.execute(
+            "INSERT INTO accounts (account_number, currency, balance, created_at) VALUES (?, ?, 0, ?)",
+            (account_number, currency, _now()),
+        )
+
+    def add_to_account(
+        self, account_number: str, *, balance: int, pending_debit: int, pending_credit: int
+    ) -> None:
+        self._conn.execute(
+            "UPDATE accounts SET balance = balance + ?, pending_debit = pending_debit + ?,"
+            " pending_credit = pending_credit + ? WHERE account_number = ?",
+            (balance, pending_debit, pending_credit, account_number),
+        )
+
+    def get_transaction(self, transaction_id: str) -> TransactionRow | None:
+        row = self._conn.execute(
+            "SELECT transaction_id, state, legs_digest, reason FROM transactions"
+            " WHERE transaction_id = ?",
+            (transaction_id,),
+        ).fetchone()
+        return TransactionRow(*row) if row else None
+
+    def insert_transaction(
+        self, transaction_id: str, state: str, legs_digest: str, reason: str
+    ) -> None:
+        resolved = None if state == "prepared" else _now()
+        self._conn.execute(
+            "INSERT INTO transactions (transaction_id, state, legs_digest, reason, created_at,"
+            " resolved_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (transaction_id, state, legs_digest, reason, _now(), resolved),
+        )
+
+    def set_transaction_state(self, transaction_id: str, state: str) -> None:
+        self._conn.execute(
+            "UPDATE transactions SET state = ?, resolved_at = ? WHERE transaction_id = ?",
+            (state, _now(), transaction_id),
+        )
+
+    def insert_hold(self, transaction_id: str, hold: HoldRow) -> None:
+        self._conn.execute(
+            "INSERT INTO holds (transaction_id, account_number, direction, amount)"
+            " VALUES (?, ?, ?, ?)",
+            (transaction_id, hold.account_number, hold.direction, hold.amount),
+        )
+
+    def holds_of(self, transaction_id: str) -> list[HoldRow]:
+        rows = self._conn.execute(
+            "SELECT account_number, direction, amount FROM holds WHERE transaction_id = ?"
+            " ORDER BY account_number, direction",
+            (transaction_id,),
+        ).fetchall()
+        return [HoldRow(*row) for row in rows]
+
+    def insert_entry(self, account_number: str, amount: int, kind: str, reference: str) -> None:
+        self._conn.execute(
+            "INSERT INTO entries (account_number, amount, kind, reference, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (account_number, amount, kind, reference, _now()),
+        )
+
+    def get_deposit(self, reference: str) -> tuple[str, int, str] | None:
+        row = self._conn.execute(
+            "SELECT account_number, amount, currency FROM deposits WHERE reference = ?",
+            (reference,),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def insert_deposit(self, reference: str, account_number: str, amount: int, currency: str) -> None:
+        self._conn.execute(
+            "INSERT INTO deposits (reference, account_number, amount, currency, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (reference, account_number, amount, currency, _now()),
+        )
+
+    def journal_sum(self, account_number: str) -> int:
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE account_number = ?",
+            (account_number,),
+        ).fetchone()
+        return int(row[0])
+
+    def totals(self) -> Totals:
+        balance, pending_debit, pending_credit = self._conn.execute(
+            "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(pending_debit), 0),"
+            " COALESCE(SUM(pending_credit), 0) FROM accounts"
+        ).fetchone()
+        (journal,) = self._conn.execute("SELECT COALESCE(SUM(amount), 0) FROM entries").fetchone()
+        debit, credit, count = self._conn.execute(
+            "SELECT COALESCE(SUM(CASE WHEN h.direction = 'debit' THEN h.amount END), 0),"
+            " COALESCE(SUM(CASE WHEN h.direction = 'credit' THEN h.amount END), 0),"
+            " COUNT(DISTINCT t.transaction_id)"
+            " FROM transactions t JOIN holds h ON h.transaction_id = t.transaction_id"
+            " WHERE t.state = 'prepared'"
+        ).fetchone()
+        return Totals(
+            balance=balance,
+            pending_debit=pending_debit,
+            pending_credit=pending_credit,
+            journal=journal,
+            prepared_debit_holds=debit,
+            prepared_credit_holds=credit,
+            prepared_transactions=count,
+        )
+
+
+class SqliteLedgerStore:
+    def __init__(self, path: pathlib.Path) -> None:
+        self._db = Database(path, MIGRATIONS)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def transaction(self, fn: Callable[[LedgerTx], T]) -> T:
+        return await self._db.transaction(lambda conn: fn(SqliteLedgerTx(conn)))
+
+    async def read(self, fn: Callable[[LedgerTx], T]) -> T:
+        return await self._db.read(lambda conn: fn(SqliteLedgerTx(conn)))
+
+    async def healthy(self) -> bool:
+        return await self._db.healthy()

@@ -1,0 +1,1 @@
+"""Pieces shared by the gateway, the banks and the tools: config, TLS, storage, interceptors."""

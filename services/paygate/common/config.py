@@ -1,0 +1,171 @@
+"""The configuration of a Paygate suite: one object, built once at start, passed down.
+
+Precedence, lowest first: the defaults below, the TOML file named by `--config` or the
+`PAYGATE_CONFIG` environment variable, then command-line flags of the process. Relative
+paths are resolved against the current directory, which supervisord sets to the directory
+it was started from (the repository root for `make run`, a temporary folder in tests).
+
+Example file (every key optional):
+
+    var_dir = "var"
+    certs_dir = "certs"
+
+    [gateway]
+    listen = "127.0.0.1:50051"
+    metrics = "127.0.0.1:9151"
+    bcrypt_rounds = 12
+    prepare_timeout_s = 2.0
+
+    [banks.bank-a]
+    listen = "127.0.0.1:50061"
+    metrics = "127.0.0.1:9161"
+    demo_accounts = "ops/demo-accounts/bank-a.toml"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+CONFIG_ENV = "PAYGATE_CONFIG"
+
+DEFAULT_GATEWAY_LISTEN = "127.0.0.1:50051"
+DEFAULT_GATEWAY_METRICS = "127.0.0.1:9151"
+DEFAULT_BANKS: dict[str, tuple[str, str]] = {
+    "bank-a": ("127.0.0.1:50061", "127.0.0.1:9161"),
+    "bank-b": ("127.0.0.1:50062", "127.0.0.1:9162"),
+    "bank-c": ("127.0.0.1:50063", "127.0.0.1:9163"),
+}
+DEFAULT_BCRYPT_ROUNDS = 12
+DEFAULT_TOKEN_TTL_S = 3600
+DEFAULT_PREPARE_TIMEOUT_S = 2.0
+DEFAULT_BANK_CALL_TIMEOUT_S = 2.0
+DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
+DEFAULT_MAX_PAYMENT_MINOR = 100_000_000  # 1,000,000.00 in a two-digit currency
+DEFAULT_RECOVERY_INTERVAL_S = 2.0
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+DEFAULT_MAX_CONCURRENT_RPCS = 256
+DEFAULT_GRACE_S = 5.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TlsFiles:
+    """The PEM files of one identity: the CA to trust, and its own certificate and key."""
+
+    ca: pathlib.Path
+    cert: pathlib.Path
+    key: pathlib.Path
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BankConfig:
+    bank_id: str
+    listen: str
+    metrics: str
+    database: pathlib.Path
+    demo_accounts: pathlib.Path | None
+    tls: TlsFiles
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    grace_s: float = DEFAULT_GRACE_S
+    fault_injection: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    listen: str
+    metrics: str
+    database: pathlib.Path
+    tls: TlsFiles
+    bank_addresses: Mapping[str, str]
+    bcrypt_rounds: int = DEFAULT_BCRYPT_ROUNDS
+    token_ttl_s: int = DEFAULT_TOKEN_TTL_S
+    prepare_timeout_s: float = DEFAULT_PREPARE_TIMEOUT_S
+    bank_call_timeout_s: float = DEFAULT_BANK_CALL_TIMEOUT_S
+    idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S
+    max_payment_minor: int = DEFAULT_MAX_PAYMENT_MINOR
+    recovery_interval_s: float = DEFAULT_RECOVERY_INTERVAL_S
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    grace_s: float = DEFAULT_GRACE_S
+    fault_injection: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SuiteConfig:
+    """Everything about one suite: where its processes listen and where their files are."""
+
+    var_dir: pathlib.Path
+    certs_dir: pathlib.Path
+    gateway: GatewayConfig
+    banks: Mapping[str, BankConfig]
+
+    def tls_for(self, identity: str) -> TlsFiles:
+        return tls_files(self.certs_dir, identity)
+
+
+def tls_files(certs_dir: pathlib.Path, identity: str) -> TlsFiles:
+    return TlsFiles(
+        ca=certs_dir / "ca.pem",
+        cert=certs_dir / f"{identity}.pem",
+        key=certs_dir / f"{identity}-key.pem",
+    )
+
+
+def _path(value: Any, base: pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(str(value)).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> SuiteConfig:
+    """Build the suite's configuration from defaults, a TOML file and the environment."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    return config_from_mapping(data, base=pathlib.Path.cwd())
+
+
+def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> SuiteConfig:
+    var_dir = _path(data.get("var_dir", "var"), base)
+    certs_dir = _path(data.get("certs_dir", "certs"), base)
+    # Crash points (paygate.common.faults) are armed only in tests, by this switch.
+    fault_injection = bool(data.get("fault_injection", False)) or (
+        os.environ.get("PAYGATE_FAULT_INJECTION", "") == "1"
+    )
+
+    bank_tables: dict[str, Mapping[str, Any]] = {name: {} for name in DEFAULT_BANKS}
+    bank_tables.update(data.get("banks", {}))
+    banks: dict[str, BankConfig] = {}
+    for bank_id, table in bank_tables.items():
+        listen, metrics = DEFAULT_BANKS.get(bank_id, ("127.0.0.1:0", "127.0.0.1:0"))
+        demo = table.get("demo_accounts", f"ops/demo-accounts/{bank_id}.toml")
+        known = {"listen", "metrics", "database", "demo_accounts"}
+        banks[bank_id] = BankConfig(
+            bank_id=bank_id,
+            listen=table.get("listen", listen),
+            metrics=table.get("metrics", metrics),
+            database=_path(table.get("database", var_dir / f"{bank_id}.db"), base),
+            demo_accounts=_path(demo, base) if demo else None,
+            tls=tls_files(certs_dir, bank_id),
+            fault_injection=fault_injection,
+            **{k: v for k, v in table.items() if k not in known},
+        )
+
+    table = dict(data.get("gateway", {}))
+    gateway = GatewayConfig(
+        listen=table.pop("listen", DEFAULT_GATEWAY_LISTEN),
+        metrics=table.pop("metrics", DEFAULT_GATEWAY_METRICS),
+        database=_path(table.pop("database", var_dir / "gateway.db"), base),
+        tls=tls_files(certs_dir, "gateway"),
+        bank_addresses={bank_id: bank.listen for bank_id, bank in banks.items()},
+        fault_injection=fault_injection,
+        **table,
+    )
+    return SuiteConfig(var_dir=var_dir, certs_dir=certs_dir, gateway=gateway, banks=banks)

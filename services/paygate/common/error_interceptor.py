@@ -1,0 +1,65 @@
+"""ErrorInterceptor: the one place where domain errors become gRPC statuses.
+
+Handlers raise PaygateError subclasses; this interceptor aborts the call with the code
+from paygate.errors.STATUS_BY_ERROR and a google.rpc.ErrorInfo carrying the reason.
+An InvariantViolation, or any other unexpected exception, is a bug: it is logged with
+its traceback and answered INTERNAL with a message that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from paygate.common.handlers import UnaryBehavior, wrap_unary
+from paygate.errors import ERROR_DOMAIN, PaygateError, status_code_of
+
+_log = logging.getLogger("paygate.errors")
+
+
+def rich_status(error: PaygateError) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    code = status_code_of(error)
+    return rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
+    )
+
+
+async def abort_with_error(context: grpc.aio.ServicerContext, error: PaygateError) -> None:
+    status = rich_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+
+        def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
+            async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await behavior(request, context)
+                except PaygateError as error:
+                    await abort_with_error(context, error)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    _log.exception(
+                        "unexpected error", extra={"fields": {"method": handler_call_details.method}}
+                    )
+                    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+            return mapped
+
+        return wrap_unary(handler, wrapper)  # type: ignore[return-value]

@@ -1,0 +1,74 @@
+"""Crash points for tests: kill this process with SIGKILL at a named step of the protocol.
+
+A test arms a point by creating the file `<var_dir>/faults/<process>/<point>`; the process
+removes the file and then kills itself when it reaches that point, so the crash happens
+once and the restarted process runs normally. Nothing is checked unless the suite was
+started with fault injection switched on (`PAYGATE_FAULT_INJECTION=1`), which production
+never does.
+
+The points, in protocol order:
+
+    gateway.before_prepare          the payment is recorded, no bank has been asked
+    gateway.after_first_prepare     one of two banks has voted yes
+    gateway.after_prepares          every bank voted yes, no decision written
+    gateway.after_decision          the commit decision is on disk, no commit sent
+    gateway.after_first_commit      one of two banks has committed
+    gateway.after_commits           every bank committed; the answer is not sent yet
+    bank.before_hold                a bank is about to write the holds of a prepare
+    bank.after_hold                 the holds are on disk, the vote is not sent yet
+    bank.before_post                a bank is about to post a committed transaction
+    bank.after_post                 the transaction is posted, the ack is not sent yet
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import signal
+
+POINTS = (
+    "gateway.before_prepare",
+    "gateway.after_first_prepare",
+    "gateway.after_prepares",
+    "gateway.after_decision",
+    "gateway.after_first_commit",
+    "gateway.after_commits",
+    "bank.before_hold",
+    "bank.after_hold",
+    "bank.before_post",
+    "bank.after_post",
+)
+
+_log = logging.getLogger("paygate.faults")
+
+
+class FaultInjector:
+    def __init__(self, *, enabled: bool, var_dir: pathlib.Path, process: str) -> None:
+        self.enabled = enabled
+        self.folder = var_dir / "faults" / process
+
+    def crash_point(self, point: str) -> None:
+        if not self.enabled:
+            return
+        if point not in POINTS:
+            raise ValueError(f"unknown crash point {point!r}")
+        armed = self.folder / point
+        if not armed.exists():
+            return
+        armed.unlink()
+        _log.warning("crash point reached, killing self", extra={"fields": {"point": point}})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(var_dir: pathlib.Path, process: str, point: str) -> pathlib.Path:
+    """Arm `point` in `process` (used by tests and paygate-chaos)."""
+    if point not in POINTS:
+        raise ValueError(f"unknown crash point {point!r}")
+    folder = var_dir / "faults" / process
+    folder.mkdir(parents=True, exist_ok=True)
+    armed = folder / point
+    armed.touch()
+    return armed

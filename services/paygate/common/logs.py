@@ -1,0 +1,74 @@
+"""Structured logs: one JSON object per line on standard error.
+
+supervisord writes each process's standard error to its own file under var/log/.
+Only fields named in SAFE_FIELDS are ever copied from messages into a log line, so a
+password or a token cannot reach a log by accident.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from typing import Any
+
+# Message fields that may be logged. Anything else (passwords, tokens) never is.
+SAFE_FIELDS = (
+    "username",
+    "bank_id",
+    "account_number",
+    "payee_username",
+    "amount",
+    "currency",
+    "idempotency_key",
+    "payment_id",
+    "transaction_id",
+    "reference",
+    "status",
+    "vote",
+    "reason",
+    "page_size",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, separators=(",", ":"))
+
+
+def setup_logging(process: str, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("paygate").info("starting", extra={"fields": {"process": process}})
+
+
+def safe_fields(message: Any) -> dict[str, Any]:
+    """The loggable fields that are set on a protobuf message (and its `payment`, if any)."""
+    out: dict[str, Any] = {}
+    for source in (message, getattr(message, "payment", None)):
+        if source is None or not hasattr(source, "DESCRIPTOR"):
+            continue
+        names = {f.name for f in source.DESCRIPTOR.fields}
+        for name in SAFE_FIELDS:
+            if name in names:
+                value = getattr(source, name)
+                if value not in ("", 0):
+                    out[name] = value
+    return out

@@ -1,0 +1,103 @@
+"""Building and running a Paygate gRPC server: interceptors, health, reflection, shutdown.
+
+Each process (gateway, bank) calls `build_server` with its servicer and interceptors, and
+then `serve` to run until SIGTERM or SIGINT. Health reports SERVING for the empty service
+name and the process's own service once started, and NOT_SERVING as soon as a graceful
+shutdown begins, so that load balancers stop sending before the port closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+_log = logging.getLogger("paygate.server")
+
+
+@dataclasses.dataclass
+class Server:
+    """A started gRPC server, the port it listens on and its health servicer."""
+
+    grpc_server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_name: str
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", self.service_name):
+            await self.health.set(name, status)
+
+
+async def build_server(
+    *,
+    listen: str,
+    credentials: grpc.ServerCredentials,
+    service_name: str,
+    add_servicer: Callable[[grpc.aio.Server], None],
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    max_message_bytes: int,
+    max_concurrent_rpcs: int,
+) -> Server:
+    """Create and start a server on `listen` (port 0 picks a free one) with health and reflection."""
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
+    add_servicer(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [service_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_secure_port(listen, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    result = Server(grpc_server=server, port=port, health=health_servicer, service_name=service_name)
+    await result.set_serving(False)
+    return result
+
+
+async def serve(
+    server: Server,
+    *,
+    grace_s: float,
+    background: Sequence[Callable[[], Awaitable[Any]]] = (),
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Report SERVING, run until SIGTERM/SIGINT, then drain for `grace_s` and stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(job()) for job in background]
+    await server.set_serving(True)
+    _log.info("serving", extra={"fields": {"port": server.port, "service": server.service_name}})
+    await stop.wait()
+    _log.info("shutting down", extra={"fields": {"grace_s": grace_s}})
+    await server.set_serving(False)
+    await server.grpc_server.stop(grace_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if on_stop is not None:
+        await on_stop()
+    _log.info("stopped")

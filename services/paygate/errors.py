@@ -1,0 +1,111 @@
+"""The errors of Paygate, shared by the servers and the client library.
+
+    PaygateError                  every error a caller can cause or observe
+     ├── InvalidArgument          INVALID_ARGUMENT: bad input, nothing changed
+     ├── NotFound                 NOT_FOUND: no such user, account or payment (or not yours)
+     ├── AlreadyExists            ALREADY_EXISTS: duplicate username, account already linked
+     ├── Unauthenticated          UNAUTHENTICATED: no, bad, expired or revoked token; bad login
+     ├── PermissionDenied         PERMISSION_DENIED: authenticated, but not allowed
+     ├── FailedPrecondition       FAILED_PRECONDITION: insufficient funds, currency mismatch,
+     │                            idempotency key reused with other parameters
+     ├── Aborted                  ABORTED: idempotency key in use by a request still running
+     ├── ResourceExhausted        RESOURCE_EXHAUSTED: throttled
+     └── Unavailable              UNAVAILABLE: a bank is down or too slow; retry with the same key
+
+Each error carries a `reason` (an UPPER_SNAKE string) that travels as a
+`google.rpc.ErrorInfo` in the gRPC status details. STATUS_BY_ERROR is the one
+table that maps errors to gRPC status codes; `paygate.common.grpc_errors` applies
+it on the servers and `paygate.client` maps statuses back to these classes.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+ERROR_DOMAIN = "paygate.dev"
+
+
+class PaygateError(Exception):
+    """An error with a gRPC status code (by class), a reason and a message for people."""
+
+    default_reason = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
+
+class InvalidArgument(PaygateError):
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NotFound(PaygateError):
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(PaygateError):
+    default_reason = "ALREADY_EXISTS"
+
+
+class Unauthenticated(PaygateError):
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(PaygateError):
+    default_reason = "PERMISSION_DENIED"
+
+
+class FailedPrecondition(PaygateError):
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(PaygateError):
+    default_reason = "ABORTED"
+
+
+class ResourceExhausted(PaygateError):
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(PaygateError):
+    default_reason = "UNAVAILABLE"
+
+
+STATUS_BY_ERROR: dict[type[PaygateError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Aborted: grpc.StatusCode.ABORTED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+ERROR_BY_STATUS: dict[grpc.StatusCode, type[PaygateError]] = {
+    code: cls for cls, code in STATUS_BY_ERROR.items()
+}
+
+# Reasons that travel in google.rpc.ErrorInfo. Named here so that servers, clients and
+# tests agree on the spelling.
+INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+IDEMPOTENCY_KEY_MISMATCH = "IDEMPOTENCY_KEY_MISMATCH"
+IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"
+BANK_UNAVAILABLE = "BANK_UNAVAILABLE"
+BANK_TIMEOUT = "BANK_TIMEOUT"
+ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+TRANSACTION_ABORTED = "TRANSACTION_ABORTED"
+TRANSACTION_COMMITTED = "TRANSACTION_COMMITTED"
+
+
+def status_code_of(error: PaygateError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+    return grpc.StatusCode.UNKNOWN

@@ -1,0 +1,136 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECTION_UNSPECIFIED: _ClassVar[Direction]
+    DIRECTION_DEBIT: _ClassVar[Direction]
+    DIRECTION_CREDIT: _ClassVar[Direction]
+
+class Vote(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VOTE_UNSPECIFIED: _ClassVar[Vote]
+    VOTE_YES: _ClassVar[Vote]
+    VOTE_NO: _ClassVar[Vote]
+DIRECTION_UNSPECIFIED: Direction
+DIRECTION_DEBIT: Direction
+DIRECTION_CREDIT: Direction
+VOTE_UNSPECIFIED: Vote
+VOTE_YES: Vote
+VOTE_NO: Vote
+
+class Account(_message.Message):
+    __slots__ = ("account_number", "currency", "balance", "available", "pending_debit", "pending_credit")
+    ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_DEBIT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_CREDIT_FIELD_NUMBER: _ClassVar[int]
+    account_number: str
+    currency: str
+    balance: int
+    available: int
+    pending_debit: int
+    pending_credit: int
+    def __init__(self, account_number: _Optional[str] = ..., currency: _Optional[str] = ..., balance: _Optional[int] = ..., available: _Optional[int] = ..., pending_debit: _Optional[int] = ..., pending_credit: _Optional[int] = ...) -> None: ...
+
+class GetAccountRequest(_message.Message):
+    __slots__ = ("account_number",)
+    ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    account_number: str
+    def __init__(self, account_number: _Optional[str] = ...) -> None: ...
+
+class GetAccountResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class OpenAccountRequest(_message.Message):
+    __slots__ = ("currency", "initial_balance")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    initial_balance: int
+    def __init__(self, currency: _Optional[str] = ..., initial_balance: _Optional[int] = ...) -> None: ...
+
+class OpenAccountResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class DepositRequest(_message.Message):
+    __slots__ = ("account_number", "amount", "currency", "reference")
+    ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    account_number: str
+    amount: int
+    currency: str
+    reference: str
+    def __init__(self, account_number: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class DepositResponse(_message.Message):
+    __slots__ = ("account", "replayed")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    replayed: bool
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class Leg(_message.Message):
+    __slots__ = ("account_number", "direction", "amount", "currency")
+    ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    account_number: str
+    direction: Direction
+    amount: int
+    currency: str
+    def __init__(self, account_number: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class PrepareRequest(_message.Message):
+    __slots__ = ("transaction_id", "legs")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    LEGS_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    legs: _containers.RepeatedCompositeFieldContainer[Leg]
+    def __init__(self, transaction_id: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[Leg, _Mapping]]] = ...) -> None: ...
+
+class PrepareResponse(_message.Message):
+    __slots__ = ("vote", "reason")
+    VOTE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    vote: Vote
+    reason: str
+    def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CommitRequest(_message.Message):
+    __slots__ = ("transaction_id",)
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
+
+class CommitResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AbortRequest(_message.Message):
+    __slots__ = ("transaction_id",)
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
+
+class AbortResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
