@@ -1,0 +1,1 @@
+"""The gateway: the public API, authentication, and the coordinator of two-phase commits."""

@@ -1,0 +1,159 @@
+"""Users of the gateway: registration, login, sessions, and the balance of their account.
+
+Passwords are hashed with bcrypt on a small bounded thread pool, so that a flood of logins
+cannot stall the event loop that runs payments. Tokens are 256 random bits; the database
+keeps only their SHA-256, so a copy of the database cannot be used to log in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hashlib
+import re
+import secrets
+import time
+import uuid
+
+import bcrypt
+
+from paygate.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from paygate.gateway.banks import BankClients
+from paygate.gateway.models import BankAccount, Principal, User
+from paygate.gateway.store import GatewayStore
+
+USERNAME_PATTERN = re.compile(r"^[a-z0-9_.-]{3,32}$")
+ACCOUNT_NUMBER_PATTERN = re.compile(r"^[0-9]{1,34}$")
+PASSWORD_MIN_BYTES = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt ignores anything past 72 bytes: refuse rather than truncate
+BANK_ID_MAX_LENGTH = 64
+BAD_LOGIN = "invalid username or password"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccountSettings:
+    bcrypt_rounds: int
+    token_ttl_s: int
+    bank_call_timeout_s: float
+    hash_threads: int = 2
+    hash_queue_max: int = 64
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def validate_username(username: str) -> str:
+    if not USERNAME_PATTERN.match(username):
+        raise InvalidArgument("username must be 3 to 32 characters from a-z, 0-9, '_', '.', '-'")
+    return username
+
+
+def validate_password(password: str) -> bytes:
+    encoded = password.encode()
+    if not PASSWORD_MIN_BYTES <= len(encoded) <= PASSWORD_MAX_BYTES:
+        raise InvalidArgument(
+            f"password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes long"
+        )
+    return encoded
+
+
+class Hasher:
+    """bcrypt on a bounded pool: at most hash_queue_max calls wait, the rest are refused."""
+
+    def __init__(self, rounds: int, threads: int, queue_max: int) -> None:
+        self._rounds = rounds
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="bcrypt")
+        self._slots = asyncio.BoundedSemaphore(queue_max)
+        # Checked against when the username is unknown, so both cases take the same time.
+        self._dummy_hash = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds))
+
+    async def _run(self, fn: object, *args: bytes) -> object:
+        if self._slots.locked():
+            raise ResourceExhausted("too many logins in progress; retry in a second")
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, fn, *args)  # type: ignore[arg-type]
+
+    async def hash(self, password: bytes) -> bytes:
+        salt = bcrypt.gensalt(self._rounds)
+        return await self._run(bcrypt.hashpw, password, salt)  # type: ignore[return-value]
+
+    async def check(self, password: bytes, hashed: bytes | None) -> bool:
+        ok = await self._run(bcrypt.checkpw, password, hashed or self._dummy_hash)
+        return bool(ok) and hashed is not None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Accounts:
+    def __init__(self, store: GatewayStore, banks: BankClients, settings: AccountSettings) -> None:
+        self._store = store
+        self._banks = banks
+        self._settings = settings
+        self._hasher = Hasher(settings.bcrypt_rounds, settings.hash_threads, settings.hash_queue_max)
+
+    async def register(self, username: str, password: str, bank_id: str, account_number: str) -> User:
+        validate_username(username)
+        encoded = validate_password(password)
+        if not bank_id or len(bank_id) > BANK_ID_MAX_LENGTH:
+            raise InvalidArgument("bank_id is required")
+        if not ACCOUNT_NUMBER_PATTERN.match(account_number):
+            raise InvalidArgument("account_number must be 1 to 34 digits")
+        if not self._banks.knows(bank_id):
+            raise NotFound(f"unknown bank {bank_id!r}; banks: {', '.join(self._banks.bank_ids)}")
+        if await self._store.user_by_username(username) is not None:
+            raise AlreadyExists(f"username {username!r} is taken")
+        account = await self._banks.get_account(
+            bank_id, account_number, timeout_s=self._settings.bank_call_timeout_s
+        )
+        user = User(
+            user_id=f"usr_{uuid.uuid4().hex}",
+            username=username,
+            bank_id=bank_id,
+            account_number=account_number,
+            currency=account.currency,
+        )
+        await self._store.create_user(user, await self._hasher.hash(encoded))
+        return user
+
+    async def login(self, username: str, password: str) -> tuple[str, float]:
+        """Check the credentials; return a new token and its expiry (unix seconds)."""
+        if not username or len(username) > 64 or len(password.encode()) > 1024:
+            raise Unauthenticated(BAD_LOGIN)
+        found = await self._store.user_by_username(username)
+        hashed = found[1] if found else None
+        if not await self._hasher.check(password.encode(), hashed) or found is None:
+            raise Unauthenticated(BAD_LOGIN)
+        token = secrets.token_urlsafe(32)
+        expire_at_s = time.time() + self._settings.token_ttl_s
+        await self._store.insert_session(token_hash(token), found[0].user_id, expire_at_s)
+        return token, expire_at_s
+
+    async def authenticate(self, token: str) -> Principal:
+        hashed = token_hash(token)
+        session = await self._store.session(hashed)
+        if session is None or session.revoked:
+            raise Unauthenticated("the access token is invalid or was revoked; log in again")
+        if session.expire_at_s <= time.time():
+            raise Unauthenticated("the access token has expired; log in again")
+        return Principal(user=session.user, token_hash=hashed)
+
+    async def logout(self, principal: Principal) -> None:
+        await self._store.revoke_session(principal.token_hash)
+
+    async def balance(self, user: User) -> BankAccount:
+        return await self._banks.get_account(
+            user.bank_id, user.account_number, timeout_s=self._settings.bank_call_timeout_s
+        )
+
+    def close(self) -> None:
+        self._hasher.close()

@@ -1,0 +1,322 @@
+"""The coordinator of two-phase commits: one transaction per payment, across its banks.
+
+The protocol, with the state written to the gateway's database at each step:
+
+    begin_payment   payment row PREPARING + idempotency key IN_PROGRESS (one transaction)
+    phase 1         Prepare at every participant bank, concurrently, within prepare_timeout_s;
+                    each bank writes its holds to disk before it votes yes
+    decision        all yes  -> COMMITTING (payment SUCCEEDED, key COMPLETED), on disk first
+                    otherwise -> ABORTING (payment FAILED; key COMPLETED with the business
+                                 error, or deleted when the cause was transient)
+    phase 2         Commit (or Abort) at every participant, re-sent until each acknowledges
+    finish          COMMITTED or ABORTED
+
+A decision is written with a conditional UPDATE (only from PREPARING), so exactly one
+decision is ever recorded even if recovery races the request. A commit decision is final:
+it is re-sent until acknowledged and never turned into an abort. Recovery (at start and
+every recovery_interval_s) finds unfinished transactions that no task of this process is
+driving: PREPARING ones have no decision and are aborted (presumed abort: no bank can have
+committed, because no bank commits without a commit decision); COMMITTING and ABORTING
+ones have their decision re-sent. Banks keep prepared holds across restarts and refuse a
+Prepare that arrives after an Abort, so a late or duplicated message cannot move money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+from collections.abc import Iterator
+from typing import Protocol
+
+from paygate.common.faults import FaultInjector
+from paygate.errors import (
+    ACCOUNT_NOT_FOUND,
+    BANK_TIMEOUT,
+    BANK_UNAVAILABLE,
+    CURRENCY_MISMATCH,
+    INSUFFICIENT_FUNDS,
+    FailedPrecondition,
+    PaygateError,
+    Unavailable,
+)
+from paygate.gateway.models import Leg, Payment, TxnState, Vote
+from paygate.gateway.store import GatewayStore
+
+_log = logging.getLogger("paygate.coordinator")
+
+# Votes of no that are final answers about the payment itself: the key keeps this answer.
+BUSINESS_REFUSALS = {
+    INSUFFICIENT_FUNDS: "insufficient funds in the payer's account",
+    CURRENCY_MISMATCH: "the payment's currency does not match an account's currency",
+    ACCOUNT_NOT_FOUND: "an account of this payment no longer exists at its bank",
+}
+PRESUMED_ABORT = "COORDINATOR_RESTARTED"
+
+
+class Participants(Protocol):
+    """The banks, as the coordinator sees them (implemented over gRPC by banks.BankClients)."""
+
+    async def prepare(self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float) -> Vote: ...
+    async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
+    async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CoordinatorSettings:
+    prepare_timeout_s: float
+    bank_call_timeout_s: float
+    recovery_interval_s: float
+    # Phase-two attempts within one request or one recovery pass; recovery passes repeat forever.
+    delivery_attempts: int = 3
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0
+    recovery_batch: int = 100
+    recovery_concurrency: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Why a transaction was aborted, and whether the cause was transient."""
+
+    reason: str
+    message: str
+    transient: bool
+
+    def error(self) -> PaygateError:
+        if self.transient:
+            return Unavailable(self.message, reason=self.reason)
+        return FailedPrecondition(self.message, reason=self.reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    state: TxnState
+    failure: Failure | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.state in (TxnState.COMMITTING, TxnState.COMMITTED)
+
+
+def legs_by_bank(payment: Payment) -> dict[str, list[Leg]]:
+    legs: dict[str, list[Leg]] = {}
+    legs.setdefault(payment.payer_bank_id, []).append(
+        Leg(account_number=payment.payer_account, direction="debit",
+            amount_minor=payment.amount_minor, currency=payment.currency)
+    )
+    legs.setdefault(payment.payee_bank_id, []).append(
+        Leg(account_number=payment.payee_account, direction="credit",
+            amount_minor=payment.amount_minor, currency=payment.currency)
+    )
+    return legs
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(max_s, initial_s * 2**attempt))
+
+
+class Coordinator:
+    def __init__(
+        self,
+        store: GatewayStore,
+        participants: Participants,
+        settings: CoordinatorSettings,
+        faults: FaultInjector,
+    ) -> None:
+        self._store = store
+        self._banks = participants
+        self._settings = settings
+        self._faults = faults
+        self._driving: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @contextlib.contextmanager
+    def claim(self, payment_id: str) -> Iterator[None]:
+        """Mark a transaction as driven by this process, so that recovery leaves it alone."""
+        self._driving.add(payment_id)
+        try:
+            yield
+        finally:
+            self._driving.discard(payment_id)
+
+    # A new payment -------------------------------------------------------------------
+
+    async def run(self, payment: Payment) -> Decision:
+        """Drive a freshly recorded payment's transaction through both phases.
+
+        Returns the decision. Commits are delivered before returning when the banks answer
+        (bounded by delivery_attempts); aborts are delivered in the background, so that a
+        caller hears about a failure at once.
+        """
+        self._faults.crash_point("gateway.before_prepare")
+        failure = await self._prepare_all(payment)
+        if failure is None:
+            self._faults.crash_point("gateway.after_prepares")
+            state = await self._store.decide_commit(payment.payment_id)
+        else:
+            state = await self._store.decide_abort(
+                payment.payment_id, failure.reason, failure.message, release_key=failure.transient
+            )
+        if state == TxnState.COMMITTING:
+            self._faults.crash_point("gateway.after_decision")
+            await self._deliver(payment, commit=True)
+            self._faults.crash_point("gateway.after_commits")
+            return Decision(TxnState.COMMITTING)
+        if state == TxnState.ABORTING:
+            self._spawn(self._deliver_claimed(payment, commit=False))
+        if failure is None:
+            # Another driver decided abort first (only recovery can); that decision stands.
+            failure = Failure(PRESUMED_ABORT, "the payment was aborted by recovery", True)
+        return Decision(state, failure)
+
+    async def _prepare_all(self, payment: Payment) -> Failure | None:
+        """Phase one. Returns None when every bank voted yes, else the first failure."""
+        legs = legs_by_bank(payment)
+        timeout_s = self._settings.prepare_timeout_s
+        tasks = [
+            asyncio.create_task(
+                self._banks.prepare(bank, payment.payment_id, bank_legs, timeout_s=timeout_s)
+            )
+            for bank, bank_legs in legs.items()
+        ]
+        yes_votes = 0
+        try:
+            async with asyncio.timeout(timeout_s):
+                for next_vote in asyncio.as_completed(tasks):
+                    vote = await next_vote
+                    if not vote.yes:
+                        return _refusal(vote.reason)
+                    yes_votes += 1
+                    if yes_votes == 1 and len(tasks) == 2:
+                        self._faults.crash_point("gateway.after_first_prepare")
+        except TimeoutError:
+            return Failure(BANK_TIMEOUT, "a bank did not answer within the prepare timeout", True)
+        except Unavailable as exc:
+            return Failure(exc.reason, exc.message, True)
+        except PaygateError as exc:
+            _log.error("bank refused a prepare", extra={"fields": {
+                "transaction_id": payment.payment_id, "error": repr(exc)}})
+            return Failure(BANK_UNAVAILABLE, "a bank could not take part in the payment", True)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return None
+
+    # Phase two -----------------------------------------------------------------------
+
+    async def _deliver(self, payment: Payment, *, commit: bool) -> bool:
+        """Send the decision to every participant until all acknowledge or attempts run out.
+
+        Returns True when the transaction is finished. Refusals (a commit after an abort or
+        the reverse) are protocol violations: they are logged and never acted upon.
+        """
+        pending = set(payment.participants)
+        settings = self._settings
+        acked = 0
+        for attempt in range(settings.delivery_attempts):
+            sends = {
+                asyncio.create_task(self._send(bank, payment.payment_id, commit=commit)): bank
+                for bank in sorted(pending)
+            }
+            for done in asyncio.as_completed(list(sends)):
+                bank = await done
+                if bank is None:
+                    continue
+                pending.discard(bank)
+                acked += 1
+                if commit and acked == 1 and len(payment.participants) == 2:
+                    self._faults.crash_point("gateway.after_first_commit")
+            if not pending:
+                final = TxnState.COMMITTED if commit else TxnState.ABORTED
+                await self._store.finish(payment.payment_id, final)
+                return True
+            await asyncio.sleep(backoff_s(attempt, settings.backoff_initial_s, settings.backoff_max_s))
+        _log.warning("decision not yet acknowledged", extra={"fields": {
+            "transaction_id": payment.payment_id, "decision": "commit" if commit else "abort",
+            "pending": sorted(pending)}})
+        return False
+
+    async def _send(self, bank: str, transaction_id: str, *, commit: bool) -> str | None:
+        """One Commit or Abort; returns the bank on acknowledgement, None otherwise."""
+        timeout_s = self._settings.bank_call_timeout_s
+        try:
+            if commit:
+                await self._banks.commit(bank, transaction_id, timeout_s=timeout_s)
+            else:
+                await self._banks.abort(bank, transaction_id, timeout_s=timeout_s)
+        except Unavailable as exc:
+            _log.info("phase two send failed, will retry", extra={"fields": {
+                "transaction_id": transaction_id, "bank": bank, "reason": exc.reason}})
+            return None
+        except PaygateError as exc:
+            _log.critical("bank refused the decision", extra={"fields": {
+                "transaction_id": transaction_id, "bank": bank,
+                "decision": "commit" if commit else "abort", "error": repr(exc)}})
+            return None
+        return bank
+
+    # Recovery ------------------------------------------------------------------------
+
+    async def recover_once(self) -> int:
+        """Drive every unfinished transaction that nobody here is driving; return how many."""
+        orphans = [
+            p for p in await self._store.unfinished_payments(limit=self._settings.recovery_batch)
+            if p.payment_id not in self._driving
+        ]
+        limit = asyncio.Semaphore(self._settings.recovery_concurrency)
+
+        async def recover(payment: Payment) -> None:
+            async with limit:
+                await self._recover(payment)
+
+        await asyncio.gather(*(recover(p) for p in orphans))
+        return len(orphans)
+
+    async def _recover(self, payment: Payment) -> None:
+        if payment.payment_id in self._driving:
+            return
+        with self.claim(payment.payment_id):
+            state = payment.txn_state
+            if state == TxnState.PREPARING:
+                state = await self._store.decide_abort(
+                    payment.payment_id, PRESUMED_ABORT,
+                    "the gateway restarted before deciding", release_key=True,
+                )
+                _log.info("presumed abort", extra={"fields": {"transaction_id": payment.payment_id}})
+            if state in (TxnState.COMMITTING, TxnState.ABORTING):
+                await self._deliver(payment, commit=state == TxnState.COMMITTING)
+
+    async def recover_forever(self) -> None:
+        while True:
+            try:
+                await self.recover_once()
+            except Exception:
+                _log.exception("recovery pass failed")
+            await asyncio.sleep(self._settings.recovery_interval_s)
+
+    async def _deliver_claimed(self, payment: Payment, *, commit: bool) -> None:
+        with self.claim(payment.payment_id):
+            await self._deliver(payment, commit=commit)
+
+    def _spawn(self, job: "asyncio._CoroutineLike[None]") -> None:
+        task = asyncio.create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _refusal(reason: str) -> Failure:
+    if reason in BUSINESS_REFUSALS:
+        return Failure(reason, BUSINESS_REFUSALS[reason], False)
+    # A no for any other reason (a Prepare that arrived after an Abort) says nothing final
+    # about the payment: release the key so that a retry can succeed.
+    return Failure(BANK_UNAVAILABLE, f"a bank voted no ({reason or 'no reason given'})", True)

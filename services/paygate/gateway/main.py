@@ -1,0 +1,125 @@
+"""paygate-gateway: run the gateway.
+
+    paygate-gateway [--config paygate.toml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import time
+
+from paygate.common.config import GatewayConfig, SuiteConfig, load_config
+from paygate.common.error_interceptor import ErrorInterceptor
+from paygate.common.faults import FaultInjector
+from paygate.common.logging_interceptor import LoggingInterceptor
+from paygate.common.logs import setup_logging
+from paygate.common.server import Server, build_server, serve
+from paygate.common.tls import server_credentials
+from paygate.gateway.accounts import Accounts, AccountSettings
+from paygate.gateway.auth_interceptor import AuthInterceptor
+from paygate.gateway.banks import BankClients
+from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
+from paygate.gateway.payments import Payments, PaymentSettings
+from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
+from paygate.gateway.store import SqliteGatewayStore
+from paygate.gen.paygate.v1 import gateway_pb2_grpc
+
+_log = logging.getLogger("paygate.gateway")
+
+HOUSEKEEPING_INTERVAL_S = 60.0
+
+
+@dataclasses.dataclass
+class Gateway:
+    """The gateway's parts, built once at start and passed down explicitly."""
+
+    config: GatewayConfig
+    server: Server
+    store: SqliteGatewayStore
+    banks: BankClients
+    accounts: Accounts
+    coordinator: Coordinator
+
+    async def close(self) -> None:
+        await self.coordinator.close()
+        await self.banks.close()
+        self.accounts.close()
+        await self.store.close()
+
+    async def housekeeping_forever(self) -> None:
+        """Prune old idempotency keys and keep health in step with the database."""
+        while True:
+            healthy = await self.store.healthy()
+            await self.server.set_serving(healthy)
+            if healthy:
+                try:
+                    cutoff = time.time() - self.config.idempotency_ttl_s
+                    await self.store.prune_idempotency_keys(older_than_s=cutoff)
+                except Exception:
+                    _log.exception("pruning idempotency keys failed")
+            await asyncio.sleep(min(HOUSEKEEPING_INTERVAL_S, self.config.recovery_interval_s * 5))
+
+
+async def build_gateway(suite: SuiteConfig) -> Gateway:
+    config = suite.gateway
+    store = SqliteGatewayStore(config.database)
+    await store.open()
+    banks = BankClients(config.bank_addresses, config.tls)
+    accounts = Accounts(
+        store,
+        banks,
+        AccountSettings(
+            bcrypt_rounds=config.bcrypt_rounds,
+            token_ttl_s=config.token_ttl_s,
+            bank_call_timeout_s=config.bank_call_timeout_s,
+        ),
+    )
+    coordinator = Coordinator(
+        store,
+        banks,
+        CoordinatorSettings(
+            prepare_timeout_s=config.prepare_timeout_s,
+            bank_call_timeout_s=config.bank_call_timeout_s,
+            recovery_interval_s=config.recovery_interval_s,
+        ),
+        FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process="gateway"),
+    )
+    payments = Payments(store, coordinator, PaymentSettings(max_payment_minor=config.max_payment_minor))
+    servicer = GatewayServicer(accounts, payments)
+    server = await build_server(
+        listen=config.listen,
+        credentials=server_credentials(config.tls, require_client_cert=False),
+        service_name=SERVICE_NAME,
+        add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
+        # Outermost first: log every call, map errors to statuses, then authenticate.
+        interceptors=[LoggingInterceptor(), ErrorInterceptor(), AuthInterceptor(accounts, SERVICE_NAME)],
+        max_message_bytes=config.max_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    return Gateway(config, server, store, banks, accounts, coordinator)
+
+
+async def run(suite: SuiteConfig) -> None:
+    gateway = await build_gateway(suite)
+    await serve(
+        gateway.server,
+        grace_s=gateway.config.grace_s,
+        background=[gateway.coordinator.recover_forever, gateway.housekeeping_forever],
+        on_stop=gateway.close,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="paygate-gateway", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration file (default: $PAYGATE_CONFIG)")
+    args = parser.parse_args()
+    suite = load_config(args.config)
+    setup_logging("gateway")
+    asyncio.run(run(suite))
+
+
+if __name__ == "__main__":
+    main()

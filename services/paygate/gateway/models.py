@@ -1,0 +1,101 @@
+"""The gateway's domain records: users, sessions and payments (no gRPC, no SQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class TxnState(enum.StrEnum):
+    """The coordinator's state of a payment's two-phase commit (see coordinator.py)."""
+
+    PREPARING = "preparing"  # no decision yet: a crash here means presumed abort
+    COMMITTING = "committing"  # commit decided and on disk; commits are re-sent until acked
+    ABORTING = "aborting"  # abort decided and on disk; aborts are re-sent until acked
+    COMMITTED = "committed"  # every participant acknowledged the commit
+    ABORTED = "aborted"  # every participant acknowledged the abort
+
+
+UNFINISHED = (TxnState.PREPARING, TxnState.COMMITTING, TxnState.ABORTING)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class User:
+    user_id: str
+    username: str
+    bank_id: str
+    account_number: str
+    currency: str
+    role: str = "customer"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Principal:
+    """The caller of an authenticated RPC: the user and the hash of the token used."""
+
+    user: User
+    token_hash: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PaymentRequest:
+    idempotency_key: str
+    payee_username: str
+    amount_minor: int
+    currency: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Payment:
+    payment_id: str
+    status: PaymentStatus
+    payer_user_id: str
+    payer_username: str
+    payer_bank_id: str
+    payer_account: str
+    payee_user_id: str
+    payee_username: str
+    payee_bank_id: str
+    payee_account: str
+    amount_minor: int
+    currency: str
+    description: str
+    create_time_us: int
+    txn_state: TxnState
+    failure_reason: str = ""
+
+    @property
+    def participants(self) -> list[str]:
+        """The banks taking part in the payment's transaction, in a fixed order."""
+        return sorted({self.payer_bank_id, self.payee_bank_id})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Leg:
+    """One account's part in a transaction at its bank."""
+
+    account_number: str
+    direction: str  # "debit" or "credit"
+    amount_minor: int
+    currency: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BankAccount:
+    account_number: str
+    currency: str
+    balance_minor: int
+    available_minor: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Vote:
+    yes: bool
+    reason: str = ""

@@ -1,0 +1,184 @@
+"""Payments with Stripe's idempotency semantics, on top of the coordinator's 2PC.
+
+An idempotency key belongs to the paying user and is stored with the payment in one
+database transaction. Its states:
+
+    (none) --CreatePayment--> IN_PROGRESS --commit decided--------------> COMPLETED (payment)
+                                   |------ final refusal (no funds) -----> COMPLETED (error)
+                                   +------ transient abort (bank down) --> (deleted: retry runs anew)
+
+Same key and same parameters after COMPLETED: the stored answer again. Same key and other
+parameters: FAILED_PRECONDITION / IDEMPOTENCY_KEY_MISMATCH. Same key while IN_PROGRESS:
+ABORTED / IDEMPOTENCY_KEY_IN_USE. Requests that fail validation record nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import secrets
+import time
+
+from paygate.common.money import check_currency
+from paygate.errors import (
+    CURRENCY_MISMATCH,
+    IDEMPOTENCY_KEY_IN_USE,
+    IDEMPOTENCY_KEY_MISMATCH,
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from paygate.gateway.accounts import USERNAME_PATTERN
+from paygate.gateway.coordinator import Coordinator
+from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus, TxnState, User
+from paygate.gateway.store import BeginOutcome, BeginResult, GatewayStore
+
+KEY_MAX_LENGTH = 255
+DESCRIPTION_MAX_LENGTH = 500
+PAYMENT_ID_MAX_LENGTH = 64
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+PAGE_TOKEN_MAX_LENGTH = 64
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PaymentSettings:
+    max_payment_minor: int
+
+
+def request_hash(request: PaymentRequest) -> str:
+    """The fingerprint of a request's parameters, to tell a retry from a different payment."""
+    canonical = repr((request.payee_username, request.amount_minor, request.currency,
+                      request.description))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        if len(token) > PAGE_TOKEN_MAX_LENGTH:
+            raise ValueError(token)
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        version, _, seq = text.partition(":")
+        if version != "v1":
+            raise ValueError(text)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not a token returned by ListPayments") from None
+
+
+class Payments:
+    def __init__(
+        self, store: GatewayStore, coordinator: Coordinator, settings: PaymentSettings
+    ) -> None:
+        self._store = store
+        self._coordinator = coordinator
+        self._settings = settings
+
+    def validate(self, payer: User, request: PaymentRequest) -> None:
+        key = request.idempotency_key
+        if not key or len(key) > KEY_MAX_LENGTH or not key.isprintable():
+            raise InvalidArgument(
+                f"idempotency_key must be 1 to {KEY_MAX_LENGTH} printable characters"
+            )
+        if not USERNAME_PATTERN.match(request.payee_username):
+            raise InvalidArgument("payee_username is not a valid username")
+        if request.payee_username == payer.username:
+            raise InvalidArgument("you cannot pay yourself")
+        if not 0 < request.amount_minor <= self._settings.max_payment_minor:
+            raise InvalidArgument(
+                f"amount must be between 1 and {self._settings.max_payment_minor} minor units"
+            )
+        check_currency(request.currency)
+        if len(request.description) > DESCRIPTION_MAX_LENGTH:
+            raise InvalidArgument(
+                f"description must be at most {DESCRIPTION_MAX_LENGTH} characters"
+            )
+
+    async def create(self, payer: User, request: PaymentRequest) -> Payment:
+        self.validate(payer, request)
+        found = await self._store.user_by_username(request.payee_username)
+        if found is None:
+            raise NotFound(f"no user {request.payee_username!r}")
+        payee = found[0]
+        for user in (payer, payee):
+            if user.currency != request.currency:
+                raise FailedPrecondition(
+                    f"{user.username}'s account is in {user.currency}, not {request.currency}",
+                    reason=CURRENCY_MISMATCH,
+                )
+        payment = Payment(
+            payment_id=f"pay_{secrets.token_hex(12)}",
+            status=PaymentStatus.PENDING,
+            txn_state=TxnState.PREPARING,
+            payer_user_id=payer.user_id,
+            payer_username=payer.username,
+            payer_bank_id=payer.bank_id,
+            payer_account=payer.account_number,
+            payee_user_id=payee.user_id,
+            payee_username=payee.username,
+            payee_bank_id=payee.bank_id,
+            payee_account=payee.account_number,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            description=request.description,
+            create_time_us=time.time_ns() // 1000,
+        )
+        with self._coordinator.claim(payment.payment_id):
+            begun = await self._store.begin_payment(
+                request.idempotency_key, request_hash(request), payment
+            )
+            if begun.outcome == BeginOutcome.STARTED:
+                decision = await self._coordinator.run(payment)
+                if decision.failure is not None:
+                    raise decision.failure.error()
+                return await self._load(payment.payment_id)
+        return await self._answer_again(begun)
+
+    async def _answer_again(self, begun: BeginResult) -> Payment:
+        if begun.outcome == BeginOutcome.MISMATCH:
+            raise FailedPrecondition(
+                "this idempotency key was used for a payment with different parameters",
+                reason=IDEMPOTENCY_KEY_MISMATCH,
+            )
+        if begun.outcome == BeginOutcome.IN_USE:
+            raise Aborted(
+                "a payment with this idempotency key is still being processed; retry shortly",
+                reason=IDEMPOTENCY_KEY_IN_USE,
+            )
+        if begun.error_reason:
+            raise FailedPrecondition(begun.error_message, reason=begun.error_reason)
+        return await self._load(begun.payment_id)
+
+    async def _load(self, payment_id: str) -> Payment:
+        payment = await self._store.get_payment(payment_id)
+        if payment is None:
+            raise NotFound(f"no payment {payment_id}")
+        return payment
+
+    async def get(self, user: User, payment_id: str) -> Payment:
+        if not payment_id or len(payment_id) > PAYMENT_ID_MAX_LENGTH:
+            raise InvalidArgument(f"payment_id must be 1 to {PAYMENT_ID_MAX_LENGTH} characters")
+        payment = await self._store.get_payment(payment_id)
+        # Someone else's payment is indistinguishable from one that does not exist.
+        if payment is None or user.user_id not in (payment.payer_user_id, payment.payee_user_id):
+            raise NotFound(f"no payment {payment_id}")
+        return payment
+
+    async def list(self, user: User, page_size: int, page_token: str) -> tuple[list[Payment], str]:
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = decode_page_token(page_token)
+        rows = await self._store.list_payments(user.user_id, before_seq=before, limit=size + 1)
+        page = rows[:size]
+        next_token = encode_page_token(page[-1][0]) if len(rows) > size else ""
+        return [payment for _, payment in page], next_token

@@ -1,0 +1,122 @@
+"""GatewayServicer: translates GatewayService messages to domain calls and back, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from paygate.errors import InvalidArgument
+from paygate.gateway.accounts import Accounts
+from paygate.gateway.auth_interceptor import PRINCIPAL
+from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus
+from paygate.gateway.payments import Payments
+from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+
+_STATUS = {
+    PaymentStatus.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
+    PaymentStatus.SUCCEEDED: gateway_pb2.PAYMENT_STATUS_SUCCEEDED,
+    PaymentStatus.FAILED: gateway_pb2.PAYMENT_STATUS_FAILED,
+}
+MAX_STRING_LENGTH = 1024
+
+
+def payment_message(payment: Payment) -> gateway_pb2.Payment:
+    create_time = timestamp_pb2.Timestamp()
+    create_time.FromMicroseconds(payment.create_time_us)
+    return gateway_pb2.Payment(
+        payment_id=payment.payment_id,
+        status=_STATUS[payment.status],
+        payer_username=payment.payer_username,
+        payee_username=payment.payee_username,
+        amount=payment.amount_minor,
+        currency=payment.currency,
+        description=payment.description,
+        create_time=create_time,
+        failure_reason=payment.failure_reason,
+    )
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    result = timestamp_pb2.Timestamp()
+    result.FromMicroseconds(int(seconds * 1_000_000))
+    return result
+
+
+def bounded(value: str, field: str) -> str:
+    if len(value) > MAX_STRING_LENGTH:
+        raise InvalidArgument(f"{field} is longer than {MAX_STRING_LENGTH} characters")
+    return value
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, accounts: Accounts, payments: Payments) -> None:
+        self._accounts = accounts
+        self._payments = payments
+
+    async def Register(
+        self, request: gateway_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RegisterResponse:
+        user = await self._accounts.register(
+            bounded(request.username, "username"),
+            bounded(request.password, "password"),
+            bounded(request.bank_id, "bank_id"),
+            bounded(request.account_number, "account_number"),
+        )
+        return gateway_pb2.RegisterResponse(
+            user_id=user.user_id, bank_id=user.bank_id, account_number=user.account_number
+        )
+
+    async def Login(
+        self, request: gateway_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.LoginResponse:
+        token, expire_at_s = await self._accounts.login(request.username, request.password)
+        return gateway_pb2.LoginResponse(access_token=token, expire_time=timestamp(expire_at_s))
+
+    async def Logout(
+        self, request: gateway_pb2.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.LogoutResponse:
+        await self._accounts.logout(PRINCIPAL.get())
+        return gateway_pb2.LogoutResponse()
+
+    async def GetBalance(
+        self, request: gateway_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetBalanceResponse:
+        account = await self._accounts.balance(PRINCIPAL.get().user)
+        return gateway_pb2.GetBalanceResponse(
+            currency=account.currency,
+            balance=account.balance_minor,
+            available=account.available_minor,
+        )
+
+    async def CreatePayment(
+        self, request: gateway_pb2.CreatePaymentRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CreatePaymentResponse:
+        payment = await self._payments.create(
+            PRINCIPAL.get().user,
+            PaymentRequest(
+                idempotency_key=request.idempotency_key,
+                payee_username=bounded(request.payee_username, "payee_username"),
+                amount_minor=request.amount,
+                currency=bounded(request.currency, "currency"),
+                description=request.description,
+            ),
+        )
+        return gateway_pb2.CreatePaymentResponse(payment=payment_message(payment))
+
+    async def GetPayment(
+        self, request: gateway_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetPaymentResponse:
+        payment = await self._payments.get(PRINCIPAL.get().user, request.payment_id)
+        return gateway_pb2.GetPaymentResponse(payment=payment_message(payment))
+
+    async def ListPayments(
+        self, request: gateway_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListPaymentsResponse:
+        payments, next_token = await self._payments.list(
+            PRINCIPAL.get().user, request.page_size, request.page_token
+        )
+        return gateway_pb2.ListPaymentsResponse(
+            payments=[payment_message(p) for p in payments], next_page_token=next_token
+        )

@@ -1,0 +1,383 @@
+"""The gateway's storage: users, sessions, payments with their 2PC state, idempotency keys.
+
+GatewayStore is the narrow interface the domain modules use; every method is one
+database transaction. SqliteGatewayStore implements it on one SQLite file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import pathlib
+import sqlite3
+import time
+from typing import Protocol
+
+from paygate.common.sqlite import Database
+from paygate.errors import AlreadyExists
+from paygate.gateway.models import UNFINISHED, Payment, PaymentStatus, TxnState, User
+
+MIGRATIONS = [
+    # 1: users and sessions; payments with their two-phase-commit state; idempotency keys.
+    """
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash BLOB NOT NULL,
+        bank_id TEXT NOT NULL,
+        account_number TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'customer' CHECK (role IN ('customer', 'admin')),
+        created_at_s REAL NOT NULL,
+        UNIQUE (bank_id, account_number)
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        expire_at_s REAL NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created_at_s REAL NOT NULL
+    );
+    CREATE TABLE payments (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        payment_id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        txn_state TEXT NOT NULL CHECK (txn_state IN
+            ('preparing', 'committing', 'aborting', 'committed', 'aborted')),
+        payer_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payer_username TEXT NOT NULL,
+        payer_bank_id TEXT NOT NULL,
+        payer_account TEXT NOT NULL,
+        payee_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payee_username TEXT NOT NULL,
+        payee_bank_id TEXT NOT NULL,
+        payee_account TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        description TEXT NOT NULL,
+        failure_reason TEXT NOT NULL DEFAULT '',
+        create_time_us INTEGER NOT NULL,
+        decided_at_s REAL,
+        finished_at_s REAL
+    );
+    CREATE INDEX payments_unfinished ON payments (txn_state)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting');
+    CREATE TABLE payment_parties (
+        user_id TEXT NOT NULL,
+        seq INTEGER NOT NULL REFERENCES payments (seq),
+        PRIMARY KEY (user_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency_keys (
+        user_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('in_progress', 'completed')),
+        payment_id TEXT NOT NULL,
+        error_reason TEXT NOT NULL DEFAULT '',
+        error_message TEXT NOT NULL DEFAULT '',
+        created_at_s REAL NOT NULL,
+        PRIMARY KEY (user_id, idempotency_key)
+    );
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at_s);
+    CREATE INDEX idempotency_keys_payment ON idempotency_keys (payment_id)
+    """,
+]
+
+_PAYMENT_COLUMNS = (
+    "payment_id, status, txn_state, payer_user_id, payer_username, payer_bank_id, payer_account,"
+    " payee_user_id, payee_username, payee_bank_id, payee_account, amount, currency, description,"
+    " failure_reason, create_time_us"
+)
+_USER_COLUMNS = "user_id, username, bank_id, account_number, currency, role"
+
+
+class BeginOutcome(enum.Enum):
+    STARTED = "started"  # the key is new: the payment was recorded and is ours to run
+    REPLAY = "replay"  # the key finished before: answer as the first time
+    MISMATCH = "mismatch"  # the key was used with other parameters
+    IN_USE = "in_use"  # the key's first request is still running
+
+
+@dataclasses.dataclass(frozen=True)
+class BeginResult:
+    outcome: BeginOutcome
+    payment_id: str = ""
+    error_reason: str = ""
+    error_message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    user: User
+    expire_at_s: float
+    revoked: bool
+
+
+class GatewayStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def healthy(self) -> bool: ...
+    async def create_user(self, user: User, password_hash: bytes) -> None: ...
+    async def user_by_username(self, username: str) -> tuple[User, bytes] | None: ...
+    async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None: ...
+    async def session(self, token_hash: str) -> Session | None: ...
+    async def revoke_session(self, token_hash: str) -> None: ...
+    async def begin_payment(self, key: str, request_hash: str, payment: Payment) -> BeginResult: ...
+    async def decide_commit(self, payment_id: str) -> TxnState: ...
+    async def decide_abort(
+        self, payment_id: str, reason: str, message: str, *, release_key: bool
+    ) -> TxnState: ...
+    async def finish(self, payment_id: str, state: TxnState) -> None: ...
+    async def get_payment(self, payment_id: str) -> Payment | None: ...
+    async def list_payments(
+        self, user_id: str, *, before_seq: int | None, limit: int
+    ) -> list[tuple[int, Payment]]: ...
+    async def unfinished_payments(self, *, limit: int) -> list[Payment]: ...
+    async def prune_idempotency_keys(self, *, older_than_s: float) -> int: ...
+
+
+def _payment(row: tuple[object, ...]) -> Payment:
+    (payment_id, status, txn_state, payer_user_id, payer_username, payer_bank_id, payer_account,
+     payee_user_id, payee_username, payee_bank_id, payee_account, amount, currency, description,
+     failure_reason, create_time_us) = row
+    return Payment(
+        payment_id=str(payment_id),
+        status=PaymentStatus(status),
+        txn_state=TxnState(txn_state),
+        payer_user_id=str(payer_user_id),
+        payer_username=str(payer_username),
+        payer_bank_id=str(payer_bank_id),
+        payer_account=str(payer_account),
+        payee_user_id=str(payee_user_id),
+        payee_username=str(payee_username),
+        payee_bank_id=str(payee_bank_id),
+        payee_account=str(payee_account),
+        amount_minor=int(amount),  # type: ignore[call-overload]
+        currency=str(currency),
+        description=str(description),
+        failure_reason=str(failure_reason),
+        create_time_us=int(create_time_us),  # type: ignore[call-overload]
+    )
+
+
+def _user(row: tuple[object, ...]) -> User:
+    user_id, username, bank_id, account_number, currency, role = row
+    return User(user_id=str(user_id), username=str(username), bank_id=str(bank_id),
+                account_number=str(account_number), currency=str(currency), role=str(role))
+
+
+class SqliteGatewayStore:
+    def __init__(self, path: pathlib.Path) -> None:
+        self._db = Database(path, MIGRATIONS)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def healthy(self) -> bool:
+        return await self._db.healthy()
+
+    # Users and sessions ------------------------------------------------------------
+
+    async def create_user(self, user: User, password_hash: bytes) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM users WHERE username = ?", (user.username,)).fetchone():
+                raise AlreadyExists(f"username {user.username!r} is taken")
+            if conn.execute(
+                "SELECT 1 FROM users WHERE bank_id = ? AND account_number = ?",
+                (user.bank_id, user.account_number),
+            ).fetchone():
+                raise AlreadyExists(
+                    f"account {user.account_number} at {user.bank_id} is already linked to a user"
+                )
+            conn.execute(
+                f"INSERT INTO users ({_USER_COLUMNS}, password_hash, created_at_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (user.user_id, user.username, user.bank_id, user.account_number, user.currency,
+                 user.role, password_hash, time.time()),
+            )
+
+        await self._db.transaction(insert)
+
+    async def user_by_username(self, username: str) -> tuple[User, bytes] | None:
+        def select(conn: sqlite3.Connection) -> tuple[User, bytes] | None:
+            row = conn.execute(
+                f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = ?", (username,)
+            ).fetchone()
+            return (_user(row[:6]), bytes(row[6])) if row else None
+
+        return await self._db.read(select)
+
+    async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None:
+        await self._db.transaction(
+            lambda conn: conn.execute(
+                "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s)"
+                " VALUES (?, ?, ?, ?)",
+                (token_hash, user_id, expire_at_s, time.time()),
+            )
+        )
+
+    async def session(self, token_hash: str) -> Session | None:
+        def select(conn: sqlite3.Connection) -> Session | None:
+            row = conn.execute(
+                "SELECT u.user_id, u.username, u.bank_id, u.account_number, u.currency, u.role,"
+                " s.expire_at_s, s.revoked FROM sessions s JOIN users u ON u.user_id = s.user_id"
+                " WHERE s.token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+            return Session(_user(row[:6]), float(row[6]), bool(row[7])) if row else None
+
+        return await self._db.read(select)
+
+    async def revoke_session(self, token_hash: str) -> None:
+        await self._db.transaction(
+            lambda conn: conn.execute(
+                "UPDATE sessions SET revoked = 1 WHERE token_hash = ?", (token_hash,)
+            )
+        )
+
+    # Payments and their idempotency keys -------------------------------------------
+
+    async def begin_payment(self, key: str, request_hash: str, payment: Payment) -> BeginResult:
+        """Record the key and the new payment together, or say why the key is taken."""
+
+        def begin(conn: sqlite3.Connection) -> BeginResult:
+            row = conn.execute(
+                "SELECT request_hash, state, payment_id, error_reason, error_message"
+                " FROM idempotency_keys WHERE user_id = ? AND idempotency_key = ?",
+                (payment.payer_user_id, key),
+            ).fetchone()
+            if row is not None:
+                stored_hash, state, payment_id, error_reason, error_message = row
+                if stored_hash != request_hash:
+                    return BeginResult(BeginOutcome.MISMATCH, payment_id)
+                if state == "in_progress":
+                    return BeginResult(BeginOutcome.IN_USE, payment_id)
+                return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
+            cursor = conn.execute(
+                f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (payment.payment_id, payment.status, payment.txn_state, payment.payer_user_id,
+                 payment.payer_username, payment.payer_bank_id, payment.payer_account,
+                 payment.payee_user_id, payment.payee_username, payment.payee_bank_id,
+                 payment.payee_account, payment.amount_minor, payment.currency,
+                 payment.description, payment.failure_reason, payment.create_time_us),
+            )
+            seq = cursor.lastrowid
+            conn.executemany(
+                "INSERT INTO payment_parties (user_id, seq) VALUES (?, ?)",
+                [(payment.payer_user_id, seq), (payment.payee_user_id, seq)],
+            )
+            conn.execute(
+                "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state,"
+                " payment_id, created_at_s) VALUES (?, ?, ?, 'in_progress', ?, ?)",
+                (payment.payer_user_id, key, request_hash, payment.payment_id, time.time()),
+            )
+            return BeginResult(BeginOutcome.STARTED, payment.payment_id)
+
+        return await self._db.transaction(begin)
+
+    async def decide_commit(self, payment_id: str) -> TxnState:
+        """Write the commit decision, unless a decision exists; return the decided state."""
+
+        def decide(conn: sqlite3.Connection) -> TxnState:
+            updated = conn.execute(
+                "UPDATE payments SET txn_state = 'committing', status = 'succeeded',"
+                " decided_at_s = ? WHERE payment_id = ? AND txn_state = 'preparing'",
+                (time.time(), payment_id),
+            ).rowcount
+            if updated:
+                conn.execute(
+                    "UPDATE idempotency_keys SET state = 'completed' WHERE payment_id = ?",
+                    (payment_id,),
+                )
+            return _txn_state(conn, payment_id)
+
+        return await self._db.transaction(decide)
+
+    async def decide_abort(
+        self, payment_id: str, reason: str, message: str, *, release_key: bool
+    ) -> TxnState:
+        """Write the abort decision, unless a decision exists; return the decided state.
+
+        A final business refusal (insufficient funds) completes the key with that error, so a
+        retry gets the same answer; a transient failure releases the key, so a retry runs anew.
+        """
+
+        def decide(conn: sqlite3.Connection) -> TxnState:
+            updated = conn.execute(
+                "UPDATE payments SET txn_state = 'aborting', status = 'failed',"
+                " failure_reason = ?, decided_at_s = ? WHERE payment_id = ?"
+                " AND txn_state = 'preparing'",
+                (reason, time.time(), payment_id),
+            ).rowcount
+            if updated and release_key:
+                conn.execute("DELETE FROM idempotency_keys WHERE payment_id = ?", (payment_id,))
+            elif updated:
+                conn.execute(
+                    "UPDATE idempotency_keys SET state = 'completed', error_reason = ?,"
+                    " error_message = ? WHERE payment_id = ?",
+                    (reason, message, payment_id),
+                )
+            return _txn_state(conn, payment_id)
+
+        return await self._db.transaction(decide)
+
+    async def finish(self, payment_id: str, state: TxnState) -> None:
+        decided = TxnState.COMMITTING if state == TxnState.COMMITTED else TxnState.ABORTING
+        await self._db.transaction(
+            lambda conn: conn.execute(
+                "UPDATE payments SET txn_state = ?, finished_at_s = ?"
+                " WHERE payment_id = ? AND txn_state = ?",
+                (state, time.time(), payment_id, decided),
+            )
+        )
+
+    async def get_payment(self, payment_id: str) -> Payment | None:
+        def select(conn: sqlite3.Connection) -> Payment | None:
+            row = conn.execute(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?", (payment_id,)
+            ).fetchone()
+            return _payment(row) if row else None
+
+        return await self._db.read(select)
+
+    async def list_payments(
+        self, user_id: str, *, before_seq: int | None, limit: int
+    ) -> list[tuple[int, Payment]]:
+        def select(conn: sqlite3.Connection) -> list[tuple[int, Payment]]:
+            rows = conn.execute(
+                f"SELECT p.seq, {', '.join('p.' + c.strip() for c in _PAYMENT_COLUMNS.split(','))}"
+                " FROM payment_parties pp JOIN payments p ON p.seq = pp.seq"
+                " WHERE pp.user_id = ? AND pp.seq < ? ORDER BY pp.seq DESC LIMIT ?",
+                (user_id, before_seq if before_seq is not None else 2**62, limit),
+            ).fetchall()
+            return [(int(row[0]), _payment(row[1:])) for row in rows]
+
+        return await self._db.read(select)
+
+    async def unfinished_payments(self, *, limit: int) -> list[Payment]:
+        def select(conn: sqlite3.Connection) -> list[Payment]:
+            rows = conn.execute(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE txn_state IN (?, ?, ?)"
+                " ORDER BY seq LIMIT ?",
+                (*UNFINISHED, limit),
+            ).fetchall()
+            return [_payment(row) for row in rows]
+
+        return await self._db.read(select)
+
+    async def prune_idempotency_keys(self, *, older_than_s: float) -> int:
+        return await self._db.transaction(
+            lambda conn: conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at_s < ? AND state = 'completed'",
+                (older_than_s,),
+            ).rowcount
+        )
+
+
+def _txn_state(conn: sqlite3.Connection, payment_id: str) -> TxnState:
+    row = conn.execute("SELECT txn_state FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
+    return TxnState(row[0])
