@@ -60,9 +60,15 @@ def make_ca(now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Ce
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -72,7 +78,9 @@ def make_ca(now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Ce
 
 
 def make_leaf(
-    identity: str, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+    identity: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
     now: datetime.datetime,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -96,7 +104,9 @@ def make_leaf(
             critical=False,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -104,10 +114,14 @@ def make_leaf(
     return key, cert
 
 
-def generate(folder: pathlib.Path, *, force: bool = False, identities: tuple[str, ...] = IDENTITIES) -> bool:
+def generate(
+    folder: pathlib.Path, *, force: bool = False, identities: tuple[str, ...] = IDENTITIES
+) -> bool:
     """Write the CA and identity files into `folder`; return False if they were all there."""
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = [folder / "ca.pem"] + [folder / f"{i}{s}" for i in identities for s in (".pem", "-key.pem")]
+    wanted = [folder / "ca.pem"] + [
+        folder / f"{i}{s}" for i in identities for s in (".pem", "-key.pem")
+    ]
     if not force and all(p.exists() for p in wanted):
         return False
     now = datetime.datetime.now(datetime.UTC)
@@ -122,8 +136,12 @@ def generate(folder: pathlib.Path, *, force: bool = False, identities: tuple[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", default=str(pathlib.Path(__file__).resolve().parent.parent / "certs"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dir", default=str(pathlib.Path(__file__).resolve().parent.parent / "certs")
+    )
     parser.add_argument("--force", action="store_true", help="replace existing certificates")
     args = parser.parse_args()
     made = generate(pathlib.Path(args.dir), force=args.force)

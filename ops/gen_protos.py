@@ -52,7 +52,9 @@ def generate(out_dir: pathlib.Path) -> None:
             rel = src.relative_to(tmp)
             dst = out_dir / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            text = re.sub(r"^from paygate\.", "from paygate.gen.paygate.", src.read_text(), flags=re.M)
+            text = re.sub(
+                r"^from paygate\.", "from paygate.gen.paygate.", src.read_text(), flags=re.M
+            )
             dst.write_text(text)
         for folder in [p for p in out_dir.rglob("*") if p.is_dir()]:
             init = folder / "__init__.py"

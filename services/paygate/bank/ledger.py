@@ -85,7 +85,9 @@ def validate_legs(legs: list[Leg]) -> None:
 
 
 def legs_digest(legs: list[Leg]) -> str:
-    canonical = sorted((leg.account_number, leg.direction, leg.amount_minor, leg.currency) for leg in legs)
+    canonical = sorted(
+        (leg.account_number, leg.direction, leg.amount_minor, leg.currency) for leg in legs
+    )
     return hashlib.sha256(repr(canonical).encode()).hexdigest()
 
 
@@ -97,8 +99,14 @@ def check_account(account: AccountRow) -> None:
     check(account.available >= 0, f"account {account.account_number} has negative available funds")
 
 
-def _apply(tx: LedgerTx, account_number: str, *, balance: int = 0, pending_debit: int = 0,
-           pending_credit: int = 0) -> AccountRow:
+def _apply(
+    tx: LedgerTx,
+    account_number: str,
+    *,
+    balance: int = 0,
+    pending_debit: int = 0,
+    pending_credit: int = 0,
+) -> AccountRow:
     """Change an account by deltas and check, in a pair, that exactly those deltas landed."""
     before = tx.get_account(account_number)
     check(before is not None, f"account {account_number} vanished inside a transaction")
@@ -110,8 +118,11 @@ def _apply(tx: LedgerTx, account_number: str, *, balance: int = 0, pending_debit
     assert after is not None
     check(
         (after.balance, after.pending_debit, after.pending_credit)
-        == (before.balance + balance, before.pending_debit + pending_debit,
-            before.pending_credit + pending_credit),
+        == (
+            before.balance + balance,
+            before.pending_debit + pending_debit,
+            before.pending_credit + pending_credit,
+        ),
         f"account {account_number} did not change by exactly the deltas applied",
     )
     check_account(after)
@@ -121,8 +132,9 @@ def _apply(tx: LedgerTx, account_number: str, *, balance: int = 0, pending_debit
 # Accounts and deposits -----------------------------------------------------------------
 
 
-def open_account(tx: LedgerTx, currency: str, initial_balance_minor: int,
-                 account_number: str | None = None) -> AccountRow:
+def open_account(
+    tx: LedgerTx, currency: str, initial_balance_minor: int, account_number: str | None = None
+) -> AccountRow:
     check_currency(currency)
     if initial_balance_minor < 0 or initial_balance_minor > MAX_AMOUNT_MINOR:
         raise InvalidArgument("initial balance must be zero or positive")
@@ -148,8 +160,9 @@ def get_account(tx: LedgerTx, account_number: str) -> AccountRow:
     return account
 
 
-def deposit(tx: LedgerTx, account_number: str, amount_minor: int, currency: str,
-            reference: str) -> tuple[AccountRow, bool]:
+def deposit(
+    tx: LedgerTx, account_number: str, amount_minor: int, currency: str, reference: str
+) -> tuple[AccountRow, bool]:
     """Credit an account, once per reference. Returns the account and whether it was a replay."""
     validate_id(reference, "reference")
     validate_amount(amount_minor)
@@ -275,11 +288,18 @@ def abort(tx: LedgerTx, transaction_id: str) -> bool:
 def audit(tx: LedgerTx) -> Totals:
     """Check the bank-wide invariants: balances equal the journal, holds equal pending sums."""
     totals = tx.totals()
-    check(totals.balance == totals.journal,
-          f"sum of balances {totals.balance} != sum of journal entries {totals.journal}")
-    check(totals.pending_debit == totals.prepared_debit_holds,
-          f"pending debits {totals.pending_debit} != prepared debit holds {totals.prepared_debit_holds}")
-    check(totals.pending_credit == totals.prepared_credit_holds,
-          f"pending credits {totals.pending_credit} != prepared credit holds "
-          f"{totals.prepared_credit_holds}")
+    check(
+        totals.balance == totals.journal,
+        f"sum of balances {totals.balance} != sum of journal entries {totals.journal}",
+    )
+    check(
+        totals.pending_debit == totals.prepared_debit_holds,
+        f"pending debits {totals.pending_debit} != prepared debit holds "
+        f"{totals.prepared_debit_holds}",
+    )
+    check(
+        totals.pending_credit == totals.prepared_credit_holds,
+        f"pending credits {totals.pending_credit} != prepared credit holds "
+        f"{totals.prepared_credit_holds}",
+    )
     return totals

@@ -1,6 +1,6 @@
 """paygate-bank: run one bank server.
 
-    paygate-bank --bank-id bank-a [--config paygate.toml]
+paygate-bank --bank-id bank-a [--config paygate.toml]
 """
 
 from __future__ import annotations
@@ -28,12 +28,17 @@ _log = logging.getLogger("paygate.bank")
 AUDIT_INTERVAL_S = 30.0
 
 
-async def build_bank(suite: SuiteConfig, config: BankConfig) -> tuple[Server, Participant, SqliteLedgerStore]:
+async def build_bank(
+    suite: SuiteConfig, config: BankConfig
+) -> tuple[Server, Participant, SqliteLedgerStore]:
     """Open the bank's database, load its demo accounts and start its server."""
     store = SqliteLedgerStore(config.database)
     await store.open()
     participant = Participant(
-        store, FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process=config.bank_id)
+        store,
+        FaultInjector(
+            enabled=config.fault_injection, var_dir=suite.var_dir, process=config.bank_id
+        ),
     )
     await participant.audit()
     if config.demo_accounts is not None and config.demo_accounts.exists():
@@ -46,7 +51,11 @@ async def build_bank(suite: SuiteConfig, config: BankConfig) -> tuple[Server, Pa
         service_name=SERVICE_NAME,
         add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),
         # Outermost first: log every call, map errors to statuses, then authorize the peer.
-        interceptors=[LoggingInterceptor(), ErrorInterceptor(), PeerIdentityInterceptor(SERVICE_NAME)],
+        interceptors=[
+            LoggingInterceptor(),
+            ErrorInterceptor(),
+            PeerIdentityInterceptor(SERVICE_NAME),
+        ],
         max_message_bytes=config.max_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )

@@ -125,7 +125,9 @@ class LedgerTx(Protocol):
     def holds_of(self, transaction_id: str) -> list[HoldRow]: ...
     def insert_entry(self, account_number: str, amount: int, kind: str, reference: str) -> None: ...
     def get_deposit(self, reference: str) -> tuple[str, int, str] | None: ...
-    def insert_deposit(self, reference: str, account_number: str, amount: int, currency: str) -> None: ...
+    def insert_deposit(
+        self, reference: str, account_number: str, amount: int, currency: str
+    ) -> None: ...
     def journal_sum(self, account_number: str) -> int: ...
     def totals(self) -> Totals: ...
 
@@ -155,12 +157,15 @@ class SqliteLedgerTx:
         return AccountRow(*row) if row else None
 
     def max_account_number(self) -> int | None:
-        row = self._conn.execute("SELECT MAX(CAST(account_number AS INTEGER)) FROM accounts").fetchone()
+        row = self._conn.execute(
+            "SELECT MAX(CAST(account_number AS INTEGER)) FROM accounts"
+        ).fetchone()
         return None if row[0] is None else int(row[0])
 
     def insert_account(self, account_number: str, currency: str) -> None:
         self._conn.execute(
-            "INSERT INTO accounts (account_number, currency, balance, created_at) VALUES (?, ?, 0, ?)",
+            "INSERT INTO accounts (account_number, currency, balance, created_at)"
+            " VALUES (?, ?, 0, ?)",
             (account_number, currency, _now()),
         )
 
@@ -226,7 +231,9 @@ class SqliteLedgerTx:
         ).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
-    def insert_deposit(self, reference: str, account_number: str, amount: int, currency: str) -> None:
+    def insert_deposit(
+        self, reference: str, account_number: str, amount: int, currency: str
+    ) -> None:
         self._conn.execute(
             "INSERT INTO deposits (reference, account_number, amount, currency, created_at)"
             " VALUES (?, ?, ?, ?, ?)",

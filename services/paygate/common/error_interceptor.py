@@ -56,7 +56,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 except Exception:
                     _log.exception(
-                        "unexpected error", extra={"fields": {"method": handler_call_details.method}}
+                        "unexpected error",
+                        extra={"fields": {"method": handler_call_details.method}},
                     )
                     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

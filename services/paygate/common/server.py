@@ -51,7 +51,7 @@ async def build_server(
     max_message_bytes: int,
     max_concurrent_rpcs: int,
 ) -> Server:
-    """Create and start a server on `listen` (port 0 picks a free one) with health and reflection."""
+    """Start a server on `listen` (port 0 picks a free one) with health and reflection."""
     server = grpc.aio.server(
         interceptors=list(interceptors),
         options=[
@@ -71,7 +71,9 @@ async def build_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    result = Server(grpc_server=server, port=port, health=health_servicer, service_name=service_name)
+    result = Server(
+        grpc_server=server, port=port, health=health_servicer, service_name=service_name
+    )
     await result.set_serving(False)
     return result
 

@@ -70,7 +70,9 @@ class Database:
         """Run fn(conn) for reading, in a deferred transaction (a consistent snapshot)."""
         return await self._call(self._in_transaction, fn, "BEGIN DEFERRED")
 
-    def _in_transaction(self, fn: Callable[[sqlite3.Connection], T], begin: str = "BEGIN IMMEDIATE") -> T:
+    def _in_transaction(
+        self, fn: Callable[[sqlite3.Connection], T], begin: str = "BEGIN IMMEDIATE"
+    ) -> T:
         conn = self._conn
         if conn is None:
             raise RuntimeError(f"database {self.path} is not open")

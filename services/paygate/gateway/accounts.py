@@ -99,9 +99,13 @@ class Accounts:
         self._store = store
         self._banks = banks
         self._settings = settings
-        self._hasher = Hasher(settings.bcrypt_rounds, settings.hash_threads, settings.hash_queue_max)
+        self._hasher = Hasher(
+            settings.bcrypt_rounds, settings.hash_threads, settings.hash_queue_max
+        )
 
-    async def register(self, username: str, password: str, bank_id: str, account_number: str) -> User:
+    async def register(
+        self, username: str, password: str, bank_id: str, account_number: str
+    ) -> User:
         validate_username(username)
         encoded = validate_password(password)
         if not bank_id or len(bank_id) > BANK_ID_MAX_LENGTH:

@@ -68,7 +68,9 @@ class BankClients:
         for channel in self._channels.values():
             await channel.close()
 
-    async def get_account(self, bank_id: str, account_number: str, *, timeout_s: float) -> BankAccount:
+    async def get_account(
+        self, bank_id: str, account_number: str, *, timeout_s: float
+    ) -> BankAccount:
         request = bank_pb2.GetAccountRequest(account_number=account_number)
         try:
             response = await self._stubs[bank_id].GetAccount(request, timeout=timeout_s)
@@ -82,7 +84,9 @@ class BankClients:
             available_minor=account.available,
         )
 
-    async def prepare(self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float) -> Vote:
+    async def prepare(
+        self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float
+    ) -> Vote:
         request = bank_pb2.PrepareRequest(
             transaction_id=transaction_id,
             legs=[
@@ -134,9 +138,15 @@ def _translate(bank_id: str, exc: grpc.aio.AioRpcError) -> PaygateError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"{bank_id} did not answer in time", reason=BANK_TIMEOUT)
     if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(exc.details() or f"not found at {bank_id}", reason=_reason(exc) or "NOT_FOUND")
+        return NotFound(
+            exc.details() or f"not found at {bank_id}", reason=_reason(exc) or "NOT_FOUND"
+        )
     cls = ERROR_BY_STATUS.get(code)
-    if cls is None or code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED,
-                               grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+    if cls is None or code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ):
         return Unavailable(f"{bank_id} is unavailable", reason=BANK_UNAVAILABLE)
     return cls(f"{bank_id}: {exc.details()}", reason=_reason(exc) or None)

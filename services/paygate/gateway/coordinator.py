@@ -59,7 +59,9 @@ PRESUMED_ABORT = "COORDINATOR_RESTARTED"
 class Participants(Protocol):
     """The banks, as the coordinator sees them (implemented over gRPC by banks.BankClients)."""
 
-    async def prepare(self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float) -> Vote: ...
+    async def prepare(
+        self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float
+    ) -> Vote: ...
     async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
     async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
 
@@ -104,12 +106,20 @@ class Decision:
 def legs_by_bank(payment: Payment) -> dict[str, list[Leg]]:
     legs: dict[str, list[Leg]] = {}
     legs.setdefault(payment.payer_bank_id, []).append(
-        Leg(account_number=payment.payer_account, direction="debit",
-            amount_minor=payment.amount_minor, currency=payment.currency)
+        Leg(
+            account_number=payment.payer_account,
+            direction="debit",
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+        )
     )
     legs.setdefault(payment.payee_bank_id, []).append(
-        Leg(account_number=payment.payee_account, direction="credit",
-            amount_minor=payment.amount_minor, currency=payment.currency)
+        Leg(
+            account_number=payment.payee_account,
+            direction="credit",
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+        )
     )
     return legs
 
@@ -198,8 +208,10 @@ class Coordinator:
         except Unavailable as exc:
             return Failure(exc.reason, exc.message, True)
         except PaygateError as exc:
-            _log.error("bank refused a prepare", extra={"fields": {
-                "transaction_id": payment.payment_id, "error": repr(exc)}})
+            _log.error(
+                "bank refused a prepare",
+                extra={"fields": {"transaction_id": payment.payment_id, "error": repr(exc)}},
+            )
             return Failure(BANK_UNAVAILABLE, "a bank could not take part in the payment", True)
         finally:
             for task in tasks:
@@ -235,10 +247,19 @@ class Coordinator:
                 final = TxnState.COMMITTED if commit else TxnState.ABORTED
                 await self._store.finish(payment.payment_id, final)
                 return True
-            await asyncio.sleep(backoff_s(attempt, settings.backoff_initial_s, settings.backoff_max_s))
-        _log.warning("decision not yet acknowledged", extra={"fields": {
-            "transaction_id": payment.payment_id, "decision": "commit" if commit else "abort",
-            "pending": sorted(pending)}})
+            await asyncio.sleep(
+                backoff_s(attempt, settings.backoff_initial_s, settings.backoff_max_s)
+            )
+        _log.warning(
+            "decision not yet acknowledged",
+            extra={
+                "fields": {
+                    "transaction_id": payment.payment_id,
+                    "decision": "commit" if commit else "abort",
+                    "pending": sorted(pending),
+                }
+            },
+        )
         return False
 
     async def _send(self, bank: str, transaction_id: str, *, commit: bool) -> str | None:
@@ -250,13 +271,25 @@ class Coordinator:
             else:
                 await self._banks.abort(bank, transaction_id, timeout_s=timeout_s)
         except Unavailable as exc:
-            _log.info("phase two send failed, will retry", extra={"fields": {
-                "transaction_id": transaction_id, "bank": bank, "reason": exc.reason}})
+            _log.info(
+                "phase two send failed, will retry",
+                extra={
+                    "fields": {"transaction_id": transaction_id, "bank": bank, "reason": exc.reason}
+                },
+            )
             return None
         except PaygateError as exc:
-            _log.critical("bank refused the decision", extra={"fields": {
-                "transaction_id": transaction_id, "bank": bank,
-                "decision": "commit" if commit else "abort", "error": repr(exc)}})
+            _log.critical(
+                "bank refused the decision",
+                extra={
+                    "fields": {
+                        "transaction_id": transaction_id,
+                        "bank": bank,
+                        "decision": "commit" if commit else "abort",
+                        "error": repr(exc),
+                    }
+                },
+            )
             return None
         return bank
 
@@ -265,7 +298,8 @@ class Coordinator:
     async def recover_once(self) -> int:
         """Drive every unfinished transaction that nobody here is driving; return how many."""
         orphans = [
-            p for p in await self._store.unfinished_payments(limit=self._settings.recovery_batch)
+            p
+            for p in await self._store.unfinished_payments(limit=self._settings.recovery_batch)
             if p.payment_id not in self._driving
         ]
         limit = asyncio.Semaphore(self._settings.recovery_concurrency)
@@ -284,10 +318,14 @@ class Coordinator:
             state = payment.txn_state
             if state == TxnState.PREPARING:
                 state = await self._store.decide_abort(
-                    payment.payment_id, PRESUMED_ABORT,
-                    "the gateway restarted before deciding", release_key=True,
+                    payment.payment_id,
+                    PRESUMED_ABORT,
+                    "the gateway restarted before deciding",
+                    release_key=True,
                 )
-                _log.info("presumed abort", extra={"fields": {"transaction_id": payment.payment_id}})
+                _log.info(
+                    "presumed abort", extra={"fields": {"transaction_id": payment.payment_id}}
+                )
             if state in (TxnState.COMMITTING, TxnState.ABORTING):
                 await self._deliver(payment, commit=state == TxnState.COMMITTING)
 
@@ -303,7 +341,7 @@ class Coordinator:
         with self.claim(payment.payment_id):
             await self._deliver(payment, commit=commit)
 
-    def _spawn(self, job: "asyncio._CoroutineLike[None]") -> None:
+    def _spawn(self, job: asyncio._CoroutineLike[None]) -> None:
         task = asyncio.create_task(job)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -1,6 +1,6 @@
 """paygate-gateway: run the gateway.
 
-    paygate-gateway [--config paygate.toml]
+paygate-gateway [--config paygate.toml]
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
         ),
         FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process="gateway"),
     )
-    payments = Payments(store, coordinator, PaymentSettings(max_payment_minor=config.max_payment_minor))
+    payments = Payments(
+        store, coordinator, PaymentSettings(max_payment_minor=config.max_payment_minor)
+    )
     servicer = GatewayServicer(accounts, payments)
     server = await build_server(
         listen=config.listen,
@@ -95,7 +97,11 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
         service_name=SERVICE_NAME,
         add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
         # Outermost first: log every call, map errors to statuses, then authenticate.
-        interceptors=[LoggingInterceptor(), ErrorInterceptor(), AuthInterceptor(accounts, SERVICE_NAME)],
+        interceptors=[
+            LoggingInterceptor(),
+            ErrorInterceptor(),
+            AuthInterceptor(accounts, SERVICE_NAME),
+        ],
         max_message_bytes=config.max_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )

@@ -3,9 +3,9 @@
 An idempotency key belongs to the paying user and is stored with the payment in one
 database transaction. Its states:
 
-    (none) --CreatePayment--> IN_PROGRESS --commit decided--------------> COMPLETED (payment)
-                                   |------ final refusal (no funds) -----> COMPLETED (error)
-                                   +------ transient abort (bank down) --> (deleted: retry runs anew)
+    (none) --CreatePayment--> IN_PROGRESS --commit decided--------> COMPLETED (payment)
+                                   |---- final refusal (no funds) --> COMPLETED (error)
+                                   +---- transient abort ----------> (deleted: a retry runs anew)
 
 Same key and same parameters after COMPLETED: the stored answer again. Same key and other
 parameters: FAILED_PRECONDITION / IDEMPOTENCY_KEY_MISMATCH. Same key while IN_PROGRESS:
@@ -51,8 +51,9 @@ class PaymentSettings:
 
 def request_hash(request: PaymentRequest) -> str:
     """The fingerprint of a request's parameters, to tell a retry from a different payment."""
-    canonical = repr((request.payee_username, request.amount_minor, request.currency,
-                      request.description))
+    canonical = repr(
+        (request.payee_username, request.amount_minor, request.currency, request.description)
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -137,9 +137,24 @@ class GatewayStore(Protocol):
 
 
 def _payment(row: tuple[object, ...]) -> Payment:
-    (payment_id, status, txn_state, payer_user_id, payer_username, payer_bank_id, payer_account,
-     payee_user_id, payee_username, payee_bank_id, payee_account, amount, currency, description,
-     failure_reason, create_time_us) = row
+    (
+        payment_id,
+        status,
+        txn_state,
+        payer_user_id,
+        payer_username,
+        payer_bank_id,
+        payer_account,
+        payee_user_id,
+        payee_username,
+        payee_bank_id,
+        payee_account,
+        amount,
+        currency,
+        description,
+        failure_reason,
+        create_time_us,
+    ) = row
     return Payment(
         payment_id=str(payment_id),
         status=PaymentStatus(status),
@@ -162,8 +177,14 @@ def _payment(row: tuple[object, ...]) -> Payment:
 
 def _user(row: tuple[object, ...]) -> User:
     user_id, username, bank_id, account_number, currency, role = row
-    return User(user_id=str(user_id), username=str(username), bank_id=str(bank_id),
-                account_number=str(account_number), currency=str(currency), role=str(role))
+    return User(
+        user_id=str(user_id),
+        username=str(username),
+        bank_id=str(bank_id),
+        account_number=str(account_number),
+        currency=str(currency),
+        role=str(role),
+    )
 
 
 class SqliteGatewayStore:
@@ -195,8 +216,16 @@ class SqliteGatewayStore:
             conn.execute(
                 f"INSERT INTO users ({_USER_COLUMNS}, password_hash, created_at_s)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (user.user_id, user.username, user.bank_id, user.account_number, user.currency,
-                 user.role, password_hash, time.time()),
+                (
+                    user.user_id,
+                    user.username,
+                    user.bank_id,
+                    user.account_number,
+                    user.currency,
+                    user.role,
+                    password_hash,
+                    time.time(),
+                ),
             )
 
         await self._db.transaction(insert)
@@ -259,11 +288,24 @@ class SqliteGatewayStore:
             cursor = conn.execute(
                 f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (payment.payment_id, payment.status, payment.txn_state, payment.payer_user_id,
-                 payment.payer_username, payment.payer_bank_id, payment.payer_account,
-                 payment.payee_user_id, payment.payee_username, payment.payee_bank_id,
-                 payment.payee_account, payment.amount_minor, payment.currency,
-                 payment.description, payment.failure_reason, payment.create_time_us),
+                (
+                    payment.payment_id,
+                    payment.status,
+                    payment.txn_state,
+                    payment.payer_user_id,
+                    payment.payer_username,
+                    payment.payer_bank_id,
+                    payment.payer_account,
+                    payment.payee_user_id,
+                    payment.payee_username,
+                    payment.payee_bank_id,
+                    payment.payee_account,
+                    payment.amount_minor,
+                    payment.currency,
+                    payment.description,
+                    payment.failure_reason,
+                    payment.create_time_us,
+                ),
             )
             seq = cursor.lastrowid
             conn.executemany(
@@ -379,5 +421,7 @@ class SqliteGatewayStore:
 
 
 def _txn_state(conn: sqlite3.Connection, payment_id: str) -> TxnState:
-    row = conn.execute("SELECT txn_state FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
+    row = conn.execute(
+        "SELECT txn_state FROM payments WHERE payment_id = ?", (payment_id,)
+    ).fetchone()
     return TxnState(row[0])

@@ -1,0 +1,1 @@
+"""paygate-admin: the operators' command-line tool for the banks' ledgers."""

@@ -1,0 +1,47 @@
+"""The Paygate client library: AsyncClient (asyncio) and Client (blocking).
+
+    async with AsyncClient("127.0.0.1:50051", ca_cert="certs/ca.pem") as client:
+        await client.login("alice", password)
+        payment = await client.pay("bob", 1250, description="lunch")
+
+Every call has a deadline (`timeout_s`, 10 s by default). Failures are raised as the
+exceptions of paygate.errors, each with a `reason` such as "INSUFFICIENT_FUNDS".
+"""
+
+from paygate.client._async_client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AsyncClient
+from paygate.client._models import Balance, Payment, PaymentStatus, RegisteredUser, Session
+from paygate.client._sync_client import Client
+from paygate.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PaygateError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_S",
+    "Aborted",
+    "AlreadyExists",
+    "AsyncClient",
+    "Balance",
+    "Client",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "PaygateError",
+    "Payment",
+    "PaymentStatus",
+    "PermissionDenied",
+    "RegisteredUser",
+    "ResourceExhausted",
+    "Session",
+    "Unauthenticated",
+    "Unavailable",
+]

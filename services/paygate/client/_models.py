@@ -1,0 +1,120 @@
+"""The values the client library returns: frozen dataclasses built from gateway messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+
+from google.protobuf import timestamp_pb2
+
+from paygate.errors import PaygateError
+from paygate.gen.paygate.v1 import gateway_pb2
+
+# A response that breaks the protocol is the gateway's bug, not the caller's mistake.
+INVALID_RESPONSE = "INVALID_RESPONSE"
+
+
+class PaymentStatus(enum.StrEnum):
+    """Where a payment stands."""
+
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+_STATUS_BY_PROTO: dict[int, PaymentStatus] = {
+    gateway_pb2.PAYMENT_STATUS_PENDING: PaymentStatus.PENDING,
+    gateway_pb2.PAYMENT_STATUS_SUCCEEDED: PaymentStatus.SUCCEEDED,
+    gateway_pb2.PAYMENT_STATUS_FAILED: PaymentStatus.FAILED,
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Payment:
+    """One transfer of money from a payer to a payee; amounts in minor units."""
+
+    payment_id: str
+    status: PaymentStatus
+    payer_username: str
+    payee_username: str
+    amount_minor: int
+    currency: str
+    description: str
+    create_time: datetime.datetime
+    failure_reason: str
+
+    @classmethod
+    def from_proto(cls, message: gateway_pb2.Payment) -> Payment:
+        return cls(
+            payment_id=message.payment_id,
+            status=payment_status_from_proto(message.status),
+            payer_username=message.payer_username,
+            payee_username=message.payee_username,
+            amount_minor=message.amount,
+            currency=message.currency,
+            description=message.description,
+            create_time=datetime_from_proto(message.create_time),
+            failure_reason=message.failure_reason,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Balance:
+    """The balance of the caller's account; `available` excludes payments in flight."""
+
+    currency: str
+    balance_minor: int
+    available_minor: int
+
+    @classmethod
+    def from_proto(cls, message: gateway_pb2.GetBalanceResponse) -> Balance:
+        return cls(
+            currency=message.currency,
+            balance_minor=message.balance,
+            available_minor=message.available,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Session:
+    """The result of a login: a bearer token and when it stops being accepted."""
+
+    access_token: str = dataclasses.field(repr=False)  # never shown in logs or tracebacks
+    expire_time: datetime.datetime
+
+    @classmethod
+    def from_proto(cls, message: gateway_pb2.LoginResponse) -> Session:
+        return cls(
+            access_token=message.access_token,
+            expire_time=datetime_from_proto(message.expire_time),
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RegisteredUser:
+    """A gateway user linked to a bank account."""
+
+    user_id: str
+    bank_id: str
+    account_number: str
+
+    @classmethod
+    def from_proto(cls, message: gateway_pb2.RegisterResponse) -> RegisteredUser:
+        return cls(
+            user_id=message.user_id,
+            bank_id=message.bank_id,
+            account_number=message.account_number,
+        )
+
+
+def payment_status_from_proto(value: int) -> PaymentStatus:
+    status = _STATUS_BY_PROTO.get(value)
+    if status is None:
+        raise PaygateError(f"gateway sent payment status {value}", reason=INVALID_RESPONSE)
+    return status
+
+
+def datetime_from_proto(timestamp: timestamp_pb2.Timestamp) -> datetime.datetime:
+    """An aware UTC datetime, so that it compares correctly with datetime.now(UTC)."""
+    return timestamp.ToDatetime(tzinfo=datetime.UTC)

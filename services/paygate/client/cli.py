@@ -1,0 +1,303 @@
+"""paygate: the command-line client of the Paygate gateway, a thin layer over Client.
+
+    paygate register alice --bank bank-a --account 100001
+    paygate login alice
+    paygate balance
+    paygate pay bob 12.50 --description lunch
+    paygate payments --limit 10
+    paygate logout
+
+Passwords are read from the terminal (or one line of standard input with
+--password-stdin), never from the command line, where other users could see them.
+The login is kept in $XDG_CONFIG_HOME/paygate/session.json, readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import getpass
+import itertools
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+
+from paygate.client import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_S,
+    Client,
+    PaygateError,
+    Payment,
+    Unauthenticated,
+    Unavailable,
+)
+from paygate.client._session_file import (
+    SessionFileError,
+    StoredSession,
+    load_session,
+    remove_session,
+    save_session,
+    session_path,
+)
+from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
+
+GATEWAY_ENV = "PAYGATE_GATEWAY"
+CA_CERT_ENV = "PAYGATE_CA_CERT"
+DEFAULT_CA_CERT = "certs/ca.pem"
+DEFAULT_LIMIT = 20
+MAX_PAGE_SIZE = 100  # the gateway's limit on ListPayments
+NOT_LOGGED_IN = "not logged in: run `paygate login USER`"
+
+
+class CliError(Exception):
+    """A failure to report to the user as `error: <message>`, exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser(os.environ).parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    command: Callable[[argparse.Namespace], None] = args.command
+    try:
+        command(args)
+    except NotLoggedIn:
+        print(NOT_LOGGED_IN, file=sys.stderr)
+        return 1
+    except PaygateError as error:
+        print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
+        return 1
+    except (CliError, SessionFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paygate", description="Pay other Paygate users.")
+    parser.add_argument(
+        "--gateway",
+        default=environ.get(GATEWAY_ENV) or DEFAULT_TARGET,
+        help=f"gateway address (env {GATEWAY_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--ca-cert",
+        default=environ.get(CA_CERT_ENV) or DEFAULT_CA_CERT,
+        help=f"CA certificate that signed the gateway's (env {CA_CERT_ENV}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="deadline of each call (default %(default)s)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each call to stderr")
+    parser.set_defaults(environ=environ)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    register = commands.add_parser("register", help="create a user linked to a bank account")
+    register.add_argument("username")
+    register.add_argument("--bank", required=True, help="bank id, for example bank-a")
+    register.add_argument("--account", required=True, help="account number at that bank")
+    register.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    register.set_defaults(command=cmd_register)
+
+    login = commands.add_parser("login", help="log in and keep the session")
+    login.add_argument("username")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login.set_defaults(command=cmd_login)
+
+    commands.add_parser("logout", help="revoke the session").set_defaults(command=cmd_logout)
+    commands.add_parser("balance", help="show your balance").set_defaults(command=cmd_balance)
+
+    pay = commands.add_parser("pay", help="pay another user")
+    pay.add_argument("payee")
+    pay.add_argument("amount", help="decimal amount, for example 12.50")
+    pay.add_argument("--currency", default=DEFAULT_CURRENCY)
+    pay.add_argument("--description", default="")
+    pay.add_argument("--idempotency-key", help="reuse the key of a payment to retry it safely")
+    pay.set_defaults(command=cmd_pay)
+
+    payments = commands.add_parser("payments", help="list your payments, newest first")
+    payments.add_argument("--limit", type=positive_int, default=DEFAULT_LIMIT)
+    payments.set_defaults(command=cmd_payments)
+    return parser
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+# Commands. Each one opens a Client, makes its calls and prints the result for people.
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    password = read_password(args.password_stdin, confirm=True)
+    with open_client(args) as client:
+        user = client.register(args.username, password, args.bank, args.account)
+    print(f"registered {args.username}: {user.bank_id} account {user.account_number}")
+
+
+def cmd_login(args: argparse.Namespace) -> None:
+    password = read_password(args.password_stdin, confirm=False)
+    with open_client(args) as client:
+        session = client.login(args.username, password)
+    stored = StoredSession(
+        gateway=args.gateway,
+        username=args.username,
+        access_token=session.access_token,
+        expire_time=session.expire_time,
+    )
+    save_session(session_path(args.environ), stored)
+    print(f"logged in as {args.username} until {session.expire_time:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def cmd_logout(args: argparse.Namespace) -> None:
+    path = session_path(args.environ)
+    stored = load_session(path)
+    if stored is None:
+        raise NotLoggedIn
+    try:
+        now = datetime.datetime.now(datetime.UTC)
+        if not stored.expired(now):
+            # Revoked where it was issued, whatever --gateway says now.
+            # Unauthenticated means already revoked, which is what the user wants.
+            client = open_client(args, stored, target=stored.gateway)
+            with client, contextlib.suppress(Unauthenticated):
+                client.logout()
+    finally:
+        # Forgotten even when the gateway cannot be told: the user asked to log out here.
+        remove_session(path)
+    print(f"logged out {stored.username}")
+
+
+def cmd_balance(args: argparse.Namespace) -> None:
+    with open_client(args, require_session(args)) as client:
+        balance = client.balance()
+    currency = balance.currency
+    print(
+        f"balance: {format_amount(balance.balance_minor, currency)} {currency} "
+        f"(available {format_amount(balance.available_minor, currency)} {currency})"
+    )
+
+
+def cmd_pay(args: argparse.Namespace) -> None:
+    amount_minor = parse_amount(args.amount, args.currency)
+    stored = require_session(args)
+    # Chosen here rather than by the library, so that it can be shown for a retry.
+    key = args.idempotency_key if args.idempotency_key is not None else str(uuid.uuid4())
+    with open_client(args, stored) as client:
+        try:
+            payment = client.pay(
+                args.payee,
+                amount_minor,
+                currency=args.currency,
+                description=args.description,
+                idempotency_key=key,
+            )
+        except Unavailable:
+            print(
+                f"the payment may or may not have happened; retry with: --idempotency-key {key}",
+                file=sys.stderr,
+            )
+            raise
+    amount = format_amount(payment.amount_minor, payment.currency)
+    print(
+        f"paid {payment.payee_username} {amount} {payment.currency}: "
+        f"payment {payment.payment_id} {payment.status}"
+    )
+
+
+def cmd_payments(args: argparse.Namespace) -> None:
+    stored = require_session(args)
+    with open_client(args, stored) as client:
+        pages = client.iter_payments(page_size=min(args.limit, MAX_PAGE_SIZE))
+        payments = list(itertools.islice(pages, args.limit))
+    if not payments:
+        print("no payments")
+    for payment in payments:
+        print(describe_payment(payment, stored.username))
+
+
+def describe_payment(payment: Payment, username: str) -> str:
+    outgoing = payment.payer_username == username
+    direction = f"to {payment.payee_username}" if outgoing else f"from {payment.payer_username}"
+    amount = format_amount(payment.amount_minor, payment.currency)
+    sign = "-" if outgoing else "+"
+    line = (
+        f"{payment.create_time:%Y-%m-%d %H:%M:%S}  {payment.payment_id}  {payment.status:<9}  "
+        f"{sign}{amount} {payment.currency}  {direction}"
+    )
+    if payment.failure_reason:
+        line += f"  [{payment.failure_reason}]"
+    if payment.description:
+        line += f"  {payment.description}"
+    return line
+
+
+# Helpers.
+
+
+class NotLoggedIn(Exception):
+    """No saved session for this gateway, or it has expired."""
+
+
+def open_client(
+    args: argparse.Namespace, stored: StoredSession | None = None, *, target: str | None = None
+) -> Client:
+    try:
+        return Client(
+            target or args.gateway,
+            ca_cert=args.ca_cert,
+            access_token=stored.access_token if stored is not None else None,
+            timeout_s=args.timeout,
+        )
+    except OSError as exc:
+        raise CliError(f"cannot read CA certificate {args.ca_cert}: {exc.strerror}") from exc
+
+
+def require_session(args: argparse.Namespace) -> StoredSession:
+    stored = load_session(session_path(args.environ))
+    if stored is None or not usable(stored, args.gateway):
+        raise NotLoggedIn
+    return stored
+
+
+def usable(stored: StoredSession, gateway: str) -> bool:
+    # A token is only good at the gateway that issued it, and only until it expires.
+    now = datetime.datetime.now(datetime.UTC)
+    return stored.gateway == gateway and not stored.expired(now)
+
+
+def read_password(from_stdin: bool, *, confirm: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+    else:
+        password = getpass.getpass("password: ")
+        if confirm and getpass.getpass("password (again): ") != password:
+            raise CliError("the passwords do not match")
+    if not password:
+        raise CliError("empty password")
+    return password
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""TokenInterceptor: sends the client's access token as `authorization: Bearer <token>`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+AUTHORIZATION_KEY = "authorization"
+
+
+@dataclasses.dataclass(kw_only=True)
+class TokenHolder:
+    """The access token of one client. Mutable on purpose: login and logout change it
+    while the channel, and the interceptor built with it, stay the same."""
+
+    access_token: str | None = None
+
+
+class TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the bearer token to every call made while the holder has one."""
+
+    def __init__(self, holder: TokenHolder) -> None:
+        self._holder = holder
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall[Any, Any]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryUnaryCall[Any, Any]:
+        token = self._holder.access_token
+        if token:
+            client_call_details = with_bearer_token(client_call_details, token)
+        return await continuation(client_call_details, request)
+
+
+def with_bearer_token(
+    details: grpc.aio.ClientCallDetails, token: str
+) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata()
+    for key, value in details.metadata or ():
+        # A caller's own authorization header is replaced, never sent twice.
+        if key != AUTHORIZATION_KEY:
+            metadata.add(key, value)
+    metadata.add(AUTHORIZATION_KEY, f"Bearer {token}")
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=details.timeout,
+        metadata=metadata,
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )

@@ -1,0 +1,499 @@
+"""A Paygate suite under supervisord, for tests: start a fresh one, or attach to a running one.
+
+`Suite.start(folder)` makes certificates, a config file on free ports and starts supervisord
+with the repository's supervisord.conf in `folder`; `Suite.attach(...)` describes a suite
+someone already runs. Either way a test sees the same small API:
+
+    suite.config                      the SuiteConfig the processes run with
+    suite.dir                         the directory supervisord runs in (var/ is inside)
+    suite.gateway_target              "127.0.0.1:PORT"; suite.bank_target("bank-a") likewise
+    suite.gateway_channel_sync()      a grpc.Channel over TLS (use it in a `with` block)
+    suite.bank_channel_sync(bank_id, identity="admin")   a grpc.Channel over mutual TLS
+    suite.gateway_channel(), suite.bank_channel(...)     the same as grpc.aio channels
+                                      (create them inside a running event loop)
+    suite.admin_open_account(bank_id, balance_minor) -> account number
+    suite.admin_deposit(bank_id, account, amount_minor, reference) -> DepositResponse
+    suite.bank_account(bank_id, account) -> bank_pb2.Account
+    suite.total_money([(bank_id, account), ...]) -> sum of their balances
+    suite.supervisorctl(*args), suite.pid(program), suite.kill(program, signal)
+    suite.wait_serving(program), suite.wait_restarted(program, old_pid)
+    suite.arm_fault(process, point), suite.log_path(program)
+    suite.env(), suite.cli("paygate", *args)   run the CLIs against this suite
+
+Programs are the supervisord program names: "gateway", "bank-a", "bank-b", "bank-c".
+Every wait here is bounded and every RPC carries a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pathlib
+import signal as signals
+import socket
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from paygate.common import faults
+from paygate.common.config import CONFIG_ENV, SuiteConfig, config_from_mapping
+from paygate.common.tls import channel_credentials
+from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BIN = REPO / ".venv" / "bin"
+SUPERVISOR_CONF = REPO / "supervisord.conf"
+DEMO_ACCOUNTS = REPO / "ops" / "demo-accounts"
+
+GATEWAY = "gateway"
+BANKS = ("bank-a", "bank-b", "bank-c")
+PROGRAMS = (*BANKS, GATEWAY)
+
+DEFAULT_START_TIMEOUT_S = 60.0
+DEFAULT_WAIT_TIMEOUT_S = 30.0
+DEFAULT_RPC_TIMEOUT_S = 5.0
+DEFAULT_CLI_TIMEOUT_S = 60.0
+SUPERVISORCTL_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 40.0  # supervisord stops each program within stopwaitsecs=15
+POLL_INTERVAL_S = 0.2
+LOG_TAIL_LINES = 30
+
+
+class SuiteError(RuntimeError):
+    """The suite did not start, stop or answer the way a test needs."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free on 127.0.0.1 now (all held open together, so distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def load_gen_certs() -> ModuleType:
+    """ops/gen_certs.py is a script, not a package module: import it by path."""
+    path = REPO / "ops" / "gen_certs.py"
+    spec = importlib.util.spec_from_file_location("paygate_ops_gen_certs", path)
+    if spec is None or spec.loader is None:
+        raise SuiteError("cannot import ops/gen_certs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_config(folder: pathlib.Path) -> pathlib.Path:
+    """Write folder/paygate.toml: every process on a free port, files under folder."""
+    ports = iter(free_ports(2 + 2 * len(BANKS)))
+    lines = [
+        'var_dir = "var"',
+        'certs_dir = "certs"',
+        "fault_injection = true",
+        "",
+        "[gateway]",
+        f'listen = "127.0.0.1:{next(ports)}"',
+        f'metrics = "127.0.0.1:{next(ports)}"',
+        "bcrypt_rounds = 4",
+        "prepare_timeout_s = 2.0",
+    ]
+    for bank_id in BANKS:
+        lines += [
+            "",
+            f"[banks.{bank_id}]",
+            f'listen = "127.0.0.1:{next(ports)}"',
+            f'metrics = "127.0.0.1:{next(ports)}"',
+            f"demo_accounts = {str(DEMO_ACCOUNTS / f'{bank_id}.toml')!r}",
+        ]
+    path = folder / "paygate.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_config(path: pathlib.Path | None, cwd: pathlib.Path) -> SuiteConfig:
+    """Load a config as the suite's processes see it: relative paths against their cwd."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    return config_from_mapping(data, base=cwd)
+
+
+def client_target(listen: str) -> str:
+    """The address a client on this machine dials for a server's listen address."""
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def tail(path: pathlib.Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie counts as gone (PID 1 in a container may not reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+class Suite:
+    def __init__(
+        self,
+        *,
+        directory: pathlib.Path,
+        config_path: pathlib.Path | None,
+        supervisor_conf: pathlib.Path,
+        scratch: pathlib.Path,
+        owned: bool,
+    ) -> None:
+        self.dir = directory
+        self.config_path = config_path
+        self.supervisor_conf = supervisor_conf
+        self.scratch = scratch
+        self.owned = owned  # True when this Suite started supervisord and must stop it
+        self.config = read_config(config_path, directory)
+        self.gateway_target = client_target(self.config.gateway.listen)
+
+    # Starting, attaching, stopping ----------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        folder: pathlib.Path,
+        *,
+        programs: Sequence[str] = PROGRAMS,
+        timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    ) -> Suite:
+        """Start a fresh suite in `folder` and wait until `programs` report SERVING."""
+        load_gen_certs().generate(folder / "certs")
+        config_path = write_config(folder)
+        (folder / "var" / "log").mkdir(parents=True, exist_ok=True)
+        (folder / "scratch").mkdir(exist_ok=True)
+        suite = cls(
+            directory=folder,
+            config_path=config_path,
+            supervisor_conf=SUPERVISOR_CONF,
+            scratch=folder / "scratch",
+            owned=True,
+        )
+        # supervisord forks, and this first process exits once the daemon runs.
+        started = subprocess.run(
+            [str(BIN / "supervisord"), "-c", str(SUPERVISOR_CONF)],
+            cwd=folder,
+            env=suite.env(),
+            capture_output=True,
+            text=True,
+            timeout=SUPERVISORCTL_TIMEOUT_S,
+            check=False,
+        )
+        if started.returncode != 0:
+            raise SuiteError(
+                f"supervisord exited with {started.returncode}: "
+                f"{started.stderr or started.stdout}\n"
+                f"tail of {suite.supervisord_log}:\n{tail(suite.supervisord_log)}"
+            )
+        try:
+            suite.wait_all_serving(programs, timeout_s=timeout_s)
+        except BaseException:
+            suite.stop()
+            raise
+        return suite
+
+    @classmethod
+    def attach(
+        cls,
+        config_path: pathlib.Path | None,
+        *,
+        supervisor_conf: pathlib.Path,
+        directory: pathlib.Path,
+        scratch: pathlib.Path,
+        programs: Sequence[str] = PROGRAMS,
+        timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+    ) -> Suite:
+        """Describe a suite someone already runs (config None: the defaults), once it serves."""
+        suite = cls(
+            directory=directory,
+            config_path=config_path,
+            supervisor_conf=supervisor_conf,
+            scratch=scratch,
+            owned=False,
+        )
+        suite.wait_all_serving(programs, timeout_s=timeout_s)
+        return suite
+
+    @property
+    def supervisord_pidfile(self) -> pathlib.Path:
+        return self.dir / "var" / "supervisord.pid"
+
+    @property
+    def supervisord_log(self) -> pathlib.Path:
+        return self.dir / "var" / "log" / "supervisord.log"
+
+    def stop(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Shut down the supervisord this Suite started and wait for its process to exit."""
+        if not self.owned:
+            return
+        pid = self._supervisord_pid()
+        result = self.supervisorctl("shutdown")
+        if pid is None:
+            if result.returncode != 0:
+                raise SuiteError(f"supervisorctl shutdown failed and no pidfile: {result.stdout}")
+            return
+        if result.returncode != 0 and _pid_alive(pid):
+            # The control socket is gone but the daemon we started is not: ask it directly.
+            os.kill(pid, signals.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise SuiteError(f"supervisord (pid {pid}) still runs {timeout_s} s after shutdown")
+            time.sleep(POLL_INTERVAL_S)
+
+    def _supervisord_pid(self) -> int | None:
+        try:
+            return int(self.supervisord_pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    # supervisord --------------------------------------------------------------------------
+
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `supervisorctl -c CONF ARGS` in the suite's directory; never raises on failure."""
+        return subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(self.supervisor_conf), *args],
+            cwd=self.dir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=SUPERVISORCTL_TIMEOUT_S,
+            check=False,
+        )
+
+    def pid(self, program: str) -> int:
+        """The pid supervisord reports for `program`; 0 while it is not running."""
+        result = self.supervisorctl("pid", program)
+        text = result.stdout.strip()
+        if not text.isdigit():
+            raise SuiteError(f"supervisorctl pid {program}: {text or result.stderr}")
+        return int(text)
+
+    def kill(self, program: str, sig: int = signals.SIGKILL) -> int:
+        """Send `sig` to the running `program`; returns the pid it was sent to."""
+        pid = self.pid(program)
+        if pid <= 0:
+            raise SuiteError(f"{program} is not running")
+        os.kill(pid, sig)
+        return pid
+
+    def wait_restarted(
+        self, program: str, old_pid: int, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
+    ) -> int:
+        """Wait until supervisord runs `program` under a pid other than `old_pid`, serving."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid = self.pid(program)
+            if pid not in (0, old_pid):
+                break
+            if time.monotonic() > deadline:
+                raise SuiteError(
+                    f"{program} was not restarted within {timeout_s} s (pid still {pid})\n"
+                    f"{self.supervisorctl('status').stdout}\n"
+                    f"tail of {self.log_path(program)}:\n{tail(self.log_path(program))}"
+                )
+            time.sleep(POLL_INTERVAL_S)
+        self.wait_serving(program, timeout_s=max(1.0, deadline - time.monotonic()))
+        return pid
+
+    def log_path(self, program: str) -> pathlib.Path:
+        """The file supervisord writes the program's output to (var/log/NAME.log)."""
+        return self.dir / "var" / "log" / f"{program}.log"
+
+    def arm_fault(self, process: str, point: str) -> pathlib.Path:
+        """Make `process` kill itself once at crash point `point` (needs fault_injection)."""
+        return faults.arm(self.config.var_dir, process, point)
+
+    # Health ---------------------------------------------------------------------------
+
+    def target(self, program: str) -> str:
+        return self.gateway_target if program == GATEWAY else self.bank_target(program)
+
+    def health(
+        self, program: str, service: str = "", timeout_s: float = DEFAULT_RPC_TIMEOUT_S
+    ) -> int:
+        """One grpc.health.v1 Check of `program`; returns the HealthCheckResponse status."""
+        if program == GATEWAY:
+            channel = self.gateway_channel_sync()
+        else:
+            channel = self.bank_channel_sync(program)
+        with channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=service)
+            response = stub.Check(request, timeout=timeout_s)
+        return int(response.status)
+
+    def wait_serving(self, program: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> None:
+        """Wait until `program` reports SERVING; on timeout say why, with the tail of its log."""
+        self.wait_all_serving([program], timeout_s=timeout_s)
+
+    def wait_all_serving(self, programs: Iterable[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for program in programs:
+            last = "no answer yet"
+            while True:
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    raise SuiteError(self._not_serving_message(program, timeout_s, last))
+                try:
+                    status = self.health(program, timeout_s=min(2.0, remaining_s))
+                except grpc.RpcError as exc:
+                    last = f"{exc.code().name}: {exc.details()}"
+                else:
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+                    last = f"health status {name}"
+                time.sleep(POLL_INTERVAL_S)
+
+    def _not_serving_message(self, program: str, timeout_s: float, last: str) -> str:
+        status = self.supervisorctl("status")
+        return (
+            f"{program} did not report SERVING at {self.target(program)} within {timeout_s} s "
+            f"(last: {last})\n"
+            f"supervisorctl status:\n{status.stdout}{status.stderr}\n"
+            f"tail of {self.log_path(program)}:\n{tail(self.log_path(program))}"
+        )
+
+    # Channels -------------------------------------------------------------------------
+
+    def bank_target(self, bank_id: str) -> str:
+        return client_target(self.config.banks[bank_id].listen)
+
+    def _gateway_credentials(self) -> grpc.ChannelCredentials:
+        return channel_credentials(self.config.certs_dir / "ca.pem")
+
+    def _bank_credentials(self, identity: str | None) -> grpc.ChannelCredentials:
+        client = None if identity is None else self.config.tls_for(identity)
+        return channel_credentials(self.config.certs_dir / "ca.pem", client=client)
+
+    def gateway_channel_sync(self) -> grpc.Channel:
+        """A synchronous channel to the gateway over TLS, trusting the suite's CA."""
+        return grpc.secure_channel(self.gateway_target, self._gateway_credentials())
+
+    def bank_channel_sync(self, bank_id: str, identity: str | None = "admin") -> grpc.Channel:
+        """A synchronous channel to a bank over mutual TLS as `identity` (None: no certificate)."""
+        return grpc.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
+
+    def gateway_channel(self) -> grpc.aio.Channel:
+        """A grpc.aio channel to the gateway over TLS; create it inside a running event loop."""
+        return grpc.aio.secure_channel(self.gateway_target, self._gateway_credentials())
+
+    def bank_channel(self, bank_id: str, identity: str | None = "admin") -> grpc.aio.Channel:
+        """A grpc.aio channel to a bank over mutual TLS; create it inside a running event loop."""
+        return grpc.aio.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
+
+    # Bank operations as the operator ---------------------------------------------------
+
+    def admin_open_account(self, bank_id: str, balance_minor: int, currency: str = "USD") -> str:
+        """Open an account at `bank_id` with the admin certificate; returns its number."""
+        with self.bank_channel_sync(bank_id) as channel:
+            response = bank_pb2_grpc.BankServiceStub(channel).OpenAccount(
+                bank_pb2.OpenAccountRequest(currency=currency, initial_balance=balance_minor),
+                timeout=DEFAULT_RPC_TIMEOUT_S,
+            )
+        return str(response.account.account_number)
+
+    def admin_deposit(
+        self, bank_id: str, account_number: str, amount_minor: int, reference: str,
+        currency: str = "USD",
+    ) -> bank_pb2.DepositResponse:
+        with self.bank_channel_sync(bank_id) as channel:
+            response: bank_pb2.DepositResponse = bank_pb2_grpc.BankServiceStub(channel).Deposit(
+                bank_pb2.DepositRequest(
+                    account_number=account_number, amount=amount_minor, currency=currency,
+                    reference=reference,
+                ),
+                timeout=DEFAULT_RPC_TIMEOUT_S,
+            )
+        return response
+
+    def bank_account(self, bank_id: str, account_number: str) -> bank_pb2.Account:
+        with self.bank_channel_sync(bank_id) as channel:
+            response = bank_pb2_grpc.BankServiceStub(channel).GetAccount(
+                bank_pb2.GetAccountRequest(account_number=account_number),
+                timeout=DEFAULT_RPC_TIMEOUT_S,
+            )
+        account: bank_pb2.Account = response.account
+        return account
+
+    def total_money(self, accounts: Iterable[tuple[str, str]]) -> int:
+        """The sum of the posted balances of the given (bank_id, account_number) pairs."""
+        return sum(self.bank_account(bank_id, number).balance for bank_id, number in accounts)
+
+    # The command-line tools -----------------------------------------------------------
+
+    def env(self, xdg_config_home: pathlib.Path | None = None) -> dict[str, str]:
+        """The environment for the suite's processes and CLIs, with its own XDG_CONFIG_HOME."""
+        env = dict(os.environ)
+        env.pop(CONFIG_ENV, None)
+        if self.config_path is not None:
+            env[CONFIG_ENV] = str(self.config_path)
+        env["PAYGATE_GATEWAY"] = self.gateway_target
+        env["PAYGATE_CA_CERT"] = str(self.config.certs_dir / "ca.pem")
+        home = xdg_config_home or self.scratch / "xdg-config"
+        home.mkdir(parents=True, exist_ok=True)
+        env["XDG_CONFIG_HOME"] = str(home)
+        return env
+
+    def cli(
+        self, program: str, *args: str, input: str | None = None,
+        env: Mapping[str, str] | None = None, timeout_s: float = DEFAULT_CLI_TIMEOUT_S,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a console script of the venv (`paygate`, `paygate-admin`) in the suite's dir."""
+        return subprocess.run(
+            [str(BIN / program), *args],
+            cwd=self.dir,
+            env=dict(env) if env is not None else self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+
+@contextlib.contextmanager
+def started_suite(folder: pathlib.Path, **kwargs: Any) -> Any:
+    """Start a suite in `folder` for the duration of a `with` block."""
+    suite = Suite.start(folder, **kwargs)
+    try:
+        yield suite
+    finally:
+        suite.stop()
+
+
+__all__ = ["BANKS", "GATEWAY", "PROGRAMS", "REPO", "Suite", "SuiteError", "started_suite"]
+

@@ -1,0 +1,110 @@
+"""Gateway users for suite tests: each test makes its own, with fresh names and accounts.
+
+A TestUser holds a synchronous stub and its token; its methods return the raw responses
+or raise grpc.RpcError, so tests assert on exactly what a client would see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from paygate.gen.paygate.v1 import gateway_pb2 as pb
+from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
+from suite import Suite
+
+PASSWORD = "correct horse battery"
+RPC_TIMEOUT_S = 15.0
+
+
+def unique_name(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    """The google.rpc.ErrorInfo reason carried by a failed call, or ''."""
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return ""
+
+
+@dataclasses.dataclass
+class TestUser:
+    __test__ = False  # not a test class, despite the name
+
+    suite: Suite
+    stub: pbg.GatewayServiceStub
+    username: str
+    bank_id: str
+    account_number: str
+    token: str = ""
+
+    @property
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")]
+
+    def balance(self) -> pb.GetBalanceResponse:
+        return self.stub.GetBalance(
+            pb.GetBalanceRequest(), metadata=self.metadata, timeout=RPC_TIMEOUT_S
+        )
+
+    def pay(
+        self,
+        payee: TestUser | str,
+        amount_minor: int,
+        *,
+        key: str | None = None,
+        currency: str = "USD",
+        description: str = "",
+        timeout_s: float = RPC_TIMEOUT_S,
+    ) -> pb.Payment:
+        request = pb.CreatePaymentRequest(
+            idempotency_key=uuid.uuid4().hex if key is None else key,
+            payee_username=payee if isinstance(payee, str) else payee.username,
+            amount=amount_minor,
+            currency=currency,
+            description=description,
+        )
+        response = self.stub.CreatePayment(request, metadata=self.metadata, timeout=timeout_s)
+        return response.payment
+
+    def get_payment(self, payment_id: str) -> pb.Payment:
+        return self.stub.GetPayment(
+            pb.GetPaymentRequest(payment_id=payment_id),
+            metadata=self.metadata,
+            timeout=RPC_TIMEOUT_S,
+        ).payment
+
+    def list_payments(self, page_size: int = 0, page_token: str = "") -> pb.ListPaymentsResponse:
+        return self.stub.ListPayments(
+            pb.ListPaymentsRequest(page_size=page_size, page_token=page_token),
+            metadata=self.metadata,
+            timeout=RPC_TIMEOUT_S,
+        )
+
+    def bank_account(self):  # type: ignore[no-untyped-def]
+        """The account as the bank sees it (posted, pending), read with the admin certificate."""
+        return self.suite.bank_account(self.bank_id, self.account_number)
+
+
+def new_user(
+    suite: Suite, channel: grpc.Channel, bank_id: str, balance_minor: int, prefix: str = "u"
+) -> TestUser:
+    """Open a funded account at `bank_id`, register a new user on it and log in."""
+    account = suite.admin_open_account(bank_id, balance_minor)
+    stub = pbg.GatewayServiceStub(channel)
+    username = unique_name(prefix)
+    stub.Register(
+        pb.RegisterRequest(
+            username=username, password=PASSWORD, bank_id=bank_id, account_number=account
+        ),
+        timeout=RPC_TIMEOUT_S,
+    )
+    login = stub.Login(pb.LoginRequest(username=username, password=PASSWORD), timeout=RPC_TIMEOUT_S)
+    return TestUser(suite, stub, username, bank_id, account, login.access_token)
