@@ -94,8 +94,18 @@ def load_gen_certs() -> ModuleType:
     return module
 
 
-def write_config(folder: pathlib.Path) -> pathlib.Path:
-    """Write folder/paygate.toml: every process on a free port, files under folder."""
+# The shared suite's tests fail many logins from 127.0.0.1 on purpose; only the throttle
+# tests, on a suite of their own, use the default per-address limit.
+SHARED_GATEWAY_SETTINGS: Mapping[str, object] = {"login_max_failures_per_address": 1_000_000}
+
+
+def write_config(
+    folder: pathlib.Path, gateway_settings: Mapping[str, object] = SHARED_GATEWAY_SETTINGS
+) -> pathlib.Path:
+    """Write folder/paygate.toml: every process on a free port, files under folder.
+
+    `gateway_settings` adds keys to the [gateway] table (see paygate.common.config).
+    """
     ports = iter(free_ports(2 + 2 * len(BANKS)))
     lines = [
         'var_dir = "var"',
@@ -107,6 +117,7 @@ def write_config(folder: pathlib.Path) -> pathlib.Path:
         f'metrics = "127.0.0.1:{next(ports)}"',
         "bcrypt_rounds = 4",
         "prepare_timeout_s = 2.0",
+        *(f"{key} = {value!r}" for key, value in gateway_settings.items()),
     ]
     for bank_id in BANKS:
         lines += [
@@ -188,10 +199,15 @@ class Suite:
         *,
         programs: Sequence[str] = PROGRAMS,
         timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        gateway_settings: Mapping[str, object] = SHARED_GATEWAY_SETTINGS,
+        extra_env: Mapping[str, str] | None = None,
     ) -> Suite:
-        """Start a fresh suite in `folder` and wait until `programs` report SERVING."""
+        """Start a fresh suite in `folder` and wait until `programs` report SERVING.
+
+        `extra_env` is added to the environment supervisord and its programs start with
+        (OTEL_* variables, for instance)."""
         load_gen_certs().generate(folder / "certs")
-        config_path = write_config(folder)
+        config_path = write_config(folder, gateway_settings)
         (folder / "var" / "log").mkdir(parents=True, exist_ok=True)
         (folder / "scratch").mkdir(exist_ok=True)
         suite = cls(
@@ -205,7 +221,7 @@ class Suite:
         started = subprocess.run(
             [str(BIN / "supervisord"), "-c", str(SUPERVISOR_CONF)],
             cwd=folder,
-            env=suite.env(),
+            env={**suite.env(), **(extra_env or {})},
             capture_output=True,
             text=True,
             timeout=SUPERVISORCTL_TIMEOUT_S,

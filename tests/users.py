@@ -16,6 +16,8 @@ from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
 from suite import Suite
 
 PASSWORD = "correct horse battery"
+# Every token handed to a TestUser, for the search for leaked secrets at the end of the run.
+ISSUED_TOKENS: list[str] = []
 RPC_TIMEOUT_S = 15.0
 
 
@@ -107,4 +109,5 @@ def new_user(
         timeout=RPC_TIMEOUT_S,
     )
     login = stub.Login(pb.LoginRequest(username=username, password=PASSWORD), timeout=RPC_TIMEOUT_S)
+    ISSUED_TOKENS.append(login.access_token)
     return TestUser(suite, stub, username, bank_id, account, login.access_token)

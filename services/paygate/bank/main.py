@@ -9,16 +9,22 @@ import argparse
 import asyncio
 import logging
 
+from prometheus_client import CollectorRegistry
+
 from paygate.bank.demo_accounts import load_demo_accounts
 from paygate.bank.participant import Participant
 from paygate.bank.peer_identity_interceptor import PeerIdentityInterceptor
 from paygate.bank.servicer import SERVICE_NAME, BankServicer
 from paygate.bank.store import SqliteLedgerStore
+from paygate.common import tracing
 from paygate.common.config import BankConfig, SuiteConfig, load_config
 from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
 from paygate.common.logging_interceptor import LoggingInterceptor
 from paygate.common.logs import setup_logging
+from paygate.common.metrics import BankMetrics, GrpcMetrics, new_registry, start_metrics_server
+from paygate.common.metrics_interceptor import MetricsInterceptor
+from paygate.common.process import run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
 from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
@@ -26,12 +32,14 @@ from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
 _log = logging.getLogger("paygate.bank")
 
 AUDIT_INTERVAL_S = 30.0
+METRICS_REFRESH_INTERVAL_S = 2.0
 
 
 async def build_bank(
-    suite: SuiteConfig, config: BankConfig
+    suite: SuiteConfig, config: BankConfig, registry: CollectorRegistry | None = None
 ) -> tuple[Server, Participant, SqliteLedgerStore]:
     """Open the bank's database, load its demo accounts and start its server."""
+    registry = registry or new_registry()
     store = SqliteLedgerStore(config.database)
     await store.open()
     participant = Participant(
@@ -39,6 +47,7 @@ async def build_bank(
         FaultInjector(
             enabled=config.fault_injection, var_dir=suite.var_dir, process=config.bank_id
         ),
+        BankMetrics.build(registry),
     )
     await participant.audit()
     if config.demo_accounts is not None and config.demo_accounts.exists():
@@ -50,8 +59,11 @@ async def build_bank(
         credentials=server_credentials(config.tls, require_client_cert=True),
         service_name=SERVICE_NAME,
         add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),
-        # Outermost first: log every call, map errors to statuses, then authorize the peer.
+        # Outermost first: the call's span, its metrics and log line (inside the span), map
+        # errors to statuses, then authorize the peer.
         interceptors=[
+            tracing.server_interceptor(),
+            MetricsInterceptor(GrpcMetrics.build(registry, "server")),
             LoggingInterceptor(),
             ErrorInterceptor(),
             PeerIdentityInterceptor(SERVICE_NAME),
@@ -74,14 +86,33 @@ async def _audit_forever(server: Server, participant: Participant) -> None:
         await server.set_serving(healthy)
 
 
+async def _refresh_metrics_forever(participant: Participant) -> None:
+    while True:
+        try:
+            await participant.refresh_metrics()
+        except Exception:
+            _log.exception("refreshing the ledger metrics failed")
+        await asyncio.sleep(METRICS_REFRESH_INTERVAL_S)
+
+
 async def run(suite: SuiteConfig, bank_id: str) -> None:
     config = suite.banks[bank_id]
-    server, participant, store = await build_bank(suite, config)
+    registry = new_registry()
+    server, participant, store = await build_bank(suite, config, registry)
+    metrics_server = start_metrics_server(config.metrics, registry)
+
+    async def stop() -> None:
+        await store.close()
+        metrics_server.close()
+
     await serve(
         server,
         grace_s=config.grace_s,
-        background=[lambda: _audit_forever(server, participant)],
-        on_stop=store.close,
+        background=[
+            lambda: _audit_forever(server, participant),
+            lambda: _refresh_metrics_forever(participant),
+        ],
+        on_stop=stop,
     )
 
 
@@ -94,7 +125,12 @@ def main() -> None:
     if args.bank_id not in suite.banks:
         parser.error(f"unknown bank {args.bank_id!r}; configured: {', '.join(suite.banks)}")
     setup_logging(args.bank_id)
-    asyncio.run(run(suite, args.bank_id))
+    provider = tracing.setup_tracing(f"paygate-{args.bank_id}")
+    try:
+        run_until_stopped(run(suite, args.bank_id))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the last spans
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 It runs the rules of ledger.py inside the store's transactions, marks the crash points
 around the writes of the two-phase commit, and audits the whole ledger at start and
 periodically (a failed audit makes the bank report NOT_SERVING).
+
+Metrics: holds resolved are counted as they resolve; the holds and money gauges are set
+from the ledger's totals by refresh_metrics(), which the bank calls periodically.
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ import logging
 
 from paygate.bank import ledger
 from paygate.bank.ledger import Leg, Vote
-from paygate.bank.store import AccountRow, LedgerStore, Totals
+from paygate.bank.store import AccountRow, LedgerStore, LedgerTx, Totals
 from paygate.common.faults import FaultInjector
+from paygate.common.metrics import BankMetrics, new_registry
 
 _log = logging.getLogger("paygate.bank")
 
 
 class Participant:
-    def __init__(self, store: LedgerStore, faults: FaultInjector) -> None:
+    def __init__(
+        self, store: LedgerStore, faults: FaultInjector, metrics: BankMetrics | None = None
+    ) -> None:
         self._store = store
         self._faults = faults
+        self._metrics = metrics or BankMetrics.build(new_registry())
 
     async def get_account(self, account_number: str) -> AccountRow:
         return await self._store.read(lambda tx: ledger.get_account(tx, account_number))
@@ -49,11 +56,28 @@ class Participant:
 
     async def commit(self, transaction_id: str) -> None:
         self._faults.crash_point("bank.before_post")
-        await self._store.transaction(lambda tx: ledger.commit(tx, transaction_id))
+        posted = await self._store.transaction(lambda tx: ledger.commit(tx, transaction_id))
         self._faults.crash_point("bank.after_post")
+        if posted:
+            self._metrics.holds_resolved.labels("posted").inc()
 
     async def abort(self, transaction_id: str) -> None:
-        await self._store.transaction(lambda tx: ledger.abort(tx, transaction_id))
+        def abort(tx: LedgerTx) -> bool:
+            # Only an abort of a prepared transaction voids holds; read its state first.
+            before = tx.get_transaction(transaction_id)
+            return ledger.abort(tx, transaction_id) and before is not None and (
+                before.state == "prepared"
+            )
+
+        if await self._store.transaction(abort):
+            self._metrics.holds_resolved.labels("voided").inc()
+
+    async def refresh_metrics(self) -> None:
+        """Set the holds and money gauges from the ledger's totals (one read transaction)."""
+        totals = await self._store.read(lambda tx: tx.totals())
+        self._metrics.holds.labels("pending").set(totals.prepared_transactions)
+        self._metrics.money_minor.labels("posted").set(totals.balance)
+        self._metrics.money_minor.labels("pending").set(totals.pending_debit)
 
     async def audit(self) -> Totals:
         return await self._store.read(ledger.audit)

@@ -6,11 +6,18 @@
 
 Every call has a deadline (`timeout_s`, 10 s by default). Failures are raised as the
 exceptions of paygate.errors, each with a `reason` such as "INSUFFICIENT_FUNDS".
+
+Offline payments (docs/offline-payments.md): give the client an Outbox and pay with
+`queue_if_offline=True`; a QueuedPayment comes back when the gateway cannot be reached,
+and deliver_queued() or start_delivery() send it later, exactly once.
 """
 
 from paygate.client._async_client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AsyncClient
 from paygate.client._models import Balance, Payment, PaymentStatus, RegisteredUser, Session
 from paygate.client._sync_client import Client
+from paygate.client.delivery import DeliveryReport, DeliverySettings, RunEnd
+from paygate.client.outbox import Outbox, OutboxMetrics, Outcome
+from paygate.client.outbox_models import EntryState, QueuedPayment, default_outbox_path
 from paygate.errors import (
     Aborted,
     AlreadyExists,
@@ -32,16 +39,25 @@ __all__ = [
     "AsyncClient",
     "Balance",
     "Client",
+    "DeliveryReport",
+    "DeliverySettings",
+    "EntryState",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "Outbox",
+    "OutboxMetrics",
+    "Outcome",
     "PaygateError",
     "Payment",
     "PaymentStatus",
     "PermissionDenied",
+    "QueuedPayment",
     "RegisteredUser",
     "ResourceExhausted",
+    "RunEnd",
     "Session",
     "Unauthenticated",
     "Unavailable",
+    "default_outbox_path",
 ]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pathlib
 import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 import grpc
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygate.client._errors import error_from_rpc
 from paygate.client._models import (
@@ -20,8 +23,12 @@ from paygate.client._models import (
     RegisteredUser,
     Session,
 )
+from paygate.client.delivery import Deliverer, DeliveryReport, DeliverySettings
 from paygate.client.logging_interceptor import LoggingInterceptor
+from paygate.client.outbox import Outbox
+from paygate.client.outbox_models import PaymentOrder, QueuedPayment
 from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
+from paygate.common import tracing
 from paygate.common.money import DEFAULT_CURRENCY
 from paygate.common.tls import channel_credentials
 from paygate.errors import PaygateError
@@ -31,6 +38,7 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_PAGE_SIZE = 20
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+HEALTH_TIMEOUT_S = 1.0  # a health check is small: a slow answer is as bad as none
 
 StrPath = str | os.PathLike[str]
 
@@ -40,6 +48,11 @@ class AsyncClient:
 
     The channel is bound to the event loop running when the client is created, so
     create it inside that loop. Every call has a deadline of `timeout_s` seconds.
+
+    With an `outbox`, pay(..., queue_if_offline=True) keeps a payment the gateway cannot
+    be reached for, and deliver_queued() or start_delivery() send it later. Queued payments
+    belong to a user: `username` (set by login()) says whose token this client holds.
+    The client closes its outbox when it closes.
     """
 
     def __init__(
@@ -49,11 +62,18 @@ class AsyncClient:
         ca_cert: StrPath,
         access_token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        username: str | None = None,
+        outbox: Outbox | None = None,
+        delivery: DeliverySettings | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
         self.target = target
         self.timeout_s = timeout_s
+        self.username = username
+        self.outbox = outbox
+        self._delivery_settings = delivery or DeliverySettings()
+        self._delivery_task: asyncio.Task[None] | None = None
         self._token = TokenHolder(access_token=access_token)
         self._channel = grpc.aio.secure_channel(
             target,
@@ -62,8 +82,13 @@ class AsyncClient:
                 ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
             ],
-            # Outermost first: the log line times the whole call, token included.
-            interceptors=[LoggingInterceptor(), TokenInterceptor(self._token)],
+            # Outermost first: the call's span starts the payment's trace (a no-op unless the
+            # application installed an OpenTelemetry SDK); the log line times the whole call.
+            interceptors=[
+                *tracing.client_interceptors(),
+                LoggingInterceptor(),
+                TokenInterceptor(self._token),
+            ],
         )
         # The generated stub is untyped; every response is annotated where it is used.
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)  # type: ignore[no-untyped-call]
@@ -84,7 +109,12 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        try:
+            await self.stop_delivery()
+            if self.outbox is not None:
+                await self.outbox.close()
+        finally:
+            await self._channel.close()
 
     async def register(
         self, username: str, password: str, bank_id: str, account_number: str
@@ -101,6 +131,7 @@ class AsyncClient:
         response: gateway_pb2.LoginResponse = await self._call(self._stub.Login, request)
         session = Session.from_proto(response)
         self._token.access_token = session.access_token
+        self.username = username
         return session
 
     async def logout(self) -> None:
@@ -116,6 +147,30 @@ class AsyncClient:
         response: gateway_pb2.GetBalanceResponse = await self._call(self._stub.GetBalance, request)
         return Balance.from_proto(response)
 
+    @overload
+    async def pay(
+        self,
+        payee_username: str,
+        amount_minor: int,
+        *,
+        currency: str = ...,
+        description: str = ...,
+        idempotency_key: str | None = ...,
+        queue_if_offline: Literal[False] = ...,
+    ) -> Payment: ...
+
+    @overload
+    async def pay(
+        self,
+        payee_username: str,
+        amount_minor: int,
+        *,
+        currency: str = ...,
+        description: str = ...,
+        idempotency_key: str | None = ...,
+        queue_if_offline: bool,
+    ) -> Payment | QueuedPayment: ...
+
     async def pay(
         self,
         payee_username: str,
@@ -124,11 +179,94 @@ class AsyncClient:
         currency: str = DEFAULT_CURRENCY,
         description: str = "",
         idempotency_key: str | None = None,
-    ) -> Payment:
+        queue_if_offline: bool = False,
+    ) -> Payment | QueuedPayment:
         """Pay another user. Without an idempotency key a new one is made for this call;
-        pass your own to retry safely after an Unavailable error."""
+        pass your own to retry safely after an Unavailable error.
+
+        With queue_if_offline the payment is first written to the outbox, after the ones
+        queued before it; a QueuedPayment is returned when it could not be sent now.
+        """
         # Chosen once, before any attempt: a retry must reuse it or money could move twice.
         key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        if not queue_if_offline:
+            return await self._create_payment(key, payee_username, amount_minor, currency,
+                                              description)
+        deliverer = self._deliverer()
+        order = PaymentOrder(
+            idempotency_key=key,
+            gateway=self.target,
+            payer_username=deliverer.payer,
+            payee_username=payee_username,
+            amount_minor=amount_minor,
+            currency=currency,
+            description=description,
+        )
+        return await deliverer.pay_or_queue(order)
+
+    async def deliver_queued(
+        self, *, wait_s: float = 0.0, max_attempts: int | None = None
+    ) -> DeliveryReport:
+        """Send this user's queued payments now, oldest first; with wait_s, wait up to that
+        long for the gateway to come back. Outcomes also go to the outbox's listeners."""
+        return await self._deliverer().deliver(wait_s=wait_s, max_attempts=max_attempts)
+
+    def start_delivery(self) -> None:
+        """Send queued payments in the background whenever the gateway answers, until
+        stop_delivery() or close()."""
+        if self._delivery_task is None or self._delivery_task.done():
+            self._delivery_task = asyncio.create_task(
+                self._deliverer().deliver_forever(), name="paygate-outbox-delivery"
+            )
+
+    async def stop_delivery(self) -> None:
+        task, self._delivery_task = self._delivery_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reachable(self) -> bool:
+        """Whether the gateway answers its health check as SERVING (within 1 s)."""
+        # The generated stub is untyped (its .pyi lacks the methods of an aio channel's stub).
+        stub: Any = health_pb2_grpc.HealthStub(self._channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        try:
+            response = await stub.Check(request, timeout=min(self.timeout_s, HEALTH_TIMEOUT_S))
+        except grpc.RpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def queued_payments(self, *, limit: int = 100) -> list[QueuedPayment]:
+        """This user's payments in the outbox: the unsent ones and the latest that ended."""
+        return await self._deliverer().entries(limit=limit)
+
+    async def queued_payment(self, ref: str) -> QueuedPayment:
+        """One of this user's queued payments, by entry id or idempotency key."""
+        return await self._deliverer().find(ref)
+
+    async def forget_queued(self, ref: str) -> QueuedPayment:
+        """Drop one of this user's queued payments, by entry id or idempotency key, if it
+        is not being sent and has not ended; raises NotFound or FailedPrecondition."""
+        return await self._deliverer().forget(ref)
+
+    def _deliverer(self) -> Deliverer:
+        if self.outbox is None:
+            raise ValueError("queued payments need a client made with an outbox")
+        if self.username is None:
+            raise ValueError("queued payments need the username: log in, or pass username=")
+        return Deliverer(
+            self.outbox,
+            _ClientSender(self),
+            gateway=self.target,
+            payer=self.username,
+            call_timeout_s=self.timeout_s,
+            settings=self._delivery_settings,
+        )
+
+    async def _create_payment(
+        self, key: str, payee_username: str, amount_minor: int, currency: str, description: str
+    ) -> Payment:
         request = gateway_pb2.CreatePaymentRequest(
             idempotency_key=key,
             payee_username=payee_username,
@@ -182,3 +320,19 @@ def checked_next_page_token(current: str, received: str) -> str:
     if received and received == current:
         raise PaygateError("gateway returned the same page token again", reason=INVALID_RESPONSE)
     return received
+
+
+class _ClientSender:
+    """What delivery needs of the client: send a queued payment, and ask for health."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def send(self, entry: QueuedPayment) -> Payment:
+        return await self._client._create_payment(
+            entry.idempotency_key, entry.payee_username, entry.amount_minor, entry.currency,
+            entry.description,
+        )
+
+    async def reachable(self) -> bool:
+        return await self._client.reachable()

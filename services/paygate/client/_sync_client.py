@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self, overload
 
 from paygate.client._async_client import (
     DEFAULT_PAGE_SIZE,
@@ -15,6 +15,9 @@ from paygate.client._async_client import (
     StrPath,
 )
 from paygate.client._models import Balance, Payment, RegisteredUser, Session
+from paygate.client.delivery import DeliveryReport, DeliverySettings
+from paygate.client.outbox import Outbox
+from paygate.client.outbox_models import QueuedPayment
 from paygate.common.money import DEFAULT_CURRENCY
 
 
@@ -29,12 +32,18 @@ class Client:
         ca_cert: StrPath,
         access_token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        username: str | None = None,
+        outbox: Outbox | None = None,
+        delivery: DeliverySettings | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
         try:
             # Created inside the runner's loop, which its grpc.aio channel is bound to.
             self._client = self._runner.run(
-                _open(target, ca_cert=ca_cert, access_token=access_token, timeout_s=timeout_s)
+                _open(
+                    target, ca_cert=ca_cert, access_token=access_token, timeout_s=timeout_s,
+                    username=username, outbox=outbox, delivery=delivery,
+                )
             )
         except BaseException:
             self._runner.close()
@@ -47,6 +56,14 @@ class Client:
     @property
     def timeout_s(self) -> float:
         return self._client.timeout_s
+
+    @property
+    def username(self) -> str | None:
+        return self._client.username
+
+    @property
+    def outbox(self) -> Outbox | None:
+        return self._client.outbox
 
     def __enter__(self) -> Self:
         return self
@@ -79,6 +96,30 @@ class Client:
     def balance(self) -> Balance:
         return self._runner.run(self._client.balance())
 
+    @overload
+    def pay(
+        self,
+        payee_username: str,
+        amount_minor: int,
+        *,
+        currency: str = ...,
+        description: str = ...,
+        idempotency_key: str | None = ...,
+        queue_if_offline: Literal[False] = ...,
+    ) -> Payment: ...
+
+    @overload
+    def pay(
+        self,
+        payee_username: str,
+        amount_minor: int,
+        *,
+        currency: str = ...,
+        description: str = ...,
+        idempotency_key: str | None = ...,
+        queue_if_offline: bool,
+    ) -> Payment | QueuedPayment: ...
+
     def pay(
         self,
         payee_username: str,
@@ -87,15 +128,33 @@ class Client:
         currency: str = DEFAULT_CURRENCY,
         description: str = "",
         idempotency_key: str | None = None,
-    ) -> Payment:
+        queue_if_offline: bool = False,
+    ) -> Payment | QueuedPayment:
         coroutine = self._client.pay(
             payee_username,
             amount_minor,
             currency=currency,
             description=description,
             idempotency_key=idempotency_key,
+            queue_if_offline=queue_if_offline,
         )
         return self._runner.run(coroutine)
+
+    def deliver_queued(
+        self, *, wait_s: float = 0.0, max_attempts: int | None = None
+    ) -> DeliveryReport:
+        return self._runner.run(
+            self._client.deliver_queued(wait_s=wait_s, max_attempts=max_attempts)
+        )
+
+    def queued_payments(self, *, limit: int = 100) -> list[QueuedPayment]:
+        return self._runner.run(self._client.queued_payments(limit=limit))
+
+    def queued_payment(self, ref: str) -> QueuedPayment:
+        return self._runner.run(self._client.queued_payment(ref))
+
+    def forget_queued(self, ref: str) -> QueuedPayment:
+        return self._runner.run(self._client.forget_queued(ref))
 
     def get_payment(self, payment_id: str) -> Payment:
         return self._runner.run(self._client.get_payment(payment_id))
@@ -119,6 +178,16 @@ class Client:
 
 
 async def _open(
-    target: str, *, ca_cert: StrPath, access_token: str | None, timeout_s: float
+    target: str,
+    *,
+    ca_cert: StrPath,
+    access_token: str | None,
+    timeout_s: float,
+    username: str | None,
+    outbox: Outbox | None,
+    delivery: DeliverySettings | None,
 ) -> AsyncClient:
-    return AsyncClient(target, ca_cert=ca_cert, access_token=access_token, timeout_s=timeout_s)
+    return AsyncClient(
+        target, ca_cert=ca_cert, access_token=access_token, timeout_s=timeout_s,
+        username=username, outbox=outbox, delivery=delivery,
+    )

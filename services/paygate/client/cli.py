@@ -4,6 +4,7 @@
     paygate login alice
     paygate balance
     paygate pay bob 12.50 --description lunch
+    paygate pay --queue-if-offline bob 5.00        (see `paygate queue --help`)
     paygate payments --limit 10
     paygate logout
 
@@ -33,6 +34,7 @@ from paygate.client import (
     Payment,
     Unauthenticated,
     Unavailable,
+    cli_queue,
 )
 from paygate.client._session_file import (
     SessionFileError,
@@ -96,6 +98,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="deadline of each call (default %(default)s)",
     )
+    cli_queue.add_outbox_option(parser, environ)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each call to stderr")
     parser.set_defaults(environ=environ)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -123,11 +126,17 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     pay.add_argument("--currency", default=DEFAULT_CURRENCY)
     pay.add_argument("--description", default="")
     pay.add_argument("--idempotency-key", help="reuse the key of a payment to retry it safely")
+    pay.add_argument(
+        "--queue-if-offline",
+        action="store_true",
+        help="keep the payment in the outbox if the gateway cannot be reached, to send later",
+    )
     pay.set_defaults(command=cmd_pay)
 
     payments = commands.add_parser("payments", help="list your payments, newest first")
     payments.add_argument("--limit", type=positive_int, default=DEFAULT_LIMIT)
     payments.set_defaults(command=cmd_payments)
+    cli_queue.add_queue_parsers(commands)
     return parser
 
 
@@ -200,9 +209,13 @@ def cmd_balance(args: argparse.Namespace) -> None:
 
 def cmd_pay(args: argparse.Namespace) -> None:
     amount_minor = parse_amount(args.amount, args.currency)
-    stored = require_session(args)
     # Chosen here rather than by the library, so that it can be shown for a retry.
     key = args.idempotency_key if args.idempotency_key is not None else str(uuid.uuid4())
+    if args.queue_if_offline:
+        # Has its own session rule: an expired session can still queue a payment.
+        cli_queue.pay_or_queue(args, key, amount_minor)
+        return
+    stored = require_session(args)
     with open_client(args, stored) as client:
         try:
             payment = client.pay(

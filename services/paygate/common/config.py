@@ -50,6 +50,10 @@ DEFAULT_RECOVERY_INTERVAL_S = 2.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_CONCURRENT_RPCS = 256
 DEFAULT_GRACE_S = 5.0
+DEFAULT_LOGIN_FAILURE_WINDOW_S = 15 * 60
+DEFAULT_LOGIN_MAX_FAILURES_PER_USER = 5
+# An address can be shared by many people (NAT, an office), so it gets a higher limit.
+DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 50
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -89,6 +93,9 @@ class GatewayConfig:
     idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S
     max_payment_minor: int = DEFAULT_MAX_PAYMENT_MINOR
     recovery_interval_s: float = DEFAULT_RECOVERY_INTERVAL_S
+    login_failure_window_s: float = DEFAULT_LOGIN_FAILURE_WINDOW_S
+    login_max_failures_per_user: int = DEFAULT_LOGIN_MAX_FAILURES_PER_USER
+    login_max_failures_per_address: int = DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     grace_s: float = DEFAULT_GRACE_S

@@ -17,8 +17,13 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from paygate.common.handlers import UnaryBehavior, wrap_unary
-from paygate.errors import ERROR_DOMAIN, PaygateError, status_code_of
+from paygate.common.handlers import (
+    MalformedRequest,
+    UnaryBehavior,
+    tolerant_deserializer,
+    wrap_unary,
+)
+from paygate.errors import ERROR_DOMAIN, InvalidArgument, PaygateError, status_code_of
 
 _log = logging.getLogger("paygate.errors")
 
@@ -49,6 +54,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
             async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
+                    if isinstance(request, MalformedRequest):
+                        raise InvalidArgument("the request is not a valid protobuf message")
                     return await behavior(request, context)
                 except PaygateError as error:
                     await abort_with_error(context, error)
@@ -63,4 +70,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return mapped
 
-        return wrap_unary(handler, wrapper)  # type: ignore[return-value]
+        wrapped = wrap_unary(handler, wrapper)
+        if wrapped is None or wrapped.unary_unary is None:
+            return wrapped  # type: ignore[return-value]
+        return wrapped._replace(  # type: ignore[attr-defined,no-any-return]
+            request_deserializer=tolerant_deserializer(wrapped.request_deserializer)
+        )

@@ -20,6 +20,32 @@ def wrap_unary(
     return handler._replace(unary_unary=wrapper(handler.unary_unary))  # type: ignore[attr-defined,no-any-return]
 
 
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse, so that it can be refused politely.
+
+    gRPC answers INTERNAL when a request cannot be deserialized; a caller can cause that, so
+    ErrorInterceptor installs `tolerant_deserializer` and answers INVALID_ARGUMENT instead.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def tolerant_deserializer(
+    deserialize: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf raises DecodeError, and others on odd input
+            return MalformedRequest(exc)
+
+    return parse
+
+
 def service_and_method(full_method: str) -> tuple[str, str]:
     """Split "/paygate.v1.GatewayService/Login" into ("paygate.v1.GatewayService", "Login")."""
     _, service, method = full_method.split("/", 2)

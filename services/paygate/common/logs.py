@@ -1,6 +1,8 @@
 """Structured logs: one JSON object per line on standard error.
 
 supervisord writes each process's standard error to its own file under var/log/.
+A line written inside a traced call carries its `trace_id` and `span_id` (OpenTelemetry,
+hex as in every trace viewer), so a log line leads to its trace and back.
 Only fields named in SAFE_FIELDS are ever copied from messages into a log line, so a
 password or a token cannot reach a log by accident.
 """
@@ -12,6 +14,8 @@ import json
 import logging
 import sys
 from typing import Any
+
+from opentelemetry import trace
 
 # Message fields that may be logged. Anything else (passwords, tokens) never is.
 SAFE_FIELDS = (
@@ -42,6 +46,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"] = format(span.trace_id, "032x")
+            line["span_id"] = format(span.span_id, "016x")
         fields = getattr(record, "fields", None)
         if fields:
             line.update(fields)

@@ -26,6 +26,7 @@ from paygate.errors import (
     Unauthenticated,
 )
 from paygate.gateway.banks import BankClients
+from paygate.gateway.login_throttle import LoginThrottle
 from paygate.gateway.models import BankAccount, Principal, User
 from paygate.gateway.store import GatewayStore
 
@@ -95,10 +96,17 @@ class Hasher:
 
 
 class Accounts:
-    def __init__(self, store: GatewayStore, banks: BankClients, settings: AccountSettings) -> None:
+    def __init__(
+        self,
+        store: GatewayStore,
+        banks: BankClients,
+        settings: AccountSettings,
+        throttle: LoginThrottle,
+    ) -> None:
         self._store = store
         self._banks = banks
         self._settings = settings
+        self._throttle = throttle
         self._hasher = Hasher(
             settings.bcrypt_rounds, settings.hash_threads, settings.hash_queue_max
         )
@@ -108,8 +116,10 @@ class Accounts:
     ) -> User:
         validate_username(username)
         encoded = validate_password(password)
-        if not bank_id or len(bank_id) > BANK_ID_MAX_LENGTH:
+        if not bank_id:
             raise InvalidArgument("bank_id is required")
+        if len(bank_id) > BANK_ID_MAX_LENGTH:
+            raise InvalidArgument(f"bank_id must be at most {BANK_ID_MAX_LENGTH} characters")
         if not ACCOUNT_NUMBER_PATTERN.match(account_number):
             raise InvalidArgument("account_number must be 1 to 34 digits")
         if not self._banks.knows(bank_id):
@@ -129,14 +139,20 @@ class Accounts:
         await self._store.create_user(user, await self._hasher.hash(encoded))
         return user
 
-    async def login(self, username: str, password: str) -> tuple[str, float]:
-        """Check the credentials; return a new token and its expiry (unix seconds)."""
+    async def login(self, username: str, password: str, peer: str) -> tuple[str, float]:
+        """Check the credentials; return a new token and its expiry (unix seconds).
+
+        `peer` is the client's address, for the throttle of failed logins.
+        """
         if not username or len(username) > 64 or len(password.encode()) > 1024:
             raise Unauthenticated(BAD_LOGIN)
+        await self._throttle.check(username, peer)
         found = await self._store.user_by_username(username)
         hashed = found[1] if found else None
         if not await self._hasher.check(password.encode(), hashed) or found is None:
+            await self._throttle.failed(username, peer)
             raise Unauthenticated(BAD_LOGIN)
+        await self._throttle.succeeded(username)
         token = secrets.token_urlsafe(32)
         expire_at_s = time.time() + self._settings.token_ttl_s
         await self._store.insert_session(token_hash(token), found[0].user_id, expire_at_s)

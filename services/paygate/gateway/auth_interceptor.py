@@ -2,6 +2,9 @@
 
 The authenticated Principal travels to the servicer in the PRINCIPAL context variable, and
 the username into the call's log line. Health and reflection are open.
+
+Refusals are counted in paygate_auth_failures_total{reason}: missing_token, malformed_header,
+rejected_token (unknown, revoked or expired) and bad_credentials (a failed Login).
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 
 from paygate.common.call_info import current_call_info
 from paygate.common.handlers import UnaryBehavior, service_and_method, wrap_unary
+from paygate.common.metrics import auth_failures, new_registry
 from paygate.errors import Unauthenticated
 from paygate.gateway.accounts import Accounts
 from paygate.gateway.models import Principal
 
 PUBLIC_METHODS = frozenset({"Register", "Login"})
+LOGIN_METHOD = "Login"
 MAX_TOKEN_LENGTH = 512
 
 PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("paygate_principal")
@@ -35,9 +41,12 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, accounts: Accounts, service_name: str) -> None:
+    def __init__(
+        self, accounts: Accounts, service_name: str, failures: Counter | None = None
+    ) -> None:
         self._accounts = accounts
         self._service_name = service_name
+        self._failures = failures or auth_failures(new_registry())
 
     async def intercept_service(
         self,
@@ -46,13 +55,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         service, method = service_and_method(handler_call_details.method)
+        if service == self._service_name and method == LOGIN_METHOD:
+            return wrap_unary(handler, self._count_bad_logins)  # type: ignore[return-value]
         if service != self._service_name or method in PUBLIC_METHODS:
             return handler
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
             async def authenticated(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = bearer_token(context.invocation_metadata())
-                principal = await self._accounts.authenticate(token)
+                metadata = context.invocation_metadata()
+                try:
+                    token = bearer_token(metadata)
+                except Unauthenticated:
+                    present = any(key == "authorization" for key, _ in metadata or ())
+                    self._failures.labels("malformed_header" if present else "missing_token").inc()
+                    raise
+                try:
+                    principal = await self._accounts.authenticate(token)
+                except Unauthenticated:
+                    self._failures.labels("rejected_token").inc()
+                    raise
                 info = current_call_info()
                 if info is not None:
                     info.user = principal.user.username
@@ -65,3 +86,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return authenticated
 
         return wrap_unary(handler, wrapper)  # type: ignore[return-value]
+
+    def _count_bad_logins(self, behavior: UnaryBehavior) -> UnaryBehavior:
+        async def login(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behavior(request, context)
+            except Unauthenticated:
+                self._failures.labels("bad_credentials").inc()
+                raise
+
+        return login

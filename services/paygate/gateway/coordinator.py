@@ -19,6 +19,10 @@ driving: PREPARING ones have no decision and are aborted (presumed abort: no ban
 committed, because no bank commits without a commit decision); COMMITTING and ABORTING
 ones have their decision re-sent. Banks keep prepared holds across restarts and refuse a
 Prepare that arrives after an Abort, so a late or duplicated message cannot move money.
+
+Each phase is an OpenTelemetry span ("2pc.prepare", "2pc.commit", "2pc.abort") carrying the
+transaction id, its banks and its outcome, with the banks' calls inside it; outcomes,
+phase durations, timeouts, re-sends and recoveries are counted in CoordinatorMetrics.
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
+from opentelemetry import trace
+
 from paygate.common.faults import FaultInjector
+from paygate.common.metrics import CoordinatorMetrics, new_registry, observe
 from paygate.errors import (
     ACCOUNT_NOT_FOUND,
     BANK_TIMEOUT,
@@ -46,6 +55,7 @@ from paygate.gateway.models import Leg, Payment, TxnState, Vote
 from paygate.gateway.store import GatewayStore
 
 _log = logging.getLogger("paygate.coordinator")
+_tracer = trace.get_tracer(__name__)
 
 # Votes of no that are final answers about the payment itself: the key keeps this answer.
 BUSINESS_REFUSALS = {
@@ -136,11 +146,14 @@ class Coordinator:
         participants: Participants,
         settings: CoordinatorSettings,
         faults: FaultInjector,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self._store = store
         self._banks = participants
         self._settings = settings
         self._faults = faults
+        # Without a registry of the process's (unit tests), the metrics go nowhere.
+        self._metrics = metrics or CoordinatorMetrics.build(new_registry())
         self._driving: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -153,6 +166,20 @@ class Coordinator:
         finally:
             self._driving.discard(payment_id)
 
+    @contextlib.contextmanager
+    def _phase(self, phase: str, payment: Payment) -> Iterator[trace.Span]:
+        """A span and a duration for one phase of a transaction at all its banks."""
+        attributes = {
+            "paygate.transaction_id": payment.payment_id,
+            "paygate.banks": sorted(payment.participants),
+        }
+        start = time.perf_counter()
+        with _tracer.start_as_current_span(f"2pc.{phase}", attributes=attributes) as span:
+            try:
+                yield span
+            finally:
+                observe(self._metrics.phase_seconds.labels(phase), time.perf_counter() - start)
+
     # A new payment -------------------------------------------------------------------
 
     async def run(self, payment: Payment) -> Decision:
@@ -163,7 +190,9 @@ class Coordinator:
         caller hears about a failure at once.
         """
         self._faults.crash_point("gateway.before_prepare")
-        failure = await self._prepare_all(payment)
+        with self._phase("prepare", payment) as span:
+            failure = await self._prepare_all(payment)
+            span.set_attribute("paygate.outcome", "yes" if failure is None else failure.reason)
         if failure is None:
             self._faults.crash_point("gateway.after_prepares")
             state = await self._store.decide_commit(payment.payment_id)
@@ -171,6 +200,10 @@ class Coordinator:
             state = await self._store.decide_abort(
                 payment.payment_id, failure.reason, failure.message, release_key=failure.transient
             )
+        if state == TxnState.COMMITTING and failure is None:
+            self._metrics.transactions.labels("committed", "").inc()
+        elif state == TxnState.ABORTING and failure is not None:
+            self._metrics.transactions.labels("aborted", failure.reason).inc()
         if state == TxnState.COMMITTING:
             self._faults.crash_point("gateway.after_decision")
             await self._deliver(payment, commit=True)
@@ -187,12 +220,10 @@ class Coordinator:
         """Phase one. Returns None when every bank voted yes, else the first failure."""
         legs = legs_by_bank(payment)
         timeout_s = self._settings.prepare_timeout_s
-        tasks = [
-            asyncio.create_task(
-                self._banks.prepare(bank, payment.payment_id, bank_legs, timeout_s=timeout_s)
-            )
+        tasks = {
+            asyncio.create_task(self._prepare_one(bank, payment.payment_id, bank_legs)): bank
             for bank, bank_legs in legs.items()
-        ]
+        }
         yes_votes = 0
         try:
             async with asyncio.timeout(timeout_s):
@@ -204,6 +235,9 @@ class Coordinator:
                     if yes_votes == 1 and len(tasks) == 2:
                         self._faults.crash_point("gateway.after_first_prepare")
         except TimeoutError:
+            for task, bank in tasks.items():
+                if not task.done():
+                    self._metrics.timeouts.labels(bank, "prepare").inc()
             return Failure(BANK_TIMEOUT, "a bank did not answer within the prepare timeout", True)
         except Unavailable as exc:
             return Failure(exc.reason, exc.message, True)
@@ -219,20 +253,42 @@ class Coordinator:
             await asyncio.gather(*tasks, return_exceptions=True)
         return None
 
+    async def _prepare_one(self, bank: str, transaction_id: str, legs: list[Leg]) -> Vote:
+        try:
+            return await self._banks.prepare(
+                bank, transaction_id, legs, timeout_s=self._settings.prepare_timeout_s
+            )
+        except Unavailable as exc:
+            if exc.reason == BANK_TIMEOUT:
+                self._metrics.timeouts.labels(bank, "prepare").inc()
+            raise
+
     # Phase two -----------------------------------------------------------------------
 
-    async def _deliver(self, payment: Payment, *, commit: bool) -> bool:
+    async def _deliver(self, payment: Payment, *, commit: bool, resend: bool = False) -> bool:
         """Send the decision to every participant until all acknowledge or attempts run out.
 
         Returns True when the transaction is finished. Refusals (a commit after an abort or
-        the reverse) are protocol violations: they are logged and never acted upon.
+        the reverse) are protocol violations: they are logged and never acted upon. Sends
+        after the first attempt, and every send of recovery (`resend`), count as retries.
         """
+        with self._phase("commit" if commit else "abort", payment) as span:
+            finished = await self._deliver_attempts(payment, commit=commit, resend=resend)
+            span.set_attribute("paygate.outcome", "finished" if finished else "unacknowledged")
+        return finished
+
+    async def _deliver_attempts(self, payment: Payment, *, commit: bool, resend: bool) -> bool:
         pending = set(payment.participants)
         settings = self._settings
         acked = 0
         for attempt in range(settings.delivery_attempts):
+            if attempt > 0 or resend:
+                for resent in pending:
+                    self._metrics.retries.labels(resent, "commit" if commit else "abort").inc()
             sends = {
-                asyncio.create_task(self._send(bank, payment.payment_id, commit=commit)): bank
+                asyncio.create_task(
+                    self._send(bank, payment.payment_id, commit=commit, attempt=attempt)
+                ): bank
                 for bank in sorted(pending)
             }
             for done in asyncio.as_completed(list(sends)):
@@ -262,7 +318,9 @@ class Coordinator:
         )
         return False
 
-    async def _send(self, bank: str, transaction_id: str, *, commit: bool) -> str | None:
+    async def _send(
+        self, bank: str, transaction_id: str, *, commit: bool, attempt: int
+    ) -> str | None:
         """One Commit or Abort; returns the bank on acknowledgement, None otherwise."""
         timeout_s = self._settings.bank_call_timeout_s
         try:
@@ -271,10 +329,17 @@ class Coordinator:
             else:
                 await self._banks.abort(bank, transaction_id, timeout_s=timeout_s)
         except Unavailable as exc:
+            if exc.reason == BANK_TIMEOUT:
+                self._metrics.timeouts.labels(bank, "commit" if commit else "abort").inc()
             _log.info(
                 "phase two send failed, will retry",
                 extra={
-                    "fields": {"transaction_id": transaction_id, "bank": bank, "reason": exc.reason}
+                    "fields": {
+                        "transaction_id": transaction_id,
+                        "bank": bank,
+                        "reason": exc.reason,
+                        "attempt": attempt + 1,
+                    }
                 },
             )
             return None
@@ -302,6 +367,7 @@ class Coordinator:
             for p in await self._store.unfinished_payments(limit=self._settings.recovery_batch)
             if p.payment_id not in self._driving
         ]
+        self._metrics.in_doubt.set(len(orphans))
         limit = asyncio.Semaphore(self._settings.recovery_concurrency)
 
         async def recover(payment: Payment) -> None:
@@ -326,8 +392,16 @@ class Coordinator:
                 _log.info(
                     "presumed abort", extra={"fields": {"transaction_id": payment.payment_id}}
                 )
+                if state == TxnState.ABORTING:
+                    self._metrics.transactions.labels("aborted", PRESUMED_ABORT).inc()
             if state in (TxnState.COMMITTING, TxnState.ABORTING):
-                await self._deliver(payment, commit=state == TxnState.COMMITTING)
+                commit = state == TxnState.COMMITTING
+                # A deliberately broken variant, switched on only by tests (test_chaos.py) to
+                # show that paygate-chaos catches it: recovery forgets a commit decision.
+                if os.environ.get("PAYGATE_BROKEN_PROTOCOL") == "gateway-forgets-decision":
+                    commit = False
+                if await self._deliver(payment, commit=commit, resend=True):
+                    self._metrics.recovered.labels("commit" if commit else "abort").inc()
 
     async def recover_forever(self) -> None:
         while True:

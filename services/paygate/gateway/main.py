@@ -11,17 +11,31 @@ import dataclasses
 import logging
 import time
 
+from paygate.common import tracing
+from paygate.common.client_metrics_interceptor import ClientMetricsInterceptor
 from paygate.common.config import GatewayConfig, SuiteConfig, load_config
 from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
 from paygate.common.logging_interceptor import LoggingInterceptor
 from paygate.common.logs import setup_logging
+from paygate.common.metrics import (
+    CoordinatorMetrics,
+    GrpcMetrics,
+    MetricsServer,
+    PaymentMetrics,
+    auth_failures,
+    new_registry,
+    start_metrics_server,
+)
+from paygate.common.metrics_interceptor import MetricsInterceptor
+from paygate.common.process import run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.auth_interceptor import AuthInterceptor
 from paygate.gateway.banks import BankClients
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
+from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.payments import Payments, PaymentSettings
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
 from paygate.gateway.store import SqliteGatewayStore
@@ -42,12 +56,14 @@ class Gateway:
     banks: BankClients
     accounts: Accounts
     coordinator: Coordinator
+    metrics_server: MetricsServer
 
     async def close(self) -> None:
         await self.coordinator.close()
         await self.banks.close()
         self.accounts.close()
         await self.store.close()
+        self.metrics_server.close()
 
     async def housekeeping_forever(self) -> None:
         """Prune old idempotency keys and keep health in step with the database."""
@@ -58,6 +74,8 @@ class Gateway:
                 try:
                     cutoff = time.time() - self.config.idempotency_ttl_s
                     await self.store.prune_idempotency_keys(older_than_s=cutoff)
+                    cutoff = time.time() - self.config.login_failure_window_s
+                    await self.store.prune_login_failures(older_than_s=cutoff)
                 except Exception:
                     _log.exception("pruning idempotency keys failed")
             await asyncio.sleep(min(HOUSEKEEPING_INTERVAL_S, self.config.recovery_interval_s * 5))
@@ -67,7 +85,16 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
     config = suite.gateway
     store = SqliteGatewayStore(config.database)
     await store.open()
-    banks = BankClients(config.bank_addresses, config.tls)
+    # Observability wiring (issue 4): one registry, served on config.metrics.
+    registry = new_registry()
+    banks = BankClients(
+        config.bank_addresses,
+        config.tls,
+        interceptors=[
+            *tracing.client_interceptors(),
+            ClientMetricsInterceptor(GrpcMetrics.build(registry, "client")),
+        ],
+    )
     accounts = Accounts(
         store,
         banks,
@@ -75,6 +102,14 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
             bcrypt_rounds=config.bcrypt_rounds,
             token_ttl_s=config.token_ttl_s,
             bank_call_timeout_s=config.bank_call_timeout_s,
+        ),
+        LoginThrottle(
+            store,
+            ThrottleSettings(
+                window_s=config.login_failure_window_s,
+                max_failures_per_user=config.login_max_failures_per_user,
+                max_failures_per_address=config.login_max_failures_per_address,
+            ),
         ),
     )
     coordinator = Coordinator(
@@ -86,9 +121,13 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
             recovery_interval_s=config.recovery_interval_s,
         ),
         FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process="gateway"),
+        CoordinatorMetrics.build(registry),
     )
     payments = Payments(
-        store, coordinator, PaymentSettings(max_payment_minor=config.max_payment_minor)
+        store,
+        coordinator,
+        PaymentSettings(max_payment_minor=config.max_payment_minor),
+        PaymentMetrics.build(registry),
     )
     servicer = GatewayServicer(accounts, payments)
     server = await build_server(
@@ -96,16 +135,20 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
         credentials=server_credentials(config.tls, require_client_cert=False),
         service_name=SERVICE_NAME,
         add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
-        # Outermost first: log every call, map errors to statuses, then authenticate.
+        # Outermost first: the call's span, its metrics and log line (both inside the span,
+        # for exemplars and trace ids), map errors to statuses, then authenticate.
         interceptors=[
+            tracing.server_interceptor(),
+            MetricsInterceptor(GrpcMetrics.build(registry, "server")),
             LoggingInterceptor(),
             ErrorInterceptor(),
-            AuthInterceptor(accounts, SERVICE_NAME),
+            AuthInterceptor(accounts, SERVICE_NAME, auth_failures(registry)),
         ],
         max_message_bytes=config.max_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    return Gateway(config, server, store, banks, accounts, coordinator)
+    metrics_server = start_metrics_server(config.metrics, registry)
+    return Gateway(config, server, store, banks, accounts, coordinator, metrics_server)
 
 
 async def run(suite: SuiteConfig) -> None:
@@ -124,7 +167,12 @@ def main() -> None:
     args = parser.parse_args()
     suite = load_config(args.config)
     setup_logging("gateway")
-    asyncio.run(run(suite))
+    provider = tracing.setup_tracing("paygate-gateway")
+    try:
+        run_until_stopped(run(suite))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the last spans
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ database transaction. Its states:
 Same key and same parameters after COMPLETED: the stored answer again. Same key and other
 parameters: FAILED_PRECONDITION / IDEMPOTENCY_KEY_MISMATCH. Same key while IN_PROGRESS:
 ABORTED / IDEMPOTENCY_KEY_IN_USE. Requests that fail validation record nothing.
+
+Every CreatePayment counts once in paygate_payments_total{outcome}: succeeded, failed (the
+transaction aborted), rejected (refused before a transaction began), replayed or conflict.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import secrets
 import time
 
+from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.common.money import check_currency
 from paygate.errors import (
     CURRENCY_MISMATCH,
@@ -78,11 +82,16 @@ def decode_page_token(token: str) -> int | None:
 
 class Payments:
     def __init__(
-        self, store: GatewayStore, coordinator: Coordinator, settings: PaymentSettings
+        self,
+        store: GatewayStore,
+        coordinator: Coordinator,
+        settings: PaymentSettings,
+        metrics: PaymentMetrics | None = None,
     ) -> None:
         self._store = store
         self._coordinator = coordinator
         self._settings = settings
+        self._metrics = metrics or PaymentMetrics.build(new_registry())
 
     def validate(self, payer: User, request: PaymentRequest) -> None:
         key = request.idempotency_key
@@ -105,6 +114,14 @@ class Payments:
             )
 
     async def create(self, payer: User, request: PaymentRequest) -> Payment:
+        outcome = ["rejected"]
+        try:
+            return await self._create(payer, request, outcome)
+        finally:
+            self._metrics.payments.labels(outcome[0]).inc()
+
+    async def _create(self, payer: User, request: PaymentRequest, outcome: list[str]) -> Payment:
+        """CreatePayment; sets outcome[0] to the payments_total outcome as it learns it."""
         self.validate(payer, request)
         found = await self._store.user_by_username(request.payee_username)
         if found is None:
@@ -138,10 +155,21 @@ class Payments:
                 request.idempotency_key, request_hash(request), payment
             )
             if begun.outcome == BeginOutcome.STARTED:
+                outcome[0] = "failed"
                 decision = await self._coordinator.run(payment)
                 if decision.failure is not None:
                     raise decision.failure.error()
+                outcome[0] = "succeeded"
                 return await self._load(payment.payment_id)
+        if begun.outcome in (BeginOutcome.MISMATCH, BeginOutcome.IN_USE):
+            outcome[0] = "conflict"
+            reason = IDEMPOTENCY_KEY_MISMATCH
+            if begun.outcome == BeginOutcome.IN_USE:
+                reason = IDEMPOTENCY_KEY_IN_USE
+            self._metrics.conflicts.labels(reason).inc()
+        else:
+            outcome[0] = "replayed"
+            self._metrics.replays.inc()
         return await self._answer_again(begun)
 
     async def _answer_again(self, begun: BeginResult) -> Payment:

@@ -71,7 +71,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Login(
         self, request: gateway_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.LoginResponse:
-        token, expire_at_s = await self._accounts.login(request.username, request.password)
+        token, expire_at_s = await self._accounts.login(
+            request.username, request.password, context.peer()
+        )
         return gateway_pb2.LoginResponse(access_token=token, expire_time=timestamp(expire_at_s))
 
     async def Logout(

@@ -81,6 +81,14 @@ MIGRATIONS = [
     CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at_s);
     CREATE INDEX idempotency_keys_payment ON idempotency_keys (payment_id)
     """,
+    # 2: failed logins, for the throttle; keyed by "user:NAME" and "address:PEER".
+    """
+    CREATE TABLE login_failures (
+        throttle_key TEXT NOT NULL,
+        failed_at_s REAL NOT NULL
+    );
+    CREATE INDEX login_failures_key ON login_failures (throttle_key, failed_at_s)
+    """,
 ]
 
 _PAYMENT_COLUMNS = (
@@ -134,6 +142,10 @@ class GatewayStore(Protocol):
     ) -> list[tuple[int, Payment]]: ...
     async def unfinished_payments(self, *, limit: int) -> list[Payment]: ...
     async def prune_idempotency_keys(self, *, older_than_s: float) -> int: ...
+    async def login_failures(self, keys: list[str], *, since_s: float) -> list[list[float]]: ...
+    async def record_login_failure(self, keys: list[str], at_s: float) -> None: ...
+    async def clear_login_failures(self, key: str) -> None: ...
+    async def prune_login_failures(self, *, older_than_s: float) -> int: ...
 
 
 def _payment(row: tuple[object, ...]) -> Payment:
@@ -416,6 +428,46 @@ class SqliteGatewayStore:
             lambda conn: conn.execute(
                 "DELETE FROM idempotency_keys WHERE created_at_s < ? AND state = 'completed'",
                 (older_than_s,),
+            ).rowcount
+        )
+
+    # Login throttle -----------------------------------------------------------------
+
+    async def login_failures(self, keys: list[str], *, since_s: float) -> list[list[float]]:
+        """For each key, the times of its failures since `since_s`, oldest first."""
+
+        def select(conn: sqlite3.Connection) -> list[list[float]]:
+            return [
+                [
+                    float(row[0])
+                    for row in conn.execute(
+                        "SELECT failed_at_s FROM login_failures WHERE throttle_key = ?"
+                        " AND failed_at_s >= ? ORDER BY failed_at_s",
+                        (key, since_s),
+                    )
+                ]
+                for key in keys
+            ]
+
+        return await self._db.read(select)
+
+    async def record_login_failure(self, keys: list[str], at_s: float) -> None:
+        await self._db.transaction(
+            lambda conn: conn.executemany(
+                "INSERT INTO login_failures (throttle_key, failed_at_s) VALUES (?, ?)",
+                [(key, at_s) for key in keys],
+            )
+        )
+
+    async def clear_login_failures(self, key: str) -> None:
+        await self._db.transaction(
+            lambda conn: conn.execute("DELETE FROM login_failures WHERE throttle_key = ?", (key,))
+        )
+
+    async def prune_login_failures(self, *, older_than_s: float) -> int:
+        return await self._db.transaction(
+            lambda conn: conn.execute(
+                "DELETE FROM login_failures WHERE failed_at_s < ?", (older_than_s,)
             ).rowcount
         )
 

@@ -1,0 +1,65 @@
+"""MetricsInterceptor: go-grpc-prometheus' server metrics for every unary call.
+
+grpc_server_started_total when a call starts, then grpc_server_handled_total with its final
+status code and grpc_server_handling_seconds with its duration, timed in `finally` so that
+failed and cancelled calls are measured too. It sits outside the ErrorInterceptor, so the
+code it records is the one the client receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from paygate.common.handlers import UnaryBehavior, service_and_method, wrap_unary
+from paygate.common.metrics import GrpcMetrics, observe
+
+UNARY = "unary"
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: GrpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        service, method = service_and_method(handler_call_details.method)
+        labels = (UNARY, service, method)
+        metrics = self._metrics
+
+        def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
+            async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                metrics.started.labels(*labels).inc()
+                start = time.perf_counter()
+                code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+                try:
+                    response = await behavior(request, context)
+                    code = context.code() or grpc.StatusCode.OK
+                    return response
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    metrics.handled.labels(*labels, _code_name(code)).inc()
+                    observe(metrics.handling_seconds.labels(*labels), time.perf_counter() - start)
+
+            return measured
+
+        return wrap_unary(handler, wrapper)
+
+
+def _code_name(code: object) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"

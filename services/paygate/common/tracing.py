@@ -1,0 +1,100 @@
+"""OpenTelemetry tracing, configured by the standard OTEL_* environment variables.
+
+    OTEL_SERVICE_NAME              the process's name in traces (supervisord.conf sets it)
+    OTEL_TRACES_EXPORTER           otlp (the default), console, or none
+    OTEL_EXPORTER_OTLP_ENDPOINT    where OTLP spans go over gRPC, e.g. http://127.0.0.1:4317
+                                   (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+    OTEL_TRACES_SAMPLER            e.g. parentbased_traceidratio with OTEL_TRACES_SAMPLER_ARG
+    OTEL_SDK_DISABLED=true         no tracing at all
+
+With the otlp exporter and no endpoint, or with `none`, no SDK is installed: the API's no-op
+tracer makes every span a shared non-recording object, so tracing costs next to nothing and
+nothing is exported. Trace context still flows through the interceptors, so a caller's trace
+id reaches the logs of a process that does not export.
+
+The interceptors are the official opentelemetry-instrumentation-grpc ones for grpc.aio,
+with health checks filtered out: a monitor polling them would otherwise fill the traces.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import health_check, negate
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+EXPORTERS = ("otlp", "console", "none")
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+class TracingConfigError(ValueError):
+    """The OTEL_* variables ask for something this build cannot do."""
+
+
+def exporter_name(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """The exporter the environment asks for, "none" when nothing would be exported."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "none"
+    name = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+    if name not in EXPORTERS:
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER={name!r} is not supported; use one of {', '.join(EXPORTERS)}"
+        )
+    if name == "otlp" and not any(env.get(v, "").strip() for v in ENDPOINT_VARIABLES):
+        return "none"
+    return name
+
+
+def _exporter(name: str) -> SpanExporter:
+    if name == "console":
+        # Standard error is where the JSON logs go, into the program's log file.
+        return ConsoleSpanExporter(out=sys.stderr)
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip().lower()
+    if protocol != "grpc":
+        raise TracingConfigError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; only grpc is installed"
+        )
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()  # endpoint, headers, timeout and TLS from OTEL_EXPORTER_OTLP_*
+
+
+def setup_tracing(default_service_name: str) -> TracerProvider | None:
+    """Install the SDK as the global tracer provider when spans would go somewhere.
+
+    Returns the provider (call its shutdown() at exit to flush), or None when tracing is
+    off. The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
+    """
+    name = exporter_name()
+    if name == "none":
+        return None
+    attributes: dict[str, Any] = {}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes[SERVICE_NAME] = default_service_name
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def server_interceptor() -> grpc.aio.ServerInterceptor:
+    """The OpenTelemetry server interceptor; list it first, so every other one is in its span."""
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        filter_=negate(health_check())
+    )
+    return interceptor
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The OpenTelemetry client interceptors; list them first on a channel."""
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
+        filter_=negate(health_check())
+    )
+    return interceptors

@@ -1,0 +1,76 @@
+"""LoginThrottle: refuses logins after too many failures, per username and per client address.
+
+Failures are kept in the gateway's database, so the throttle survives a restart. A username
+that does not exist is throttled exactly like one that does (the key is the name as typed),
+so the throttle cannot be used to find out which usernames exist. A successful login clears
+the failures of its username, not those of its address (one good account must not let an
+address go on guessing the passwords of others).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+from paygate.errors import ResourceExhausted
+from paygate.gateway.store import GatewayStore
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ThrottleSettings:
+    window_s: float
+    max_failures_per_user: int
+    max_failures_per_address: int
+
+
+def peer_address(peer: str) -> str:
+    """'ipv4:127.0.0.1:50292' -> 'ipv4:127.0.0.1'; 'ipv6:[::1]:4242' -> 'ipv6:[::1]'."""
+    address, _, port = peer.rpartition(":")
+    return address if address and port.isdigit() else peer
+
+
+class LoginThrottle:
+    def __init__(
+        self,
+        store: GatewayStore,
+        settings: ThrottleSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+
+    def _keys(self, username: str, peer: str) -> list[str]:
+        return [f"user:{username}", f"address:{peer_address(peer)}"]
+
+    async def check(self, username: str, peer: str) -> None:
+        """Raise ResourceExhausted, with the wait, while either key is over its limit."""
+        now = self._clock()
+        window_s = self._settings.window_s
+        limits = [self._settings.max_failures_per_user, self._settings.max_failures_per_address]
+        failures = await self._store.login_failures(
+            self._keys(username, peer), since_s=now - window_s
+        )
+        wait_s = 0.0
+        for times, limit in zip(failures, limits, strict=True):
+            if len(times) >= limit:
+                # Allowed again when enough of the failures have left the window.
+                release_at_s = times[len(times) - limit] + window_s
+                wait_s = max(wait_s, release_at_s - now)
+        if wait_s > 0:
+            raise ResourceExhausted(
+                f"too many failed logins; retry in {math.ceil(wait_s)} s"
+            )
+
+    async def failed(self, username: str, peer: str) -> None:
+        await self._store.record_login_failure(self._keys(username, peer), self._clock())
+
+    async def succeeded(self, username: str) -> None:
+        await self._store.clear_login_failures(f"user:{username}")
+
+    async def prune(self) -> None:
+        await self._store.prune_login_failures(
+            older_than_s=self._clock() - self._settings.window_s
+        )

@@ -1,0 +1,166 @@
+"""Suite tests of the console scripts `paygate` and `paygate-admin`, run as a user runs them:
+real subprocesses against the running suite, each test with its own XDG_CONFIG_HOME."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import stat
+import subprocess
+import time
+import uuid
+
+import grpc
+import pytest
+from paygate.gen.paygate.v1 import gateway_pb2 as pb
+from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
+from suite import GATEWAY, Suite
+from users import PASSWORD, RPC_TIMEOUT_S, unique_name
+
+pytestmark = pytest.mark.suite
+
+NOT_LOGGED_IN = "not logged in: run `paygate login USER`\n"
+LOG_WAIT_S = 5.0
+
+
+class Cli:
+    """Runs the console scripts in one environment (one user's config directory)."""
+
+    def __init__(self, suite: Suite, config_home: pathlib.Path) -> None:
+        self.suite = suite
+        self.env = suite.env(config_home)
+        self.session_file = config_home / "paygate" / "session.json"
+
+    def run(
+        self, program: str, *args: str, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.suite.cli(program, *args, input=input, env=self.env)
+
+    def ok(self, program: str, *args: str, input: str | None = None) -> str:
+        """Run a command that must succeed; return its standard output."""
+        result = self.run(program, *args, input=input)
+        assert result.returncode == 0, f"{program} {args}: {result.stderr}"
+        return result.stdout
+
+    def open_account(self, bank_id: str, balance: str) -> str:
+        number = self.ok("paygate-admin", "open-account", "--bank", bank_id, "--balance", balance)
+        assert re.fullmatch(r"[0-9]+\n", number), number
+        return number.strip()
+
+    def register(self, username: str, bank_id: str, account: str) -> str:
+        return self.ok(
+            "paygate", "register", username, "--bank", bank_id, "--account", account,
+            "--password-stdin", input=f"{PASSWORD}\n",
+        )
+
+    def login(self, username: str) -> str:
+        return self.ok("paygate", "login", username, "--password-stdin", input=f"{PASSWORD}\n")
+
+
+@pytest.fixture
+def cli(suite: Suite, tmp_path: pathlib.Path) -> Cli:
+    return Cli(suite, tmp_path / "xdg-config")
+
+
+def gateway_balance(suite: Suite, token: str) -> pb.GetBalanceResponse:
+    with suite.gateway_channel_sync() as channel:
+        return pbg.GatewayServiceStub(channel).GetBalance(
+            pb.GetBalanceRequest(), metadata=[("authorization", f"Bearer {token}")],
+            timeout=RPC_TIMEOUT_S,
+        )
+
+
+def test_open_account_prints_the_number_of_a_funded_account(suite: Suite, cli: Cli) -> None:
+    number = cli.open_account("bank-a", "100.00")
+    account = suite.bank_account("bank-a", number)
+    assert (account.currency, account.balance) == ("USD", 100_00)
+
+
+def test_register_login_balance_pay_payments_logout(suite: Suite, cli: Cli) -> None:
+    alice, bob = unique_name("alice"), unique_name("bob")
+    alice_account = cli.open_account("bank-a", "100.00")
+    bob_account = cli.open_account("bank-b", "5.00")
+    assert cli.register(alice, "bank-a", alice_account) == (
+        f"registered {alice}: bank-a account {alice_account}\n"
+    )
+    cli.register(bob, "bank-b", bob_account)
+
+    assert cli.login(alice).startswith(f"logged in as {alice} until ")
+    mode = stat.S_IMODE(cli.session_file.stat().st_mode)
+    assert mode == 0o600, oct(mode)
+    saved = cli.session_file.read_text()
+    assert PASSWORD not in saved
+    token = json.loads(saved)["access_token"]
+
+    assert cli.ok("paygate", "balance") == "balance: 100.00 USD (available 100.00 USD)\n"
+    paid = cli.ok("paygate", "pay", bob, "12.50")
+    match = re.fullmatch(rf"paid {bob} 12\.50 USD: payment (\S+) SUCCEEDED\n", paid)
+    assert match, paid
+    payment_id = match.group(1)
+    (line,) = cli.ok("paygate", "payments").splitlines()
+    assert payment_id in line and "SUCCEEDED" in line
+    assert line.rstrip().endswith(f"-12.50 USD  to {bob}")
+    assert cli.ok("paygate", "balance") == "balance: 87.50 USD (available 87.50 USD)\n"
+    assert suite.bank_account("bank-b", bob_account).balance == 17_50
+
+    assert cli.ok("paygate", "logout") == f"logged out {alice}\n"
+    assert not cli.session_file.exists()
+    after = cli.run("paygate", "balance")
+    assert (after.returncode, after.stdout, after.stderr) == (1, "", NOT_LOGGED_IN)
+    # The gateway revoked the token too: a copy of the old file would be useless.
+    with pytest.raises(grpc.RpcError) as caught:
+        gateway_balance(suite, token)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_wrong_password_fails_and_saves_no_session(suite: Suite, cli: Cli) -> None:
+    name = unique_name("carol")
+    cli.register(name, "bank-c", cli.open_account("bank-c", "1.00"))
+    result = cli.run("paygate", "login", name, "--password-stdin", input="not the password\n")
+    assert result.returncode == 1
+    assert result.stderr == "error: invalid username or password [UNAUTHENTICATED]\n"
+    assert not cli.session_file.exists()
+
+
+def create_payment_lines(suite: Suite, username: str) -> tuple[int, int]:
+    """How many CreatePayment and GetBalance lines of `username` the gateway logged."""
+    counts = {"CreatePayment": 0, "GetBalance": 0}
+    for text in suite.log_path(GATEWAY).read_text(errors="replace").splitlines():
+        if username in text and text.startswith("{"):
+            method = str(json.loads(text).get("method", "")).rpartition("/")[2]
+            if method in counts:
+                counts[method] += 1
+    return counts["CreatePayment"], counts["GetBalance"]
+
+
+def test_amount_with_too_many_decimals_is_refused_without_a_call(suite: Suite, cli: Cli) -> None:
+    payer, payee = unique_name("dave"), unique_name("erin")
+    payer_account = cli.open_account("bank-a", "20.00")
+    cli.register(payer, "bank-a", payer_account)
+    cli.register(payee, "bank-b", cli.open_account("bank-b", "0"))
+    cli.login(payer)
+
+    result = cli.run("paygate", "pay", payee, "12.505")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "12.505" in result.stderr and "more than 2 digits" in result.stderr
+
+    # A later call of this user shows up in the gateway's log; the payment never did.
+    cli.ok("paygate", "balance")
+    deadline = time.monotonic() + LOG_WAIT_S
+    while create_payment_lines(suite, payer)[1] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert create_payment_lines(suite, payer) == (0, 1)
+    assert suite.bank_account("bank-a", payer_account).balance == 20_00
+
+
+def test_deposit_twice_with_one_reference_moves_money_once(suite: Suite, cli: Cli) -> None:
+    number = cli.open_account("bank-a", "10.00")
+    deposit = ("deposit", "--bank", "bank-a", "--account", number, "--amount", "5.25")
+    reference = f"cli-{uuid.uuid4()}"
+    first = cli.ok("paygate-admin", *deposit, "--reference", reference)
+    assert first == "balance: 15.25 USD (applied)\n"
+    second = cli.ok("paygate-admin", *deposit, "--reference", reference)
+    assert second == "balance: 15.25 USD (replayed: reference already applied, nothing changed)\n"
+    assert suite.bank_account("bank-a", number).balance == 15_25

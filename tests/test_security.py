@@ -1,0 +1,259 @@
+"""The security boundary: who may call a bank, what a user can reach, the login throttle.
+
+The adversarial fuzz test is in test_fuzz.py; the search for leaked secrets in
+test_zz_no_secrets_leaked.py (it runs last, after every other test has used the suite).
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
+from paygate.gen.paygate.v1 import gateway_pb2 as pb
+from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
+from suite import BIN, Suite, load_gen_certs, started_suite
+from users import PASSWORD, error_reason, new_user
+
+pytestmark = pytest.mark.suite
+
+RPC_TIMEOUT_S = 10.0
+
+
+def _pem(key, cert) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _bank_call_with(suite: Suite, key_pem: bytes, cert_pem: bytes) -> grpc.RpcError:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(suite.config.certs_dir / "ca.pem").read_bytes(),
+        private_key=key_pem,
+        certificate_chain=cert_pem,
+    )
+    with grpc.secure_channel(suite.bank_target("bank-a"), credentials) as channel:
+        stub = bank_pb2_grpc.BankServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetAccount(
+                bank_pb2.GetAccountRequest(account_number="100001"), timeout=RPC_TIMEOUT_S
+            )
+    return info.value
+
+
+def test_a_self_signed_client_certificate_fails_the_handshake(suite: Suite) -> None:
+    gen = load_gen_certs()
+    now = datetime.datetime.now(datetime.UTC)
+    rogue_ca_key, rogue_ca = gen.make_ca(now)
+    key, cert = gen.make_leaf("gateway", rogue_ca_key, rogue_ca, now)  # claims to be the gateway
+    error = _bank_call_with(suite, *_pem(key, cert))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_valid_certificate_of_another_identity_is_permission_denied(suite: Suite) -> None:
+    gen = load_gen_certs()
+    certs = suite.config.certs_dir
+    ca_key = serialization.load_pem_private_key((certs / "ca-key.pem").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    key, cert = gen.make_leaf("alice", ca_key, ca_cert, datetime.datetime.now(datetime.UTC))
+    error = _bank_call_with(suite, *_pem(key, cert))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "alice" in (error.details() or "")
+
+
+def test_a_bank_cannot_be_called_without_a_certificate(suite: Suite) -> None:
+    with suite.bank_channel_sync("bank-b", identity=None) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            bank_pb2_grpc.BankServiceStub(channel).Prepare(
+                bank_pb2.PrepareRequest(transaction_id="t"), timeout=RPC_TIMEOUT_S
+            )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_gateway_certificate_may_not_deposit(suite: Suite) -> None:
+    with suite.bank_channel_sync("bank-a", identity="gateway") as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            bank_pb2_grpc.BankServiceStub(channel).Deposit(
+                bank_pb2.DepositRequest(
+                    account_number="100001", amount=100, currency="USD", reference=uuid.uuid4().hex
+                ),
+                timeout=RPC_TIMEOUT_S,
+            )
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.fixture
+def channel(suite: Suite) -> Iterator[grpc.Channel]:
+    with suite.gateway_channel_sync() as ch:
+        yield ch
+
+
+def test_a_user_cannot_reach_another_users_money_or_payments(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    alice = new_user(suite, channel, "bank-a", 50_00, "alice")
+    bob = new_user(suite, channel, "bank-b", 50_00, "bob")
+    carol = new_user(suite, channel, "bank-c", 0, "carol")
+    bobs_payment = bob.pay(carol, 10_00)
+
+    # Reading: another's payment is indistinguishable from one that does not exist.
+    with pytest.raises(grpc.RpcError) as info:
+        alice.get_payment(bobs_payment.payment_id)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert alice.list_payments().payments == []
+    assert alice.balance().balance == 50_00  # her own, whatever she asks
+
+    # Paying: the payer is always the token's user; there is no field naming the payer.
+    alice.pay(carol, 1_00, description=f"from {bob.username}")
+    assert bob.bank_account().balance == 40_00
+    # Forged or borrowed credentials do not work.
+    for metadata in (
+        [("authorization", "Bearer " + uuid.uuid4().hex)],
+        [("authorization", f"Bearer {bob.token[:-1]}x")],
+        [("authorization", f"Basic {bob.username}:{PASSWORD}")],
+        [("x-user", bob.username)],
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            bob.stub.CreatePayment(
+                pb.CreatePaymentRequest(
+                    idempotency_key=uuid.uuid4().hex,
+                    payee_username=alice.username,
+                    amount=1_00,
+                    currency="USD",
+                ),
+                metadata=metadata,
+                timeout=RPC_TIMEOUT_S,
+            )
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert bob.bank_account().balance == 40_00
+    # Logging out revokes only one's own token.
+    alice.stub.Logout(pb.LogoutRequest(), metadata=alice.metadata, timeout=RPC_TIMEOUT_S)
+    with pytest.raises(grpc.RpcError) as info:
+        alice.balance()
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert bob.balance().balance == 40_00
+
+
+# The login throttle, on a suite of its own with a short window --------------------------
+
+WINDOW_S = 4.0
+PER_USER = 3
+PER_ADDRESS = 10
+
+
+@pytest.fixture(scope="module")
+def throttled_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    settings = {
+        "login_failure_window_s": WINDOW_S,
+        "login_max_failures_per_user": PER_USER,
+        "login_max_failures_per_address": PER_ADDRESS,
+    }
+    with started_suite(tmp_path_factory.mktemp("throttle"), gateway_settings=settings) as suite:
+        yield suite
+
+
+def _login(stub: pbg.GatewayServiceStub, username: str, password: str) -> tuple[str, str]:
+    try:
+        stub.Login(pb.LoginRequest(username=username, password=password), timeout=RPC_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        return exc.code().name, (exc.details() or "")
+    return "OK", ""
+
+
+def _shape(answer: tuple[str, str]) -> tuple[str, str]:
+    """An answer with the wait time blanked, to compare answers about different names."""
+    code, message = answer
+    return code, "".join("N" if c.isdigit() else c for c in message)
+
+
+def test_login_throttle_engages_and_releases_alike_for_known_and_unknown_names(
+    throttled_suite: Suite,
+) -> None:
+    suite = throttled_suite
+    with suite.gateway_channel_sync() as channel:
+        known = new_user(suite, channel, "bank-a", 0, "known")
+        stub = known.stub
+        unknown = "unknown" + uuid.uuid4().hex[:8]
+        histories = {}
+        for name in (known.username, unknown):
+            wrong = [_login(stub, name, "wrong password!") for _ in range(PER_USER)]
+            throttled = _login(stub, name, PASSWORD)  # even the right password now waits
+            histories[name] = [*wrong, throttled]
+        assert [a[0] for a in histories[known.username]] == ["UNAUTHENTICATED"] * PER_USER + [
+            "RESOURCE_EXHAUSTED"
+        ]
+        assert [_shape(a) for a in histories[known.username]] == [
+            _shape(a) for a in histories[unknown]
+        ], "the throttle must not reveal whether a username exists"
+        assert "retry in" in histories[unknown][-1][1]
+
+        # The throttle is on disk: a restarted gateway still enforces it.
+        old_pid = suite.kill("gateway", signal.SIGKILL)
+        suite.wait_restarted("gateway", old_pid)
+        assert _login(stub, known.username, PASSWORD)[0] == "RESOURCE_EXHAUSTED"
+        # ... and so is the session made before the restart.
+        assert known.balance().currency == "USD"
+
+        time.sleep(WINDOW_S + 0.5)
+        assert _login(stub, known.username, PASSWORD) == ("OK", "")
+
+
+def test_login_throttle_per_address(throttled_suite: Suite) -> None:
+    suite = throttled_suite
+    with suite.gateway_channel_sync() as channel:
+        time.sleep(WINDOW_S + 0.5)  # start from a clean window
+        user = new_user(suite, channel, "bank-b", 0, "addr")
+        # Many names, each below its own limit, from one address.
+        for i in range(PER_ADDRESS):
+            assert _login(user.stub, f"guess{i}-{uuid.uuid4().hex[:6]}", "wrong password!")[0] == (
+                "UNAUTHENTICATED"
+            )
+        assert _login(user.stub, user.username, PASSWORD)[0] == "RESOURCE_EXHAUSTED"
+        time.sleep(WINDOW_S + 0.5)
+        assert _login(user.stub, user.username, PASSWORD) == ("OK", "")
+
+
+def test_throttled_answers_carry_a_reason(throttled_suite: Suite) -> None:
+    suite = throttled_suite
+    with suite.gateway_channel_sync() as channel:
+        stub = pbg.GatewayServiceStub(channel)
+        name = "nobody" + uuid.uuid4().hex[:8]
+        for _ in range(PER_USER):
+            _login(stub, name, "wrong password!")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Login(pb.LoginRequest(username=name, password="x" * 10), timeout=RPC_TIMEOUT_S)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_reason(info.value) == "RESOURCE_EXHAUSTED"
+
+
+@pytest.mark.parametrize(("program", "identity"), [("bank", "bank-a"), ("gateway", "gateway")])
+def test_a_process_refuses_a_readable_key(
+    tmp_path: pathlib.Path, program: str, identity: str
+) -> None:
+    load_gen_certs().generate(tmp_path / "certs")
+    key = tmp_path / "certs" / f"{identity}-key.pem"
+    key.chmod(0o640)
+    config = tmp_path / "paygate.toml"
+    config.write_text(
+        'var_dir = "var"\ncerts_dir = "certs"\n'
+        '[gateway]\nlisten = "127.0.0.1:0"\nmetrics = "127.0.0.1:0"\n'
+        '[banks.bank-a]\nlisten = "127.0.0.1:0"\nmetrics = "127.0.0.1:0"\ndemo_accounts = ""\n'
+    )
+    command = [str(BIN / f"paygate-{program}"), "--config", str(config)]
+    if program == "bank":
+        command += ["--bank-id", "bank-a"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "refusing to start" in result.stderr
+    assert f"chmod 600 {key}" in result.stderr
+    assert "PRIVATE KEY" not in result.stderr

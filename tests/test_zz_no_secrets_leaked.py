@@ -1,0 +1,86 @@
+"""After the whole run: no password or token that the tests used is in any log or database.
+
+The file name sorts last, so this runs after every other test module has used the suites.
+It searches every file the suites wrote in this pytest session (every log, every SQLite
+file with its WAL, every report), for the passwords the tests typed and the tokens they were
+given, and the logs also for anything shaped like a token at all.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import uuid
+
+import grpc
+import pytest
+from suite import Suite
+from users import ISSUED_TOKENS, PASSWORD, new_user
+
+from paygate.gen.paygate.v1 import gateway_pb2 as pb
+
+pytestmark = pytest.mark.suite
+
+# Passwords typed by the test modules, right and wrong.
+TYPED_PASSWORDS = [PASSWORD, "another password", "wrong password!"]
+# secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet.
+TOKEN_SHAPE = re.compile(rb"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+SUFFIXES = (".log", ".db", ".db-wal", ".db-shm", ".json", ".toml")
+
+
+def _files(root: pathlib.Path) -> list[pathlib.Path]:
+    return [p for p in root.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)]
+
+
+def test_no_password_or_token_in_any_log_or_database(
+    suite: Suite, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Secrets of this test's own, unmistakable, used in every way a client can use them.
+    password = f"pw-{uuid.uuid4().hex}"
+    wrong_password = f"wrong-{uuid.uuid4().hex}"
+    with suite.gateway_channel_sync() as channel:
+        user = new_user(suite, channel, "bank-a", 10_00, "leak")
+        user.stub.Register(
+            pb.RegisterRequest(
+                username=user.username + "x",
+                password=password,
+                bank_id="bank-a",
+                account_number=suite.admin_open_account("bank-a", 0),
+            ),
+            timeout=10,
+        )
+        token = user.stub.Login(
+            pb.LoginRequest(username=user.username + "x", password=password), timeout=10
+        ).access_token
+        with pytest.raises(grpc.RpcError):
+            user.stub.Login(
+                pb.LoginRequest(username=user.username, password=wrong_password), timeout=10
+            )
+        user.stub.GetBalance(
+            pb.GetBalanceRequest(), metadata=[("authorization", f"Bearer {token}")], timeout=10
+        )
+        with pytest.raises(grpc.RpcError):
+            user.stub.GetBalance(
+                pb.GetBalanceRequest(), metadata=[("authorization", f"Bearer {token}x")], timeout=10
+            )
+        user.stub.Logout(
+            pb.LogoutRequest(), metadata=[("authorization", f"Bearer {token}")], timeout=10
+        )
+
+    secrets = [
+        s.encode() for s in [*TYPED_PASSWORDS, password, wrong_password, token, *ISSUED_TOKENS]
+    ]
+    roots = {tmp_path_factory.getbasetemp(), suite.dir}
+    files = sorted({f for root in roots for f in _files(root)})
+    assert any(f.name == "gateway.log" for f in files), "the search must see the gateway's log"
+    assert any(f.name == "gateway.db" for f in files)
+
+    leaks = []
+    for path in files:
+        data = path.read_bytes()
+        leaks += [f"{path}: {secret[:6]!r}..." for secret in secrets if secret in data]
+        if path.suffix == ".log":
+            leaks += [
+                f"{path}: token-shaped {m.group()[:6]!r}..." for m in TOKEN_SHAPE.finditer(data)
+            ]
+    assert leaks == [], "secrets found:\n" + "\n".join(leaks[:20])

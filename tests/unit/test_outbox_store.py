@@ -1,0 +1,236 @@
+"""The outbox's SQLite file: rows written before sending, claimed in order under a lease,
+settled once, shared safely by several processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from paygate.client import outbox_store
+from paygate.client.outbox_models import (
+    EntryState,
+    PaymentOrder,
+    Settlement,
+    default_outbox_path,
+)
+from paygate.client.outbox_store import Blocked, Lease, OutboxStore, this_process_lease
+from paygate.errors import FailedPrecondition, ResourceExhausted
+
+T = TypeVar("T")
+GATEWAY = "127.0.0.1:50051"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def order(key: str, amount_minor: int = 100, payer: str = "alice") -> PaymentOrder:
+    return PaymentOrder(
+        idempotency_key=key, gateway=GATEWAY, payer_username=payer, payee_username="bob",
+        amount_minor=amount_minor, currency="USD", description="",
+    )
+
+
+def run_with(path: pathlib.Path, body: Callable[[OutboxStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = OutboxStore(path)
+        await store.open()
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def ours(owner: str = "me") -> Lease:
+    return this_process_lease(owner, 60.0)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_queued_row_is_on_disk_before_anything_is_sent(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "outbox.db"
+    entry = run_with(path, lambda store: store.enqueue(order("k1", 250)))
+    assert (entry.state, entry.attempts, entry.amount_minor) == (EntryState.QUEUED, 0, 250)
+    # Another process (here: another store) finds it, in a file in WAL mode.
+    [found] = run_with(path, lambda store: store.entries(GATEWAY, "alice"))
+    assert found == entry
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_queueing_the_same_key_again_returns_the_row_and_other_parameters_are_refused(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def body(store: OutboxStore) -> None:
+        first = await store.enqueue(order("k1"))
+        assert await store.enqueue(order("k1")) == first
+        with pytest.raises(FailedPrecondition) as info:
+            await store.enqueue(order("k1", amount_minor=999))
+        assert info.value.reason == "IDEMPOTENCY_KEY_MISMATCH"
+        assert len(await store.entries(GATEWAY, "alice")) == 1
+
+    run_with(tmp_path / "outbox.db", body)
+
+
+def test_rows_are_claimed_oldest_first_one_at_a_time_per_payer(tmp_path: pathlib.Path) -> None:
+    async def body(store: OutboxStore) -> None:
+        for key in ("k1", "k2", "k3"):
+            await store.enqueue(order(key))
+        await store.enqueue(order("other", payer="carol"))
+        head = await store.claim_head(GATEWAY, "alice", ours("a"))
+        assert not isinstance(head, Blocked) and head is not None
+        assert (head.idempotency_key, head.state, head.attempts) == ("k1", "delivering", 1)
+        # Another process of the same user waits: the order holds, nothing is sent twice.
+        assert await store.claim_head(GATEWAY, "alice", ours("b")) == Blocked(head.entry_id)
+        # Other payers (and gateways) are separate queues.
+        carol = await store.claim_head(GATEWAY, "carol", ours("b"))
+        assert carol is not None and not isinstance(carol, Blocked)
+        assert await store.claim_head("elsewhere:1", "alice", ours("b")) is None
+        # Given back after a transient failure, the same row comes first again.
+        await store.release(head.entry_id, "a", "UNAVAILABLE")
+        again = await store.claim_head(GATEWAY, "alice", ours("b"))
+        assert again is not None and not isinstance(again, Blocked)
+        assert (again.idempotency_key, again.attempts, again.last_error) == ("k1", 2, "UNAVAILABLE")
+
+    run_with(tmp_path / "outbox.db", body)
+
+
+def test_a_row_leased_by_a_dead_process_or_an_expired_lease_is_claimed_again(
+    tmp_path: pathlib.Path,
+) -> None:
+    host = socket.gethostname()
+
+    async def body(store: OutboxStore) -> None:
+        await store.enqueue(order("k1"))
+        dead = Lease(owner="dead", host=host, pid=dead_pid(), duration_s=3600)
+        assert not isinstance(await store.claim_head(GATEWAY, "alice", dead), Blocked)
+        taken = await store.claim_head(GATEWAY, "alice", ours())
+        assert taken is not None and not isinstance(taken, Blocked) and taken.attempts == 2
+        await store.release(taken.entry_id, "me", "UNAVAILABLE")
+        # A process on another host cannot be checked: its lease holds until it expires.
+        remote = Lease(owner="remote", host="elsewhere", pid=1, duration_s=3600)
+        await store.claim_head(GATEWAY, "alice", remote)
+        assert isinstance(await store.claim_head(GATEWAY, "alice", ours()), Blocked)
+        await store.settle(taken.entry_id, Settlement(state=EntryState.FAILED))
+        await store.enqueue(order("k2"))
+        expired = Lease(owner="remote", host="elsewhere", pid=1, duration_s=0)
+        await store.claim_head(GATEWAY, "alice", expired)
+        reclaimed = await store.claim_head(GATEWAY, "alice", ours())
+        assert reclaimed is not None and not isinstance(reclaimed, Blocked)
+        assert reclaimed.idempotency_key == "k2"
+
+    run_with(tmp_path / "outbox.db", body)
+
+
+def test_an_answer_is_recorded_once_and_a_settled_row_is_never_sent_again(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def body(store: OutboxStore) -> None:
+        entry_id = (await store.enqueue(order("k1"))).entry_id
+        await store.claim_head(GATEWAY, "alice", ours())
+        answer = Settlement(
+            state=EntryState.SUCCEEDED, payment_id="pay_1", payment_status="SUCCEEDED"
+        )
+        recorded = await store.settle(entry_id, answer)
+        assert recorded is not None and recorded.state == EntryState.SUCCEEDED
+        assert recorded.payment_id == "pay_1"
+        assert await store.settle(entry_id, answer) is None  # a second process reports nothing
+        assert await store.release(entry_id, "me", "UNAVAILABLE") == recorded
+        assert await store.claim_head(GATEWAY, "alice", ours()) is None
+        assert await store.pending(GATEWAY, "alice") == 0
+        assert await store.depth() == 0
+
+    run_with(tmp_path / "outbox.db", body)
+
+
+def test_only_a_row_that_is_not_being_sent_and_has_not_ended_can_be_forgotten(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def body(store: OutboxStore) -> None:
+        first = await store.enqueue(order("k1"))
+        second = await store.enqueue(order("k2"))
+        await store.claim_head(GATEWAY, "alice", ours())  # k1 is being sent
+        for entry_id in (first.entry_id, 999):
+            with pytest.raises(FailedPrecondition) as info:
+                await store.forget(entry_id)
+            assert info.value.reason == "NOT_FORGETTABLE"
+        forgotten = await store.forget(second.entry_id)
+        assert forgotten.state == EntryState.FORGOTTEN
+        with pytest.raises(FailedPrecondition):
+            await store.forget(second.entry_id)
+        await store.release(first.entry_id, "me", "UNAVAILABLE")
+        assert (await store.forget(first.entry_id)).state == EntryState.FORGOTTEN
+        assert await store.claim_head(GATEWAY, "alice", ours()) is None
+        assert await store.find(GATEWAY, "alice", "k2") == forgotten
+        assert await store.find(GATEWAY, "alice", str(second.entry_id)) == forgotten
+        assert await store.find(GATEWAY, "carol", "k2") is None
+
+    run_with(tmp_path / "outbox.db", body)
+
+
+def test_the_outbox_refuses_more_unsent_payments_than_its_limit(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_store, "MAX_UNSETTLED_PER_PAYER", 2)
+
+    async def body(store: OutboxStore) -> None:
+        await store.enqueue(order("k1"))
+        await store.enqueue(order("k2"))
+        with pytest.raises(ResourceExhausted) as info:
+            await store.enqueue(order("k3"))
+        assert info.value.reason == "OUTBOX_FULL"
+        await store.enqueue(order("k1", payer="carol"))  # another payer's queue
+
+    run_with(tmp_path / "outbox.db", body)
+
+
+def test_the_default_path_is_in_the_users_state_directory() -> None:
+    home = pathlib.Path(os.path.expanduser("~"))
+    assert default_outbox_path({"XDG_STATE_HOME": "/s"}) == pathlib.Path("/s/paygate/outbox.db")
+    expected = home / ".local" / "state" / "paygate" / "outbox.db"
+    assert default_outbox_path({}) == expected
+    assert default_outbox_path({"XDG_STATE_HOME": "relative"}) == expected
+
+
+ENQUEUE_SCRIPT = """
+import asyncio, pathlib, sys
+from paygate.client.outbox_models import PaymentOrder
+from paygate.client.outbox_store import OutboxStore
+async def main():
+    store = OutboxStore(pathlib.Path(sys.argv[1]))
+    await store.open()
+    for i in range(20):
+        await store.enqueue(PaymentOrder(
+            idempotency_key=f"{sys.argv[2]}-{i}", gateway="g:1", payer_username="alice",
+            payee_username="bob", amount_minor=1, currency="USD", description=""))
+    await store.close()
+asyncio.run(main())
+"""
+
+
+def test_processes_that_create_and_fill_one_outbox_at_once_lose_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "state" / "outbox.db"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", ENQUEUE_SCRIPT, str(path), f"p{n}"], cwd=REPO)
+        for n in range(6)
+    ]
+    for process in processes:
+        assert process.wait(timeout=60) == 0
+    entries = run_with(path, lambda store: store.entries("g:1", "alice"))
+    assert len({entry.idempotency_key for entry in entries}) == 120
+    assert len({entry.entry_id for entry in entries}) == 120
+    assert oct(path.parent.stat().st_mode & 0o777) == oct(0o700)
