@@ -20,6 +20,7 @@ from paygate.common import tracing
 from paygate.common.config import BankConfig, SuiteConfig, load_config
 from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
+from paygate.common.health_monitor import monitor_health
 from paygate.common.logging_interceptor import LoggingInterceptor
 from paygate.common.logs import setup_logging
 from paygate.common.metrics import BankMetrics, GrpcMetrics, new_registry, start_metrics_server
@@ -74,16 +75,13 @@ async def build_bank(
     return server, participant, store
 
 
-async def _audit_forever(server: Server, participant: Participant) -> None:
+async def _audit_forever(participant: Participant) -> None:
     while True:
         await asyncio.sleep(AUDIT_INTERVAL_S)
         try:
             await participant.audit()
-            healthy = await participant.healthy()
         except Exception:
             _log.exception("ledger audit failed")
-            healthy = False
-        await server.set_serving(healthy)
 
 
 async def _refresh_metrics_forever(participant: Participant) -> None:
@@ -109,7 +107,8 @@ async def run(suite: SuiteConfig, bank_id: str) -> None:
         server,
         grace_s=config.grace_s,
         background=[
-            lambda: _audit_forever(server, participant),
+            lambda: _audit_forever(participant),
+            lambda: monitor_health(server, participant.healthy),
             lambda: _refresh_metrics_forever(participant),
         ],
         on_stop=stop,

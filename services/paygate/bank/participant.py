@@ -28,6 +28,7 @@ class Participant:
         self._store = store
         self._faults = faults
         self._metrics = metrics or BankMetrics.build(new_registry())
+        self._audit_passed = True
 
     async def get_account(self, account_number: str) -> AccountRow:
         return await self._store.read(lambda tx: ledger.get_account(tx, account_number))
@@ -80,7 +81,14 @@ class Participant:
         self._metrics.money_minor.labels("pending").set(totals.pending_debit)
 
     async def audit(self) -> Totals:
-        return await self._store.read(ledger.audit)
+        """Audit the whole ledger; a failure keeps the bank NOT_SERVING until one passes."""
+        try:
+            totals = await self._store.read(ledger.audit)
+        except Exception:
+            self._audit_passed = False
+            raise
+        self._audit_passed = True
+        return totals
 
     async def healthy(self) -> bool:
-        return await self._store.healthy()
+        return self._audit_passed and await self._store.healthy()

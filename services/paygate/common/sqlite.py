@@ -20,6 +20,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
+# The health probe waits this long for the write lock before calling the database unusable.
+PROBE_BUSY_TIMEOUT_MS = 1000
 
 
 class Database:
@@ -32,6 +34,7 @@ class Database:
             max_workers=1, thread_name_prefix=f"sqlite-{path.stem}"
         )
         self._conn: sqlite3.Connection | None = None
+        self._inode: int | None = None
 
     async def open(self) -> None:
         await self._call(self._open)
@@ -55,6 +58,7 @@ class Database:
                 conn.execute("ROLLBACK")
                 raise
         self._conn = conn
+        self._inode = self.path.stat().st_ino
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -86,11 +90,29 @@ class Database:
         return result
 
     async def healthy(self) -> bool:
+        """Whether the database can take a write now, in the file this process opened.
+
+        A file that was removed or replaced under a running process would swallow every
+        write until the restart, so that counts as unusable too.
+        """
         try:
-            await self.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            if self.path.stat().st_ino != self._inode:
+                return False
+            await self._call(self._probe_write)
         except Exception:
             return False
         return True
+
+    def _probe_write(self) -> None:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError(f"database {self.path} is not open")
+        conn.execute(f"PRAGMA busy_timeout = {PROBE_BUSY_TIMEOUT_MS}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()

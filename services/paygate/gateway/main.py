@@ -16,6 +16,7 @@ from paygate.common.client_metrics_interceptor import ClientMetricsInterceptor
 from paygate.common.config import GatewayConfig, SuiteConfig, load_config
 from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
+from paygate.common.health_monitor import monitor_health
 from paygate.common.logging_interceptor import LoggingInterceptor
 from paygate.common.logs import setup_logging
 from paygate.common.metrics import (
@@ -66,19 +67,16 @@ class Gateway:
         self.metrics_server.close()
 
     async def housekeeping_forever(self) -> None:
-        """Prune old idempotency keys and keep health in step with the database."""
+        """Prune idempotency keys and login failures that are past their time."""
         while True:
-            healthy = await self.store.healthy()
-            await self.server.set_serving(healthy)
-            if healthy:
-                try:
-                    cutoff = time.time() - self.config.idempotency_ttl_s
-                    await self.store.prune_idempotency_keys(older_than_s=cutoff)
-                    cutoff = time.time() - self.config.login_failure_window_s
-                    await self.store.prune_login_failures(older_than_s=cutoff)
-                except Exception:
-                    _log.exception("pruning idempotency keys failed")
-            await asyncio.sleep(min(HOUSEKEEPING_INTERVAL_S, self.config.recovery_interval_s * 5))
+            try:
+                cutoff = time.time() - self.config.idempotency_ttl_s
+                await self.store.prune_idempotency_keys(older_than_s=cutoff)
+                cutoff = time.time() - self.config.login_failure_window_s
+                await self.store.prune_login_failures(older_than_s=cutoff)
+            except Exception:
+                _log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
 
 async def build_gateway(suite: SuiteConfig) -> Gateway:
@@ -156,7 +154,11 @@ async def run(suite: SuiteConfig) -> None:
     await serve(
         gateway.server,
         grace_s=gateway.config.grace_s,
-        background=[gateway.coordinator.recover_forever, gateway.housekeeping_forever],
+        background=[
+            gateway.coordinator.recover_forever,
+            gateway.housekeeping_forever,
+            lambda: monitor_health(gateway.server, gateway.store.healthy),
+        ],
         on_stop=gateway.close,
     )
 
