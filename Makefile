@@ -24,8 +24,12 @@ certs: $(STAMP)
 var/log:
 	mkdir -p var/log
 
+# RUN_DIR is where the suite keeps var/ (databases, logs, socket): the repository by default.
+RUN_DIR ?= $(CURDIR)
+
 run: setup
-	$(BIN)/supervisord -n -c supervisord.conf
+	mkdir -p $(RUN_DIR)/var/log
+	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisord -n -c $(CURDIR)/supervisord.conf
 
 status:
 	$(BIN)/supervisorctl -c supervisord.conf status

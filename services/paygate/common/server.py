@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -82,7 +82,7 @@ async def serve(
     server: Server,
     *,
     grace_s: float,
-    background: Sequence[Callable[[], Awaitable[Any]]] = (),
+    background: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Report SERVING, run until SIGTERM/SIGINT, then drain for `grace_s` and stop."""
@@ -102,4 +102,9 @@ async def serve(
     await asyncio.gather(*tasks, return_exceptions=True)
     if on_stop is not None:
         await on_stop()
+    # Already on the way out: a second request to stop (Ctrl-C reaches every process of the
+    # terminal's group, then supervisord sends SIGTERM) must not kill the process mid-exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
     _log.info("stopped")
