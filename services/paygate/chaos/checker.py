@@ -1,0 +1,405 @@
+"""The checker: pure functions over a run's History that find every violation of the claims.
+
+The claims, after the schedule has healed every process and the gateway has recovered:
+
+    money_not_conserved      the money in all the run's accounts equals the initial total
+    negative_balance         no read, during the run or after, shows a negative balance,
+                             available balance or hold
+    total_out_of_bounds      reads during the run: see below
+    hold_pending_after_recovery   no hold is pending `pending_limit_s` after recovery
+    success_not_recorded     every payment a client saw succeed is SUCCEEDED at the gateway
+    balance_mismatch         every account's final balance is its initial balance plus exactly
+                             the SUCCEEDED payments it took part in: each is posted at both
+                             banks exactly once, and nothing else moved money
+    key_multiple_effects     no key has more than one SUCCEEDED payment, nor one besides a
+                             refusal it answered
+    key_answer_changed       every definite answer of a key is the same, replays included
+    call_unresolved          every key got a definite answer, during the run or by retrying
+                             it after recovery
+    replay_not_definite      every key asked again after recovery answered definitely
+    unexpected_error         no call got an answer a correct suite never gives this workload
+    payment_not_final        no payment is still PENDING after recovery
+
+Totals during the run. The reads of one sample are concurrent but not atomic: accounts are
+read one by one, at banks that commit a payment's two sides at different instants. A
+sample's total is exact only at quiescence. During the run the checker asserts a bound
+instead. A payment moves the total of a sample away from the initial total only when one
+side's commit is seen and the other's is not. If the unseen side still held the payment
+when its account was read, the hold is in that read (a pending debit when the payer's
+commit is unseen, a pending credit when the payee's is); otherwise both sides were prepared
+and the commit decided while the sample was being read, which can only happen inside a
+CreatePayment call that was running then. So, with `in_flight` the amounts of the calls
+that overlap the sample (an indefinite call counts until `indefinite_settle_s` after it
+ended, because the gateway may still be deciding its payment):
+
+    -(pending_credit + in_flight)  <=  total - initial  <=  pending_debit + in_flight
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from paygate.chaos.history import (
+    AccountRead,
+    Call,
+    GatewayPayment,
+    History,
+    Outcome,
+    Phase,
+    Sample,
+)
+
+SUCCEEDED = "SUCCEEDED"
+PENDING = "PENDING"
+
+# Each check, stated as the claim it makes; the summary lists them with "ok" or "VIOLATED".
+CHECKS: dict[str, str] = {
+    "money_not_conserved": "money after recovery equals the initial total, exactly",
+    "negative_balance": "no read shows a negative balance, available balance or hold",
+    "total_out_of_bounds": "totals read during the run stay within holds and calls in flight",
+    "hold_pending_after_recovery": "no hold is pending 10 s after recovery",
+    "success_not_recorded": "every payment a client saw succeed is SUCCEEDED at the gateway",
+    "balance_mismatch": "every balance is its initial one plus its SUCCEEDED payments, once",
+    "key_multiple_effects": "no key has more than one effect",
+    "key_answer_changed": "every key gives the same definite answer each time",
+    "call_unresolved": "every key got a definite answer, at once or retried after recovery",
+    "replay_not_definite": "every key asked again after recovery answers definitely",
+    "unexpected_error": "no call gets an answer a correct suite never gives",
+    "payment_not_final": "no payment is PENDING after recovery",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Violation:
+    kind: str
+    message: str
+    example: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckSettings:
+    pending_limit_s: float = 10.0
+    indefinite_settle_s: float = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    violations: dict[str, list[Violation]]
+
+    @property
+    def valid(self) -> bool:
+        return not any(self.violations.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "checks": {kind: "violated" if self.violations.get(kind) else "ok" for kind in CHECKS},
+            "violations": {
+                kind: {
+                    "count": len(found),
+                    "claim": CHECKS[kind],
+                    "first": {"message": found[0].message, **found[0].example},
+                }
+                for kind, found in self.violations.items()
+                if found
+            },
+        }
+
+
+def check_history(history: History, settings: CheckSettings) -> CheckResult:
+    by_key = calls_by_key(history.calls)
+    found: list[Violation] = [
+        *check_conservation(history),
+        *check_no_negative([*history.samples, *_present(history.quiescent)]),
+        *check_run_totals(history, settings),
+        *check_pending(history, settings),
+        *check_successes_recorded(history.calls, history.gateway_payments),
+        *check_balances(history),
+        *check_one_effect_per_key(by_key, history.gateway_payments),
+        *check_answers_stable(by_key),
+        *check_resolved(by_key),
+        *check_replays(history.calls),
+        *check_unexpected(history.calls),
+        *check_final_statuses(history.gateway_payments),
+    ]
+    violations: dict[str, list[Violation]] = defaultdict(list)
+    for violation in found:
+        violations[violation.kind].append(violation)
+    return CheckResult(dict(violations))
+
+
+def _present(sample: Sample | None) -> list[Sample]:
+    return [] if sample is None else [sample]
+
+
+def calls_by_key(calls: Iterable[Call]) -> dict[str, list[Call]]:
+    grouped: dict[str, list[Call]] = defaultdict(list)
+    for call in sorted(calls, key=lambda c: (c.start_s, c.end_s)):
+        grouped[call.key].append(call)
+    return dict(grouped)
+
+
+def first_definite(calls: list[Call]) -> Call | None:
+    return next((c for c in calls if c.outcome in (Outcome.SUCCEEDED, Outcome.REFUSED)), None)
+
+
+# Money ----------------------------------------------------------------------------------
+
+
+def check_conservation(history: History) -> list[Violation]:
+    final = history.quiescent
+    initial = history.initial_total()
+    if final is None or not final.complete:
+        return [Violation("money_not_conserved", "no complete read of the accounts after recovery")]
+    total = final.total_balance()
+    if total == initial:
+        return []
+    return [
+        Violation(
+            "money_not_conserved",
+            f"total after recovery {total} != initial total {initial}",
+            {"initial_minor": initial, "final_minor": total, "difference_minor": total - initial},
+        )
+    ]
+
+
+def check_no_negative(samples: Iterable[Sample]) -> list[Violation]:
+    found = []
+    for sample in samples:
+        for read in sample.reads:
+            values = (read.balance, read.available, read.pending_debit, read.pending_credit)
+            if min(values) < 0:
+                found.append(
+                    Violation(
+                        "negative_balance",
+                        f"{read.bank_id}/{read.account_number} read negative at "
+                        f"{sample.start_s:.1f} s",
+                        {"at_s": sample.start_s, **dataclasses.asdict(read)},
+                    )
+                )
+    return found
+
+
+def check_run_totals(history: History, settings: CheckSettings) -> list[Violation]:
+    initial = history.initial_total()
+    windows = active_windows(history, settings.indefinite_settle_s)
+    found = []
+    for sample in history.samples:
+        if not sample.complete:
+            continue
+        in_flight = windows.amount_overlapping(sample.start_s, sample.end_s)
+        delta = sample.total_balance() - initial
+        low = -(sample.total_pending_credit() + in_flight)
+        high = sample.total_pending_debit() + in_flight
+        if not low <= delta <= high:
+            found.append(
+                Violation(
+                    "total_out_of_bounds",
+                    f"total - initial = {delta} outside [{low}, {high}] at {sample.start_s:.1f} s",
+                    {"at_s": sample.start_s, "delta_minor": delta, "low": low, "high": high},
+                )
+            )
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveWindows:
+    """The intervals in which each call may have decided a payment, sorted by start."""
+
+    starts: list[float]
+    ends: list[float]
+    amounts: list[int]
+    longest_s: float
+
+    def amount_overlapping(self, start_s: float, end_s: float) -> int:
+        # Only windows that start at most `longest_s` before `start_s` can reach it.
+        first = bisect.bisect_left(self.starts, start_s - self.longest_s)
+        last = bisect.bisect_right(self.starts, end_s)
+        return sum(self.amounts[i] for i in range(first, last) if self.ends[i] >= start_s)
+
+
+def active_windows(history: History, settle_s: float) -> ActiveWindows:
+    rows = []
+    for call in history.calls:
+        intent = history.intents.get(call.key)
+        if intent is None:
+            continue
+        definite = call.outcome in (Outcome.SUCCEEDED, Outcome.REFUSED)
+        end_s = call.end_s if definite else call.end_s + settle_s
+        rows.append((call.start_s, end_s, intent.amount_minor))
+    rows.sort()
+    return ActiveWindows(
+        starts=[r[0] for r in rows],
+        ends=[r[1] for r in rows],
+        amounts=[r[2] for r in rows],
+        longest_s=max((r[1] - r[0] for r in rows), default=0.0),
+    )
+
+
+def check_pending(history: History, settings: CheckSettings) -> list[Violation]:
+    if history.pending_settled_after_s is not None:
+        return []
+    held = [r for r in _reads(history.quiescent) if r.pending_debit or r.pending_credit]
+    example = dataclasses.asdict(held[0]) if held else {}
+    return [
+        Violation(
+            "hold_pending_after_recovery",
+            f"{len(held)} account(s) still had holds {settings.pending_limit_s} s after recovery",
+            example,
+        )
+    ]
+
+
+def _reads(sample: Sample | None) -> tuple[AccountRead, ...]:
+    return () if sample is None else sample.reads
+
+
+def check_balances(history: History) -> list[Violation]:
+    """Each account's final balance is its initial one plus its SUCCEEDED payments."""
+    expected = {u.username: u.initial_minor for u in history.users}
+    for payment in history.gateway_payments:
+        if payment.status == SUCCEEDED:
+            expected[payment.payer] = expected.get(payment.payer, 0) - payment.amount_minor
+            expected[payment.payee] = expected.get(payment.payee, 0) + payment.amount_minor
+    reads = {(r.bank_id, r.account_number): r for r in _reads(history.quiescent)}
+    found = []
+    for user in history.users:
+        read = reads.get((user.bank_id, user.account_number))
+        if read is None:
+            continue  # check_conservation already reports the missing read
+        if read.balance != expected[user.username]:
+            found.append(
+                Violation(
+                    "balance_mismatch",
+                    f"{user.username} at {user.bank_id}/{user.account_number} has "
+                    f"{read.balance}, its SUCCEEDED payments say {expected[user.username]}",
+                    {
+                        "username": user.username,
+                        "bank_id": user.bank_id,
+                        "account_number": user.account_number,
+                        "expected_minor": expected[user.username],
+                        "actual_minor": read.balance,
+                    },
+                )
+            )
+    return found
+
+
+# Keys -----------------------------------------------------------------------------------
+
+
+def check_successes_recorded(
+    calls: Iterable[Call], payments: Iterable[GatewayPayment]
+) -> list[Violation]:
+    by_id = {p.payment_id: p for p in payments}
+    found = []
+    for call in calls:
+        if call.outcome != Outcome.SUCCEEDED:
+            continue
+        payment = by_id.get(call.payment_id)
+        if payment is None or payment.status != SUCCEEDED or payment.key != call.key:
+            seen = "absent" if payment is None else f"{payment.status} under key {payment.key}"
+            found.append(
+                Violation(
+                    "success_not_recorded",
+                    f"key {call.key} succeeded as {call.payment_id}, the gateway lists it {seen}",
+                    {"key": call.key, "payment_id": call.payment_id, "phase": call.phase.value},
+                )
+            )
+    return found
+
+
+def check_one_effect_per_key(
+    by_key: dict[str, list[Call]], payments: Iterable[GatewayPayment]
+) -> list[Violation]:
+    effects: dict[str, list[str]] = defaultdict(list)
+    for payment in payments:
+        if payment.status == SUCCEEDED:
+            effects[payment.key].append(payment.payment_id)
+    found = []
+    for key, ids in effects.items():
+        first = first_definite(by_key.get(key, []))
+        refused = first is not None and first.outcome == Outcome.REFUSED
+        if len(ids) > 1 or refused:
+            why = f"answered {first.reason} but" if first is not None and refused else "has"
+            found.append(
+                Violation(
+                    "key_multiple_effects",
+                    f"key {key} {why} {len(ids)} SUCCEEDED payment(s)",
+                    {"key": key, "payment_ids": sorted(ids)},
+                )
+            )
+    return found
+
+
+def check_answers_stable(by_key: dict[str, list[Call]]) -> list[Violation]:
+    found = []
+    for key, calls in by_key.items():
+        first = first_definite(calls)
+        if first is None:
+            continue
+        for call in calls:
+            definite = call.outcome in (Outcome.SUCCEEDED, Outcome.REFUSED)
+            if definite and call.answer() != first.answer():
+                found.append(
+                    Violation(
+                        "key_answer_changed",
+                        f"key {key} answered {first.answer()} then {call.answer()} "
+                        f"({call.phase.value})",
+                        {"key": key, "first": list(first.answer()), "later": list(call.answer())},
+                    )
+                )
+                break
+    return found
+
+
+def check_resolved(by_key: dict[str, list[Call]]) -> list[Violation]:
+    return [
+        Violation(
+            "call_unresolved",
+            f"key {key} got no definite answer in {len(calls)} call(s)",
+            {"key": key, "last_code": calls[-1].code, "last_reason": calls[-1].reason},
+        )
+        for key, calls in by_key.items()
+        if first_definite(calls) is None
+    ]
+
+
+def check_replays(calls: Iterable[Call]) -> list[Violation]:
+    return [
+        Violation(
+            "replay_not_definite",
+            f"key {c.key} asked again after recovery got {c.code} {c.reason}",
+            {"key": c.key, "code": c.code, "reason": c.reason},
+        )
+        for c in calls
+        if c.phase == Phase.REPLAY and c.outcome not in (Outcome.SUCCEEDED, Outcome.REFUSED)
+    ]
+
+
+def check_unexpected(calls: Iterable[Call]) -> list[Violation]:
+    return [
+        Violation(
+            "unexpected_error",
+            f"key {c.key} got {c.code} {c.reason} {c.status}".rstrip(),
+            {"key": c.key, "code": c.code, "reason": c.reason, "phase": c.phase.value},
+        )
+        for c in calls
+        if c.outcome == Outcome.ERROR
+    ]
+
+
+def check_final_statuses(payments: Iterable[GatewayPayment]) -> list[Violation]:
+    return [
+        Violation(
+            "payment_not_final",
+            f"payment {p.payment_id} (key {p.key}) is still PENDING after recovery",
+            {"payment_id": p.payment_id, "key": p.key},
+        )
+        for p in payments
+        if p.status == PENDING
+    ]

@@ -1,0 +1,161 @@
+"""The record of one chaos run: users, the calls they made, bank reads and faults.
+
+Everything here is plain data with times in seconds since the run started (monotonic
+clock), so that the checker can be a set of pure functions over it and the whole record
+can be written to JSON for a person to read afterwards. No password or access token is
+ever part of the history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+
+class Outcome(enum.StrEnum):
+    """What one CreatePayment call told its client."""
+
+    SUCCEEDED = "succeeded"  # a payment came back: money moved (or will, once decided)
+    REFUSED = "refused"  # a final business answer (insufficient funds) that the key keeps
+    INDEFINITE = "indefinite"  # unavailable, timed out, key in use: retry the same key
+    ERROR = "error"  # an answer a correct suite never gives to this workload
+
+
+class Phase(enum.StrEnum):
+    RUN = "run"  # during the run, under faults
+    RESOLVE = "resolve"  # after healing: retrying keys that never got a definite answer
+    REPLAY = "replay"  # after recovery: asking every key again, expecting the same answer
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class User:
+    username: str
+    bank_id: str
+    account_number: str
+    initial_minor: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Intent:
+    """The parameters sent under one idempotency key; every retry sends exactly these."""
+
+    key: str
+    payer: str
+    payee: str
+    amount_minor: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Call:
+    key: str
+    phase: Phase
+    start_s: float
+    end_s: float
+    outcome: Outcome
+    payment_id: str = ""
+    status: str = ""  # the status of the returned payment, when one came back
+    code: str = ""  # the gRPC status name of a failed call
+    reason: str = ""  # the google.rpc.ErrorInfo reason of a failed call
+
+    def answer(self) -> tuple[str, str]:
+        """What a definite call answered, comparable between calls of the same key."""
+        if self.outcome == Outcome.SUCCEEDED:
+            return ("succeeded", self.payment_id)
+        return (self.outcome.value, self.reason)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccountRead:
+    bank_id: str
+    account_number: str
+    balance: int
+    available: int
+    pending_debit: int
+    pending_credit: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One read of every user's account, issued concurrently between start_s and end_s.
+
+    `complete` is False when a bank did not answer (killed or paused): the reads that did
+    come back are still checked one by one, but no total is taken.
+    """
+
+    start_s: float
+    end_s: float
+    reads: tuple[AccountRead, ...]
+    complete: bool
+
+    def total_balance(self) -> int:
+        return sum(read.balance for read in self.reads)
+
+    def total_pending_debit(self) -> int:
+        return sum(read.pending_debit for read in self.reads)
+
+    def total_pending_credit(self) -> int:
+        return sum(read.pending_credit for read in self.reads)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Fault:
+    kind: str  # one of faults.KINDS
+    target: str  # the supervisord program
+    start_s: float
+    end_s: float  # when the program served again (or the pause ended)
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewayPayment:
+    """A payment as the gateway lists it after recovery; `key` is read from its description."""
+
+    payment_id: str
+    status: str  # "SUCCEEDED", "FAILED" or "PENDING"
+    payer: str
+    payee: str
+    amount_minor: int
+    key: str
+
+
+@dataclasses.dataclass(kw_only=True)
+class History:
+    users: list[User] = dataclasses.field(default_factory=list)
+    intents: dict[str, Intent] = dataclasses.field(default_factory=dict)
+    calls: list[Call] = dataclasses.field(default_factory=list)
+    samples: list[Sample] = dataclasses.field(default_factory=list)
+    faults: list[Fault] = dataclasses.field(default_factory=list)
+    run_end_s: float = 0.0
+    recovered_s: float = 0.0  # every process served again and every key was resolved
+    quiescent: Sample | None = None  # the read after recovery, holds settled (or timed out)
+    pending_settled_after_s: float | None = None  # None: holds were still pending at the limit
+    gateway_payments: list[GatewayPayment] = dataclasses.field(default_factory=list)
+    replay_skipped: int = 0  # keys not replayed because of --replay-max
+
+    def initial_total(self) -> int:
+        return sum(user.initial_minor for user in self.users)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "users": [dataclasses.asdict(u) for u in self.users],
+            "intents": [dataclasses.asdict(i) for i in self.intents.values()],
+            "calls": [dataclasses.asdict(c) for c in self.calls],
+            "samples": [_sample_json(s) for s in self.samples],
+            "faults": [dataclasses.asdict(f) for f in self.faults],
+            "run_end_s": self.run_end_s,
+            "recovered_s": self.recovered_s,
+            "quiescent": None if self.quiescent is None else _sample_json(self.quiescent),
+            "pending_settled_after_s": self.pending_settled_after_s,
+            "gateway_payments": [dataclasses.asdict(p) for p in self.gateway_payments],
+            "replay_skipped": self.replay_skipped,
+        }
+
+
+def _sample_json(sample: Sample) -> dict[str, Any]:
+    return {
+        "start_s": sample.start_s,
+        "end_s": sample.end_s,
+        "complete": sample.complete,
+        "reads": [dataclasses.asdict(r) for r in sample.reads],
+    }

@@ -1,0 +1,335 @@
+"""The workload: funded users, concurrent clients paying each other, and the calls after.
+
+Each client loops until told to stop: it picks a fresh payment (random payer, payee and
+amount under a new idempotency key) or, with probability `retry_old_key_p`, an old key with
+exactly its old parameters, and retries an indefinite answer a few times at once, as a
+careful client would. After the run, `resolve` retries every key that never got a definite
+answer, and `replay` asks keys again to compare their answers. Every call is recorded in
+the History; passwords and tokens stay in memory and are never recorded.
+
+A payment's description is `chaos:<key>`, so that the gateway's ListPayments, which does
+not return idempotency keys, tells the checker which key each payment belongs to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import random
+import secrets
+import time
+
+import grpc
+
+from paygate.chaos.checker import first_definite
+from paygate.chaos.connections import Connections
+from paygate.chaos.history import Call, GatewayPayment, History, Intent, Outcome, Phase, User
+from paygate.client._errors import reason_from_metadata
+from paygate.errors import IDEMPOTENCY_KEY_MISMATCH
+from paygate.gen.paygate.bank.v1 import bank_pb2
+from paygate.gen.paygate.v1 import gateway_pb2
+
+DESCRIPTION_PREFIX = "chaos:"
+SETUP_TIMEOUT_S = 30.0
+SETUP_CONCURRENCY = 8
+RELOGIN_MARGIN_S = 120.0
+RETRY_BACKOFF_S = 0.2
+RETRY_BACKOFF_MAX_S = 1.0
+RESOLVE_ATTEMPTS = 40
+REPLAY_ATTEMPTS = 5
+AFTER_CONCURRENCY = 16
+LIST_PAGE_SIZE = 100
+LIST_MAX_PAGES = 10_000
+
+# Answers after which the same key must be sent again: the outcome is not known yet.
+# CANCELLED is what a call still running gets from a server that stops (a restart).
+INDEFINITE_CODES = {
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "ABORTED",
+    "RESOURCE_EXHAUSTED",
+    "CANCELLED",
+}
+_STATUS_NAMES = {
+    gateway_pb2.PAYMENT_STATUS_PENDING: "PENDING",
+    gateway_pb2.PAYMENT_STATUS_SUCCEEDED: "SUCCEEDED",
+    gateway_pb2.PAYMENT_STATUS_FAILED: "FAILED",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkloadSettings:
+    clients: int
+    users: int
+    initial_minor: int = 1_000_00
+    amount_max_minor: int = 200_00
+    retry_old_key_p: float = 0.2
+    immediate_retries: int = 3
+    think_max_s: float = 0.05
+    call_timeout_s: float = 10.0
+    currency: str = "USD"
+
+
+class Clock:
+    """Seconds since the run started, on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+
+    def reset(self) -> None:
+        """Start counting from now (after the setup, when the run begins)."""
+        self._start = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self._start
+
+
+@dataclasses.dataclass(kw_only=True)
+class Session:
+    """A user's credentials, in memory only."""
+
+    user: User
+    password: str = dataclasses.field(repr=False)
+    token: str = dataclasses.field(repr=False, default="")
+    expire_at_s: float = 0.0  # wall clock
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock, repr=False)
+
+
+def classify(code: str, reason: str) -> Outcome:
+    """What a failed CreatePayment call means to a client that always resends the same key."""
+    if code in INDEFINITE_CODES:
+        return Outcome.INDEFINITE
+    if code == "FAILED_PRECONDITION" and reason != IDEMPOTENCY_KEY_MISMATCH:
+        return Outcome.REFUSED
+    return Outcome.ERROR
+
+
+def backoff_s(attempt: int) -> float:
+    return float(min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_S * 2**attempt))
+
+
+class Workload:
+    def __init__(
+        self,
+        conn: Connections,
+        settings: WorkloadSettings,
+        history: History,
+        clock: Clock,
+        tag: str,
+    ) -> None:
+        self._conn = conn
+        self.settings = settings
+        self.history = history
+        self._clock = clock
+        self._tag = tag
+        self._sessions: dict[str, Session] = {}
+        self._intent_list: list[Intent] = []
+        self._counter = itertools.count(1)
+
+    # Setup ----------------------------------------------------------------------------
+
+    async def create_users(self) -> None:
+        """Open a funded account per user, round robin over the banks, register and log in."""
+        banks = sorted(self._conn.banks)
+        limit = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+        async def create(index: int) -> Session:
+            async with limit:
+                username = f"chaos-{self._tag}-u{index:03d}"
+                return await self._create_user(username, banks[index % len(banks)])
+
+        sessions = await asyncio.gather(*(create(i) for i in range(self.settings.users)))
+        for session in sessions:
+            self._sessions[session.user.username] = session
+            self.history.users.append(session.user)
+
+    async def _create_user(self, username: str, bank_id: str) -> Session:
+        opened: bank_pb2.OpenAccountResponse = await self._conn.banks[bank_id].OpenAccount(
+            bank_pb2.OpenAccountRequest(
+                currency=self.settings.currency, initial_balance=self.settings.initial_minor
+            ),
+            timeout=SETUP_TIMEOUT_S,
+        )
+        account = opened.account
+        await self._conn.gateway.Register(
+            gateway_pb2.RegisterRequest(
+                username=username,
+                password=(password := secrets.token_urlsafe(18)),
+                bank_id=bank_id,
+                account_number=account.account_number,
+            ),
+            timeout=SETUP_TIMEOUT_S,
+        )
+        user = User(
+            username=username,
+            bank_id=bank_id,
+            account_number=account.account_number,
+            initial_minor=account.balance,
+        )
+        session = Session(user=user, password=password)
+        await self._login(session)
+        return session
+
+    async def _login(self, session: Session) -> None:
+        response: gateway_pb2.LoginResponse = await self._conn.gateway.Login(
+            gateway_pb2.LoginRequest(username=session.user.username, password=session.password),
+            timeout=SETUP_TIMEOUT_S,
+        )
+        session.token = response.access_token
+        session.expire_at_s = response.expire_time.ToMicroseconds() / 1e6
+
+    async def _metadata(self, username: str) -> list[tuple[str, str]]:
+        session = self._sessions[username]
+        if session.expire_at_s - time.time() < RELOGIN_MARGIN_S:
+            async with session.lock:
+                if session.expire_at_s - time.time() < RELOGIN_MARGIN_S:
+                    await self._login(session)
+        return [("authorization", f"Bearer {session.token}")]
+
+    # Payments -------------------------------------------------------------------------
+
+    def next_intent(self, rng: random.Random) -> Intent:
+        if self._intent_list and rng.random() < self.settings.retry_old_key_p:
+            return rng.choice(self._intent_list)
+        payer, payee = rng.sample(sorted(self._sessions), 2)
+        intent = Intent(
+            key=f"{self._tag}-{next(self._counter)}",
+            payer=payer,
+            payee=payee,
+            amount_minor=rng.randint(1, self.settings.amount_max_minor),
+        )
+        self.history.intents[intent.key] = intent
+        self._intent_list.append(intent)
+        return intent
+
+    async def pay(self, intent: Intent, phase: Phase) -> Call:
+        """One CreatePayment call with exactly the intent's parameters, recorded."""
+        request = gateway_pb2.CreatePaymentRequest(
+            idempotency_key=intent.key,
+            payee_username=intent.payee,
+            amount=intent.amount_minor,
+            currency=self.settings.currency,
+            description=DESCRIPTION_PREFIX + intent.key,
+        )
+        start_s = self._clock.now()
+        try:
+            metadata = await self._metadata(intent.payer)
+            response: gateway_pb2.CreatePaymentResponse = await self._conn.gateway.CreatePayment(
+                request, metadata=metadata, timeout=self.settings.call_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            reason = reason_from_metadata(exc.trailing_metadata()) or ""
+            call = Call(
+                key=intent.key,
+                phase=phase,
+                start_s=start_s,
+                end_s=self._clock.now(),
+                outcome=classify(code, reason),
+                code=code,
+                reason=reason,
+            )
+        else:
+            status = _STATUS_NAMES.get(response.payment.status, str(response.payment.status))
+            call = Call(
+                key=intent.key,
+                phase=phase,
+                start_s=start_s,
+                end_s=self._clock.now(),
+                # CreatePayment answers only with a SUCCEEDED payment; anything else is a bug.
+                outcome=Outcome.SUCCEEDED if status == "SUCCEEDED" else Outcome.ERROR,
+                payment_id=response.payment.payment_id,
+                status=status,
+                code="OK",
+            )
+        self.history.calls.append(call)
+        return call
+
+    async def client(self, rng: random.Random, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            intent = self.next_intent(rng)
+            for attempt in range(self.settings.immediate_retries + 1):
+                call = await self.pay(intent, Phase.RUN)
+                if call.outcome != Outcome.INDEFINITE or stop.is_set():
+                    break
+                await asyncio.sleep(backoff_s(attempt))
+            await asyncio.sleep(rng.uniform(0, self.settings.think_max_s))
+
+    # After the run --------------------------------------------------------------------
+
+    def _by_key(self) -> dict[str, list[Call]]:
+        grouped: dict[str, list[Call]] = {}
+        for call in self.history.calls:
+            grouped.setdefault(call.key, []).append(call)
+        return grouped
+
+    async def resolve(self, timeout_s: float) -> int:
+        """Retry every key without a definite answer until it gets one; return how many."""
+        keys = [k for k, calls in self._by_key().items() if first_definite(calls) is None]
+        await self._each(keys, Phase.RESOLVE, RESOLVE_ATTEMPTS, timeout_s)
+        return len(keys)
+
+    async def replay(self, limit: int, rng: random.Random, timeout_s: float) -> None:
+        """Ask keys again: all that ever had an indefinite answer, then others, up to `limit`."""
+        by_key = self._by_key()
+        definite = [k for k, calls in by_key.items() if first_definite(calls) is not None]
+        troubled = [k for k in definite if any(c.outcome != Outcome.SUCCEEDED for c in by_key[k])]
+        calm = [k for k in definite if k not in set(troubled)]
+        rng.shuffle(calm)
+        keys = (troubled + calm)[:limit]
+        self.history.replay_skipped = len(definite) - len(keys)
+        await self._each(keys, Phase.REPLAY, REPLAY_ATTEMPTS, timeout_s)
+
+    async def _each(
+        self,
+        keys: list[str],
+        phase: Phase,
+        attempts: int,
+        timeout_s: float,
+    ) -> None:
+        limit = asyncio.Semaphore(AFTER_CONCURRENCY)
+
+        async def one(key: str) -> None:
+            async with limit:
+                for attempt in range(attempts):
+                    call = await self.pay(self.history.intents[key], phase)
+                    if call.outcome != Outcome.INDEFINITE:
+                        return
+                    await asyncio.sleep(backoff_s(attempt))
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(one(k) for k in keys))
+        except TimeoutError:
+            pass  # what is still indefinite is reported by the checker
+
+    async def gateway_payments(self) -> list[GatewayPayment]:
+        """Every payment the gateway lists for the users, each once (from its payer's list)."""
+        payments: list[GatewayPayment] = []
+        for username in sorted(self._sessions):
+            token = ""
+            for _ in range(LIST_MAX_PAGES):
+                response: gateway_pb2.ListPaymentsResponse = await self._conn.gateway.ListPayments(
+                    gateway_pb2.ListPaymentsRequest(page_size=LIST_PAGE_SIZE, page_token=token),
+                    metadata=await self._metadata(username),
+                    timeout=self.settings.call_timeout_s,
+                )
+                payments += [
+                    _gateway_payment(p) for p in response.payments if p.payer_username == username
+                ]
+                token = response.next_page_token
+                if not token:
+                    break
+        return payments
+
+
+def _gateway_payment(message: gateway_pb2.Payment) -> GatewayPayment:
+    return GatewayPayment(
+        payment_id=message.payment_id,
+        status=_STATUS_NAMES.get(message.status, str(message.status)),
+        payer=message.payer_username,
+        payee=message.payee_username,
+        amount_minor=message.amount,
+        key=message.description.removeprefix(DESCRIPTION_PREFIX),
+    )

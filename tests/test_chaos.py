@@ -1,0 +1,209 @@
+"""paygate-chaos: a short run against a suite of its own, and proof that its checker can fail.
+
+Each run starts a separate suite (started_suite), because the tool kills, pauses and restarts
+processes, which must not disturb the shared suite of the other tests. The checker's pure
+functions are also tested on small hand-made histories.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+from typing import Any
+
+import pytest
+from paygate.chaos.checker import CheckSettings, check_history
+from paygate.chaos.history import (
+    AccountRead,
+    Call,
+    GatewayPayment,
+    History,
+    Intent,
+    Outcome,
+    Phase,
+    Sample,
+    User,
+)
+from suite import Suite, started_suite
+
+BROKEN_PROTOCOL_ENV = "PAYGATE_BROKEN_PROTOCOL"
+RUN_TIMEOUT_S = 240.0  # far beyond a normal run (about 55 s): a stuck step shows
+
+
+def run_chaos(suite: Suite, out: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert suite.config_path is not None
+    try:
+        return suite.cli(
+            "paygate-chaos",
+            "--config", str(suite.config_path),
+            "--supervisor-conf", str(suite.supervisor_conf),
+            "--supervisor-dir", str(suite.dir),
+            "--out", str(out),
+            *args,
+            timeout_s=RUN_TIMEOUT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        # Its progress lines on standard error say which step did not end.
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr
+        pytest.fail(f"paygate-chaos ran over {RUN_TIMEOUT_S} s:\n{stderr}")
+
+
+def results(out: pathlib.Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return data
+
+
+@pytest.mark.suite
+def test_a_short_chaos_run_under_every_kind_of_fault_is_valid(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    with started_suite(tmp_path / "suite") as suite:
+        run = run_chaos(
+            suite, out,
+            "--duration", "40", "--clients", "8", "--users", "9", "--seed", "7",
+            "--fault-interval", "5", "--crash-points", "all",
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("paygate-chaos: VALID"), run.stdout
+    data = results(out)
+    assert data["valid"] is True and data["violations"] == {}
+    assert set(data["checks"].values()) == {"ok"}
+    faults = data["counts"]["faults"]
+    for kind in ("kill-gateway", "kill-bank", "pause-bank"):
+        assert faults.get(kind, 0) >= 1, faults
+        assert f"{kind} x{faults[kind]}" in run.stdout
+    calls = data["counts"]["calls"]
+    assert calls["run"]["succeeded"] > 100, calls
+    assert calls["run"].get("indefinite", 0) > 0, "the faults should have cut some calls short"
+    assert calls["replay"]["succeeded"] > 100, calls
+    assert data["money"]["final_total_minor"] == data["money"]["initial_total_minor"]
+    assert (out / "chaos.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(run.stdout.splitlines()) <= 30, "the summary fits on one screen"
+
+
+@pytest.mark.suite
+def test_the_checker_catches_a_gateway_that_forgets_its_commit_decision(
+    tmp_path: pathlib.Path,
+) -> None:
+    out = tmp_path / "out"
+    broken = {BROKEN_PROTOCOL_ENV: "gateway-forgets-decision"}
+    with started_suite(tmp_path / "suite", extra_env=broken) as suite:
+        # Killing the gateway right after it decided to commit makes its recovery drive
+        # the payment; the broken recovery aborts it at both banks instead.
+        run = run_chaos(
+            suite, out,
+            "--duration", "12", "--clients", "4", "--users", "6", "--seed", "3",
+            "--fault-interval", "3", "--faults", "crash-point",
+            "--crash-points", "gateway.after_decision",
+        )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
+    data = results(out)
+    assert data["valid"] is False
+    # The gateway calls the payment SUCCEEDED, but no bank posted it.
+    violation = data["violations"]["balance_mismatch"]
+    assert violation["count"] >= 2  # its payer and its payee
+    assert violation["first"]["expected_minor"] != violation["first"]["actual_minor"]
+    assert "VIOLATED" in run.stdout
+
+
+def test_chaos_refuses_crash_points_without_fault_injection(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "paygate.toml"
+    config.write_text("fault_injection = false\n")
+    env = {"PATH": "/usr/bin:/bin"}
+    run = subprocess.run(
+        [str(pathlib.Path(__file__).parent.parent / ".venv" / "bin" / "paygate-chaos"),
+         "--config", str(config), "--crash-points", "all", "--out", str(tmp_path / "out")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "fault_injection" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# The checker on hand-made histories ------------------------------------------------------
+
+ALICE = User(username="alice", bank_id="bank-a", account_number="1", initial_minor=100)
+BOB = User(username="bob", bank_id="bank-b", account_number="2", initial_minor=0)
+
+
+def read(user: User, balance: int, pending_debit: int = 0, pending_credit: int = 0) -> AccountRead:
+    return AccountRead(
+        bank_id=user.bank_id, account_number=user.account_number, balance=balance,
+        available=balance - pending_debit, pending_debit=pending_debit,
+        pending_credit=pending_credit,
+    )  # fmt: skip
+
+
+def sample(at_s: float, *reads: AccountRead) -> Sample:
+    return Sample(start_s=at_s, end_s=at_s + 0.01, reads=reads, complete=True)
+
+
+def history_of_one_payment(alice_final: int, bob_final: int) -> History:
+    history = History(users=[ALICE, BOB])
+    history.intents["k1"] = Intent(key="k1", payer="alice", payee="bob", amount_minor=30)
+    history.calls += [
+        Call(key="k1", phase=Phase.RUN, start_s=1.0, end_s=2.0, outcome=Outcome.INDEFINITE,
+             code="UNAVAILABLE"),
+        Call(key="k1", phase=Phase.RESOLVE, start_s=20.0, end_s=20.1,
+             outcome=Outcome.SUCCEEDED, payment_id="p1", status="SUCCEEDED", code="OK"),
+        Call(key="k1", phase=Phase.REPLAY, start_s=30.0, end_s=30.1,
+             outcome=Outcome.SUCCEEDED, payment_id="p1", status="SUCCEEDED", code="OK"),
+    ]  # fmt: skip
+    history.gateway_payments = [
+        GatewayPayment(payment_id="p1", status="SUCCEEDED", payer="alice", payee="bob",
+                       amount_minor=30, key="k1"),
+    ]  # fmt: skip
+    history.quiescent = sample(25.0, read(ALICE, alice_final), read(BOB, bob_final))
+    history.pending_settled_after_s = 0.5
+    return history
+
+
+def violated(history: History, indefinite_settle_s: float = 5.0) -> set[str]:
+    settings = CheckSettings(indefinite_settle_s=indefinite_settle_s)
+    return set(check_history(history, settings).violations)
+
+
+def test_checker_accepts_a_payment_posted_once_at_both_banks() -> None:
+    assert violated(history_of_one_payment(70, 30)) == set()
+
+
+def test_checker_reports_a_success_posted_at_neither_bank() -> None:
+    assert violated(history_of_one_payment(100, 0)) == {"balance_mismatch"}
+
+
+def test_checker_reports_money_that_vanished_and_a_hold_left_pending() -> None:
+    history = history_of_one_payment(70, 0)
+    assert violated(history) == {"money_not_conserved", "balance_mismatch"}
+    history.quiescent = sample(25.0, read(ALICE, 70), read(BOB, 0, pending_credit=30))
+    history.pending_settled_after_s = None
+    assert "hold_pending_after_recovery" in violated(history)
+
+
+def test_checker_reports_a_changed_answer_and_an_unresolved_key() -> None:
+    history = history_of_one_payment(70, 30)
+    history.calls.append(
+        Call(key="k1", phase=Phase.REPLAY, start_s=31.0, end_s=31.1, outcome=Outcome.REFUSED,
+             code="FAILED_PRECONDITION", reason="INSUFFICIENT_FUNDS")
+    )  # fmt: skip
+    history.intents["k2"] = Intent(key="k2", payer="bob", payee="alice", amount_minor=5)
+    history.calls.append(
+        Call(key="k2", phase=Phase.RUN, start_s=3.0, end_s=3.5, outcome=Outcome.INDEFINITE,
+             code="UNAVAILABLE")
+    )  # fmt: skip
+    assert violated(history) == {"key_answer_changed", "call_unresolved"}
+
+
+def test_checker_bounds_totals_read_during_the_run_by_holds_and_calls_in_flight() -> None:
+    history = history_of_one_payment(70, 30)
+    # The payer's side is posted and the payee's is still held: within the bound.
+    history.samples.append(sample(10.0, read(ALICE, 70), read(BOB, 0, pending_credit=30)))
+    assert violated(history) == set()
+    # 30 minor units gone with no hold and no call in flight: out of bounds.
+    history.samples.append(sample(12.0, read(ALICE, 70), read(BOB, 0)))
+    assert violated(history) == {"total_out_of_bounds"}
+    # The same read, while the payment's first call may still be deciding it: in bounds.
+    assert violated(history, indefinite_settle_s=15.0) == set()
+    # A negative available balance is reported from any read.
+    history.samples.append(sample(13.0, read(ALICE, 10, pending_debit=20), read(BOB, 90)))
+    assert "negative_balance" in violated(history)
