@@ -100,12 +100,16 @@ SHARED_GATEWAY_SETTINGS: Mapping[str, object] = {"login_max_failures_per_address
 
 
 def write_config(
-    folder: pathlib.Path, gateway_settings: Mapping[str, object] = SHARED_GATEWAY_SETTINGS
+    folder: pathlib.Path,
+    gateway_settings: Mapping[str, object] = SHARED_GATEWAY_SETTINGS,
+    database_urls: Mapping[str, str] | None = None,
 ) -> pathlib.Path:
     """Write folder/paygate.toml: every process on a free port, files under folder.
 
-    `gateway_settings` adds keys to the [gateway] table (see paygate.common.config).
+    `gateway_settings` adds keys to the [gateway] table (see paygate.common.config);
+    `database_urls` maps "gateway" or a bank id to its `database` (a postgresql:// URL).
     """
+    urls = database_urls or {}
     ports = iter(free_ports(2 + 2 * len(BANKS)))
     lines = [
         'var_dir = "var"',
@@ -118,6 +122,7 @@ def write_config(
         "bcrypt_rounds = 4",
         "prepare_timeout_s = 2.0",
         *(f"{key} = {value!r}" for key, value in gateway_settings.items()),
+        *([f"database = {urls[GATEWAY]!r}"] if GATEWAY in urls else []),
     ]
     for bank_id in BANKS:
         lines += [
@@ -126,6 +131,7 @@ def write_config(
             f'listen = "127.0.0.1:{next(ports)}"',
             f'metrics = "127.0.0.1:{next(ports)}"',
             f"demo_accounts = {str(DEMO_ACCOUNTS / f'{bank_id}.toml')!r}",
+            *([f"database = {urls[bank_id]!r}"] if bank_id in urls else []),
         ]
     path = folder / "paygate.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -201,13 +207,14 @@ class Suite:
         timeout_s: float = DEFAULT_START_TIMEOUT_S,
         gateway_settings: Mapping[str, object] = SHARED_GATEWAY_SETTINGS,
         extra_env: Mapping[str, str] | None = None,
+        database_urls: Mapping[str, str] | None = None,
     ) -> Suite:
         """Start a fresh suite in `folder` and wait until `programs` report SERVING.
 
         `extra_env` is added to the environment supervisord and its programs start with
-        (OTEL_* variables, for instance)."""
+        (OTEL_* variables, for instance); `database_urls` puts processes on PostgreSQL."""
         load_gen_certs().generate(folder / "certs")
-        config_path = write_config(folder, gateway_settings)
+        config_path = write_config(folder, gateway_settings, database_urls)
         (folder / "var" / "log").mkdir(parents=True, exist_ok=True)
         (folder / "scratch").mkdir(exist_ok=True)
         suite = cls(

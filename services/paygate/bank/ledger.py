@@ -205,6 +205,10 @@ def prepare(tx: LedgerTx, transaction_id: str, legs: list[Leg]) -> Vote:
             return Vote(False, existing.reason)
         return Vote(True)
 
+    # Touch the accounts in one global order first: where reads take row locks (PostgreSQL),
+    # two payments between the same accounts in opposite directions then cannot deadlock.
+    for leg in sorted(legs, key=lambda leg: leg.account_number):
+        tx.get_account(leg.account_number)
     reason = _refusal(tx, legs)
     if reason:
         tx.insert_transaction(transaction_id, "refused", digest, reason)

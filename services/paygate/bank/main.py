@@ -15,7 +15,8 @@ from paygate.bank.demo_accounts import load_demo_accounts
 from paygate.bank.participant import Participant
 from paygate.bank.peer_identity_interceptor import PeerIdentityInterceptor
 from paygate.bank.servicer import SERVICE_NAME, BankServicer
-from paygate.bank.store import SqliteLedgerStore
+from paygate.bank.store import LedgerStore
+from paygate.bank.stores import open_ledger_store
 from paygate.common import tracing
 from paygate.common.config import BankConfig, SuiteConfig, load_config
 from paygate.common.error_interceptor import ErrorInterceptor
@@ -38,11 +39,10 @@ METRICS_REFRESH_INTERVAL_S = 2.0
 
 async def build_bank(
     suite: SuiteConfig, config: BankConfig, registry: CollectorRegistry | None = None
-) -> tuple[Server, Participant, SqliteLedgerStore]:
+) -> tuple[Server, Participant, LedgerStore]:
     """Open the bank's database, load its demo accounts and start its server."""
     registry = registry or new_registry()
-    store = SqliteLedgerStore(config.database)
-    await store.open()
+    store = await open_ledger_store(config)
     participant = Participant(
         store,
         FaultInjector(
@@ -59,7 +59,7 @@ async def build_bank(
         listen=config.listen,
         credentials=server_credentials(config.tls, require_client_cert=True),
         service_name=SERVICE_NAME,
-        add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),
+        add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
         # Outermost first: the call's span, its metrics and log line (inside the span), map
         # errors to statuses, then authorize the peer.
         interceptors=[

@@ -13,6 +13,7 @@ Example file (every key optional):
     [gateway]
     listen = "127.0.0.1:50051"
     metrics = "127.0.0.1:9151"
+    database = "var/gateway.db"   # or "postgresql://user@host:5432/dbname" (docs/storage.md)
     bcrypt_rounds = 12
     prepare_timeout_s = 2.0
 
@@ -30,6 +31,8 @@ import pathlib
 import tomllib
 from collections.abc import Mapping
 from typing import Any
+
+from paygate.common.database_url import DatabaseLocation, database_location
 
 CONFIG_ENV = "PAYGATE_CONFIG"
 
@@ -70,7 +73,7 @@ class BankConfig:
     bank_id: str
     listen: str
     metrics: str
-    database: pathlib.Path
+    database: DatabaseLocation  # a SQLite file, or a PostgresUrl
     demo_accounts: pathlib.Path | None
     tls: TlsFiles
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -83,7 +86,7 @@ class BankConfig:
 class GatewayConfig:
     listen: str
     metrics: str
-    database: pathlib.Path
+    database: DatabaseLocation  # a SQLite file, or a PostgresUrl
     tls: TlsFiles
     bank_addresses: Mapping[str, str]
     bcrypt_rounds: int = DEFAULT_BCRYPT_ROUNDS
@@ -158,7 +161,7 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
             bank_id=bank_id,
             listen=table.get("listen", listen),
             metrics=table.get("metrics", metrics),
-            database=_path(table.get("database", var_dir / f"{bank_id}.db"), base),
+            database=database_location(table.get("database", var_dir / f"{bank_id}.db"), base),
             demo_accounts=_path(demo, base) if demo else None,
             tls=tls_files(certs_dir, bank_id),
             fault_injection=fault_injection,
@@ -169,7 +172,7 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
     gateway = GatewayConfig(
         listen=table.pop("listen", DEFAULT_GATEWAY_LISTEN),
         metrics=table.pop("metrics", DEFAULT_GATEWAY_METRICS),
-        database=_path(table.pop("database", var_dir / "gateway.db"), base),
+        database=database_location(table.pop("database", var_dir / "gateway.db"), base),
         tls=tls_files(certs_dir, "gateway"),
         bank_addresses={bank_id: bank.listen for bank_id, bank in banks.items()},
         fault_injection=fault_injection,

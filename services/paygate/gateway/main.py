@@ -39,7 +39,8 @@ from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.payments import Payments, PaymentSettings
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
-from paygate.gateway.store import SqliteGatewayStore
+from paygate.gateway.store import GatewayStore
+from paygate.gateway.stores import open_gateway_store
 from paygate.gen.paygate.v1 import gateway_pb2_grpc
 
 _log = logging.getLogger("paygate.gateway")
@@ -53,7 +54,7 @@ class Gateway:
 
     config: GatewayConfig
     server: Server
-    store: SqliteGatewayStore
+    store: GatewayStore
     banks: BankClients
     accounts: Accounts
     coordinator: Coordinator
@@ -81,8 +82,7 @@ class Gateway:
 
 async def build_gateway(suite: SuiteConfig) -> Gateway:
     config = suite.gateway
-    store = SqliteGatewayStore(config.database)
-    await store.open()
+    store = await open_gateway_store(config)
     # Observability wiring (issue 4): one registry, served on config.metrics.
     registry = new_registry()
     banks = BankClients(
@@ -132,7 +132,7 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
         listen=config.listen,
         credentials=server_credentials(config.tls, require_client_cert=False),
         service_name=SERVICE_NAME,
-        add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
+        add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
         # Outermost first: the call's span, its metrics and log line (both inside the span,
         # for exemplars and trace ids), map errors to statuses, then authenticate.
         interceptors=[

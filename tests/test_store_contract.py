@@ -1,0 +1,557 @@
+"""The storage contract: the same tests against SQLite and PostgreSQL.
+
+Every test gets `backend`, once per implementation. SQLite uses a file in tmp_path;
+PostgreSQL uses a fresh schema on the server at PAYGATE_TEST_POSTGRES_URL (dropped at the
+end of the module) and is skipped, with the reason, when that server is not reachable.
+The ledger tests run ledger.py's rules through each store, several at once, the way the
+bank's servicer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import pathlib
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from paygate.bank import ledger
+from paygate.bank import store as sqlite_ledger
+from paygate.bank import store_postgres as postgres_ledger
+from paygate.bank.store import LedgerStore
+from paygate.common.database_url import DatabaseLocation, PostgresUrl
+from paygate.common.postgres import drop_schema
+from paygate.errors import AlreadyExists, FailedPrecondition
+from paygate.gateway import store as sqlite_gateway
+from paygate.gateway import store_postgres as postgres_gateway
+from paygate.gateway.models import Payment, PaymentStatus, TxnState, User
+from paygate.gateway.store import BeginOutcome, GatewayStore, SqliteGatewayStore
+from paygate.gateway.store_postgres import PostgresGatewayStore
+from pgtest import Schemas, require_postgres
+
+S = TypeVar("S", GatewayStore, LedgerStore)
+T = TypeVar("T")
+
+# PostgreSQL's default deadlock_timeout: a deadlock is only broken after this long.
+DEADLOCK_TIMEOUT_S = 1.0
+CREATED = re.compile(r"CREATE (TABLE|INDEX) (\w+)")
+
+
+@dataclasses.dataclass
+class Backend:
+    name: str
+    fresh: Callable[[str], DatabaseLocation]  # a new, empty database for a process name
+
+    def gateway(self, location: DatabaseLocation) -> GatewayStore:
+        if isinstance(location, PostgresUrl):
+            return PostgresGatewayStore(location, schema=location.schema_or("gateway"))
+        return SqliteGatewayStore(location)
+
+    def ledger(self, location: DatabaseLocation) -> LedgerStore:
+        if isinstance(location, PostgresUrl):
+            return postgres_ledger.PostgresLedgerStore(location, schema=location.schema_or("b"))
+        return sqlite_ledger.SqliteLedgerStore(location)
+
+
+@pytest.fixture(scope="module")
+def pg_schemas() -> Iterator[Schemas]:
+    schemas = Schemas(require_postgres())
+    try:
+        yield schemas
+    finally:
+        schemas.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", lambda name: tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.db")
+    schemas: Schemas = request.getfixturevalue("pg_schemas")
+    return Backend("postgres", schemas.url_for)
+
+
+def run(store: S, body: Callable[[S], Awaitable[T]]) -> T:
+    """Open the store in a new event loop, run body(store), close the store."""
+
+    async def main() -> T:
+        await store.open()
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+# Gateway ------------------------------------------------------------------------------------
+
+
+def user(name: str, account: str = "") -> User:
+    return User(
+        user_id=f"id-{name}",
+        username=name,
+        bank_id="bank-a",
+        account_number=account or f"acc-{name}",
+        currency="USD",
+    )
+
+
+def payment(payer: User, payee: User, amount_minor: int = 100) -> Payment:
+    return Payment(
+        payment_id=uuid.uuid4().hex,
+        status=PaymentStatus.PENDING,
+        txn_state=TxnState.PREPARING,
+        payer_user_id=payer.user_id,
+        payer_username=payer.username,
+        payer_bank_id=payer.bank_id,
+        payer_account=payer.account_number,
+        payee_user_id=payee.user_id,
+        payee_username=payee.username,
+        payee_bank_id=payee.bank_id,
+        payee_account=payee.account_number,
+        amount_minor=amount_minor,
+        currency="USD",
+        description="d",
+        create_time_us=int(time.time() * 1e6),
+    )
+
+
+ALICE, BOB, CAROL = user("alice"), user("bob"), user("carol")
+
+
+async def with_users(store: GatewayStore) -> None:
+    for u in (ALICE, BOB, CAROL):
+        await store.create_user(u, b"\x00hash\xff")
+
+
+def test_usernames_and_linked_accounts_are_unique(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        with pytest.raises(AlreadyExists, match="username 'alice' is taken"):
+            await store.create_user(user("alice", "other"), b"h")
+        with pytest.raises(AlreadyExists, match="account acc-bob at bank-a is already linked"):
+            await store.create_user(user("bobby", "acc-bob"), b"h")
+        assert await store.user_by_username("alice") == (ALICE, b"\x00hash\xff")
+        assert await store.user_by_username("bobby") is None
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_sessions_are_found_until_revoked(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        await store.insert_session("t1", ALICE.user_id, 1234.5)
+        found = await store.session("t1")
+        assert found is not None and (found.user, found.expire_at_s, found.revoked) == (
+            ALICE, 1234.5, False
+        )
+        await store.revoke_session("t1")
+        found = await store.session("t1")
+        assert found is not None and found.revoked
+        assert await store.session("t2") is None
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_begin_payment_outcomes(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        first = payment(ALICE, BOB)
+        started = await store.begin_payment("k", "h1", first)
+        assert (started.outcome, started.payment_id) == (BeginOutcome.STARTED, first.payment_id)
+        assert await store.get_payment(first.payment_id) == first
+        in_use = await store.begin_payment("k", "h1", payment(ALICE, BOB))
+        assert (in_use.outcome, in_use.payment_id) == (BeginOutcome.IN_USE, first.payment_id)
+        mismatch = await store.begin_payment("k", "h2", payment(ALICE, BOB))
+        assert mismatch.outcome == BeginOutcome.MISMATCH
+        assert await store.decide_commit(first.payment_id) == TxnState.COMMITTING
+        replay = await store.begin_payment("k", "h1", payment(ALICE, BOB))
+        assert (replay.outcome, replay.payment_id) == (BeginOutcome.REPLAY, first.payment_id)
+        # Keys belong to the payer: another user's "k" is a new payment.
+        other = await store.begin_payment("k", "h1", payment(CAROL, BOB))
+        assert other.outcome == BeginOutcome.STARTED
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_a_final_refusal_is_kept_by_the_key_and_a_transient_one_releases_it(
+    backend: Backend,
+) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        refused = payment(ALICE, BOB)
+        await store.begin_payment("final", "h", refused)
+        state = await store.decide_abort(
+            refused.payment_id, "INSUFFICIENT_FUNDS", "not enough", release_key=False
+        )
+        assert state == TxnState.ABORTING
+        replay = await store.begin_payment("final", "h", payment(ALICE, BOB))
+        assert (replay.outcome, replay.payment_id, replay.error_reason, replay.error_message) == (
+            BeginOutcome.REPLAY, refused.payment_id, "INSUFFICIENT_FUNDS", "not enough"
+        )
+        failed = await store.get_payment(refused.payment_id)
+        assert failed is not None
+        assert (failed.status, failed.failure_reason) == (
+            PaymentStatus.FAILED, "INSUFFICIENT_FUNDS"
+        )
+
+        timed_out = payment(ALICE, BOB)
+        await store.begin_payment("transient", "h", timed_out)
+        await store.decide_abort(timed_out.payment_id, "BANK_TIMEOUT", "slow", release_key=True)
+        retry = payment(ALICE, BOB)
+        again = await store.begin_payment("transient", "h", retry)
+        assert (again.outcome, again.payment_id) == (BeginOutcome.STARTED, retry.payment_id)
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_commit_and_abort_racing_leave_exactly_one_decision(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        payments = [payment(ALICE, BOB) for _ in range(20)]
+        for i, p in enumerate(payments):
+            await store.begin_payment(f"race-{i}", "h", p)
+        for p in payments:
+            commit, abort = await asyncio.gather(
+                store.decide_commit(p.payment_id),
+                store.decide_abort(p.payment_id, "PRESUMED_ABORT", "m", release_key=True),
+            )
+            stored = await store.get_payment(p.payment_id)
+            assert stored is not None
+            assert commit == abort == stored.txn_state, "both callers see the one decision"
+            expected = {
+                TxnState.COMMITTING: PaymentStatus.SUCCEEDED,
+                TxnState.ABORTING: PaymentStatus.FAILED,
+            }
+            assert stored.status == expected[stored.txn_state]
+        # A decision, once written, is what every later decide_* returns.
+        decided = payments[0].payment_id
+        before = await store.get_payment(decided)
+        assert before is not None
+        assert await store.decide_commit(decided) == before.txn_state
+        assert await store.decide_abort(decided, "X", "m", release_key=True) == before.txn_state
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_concurrent_begins_with_one_key_start_one_payment(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        results = await asyncio.gather(
+            *(store.begin_payment("same", "h", payment(ALICE, BOB)) for _ in range(20))
+        )
+        outcomes = sorted(r.outcome.value for r in results)
+        assert outcomes == ["in_use"] * 19 + ["started"]
+        assert len({r.payment_id for r in results}) == 1
+        assert len(await store.list_payments(ALICE.user_id, before_seq=None, limit=50)) == 1
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_two_stores_on_one_database_share_keys_and_decisions(backend: Backend) -> None:
+    location = backend.fresh("gateway")
+
+    async def body(first: GatewayStore) -> None:
+        await with_users(first)
+        second = backend.gateway(location)
+        await second.open()
+        try:
+            p = payment(ALICE, BOB)
+            await first.begin_payment("k", "h", p)
+            assert (await second.begin_payment("k", "h", payment(ALICE, BOB))).outcome == (
+                BeginOutcome.IN_USE
+            )
+            assert await second.decide_abort(p.payment_id, "X", "m", release_key=True) == (
+                TxnState.ABORTING
+            )
+            assert await first.decide_commit(p.payment_id) == TxnState.ABORTING
+        finally:
+            await second.close()
+
+    run(backend.gateway(location), body)
+
+
+def test_finish_moves_only_a_decided_payment_to_its_end(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        undecided, committing = payment(ALICE, BOB), payment(ALICE, BOB)
+        await store.begin_payment("a", "h", undecided)
+        await store.begin_payment("b", "h", committing)
+        await store.decide_commit(committing.payment_id)
+        await store.finish(undecided.payment_id, TxnState.ABORTED)
+        await store.finish(committing.payment_id, TxnState.ABORTED)  # not its decision
+        states = [await store.get_payment(p.payment_id) for p in (undecided, committing)]
+        assert [s.txn_state for s in states if s] == [TxnState.PREPARING, TxnState.COMMITTING]
+        await store.finish(committing.payment_id, TxnState.COMMITTED)
+        done = await store.get_payment(committing.payment_id)
+        assert done is not None and done.txn_state == TxnState.COMMITTED
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_list_payments_pages_newest_first_for_both_parties(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        ids = []
+        for i in range(5):
+            p = payment(ALICE, BOB, 100 + i)
+            await store.begin_payment(f"k{i}", "h", p)
+            ids.append(p.payment_id)
+        for party in (ALICE, BOB):
+            seen, before = [], None
+            while page := await store.list_payments(party.user_id, before_seq=before, limit=2):
+                assert len(page) <= 2
+                seen += [p.payment_id for _, p in page]
+                before = page[-1][0]
+            assert seen == list(reversed(ids))
+        assert await store.list_payments(CAROL.user_id, before_seq=None, limit=10) == []
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_unfinished_payments_oldest_first_up_to_the_limit(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        ps = [payment(ALICE, BOB) for _ in range(4)]
+        for i, p in enumerate(ps):
+            await store.begin_payment(f"k{i}", "h", p)
+        await store.decide_commit(ps[1].payment_id)
+        await store.decide_abort(ps[2].payment_id, "X", "m", release_key=False)
+        await store.decide_commit(ps[3].payment_id)
+        await store.finish(ps[3].payment_id, TxnState.COMMITTED)
+        unfinished = await store.unfinished_payments(limit=10)
+        assert [(p.payment_id, p.txn_state) for p in unfinished] == [
+            (ps[0].payment_id, TxnState.PREPARING),
+            (ps[1].payment_id, TxnState.COMMITTING),
+            (ps[2].payment_id, TxnState.ABORTING),
+        ]
+        assert [p.payment_id for p in await store.unfinished_payments(limit=2)] == [
+            ps[0].payment_id, ps[1].payment_id
+        ]
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_prune_removes_only_old_completed_keys(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        done, running = payment(ALICE, BOB), payment(ALICE, BOB)
+        await store.begin_payment("done", "h", done)
+        await store.begin_payment("running", "h", running)
+        await store.decide_commit(done.payment_id)
+        assert await store.prune_idempotency_keys(older_than_s=time.time() - 3600) == 0
+        assert await store.prune_idempotency_keys(older_than_s=time.time() + 1) == 1
+        again = await store.begin_payment("done", "h", payment(ALICE, BOB))
+        assert again.outcome == BeginOutcome.STARTED, "a pruned key is free again"
+        still = await store.begin_payment("running", "h", payment(ALICE, BOB))
+        assert still.outcome == BeginOutcome.IN_USE, "a key in flight is never pruned"
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_login_failures_per_key_cleared_and_pruned(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await store.record_login_failure(["user:a", "address:x"], 10.0)
+        await store.record_login_failure(["user:a", "address:x"], 20.0)
+        await store.record_login_failure(["user:b", "address:x"], 30.0)
+        assert await store.login_failures(["user:a", "address:x", "user:c"], since_s=15.0) == [
+            [20.0], [20.0, 30.0], []
+        ]
+        await store.clear_login_failures("user:a")
+        assert await store.login_failures(["user:a"], since_s=0.0) == [[]]
+        assert await store.prune_login_failures(older_than_s=25.0) == 2
+        assert await store.login_failures(["address:x"], since_s=0.0) == [[30.0]]
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_a_removed_database_is_unhealthy(backend: Backend) -> None:
+    location = backend.fresh("gateway")
+
+    async def body(store: GatewayStore) -> None:
+        assert await store.healthy()
+        if isinstance(location, PostgresUrl):
+            drop_schema(location, location.schema_or(""))
+        else:
+            location.unlink()
+        assert not await store.healthy()
+
+    run(backend.gateway(location), body)
+
+
+# Ledger -------------------------------------------------------------------------------------
+
+
+def debit(account: str, amount_minor: int) -> ledger.Leg:
+    return ledger.Leg(
+        account_number=account, direction=ledger.DEBIT, amount_minor=amount_minor, currency="USD"
+    )
+
+
+def credit(account: str, amount_minor: int) -> ledger.Leg:
+    return ledger.Leg(
+        account_number=account, direction=ledger.CREDIT, amount_minor=amount_minor, currency="USD"
+    )
+
+
+async def open_accounts(store: LedgerStore, *balances: int) -> list[str]:
+    return [
+        (await store.transaction(lambda tx, b=b: ledger.open_account(tx, "USD", b))).account_number
+        for b in balances
+    ]
+
+
+async def account(store: LedgerStore, number: str) -> tuple[int, int, int]:
+    row = await store.read(lambda tx: ledger.get_account(tx, number))
+    return row.balance, row.pending_debit, row.pending_credit
+
+
+def test_concurrent_prepares_never_overspend(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        [payer] = await open_accounts(store, 100_00)
+        legs = [debit(payer, 15_00)]
+        prepares = [lambda tx, t=f"t{i}": ledger.prepare(tx, t, legs) for i in range(20)]
+        votes = await asyncio.gather(*(store.transaction(fn) for fn in prepares))
+        assert sum(v.yes for v in votes) == 6  # 6 x 15.00 fits in 100.00, a seventh would not
+        assert {v.reason for v in votes if not v.yes} == {"INSUFFICIENT_FUNDS"}
+        assert await account(store, payer) == (100_00, 90_00, 0)
+        held = [f"t{i}" for i, v in enumerate(votes) if v.yes]
+        await asyncio.gather(
+            *(store.transaction(lambda tx, t=t: ledger.commit(tx, t)) for t in held[:3]),
+            *(store.transaction(lambda tx, t=t: ledger.abort(tx, t)) for t in held[3:]),
+        )
+        assert await account(store, payer) == (55_00, 0, 0)
+        totals = await store.read(ledger.audit)
+        assert (totals.balance, totals.journal, totals.pending_debit) == (55_00, 55_00, 0)
+        assert totals.prepared_transactions == 0
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
+def test_opposite_payments_between_two_accounts_do_not_deadlock(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        a, b = await open_accounts(store, 1000_00, 1000_00)
+        plans = [
+            [debit(a, 1_00), credit(b, 1_00)] if i % 2 else [debit(b, 1_00), credit(a, 1_00)]
+            for i in range(20)
+        ]
+        start = time.monotonic()
+        votes = await asyncio.gather(
+            *(
+                store.transaction(lambda tx, i=i, legs=legs: ledger.prepare(tx, f"x{i}", legs))
+                for i, legs in enumerate(plans)
+            )
+        )
+        await asyncio.gather(
+            *(store.transaction(lambda tx, i=i: ledger.commit(tx, f"x{i}")) for i in range(20))
+        )
+        elapsed_s = time.monotonic() - start
+        assert all(v.yes for v in votes)
+        # A deadlock is only detected after deadlock_timeout; none must have happened.
+        assert elapsed_s < DEADLOCK_TIMEOUT_S, f"took {elapsed_s:.2f} s: a lock wait cycle?"
+        assert await account(store, a) == await account(store, b) == (1000_00, 0, 0)
+        await store.read(ledger.audit)
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
+def test_commit_and_abort_racing_resolve_a_hold_once(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        payer, payee = await open_accounts(store, 50_00, 0)
+        legs = [debit(payer, 1_00), credit(payee, 1_00)]
+        for i in range(10):
+            vote = await store.transaction(lambda tx, i=i: ledger.prepare(tx, f"r{i}", legs))
+            assert vote.yes
+            results = await asyncio.gather(
+                store.transaction(lambda tx, i=i: ledger.commit(tx, f"r{i}")),
+                store.transaction(lambda tx, i=i: ledger.abort(tx, f"r{i}")),
+                return_exceptions=True,
+            )
+            assert [r for r in results if r is True] == [True], results
+            assert all(isinstance(r, FailedPrecondition) for r in results if r is not True)
+        totals = await store.read(ledger.audit)
+        assert totals.balance == 50_00 and totals.pending_debit == totals.pending_credit == 0
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
+def test_two_phase_steps_are_idempotent(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        payer, payee = await open_accounts(store, 10_00, 0)
+        legs = [debit(payer, 4_00), credit(payee, 4_00)]
+
+        def tx_(fn: Callable[[Any], T]) -> Awaitable[T]:
+            return store.transaction(fn)
+
+        assert (await tx_(lambda tx: ledger.prepare(tx, "p", legs))).yes
+        assert (await tx_(lambda tx: ledger.prepare(tx, "p", legs))).yes
+        assert await tx_(lambda tx: ledger.commit(tx, "p")) is True
+        assert await tx_(lambda tx: ledger.commit(tx, "p")) is False
+        with pytest.raises(FailedPrecondition):
+            await tx_(lambda tx: ledger.abort(tx, "p"))
+        assert await tx_(lambda tx: ledger.abort(tx, "early")) is True
+        late = await tx_(lambda tx: ledger.prepare(tx, "early", legs))
+        assert (late.yes, late.reason) == (False, "TRANSACTION_ABORTED")
+        assert await account(store, payer) == (6_00, 0, 0)
+        assert await account(store, payee) == (4_00, 0, 0)
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
+def test_concurrent_deposits_and_openings_happen_once_each(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        [target] = await open_accounts(store, 0)
+        deposits = await asyncio.gather(
+            *(
+                store.transaction(lambda tx: ledger.deposit(tx, target, 7_00, "USD", "ref-1"))
+                for _ in range(10)
+            )
+        )
+        assert sorted(replay for _, replay in deposits) == [False] + [True] * 9
+        assert await account(store, target) == (7_00, 0, 0)
+        opened = await asyncio.gather(
+            *(store.transaction(lambda tx: ledger.open_account(tx, "USD", 1_00)) for _ in range(10))
+        )
+        assert len({a.account_number for a in opened}) == 10
+        totals = await store.read(ledger.audit)
+        assert (totals.balance, totals.journal) == (17_00, 17_00)
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
+def test_a_removed_ledger_database_is_unhealthy(backend: Backend) -> None:
+    location = backend.fresh("bank")
+
+    async def body(store: LedgerStore) -> None:
+        assert await store.healthy()
+        if isinstance(location, PostgresUrl):
+            drop_schema(location, location.schema_or(""))
+        else:
+            location.unlink()
+        assert not await store.healthy()
+
+    run(backend.ledger(location), body)
+
+
+# Both dialects --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        (sqlite_gateway.MIGRATIONS, postgres_gateway.MIGRATIONS),
+        (sqlite_ledger.MIGRATIONS, postgres_ledger.MIGRATIONS),
+    ],
+    ids=["gateway", "bank"],
+)
+def test_both_dialects_have_the_same_numbered_migrations(
+    sqlite: list[str], postgres: list[str]
+) -> None:
+    assert len(sqlite) == len(postgres)
+    for number, (lite, pg) in enumerate(zip(sqlite, postgres, strict=True), start=1):
+        assert CREATED.findall(lite) == CREATED.findall(pg), f"step {number} differs"
+        assert CREATED.findall(lite), f"step {number} creates nothing"
