@@ -16,11 +16,10 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from suite import PROGRAMS, Suite
-from users import TestUser, new_user
-
 from paygate.gen.paygate.bank.v1 import bank_pb2
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
+from suite import PROGRAMS, Suite
+from users import TestUser, new_user
 
 pytestmark = pytest.mark.suite
 

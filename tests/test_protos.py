@@ -35,7 +35,9 @@ def test_generated_code_is_up_to_date(tmp_path: pathlib.Path) -> None:
     fresh = tmp_path / "gen"
     _gen_protos().generate(fresh)
     assert _files(fresh) == _files(GENERATED), "run `make protos` and commit the result"
-    stale = [str(p) for p in _files(fresh) if not filecmp.cmp(fresh / p, GENERATED / p, shallow=False)]
+    stale = [
+        str(p) for p in _files(fresh) if not filecmp.cmp(fresh / p, GENERATED / p, shallow=False)
+    ]
     assert stale == [], f"generated files differ from proto/: {stale}; run `make protos`"
 
 

@@ -14,10 +14,9 @@ import uuid
 
 import grpc
 import pytest
+from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import Suite
 from users import ISSUED_TOKENS, PASSWORD, new_user
-
-from paygate.gen.paygate.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.suite
 

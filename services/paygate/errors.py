@@ -107,5 +107,5 @@ TRANSACTION_COMMITTED = "TRANSACTION_COMMITTED"
 def status_code_of(error: PaygateError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return grpc.StatusCode.UNKNOWN

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from paygate.common.call_info import current_call_info
-from paygate.common.handlers import UnaryBehavior, service_and_method, wrap_unary
+from paygate.common.handlers import Context, Handler, UnaryBehavior, service_and_method, wrap_unary
 from paygate.common.tls import peer_identity
 from paygate.errors import PermissionDenied
 
@@ -38,9 +38,9 @@ class PeerIdentityInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         service, method = service_and_method(handler_call_details.method)
         if service != self._service_name:
@@ -48,7 +48,7 @@ class PeerIdentityInterceptor(grpc.aio.ServerInterceptor):
         allowed = self._allowed.get(method, frozenset())
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
-            async def authorized(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def authorized(request: Any, context: Context) -> Any:
                 identity = peer_identity(context)
                 info = current_call_info()
                 if info is not None:
@@ -59,4 +59,4 @@ class PeerIdentityInterceptor(grpc.aio.ServerInterceptor):
 
             return authorized
 
-        return wrap_unary(handler, wrapper)  # type: ignore[return-value]
+        return wrap_unary(handler, wrapper)

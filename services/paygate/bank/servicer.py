@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import grpc
-
 from paygate.bank import ledger
 from paygate.bank.ledger import Leg
 from paygate.bank.participant import Participant
 from paygate.bank.store import AccountRow
+from paygate.common.handlers import Context
 from paygate.errors import InvalidArgument
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 
@@ -43,19 +42,19 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         self._bank = participant
 
     async def GetAccount(
-        self, request: bank_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+        self, request: bank_pb2.GetAccountRequest, context: Context
     ) -> bank_pb2.GetAccountResponse:
         account = await self._bank.get_account(request.account_number)
         return bank_pb2.GetAccountResponse(account=account_message(account))
 
     async def OpenAccount(
-        self, request: bank_pb2.OpenAccountRequest, context: grpc.aio.ServicerContext
+        self, request: bank_pb2.OpenAccountRequest, context: Context
     ) -> bank_pb2.OpenAccountResponse:
         account = await self._bank.open_account(request.currency, request.initial_balance)
         return bank_pb2.OpenAccountResponse(account=account_message(account))
 
     async def Deposit(
-        self, request: bank_pb2.DepositRequest, context: grpc.aio.ServicerContext
+        self, request: bank_pb2.DepositRequest, context: Context
     ) -> bank_pb2.DepositResponse:
         account, replayed = await self._bank.deposit(
             request.account_number, request.amount, request.currency, request.reference
@@ -63,7 +62,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         return bank_pb2.DepositResponse(account=account_message(account), replayed=replayed)
 
     async def Prepare(
-        self, request: bank_pb2.PrepareRequest, context: grpc.aio.ServicerContext
+        self, request: bank_pb2.PrepareRequest, context: Context
     ) -> bank_pb2.PrepareResponse:
         legs = [leg_from_message(leg) for leg in request.legs]
         vote = await self._bank.prepare(request.transaction_id, legs)
@@ -72,13 +71,13 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         )
 
     async def Commit(
-        self, request: bank_pb2.CommitRequest, context: grpc.aio.ServicerContext
+        self, request: bank_pb2.CommitRequest, context: Context
     ) -> bank_pb2.CommitResponse:
         await self._bank.commit(request.transaction_id)
         return bank_pb2.CommitResponse()
 
     async def Abort(
-        self, request: bank_pb2.AbortRequest, context: grpc.aio.ServicerContext
+        self, request: bank_pb2.AbortRequest, context: Context
     ) -> bank_pb2.AbortResponse:
         await self._bank.abort(request.transaction_id)
         return bank_pb2.AbortResponse()

@@ -13,10 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from google.rpc import (  # type: ignore[import-untyped, unused-ignore]  # .pyi but no py.typed
-    error_details_pb2,
-    status_pb2,
-)
+from google.rpc import error_details_pb2, status_pb2
 
 from paygate.errors import ERROR_BY_STATUS, PaygateError, Unavailable
 

@@ -18,6 +18,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from paygate.common.handlers import (
+    Context,
+    Handler,
     MalformedRequest,
     UnaryBehavior,
     tolerant_deserializer,
@@ -38,7 +40,7 @@ def rich_status(error: PaygateError) -> grpc.Status:
     )
 
 
-async def abort_with_error(context: grpc.aio.ServicerContext, error: PaygateError) -> None:
+async def abort_with_error(context: Context, error: PaygateError) -> None:
     status = rich_status(error)
     await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -46,13 +48,13 @@ async def abort_with_error(context: grpc.aio.ServicerContext, error: PaygateErro
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
-            async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def mapped(request: Any, context: Context) -> Any:
                 try:
                     if isinstance(request, MalformedRequest):
                         raise InvalidArgument("the request is not a valid protobuf message")
@@ -72,7 +74,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         wrapped = wrap_unary(handler, wrapper)
         if wrapped is None or wrapped.unary_unary is None:
-            return wrapped  # type: ignore[return-value]
+            return wrapped
         return wrapped._replace(  # type: ignore[attr-defined,no-any-return]
             request_deserializer=tolerant_deserializer(wrapped.request_deserializer)
         )

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 
-UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+# The one spelling of a server call's context and of a method handler. Our interceptors and
+# servicers see every message type, so both are parameterised with Any. Quoted because
+# grpc.RpcMethodHandler is generic only in the stubs: subscripting it at run time fails.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 
 
 def wrap_unary(
-    handler: grpc.RpcMethodHandler | None,
+    handler: Handler | None,
     wrapper: Callable[[UnaryBehavior], UnaryBehavior],
-) -> grpc.RpcMethodHandler | None:
+) -> Handler | None:
     """Return `handler` with its unary-unary behaviour wrapped; other kinds pass through."""
     if handler is None or handler.unary_unary is None:
         return handler
-    return handler._replace(unary_unary=wrapper(handler.unary_unary))  # type: ignore[attr-defined,no-any-return]
+    # Under grpc.aio the behaviour is a coroutine function taking an aio context; the stubs
+    # describe the synchronous server's handler, hence the cast.
+    behavior = cast(UnaryBehavior, handler.unary_unary)
+    # At run time a handler is a namedtuple; the stubs declare only its abstract base.
+    return handler._replace(unary_unary=wrapper(behavior))  # type: ignore[attr-defined,no-any-return]
 
 
 class MalformedRequest:

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from paygate.common.call_info import CALL_INFO, CallInfo
-from paygate.common.handlers import UnaryBehavior, wrap_unary
+from paygate.common.handlers import Context, Handler, UnaryBehavior, wrap_unary
 from paygate.common.logs import safe_fields
 
 _log = logging.getLogger("paygate.rpc")
@@ -26,14 +26,14 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
-            async def logged(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def logged(request: Any, context: Context) -> Any:
                 info = CallInfo(method=method, peer=context.peer())
                 token = CALL_INFO.set(info)
                 start = time.perf_counter()
@@ -69,4 +69,4 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
             return logged
 
-        return wrap_unary(handler, wrapper)  # type: ignore[return-value]
+        return wrap_unary(handler, wrapper)

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from paygate.common.handlers import UnaryBehavior, service_and_method, wrap_unary
+from paygate.common.handlers import Context, Handler, UnaryBehavior, service_and_method, wrap_unary
 from paygate.common.metrics import GrpcMetrics, observe
 
 UNARY = "unary"
@@ -27,18 +27,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         service, method = service_and_method(handler_call_details.method)
         labels = (UNARY, service, method)
         metrics = self._metrics
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
-            async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async def measured(request: Any, context: Context) -> Any:
                 metrics.started.labels(*labels).inc()
                 start = time.perf_counter()
                 code: grpc.StatusCode = grpc.StatusCode.UNKNOWN

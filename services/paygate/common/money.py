@@ -53,7 +53,9 @@ def parse_amount(text: str, currency: str = DEFAULT_CURRENCY) -> int:
         raise InvalidArgument(
             f"amount {text!r} has more than {digits} digits after the point for {currency}"
         )
-    return int(match.group("units")) * 10**digits + int(fraction.ljust(digits, "0") or "0")
+    # int ** int is typed Any (a negative exponent gives a float); digits is never negative.
+    scale: int = 10**digits
+    return int(match.group("units")) * scale + int(fraction.ljust(digits, "0") or "0")
 
 
 def format_amount(amount_minor: int, currency: str = DEFAULT_CURRENCY) -> str:

@@ -13,6 +13,7 @@ import stat
 import grpc
 
 from paygate.common.config import TlsFiles
+from paygate.common.handlers import Context
 
 
 class InsecureKeyFile(RuntimeError):
@@ -50,8 +51,8 @@ def channel_credentials(
     )
 
 
-def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
+def peer_identity(context: Context) -> str | None:
     """The common name of the peer's verified client certificate, or None without one."""
     auth = context.auth_context()
-    names = auth.get("x509_common_name") or []
-    return names[0].decode() if names else None
+    first = next(iter(auth.get("x509_common_name") or ()), None)
+    return first.decode() if first is not None else None

@@ -10,14 +10,14 @@ rejected_token (unknown, revoked or expired) and bad_credentials (a failed Login
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 from prometheus_client import Counter
 
 from paygate.common.call_info import current_call_info
-from paygate.common.handlers import UnaryBehavior, service_and_method, wrap_unary
+from paygate.common.handlers import Context, Handler, UnaryBehavior, service_and_method, wrap_unary
 from paygate.common.metrics import auth_failures, new_registry
 from paygate.errors import Unauthenticated
 from paygate.gateway.accounts import Accounts
@@ -30,7 +30,7 @@ MAX_TOKEN_LENGTH = 512
 PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("paygate_principal")
 
 
-def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
@@ -50,18 +50,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         service, method = service_and_method(handler_call_details.method)
         if service == self._service_name and method == LOGIN_METHOD:
-            return wrap_unary(handler, self._count_bad_logins)  # type: ignore[return-value]
+            return wrap_unary(handler, self._count_bad_logins)
         if service != self._service_name or method in PUBLIC_METHODS:
             return handler
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
-            async def authenticated(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def authenticated(request: Any, context: Context) -> Any:
                 metadata = context.invocation_metadata()
                 try:
                     token = bearer_token(metadata)
@@ -85,10 +85,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             return authenticated
 
-        return wrap_unary(handler, wrapper)  # type: ignore[return-value]
+        return wrap_unary(handler, wrapper)
 
     def _count_bad_logins(self, behavior: UnaryBehavior) -> UnaryBehavior:
-        async def login(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def login(request: Any, context: Context) -> Any:
             try:
                 return await behavior(request, context)
             except Unauthenticated:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import grpc
 from google.protobuf import timestamp_pb2
 
+from paygate.common.handlers import Context
 from paygate.errors import InvalidArgument
 from paygate.gateway.accounts import Accounts
 from paygate.gateway.auth_interceptor import PRINCIPAL
@@ -56,7 +56,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._payments = payments
 
     async def Register(
-        self, request: gateway_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.RegisterRequest, context: Context
     ) -> gateway_pb2.RegisterResponse:
         user = await self._accounts.register(
             bounded(request.username, "username"),
@@ -69,7 +69,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def Login(
-        self, request: gateway_pb2.LoginRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.LoginRequest, context: Context
     ) -> gateway_pb2.LoginResponse:
         token, expire_at_s = await self._accounts.login(
             request.username, request.password, context.peer()
@@ -77,13 +77,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.LoginResponse(access_token=token, expire_time=timestamp(expire_at_s))
 
     async def Logout(
-        self, request: gateway_pb2.LogoutRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.LogoutRequest, context: Context
     ) -> gateway_pb2.LogoutResponse:
         await self._accounts.logout(PRINCIPAL.get())
         return gateway_pb2.LogoutResponse()
 
     async def GetBalance(
-        self, request: gateway_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.GetBalanceRequest, context: Context
     ) -> gateway_pb2.GetBalanceResponse:
         account = await self._accounts.balance(PRINCIPAL.get().user)
         return gateway_pb2.GetBalanceResponse(
@@ -93,7 +93,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
     async def CreatePayment(
-        self, request: gateway_pb2.CreatePaymentRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.CreatePaymentRequest, context: Context
     ) -> gateway_pb2.CreatePaymentResponse:
         payment = await self._payments.create(
             PRINCIPAL.get().user,
@@ -108,13 +108,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.CreatePaymentResponse(payment=payment_message(payment))
 
     async def GetPayment(
-        self, request: gateway_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.GetPaymentRequest, context: Context
     ) -> gateway_pb2.GetPaymentResponse:
         payment = await self._payments.get(PRINCIPAL.get().user, request.payment_id)
         return gateway_pb2.GetPaymentResponse(payment=payment_message(payment))
 
     async def ListPayments(
-        self, request: gateway_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.ListPaymentsRequest, context: Context
     ) -> gateway_pb2.ListPaymentsResponse:
         payments, next_token = await self._payments.list(
             PRINCIPAL.get().user, request.page_size, request.page_token

@@ -169,8 +169,8 @@ def _payment(row: tuple[object, ...]) -> Payment:
     ) = row
     return Payment(
         payment_id=str(payment_id),
-        status=PaymentStatus(status),
-        txn_state=TxnState(txn_state),
+        status=PaymentStatus(str(status)),
+        txn_state=TxnState(str(txn_state)),
         payer_user_id=str(payer_user_id),
         payer_username=str(payer_username),
         payer_bank_id=str(payer_bank_id),
