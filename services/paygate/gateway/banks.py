@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from paygate.common.config import TlsFiles
 from paygate.common.tls import channel_credentials
@@ -53,7 +54,7 @@ class BankClients:
             for bank_id, address in addresses.items()
         }
         self._stubs = {
-            bank_id: bank_pb2_grpc.BankServiceStub(channel)
+            bank_id: bank_pb2_grpc.BankServiceStub(channel)  # type: ignore[no-untyped-call]
             for bank_id, channel in self._channels.items()
         }
 
@@ -73,9 +74,11 @@ class BankClients:
     ) -> BankAccount:
         request = bank_pb2.GetAccountRequest(account_number=account_number)
         try:
-            response = await self._stubs[bank_id].GetAccount(request, timeout=timeout_s)
+            response = await self._stubs[bank_id].GetAccount(
+                request, timeout=timeout_s, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
-            raise _translate(bank_id, exc) from exc
+            raise self._translate(bank_id, exc) from exc
         account = response.account
         return BankAccount(
             account_number=account.account_number,
@@ -100,29 +103,43 @@ class BankClients:
             ],
         )
         try:
-            response = await self._stubs[bank_id].Prepare(request, timeout=timeout_s)
+            response = await self._stubs[bank_id].Prepare(
+                request, timeout=timeout_s, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
-            raise _translate(bank_id, exc) from exc
+            raise self._translate(bank_id, exc) from exc
         return Vote(response.vote == bank_pb2.VOTE_YES, response.reason)
 
     async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
         request = bank_pb2.CommitRequest(transaction_id=transaction_id)
         try:
-            await self._stubs[bank_id].Commit(request, timeout=timeout_s)
+            await self._stubs[bank_id].Commit(request, timeout=timeout_s, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
-            raise _translate(bank_id, exc) from exc
+            raise self._translate(bank_id, exc) from exc
 
     async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
         request = bank_pb2.AbortRequest(transaction_id=transaction_id)
         try:
-            await self._stubs[bank_id].Abort(request, timeout=timeout_s)
+            await self._stubs[bank_id].Abort(request, timeout=timeout_s, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
-            raise _translate(bank_id, exc) from exc
+            raise self._translate(bank_id, exc) from exc
+
+    def _translate(self, bank_id: str, exc: grpc.aio.AioRpcError) -> PaygateError:
+        """The domain error for a failed bank call (the one place transport errors map).
+
+        Calls wait for a connection within their deadline (wait_for_ready), so that a bank
+        that has just restarted is not refused while the channel reconnects. A deadline that
+        passes without a connection means the bank is down: BANK_UNAVAILABLE; one that
+        passes on a connected channel means it is too slow: BANK_TIMEOUT.
+        """
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            state = self._channels[bank_id].get_state()
+            if state != grpc.ChannelConnectivity.READY:
+                return Unavailable(f"{bank_id} is unavailable", reason=BANK_UNAVAILABLE)
+        return _translate(bank_id, exc)
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str:
-    from google.rpc import error_details_pb2, status_pb2
-
     for key, value in exc.trailing_metadata() or ():
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)

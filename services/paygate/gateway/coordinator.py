@@ -64,6 +64,7 @@ BUSINESS_REFUSALS = {
     ACCOUNT_NOT_FOUND: "an account of this payment no longer exists at its bank",
 }
 PRESUMED_ABORT = "COORDINATOR_RESTARTED"
+PREPARE_TIMEOUT_MARGIN_S = 0.2
 
 
 class Participants(Protocol):
@@ -226,7 +227,9 @@ class Coordinator:
         }
         yes_votes = 0
         try:
-            async with asyncio.timeout(timeout_s):
+            # The calls' own deadlines fire first, so that a bank that is down is told apart
+            # from one that is slow (banks.py); this bound only backs them up.
+            async with asyncio.timeout(timeout_s + PREPARE_TIMEOUT_MARGIN_S):
                 for next_vote in asyncio.as_completed(tasks):
                     vote = await next_vote
                     if not vote.yes:
