@@ -2,7 +2,9 @@
 
 Passwords are hashed with bcrypt on a small bounded thread pool, so that a flood of logins
 cannot stall the event loop that runs payments. Tokens are 256 random bits; the database
-keeps only their SHA-256, so a copy of the database cannot be used to log in.
+keeps only their SHA-256, so a copy of the database cannot be used to log in. Sessions
+found valid are remembered for a couple of seconds (session_cache.py, which explains how
+Logout still revokes at once, and the caveat with several gateway processes).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from paygate.errors import (
 from paygate.gateway.banks import BankClients
 from paygate.gateway.login_throttle import LoginThrottle
 from paygate.gateway.models import BankAccount, Principal, User
-from paygate.gateway.store import GatewayStore
+from paygate.gateway.session_cache import DEFAULT_MAX_ENTRIES, DEFAULT_TTL_S, SessionCache
+from paygate.gateway.store import GatewayStore, Session
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9_.-]{3,32}$")
 ACCOUNT_NUMBER_PATTERN = re.compile(r"^[0-9]{1,34}$")
@@ -45,6 +48,8 @@ class AccountSettings:
     bank_call_timeout_s: float
     hash_threads: int = 2
     hash_queue_max: int = 64
+    session_cache_ttl_s: float = DEFAULT_TTL_S  # 0: read every session from the database
+    session_cache_max: int = DEFAULT_MAX_ENTRIES
 
 
 def token_hash(token: str) -> str:
@@ -110,6 +115,9 @@ class Accounts:
         self._hasher = Hasher(
             settings.bcrypt_rounds, settings.hash_threads, settings.hash_queue_max
         )
+        self._sessions: SessionCache[Session] = SessionCache(
+            settings.session_cache_ttl_s, settings.session_cache_max
+        )
 
     async def register(
         self, username: str, password: str, bank_id: str, account_number: str
@@ -160,7 +168,12 @@ class Accounts:
 
     async def authenticate(self, token: str) -> Principal:
         hashed = token_hash(token)
-        session = await self._store.session(hashed)
+        session = self._sessions.get(hashed)
+        if session is None:
+            generation = self._sessions.generation
+            session = await self._store.session(hashed)
+            if session is not None and not session.revoked:
+                self._sessions.put(hashed, session, generation)
         if session is None or session.revoked:
             raise Unauthenticated("the access token is invalid or was revoked; log in again")
         if session.expire_at_s <= time.time():
@@ -168,7 +181,17 @@ class Accounts:
         return Principal(user=session.user, token_hash=hashed)
 
     async def logout(self, principal: Principal) -> None:
-        await self._store.revoke_session(principal.token_hash)
+        hashed = principal.token_hash
+        revoke = asyncio.ensure_future(self._store.revoke_session(hashed))
+        # The cache forgets the token as soon as the revocation is in the database, before
+        # Logout answers, and even if this call is cancelled while the write runs on.
+        revoke.add_done_callback(lambda task: self._forget(hashed, task))
+        await asyncio.shield(revoke)
+
+    def _forget(self, hashed: str, revoke: asyncio.Future[None]) -> None:
+        self._sessions.invalidate(hashed)
+        if not revoke.cancelled():
+            revoke.exception()  # marked as seen: a cancelled Logout has nobody to raise it to
 
     async def balance(self, user: User) -> BankAccount:
         return await self._banks.get_account(

@@ -1,0 +1,345 @@
+"""paygate-bench: payments per second and latency of a running suite, against a baseline.
+
+    paygate-bench                                     the suite `make run` runs (repo root)
+    paygate-bench --config paygate.toml --supervisor-dir /srv/paygate \
+        --concurrency 64 --duration 20 --warmup 5 --out bench.json
+
+A run: make and fund --users bench users; measure the baseline (the same client stack
+calling a trivial RPC on an echo server the bench starts, at the same concurrency); run
+--concurrency payers for --warmup then --duration seconds, sampling the CPU time of every
+suite process (pids from `supervisorctl pid`) over the measured window; wait for the
+last holds to resolve and check that the bench users' money is conserved. It prints a
+summary and writes a JSON report (--out).
+
+Exit status: 0 when the money check holds and payments succeeded, 1 when not, 2 when the
+run could not be made (the suite is not reachable, bad flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import dataclasses
+import datetime
+import multiprocessing
+import os
+import pathlib
+import sys
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from paygate.bench import procstat, report
+from paygate.bench.echo import start_echo_server
+from paygate.bench.load import (
+    ECHO,
+    PAYMENTS,
+    LoadResult,
+    LoadSpec,
+    load_in_process,
+    run_load,
+    split,
+)
+from paygate.bench.users import (
+    AccountState,
+    BankAdmin,
+    BenchUser,
+    check_money,
+    client_target,
+    create_users,
+    pending_minor,
+    snapshot,
+)
+from paygate.client import AsyncClient
+from paygate.common.config import CONFIG_ENV, SuiteConfig, config_from_mapping
+from paygate.errors import PaygateError
+
+DEFAULT_CONCURRENCY = 64
+DEFAULT_DURATION_S = 20.0
+DEFAULT_WARMUP_S = 5.0
+DEFAULT_TIMEOUT_S = 10.0
+MAX_CONCURRENCY = 1024
+MAX_PROCESSES = 32
+MAX_USERS = 1000
+MAX_DURATION_S = 3600.0
+USERS_PER_RUN_DEFAULT_MAX = 64
+BALANCE_MINOR = 1_000_000_000  # 10,000,000.00 USD each: a bench never runs out of funds
+SETUP_TIMEOUT_S = 30.0  # registration waits for bcrypt at the gateway
+START_DELAY_S = 0.2
+SETTLE_TIMEOUT_S = 60.0  # unfinished payments are resolved by the gateway's recovery
+SETTLE_POLL_S = 0.5
+
+
+class BenchError(Exception):
+    """The run could not be made; reported as `error: ...`, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        config = suite_config(args.config, args.supervisor_dir)
+        result = asyncio.run(run(args, config))
+    except (BenchError, OSError, tomllib.TOMLDecodeError, PaygateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except grpc.aio.AioRpcError as error:
+        print(f"error: a setup call failed: {error.code().name} {error.details()}",
+              file=sys.stderr)
+        return 2
+    out = args.out or default_out()
+    result["command"] = ["paygate-bench", *(sys.argv[1:] if argv is None else argv)]
+    report.write(result, out)
+    print(report.text(result))
+    print(f"report: {out}")
+    return 0 if result["money"]["ok"] and result["payments"]["ok"] > 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paygate-bench", description="Measure a running Paygate suite against a baseline."
+    )
+    add = parser.add_argument
+    add("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+        help=f"concurrent payers, and callers of the baseline (default {DEFAULT_CONCURRENCY})")
+    add("--duration", type=float, default=DEFAULT_DURATION_S, metavar="SECONDS",
+        help=f"measured window of each phase (default {DEFAULT_DURATION_S:.0f})")
+    add("--warmup", type=float, default=DEFAULT_WARMUP_S, metavar="SECONDS",
+        help=f"load before the window, not measured (default {DEFAULT_WARMUP_S:.0f})")
+    add("--processes", type=int, default=1,
+        help="client processes sharing the callers (default 1)")
+    add("--users", type=int, default=0,
+        help=f"bench users to make (default: the concurrency, at most "
+        f"{USERS_PER_RUN_DEFAULT_MAX}); each has its own client connection")
+    add("--rate", type=float, default=0.0, metavar="PER_S",
+        help="start at most this many payments a second (default: as fast as possible)")
+    add("--amount", type=int, default=1, metavar="MINOR", help="each payment's amount")
+    add("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help=f"deadline of every call (default {DEFAULT_TIMEOUT_S:.0f})")
+    add("--no-baseline", action="store_true", help="skip the baseline (e.g. for --rate runs)")
+    add("--seed", type=int, default=0, help="seed of the payees' choice (default 0)")
+    add("--config", default=os.environ.get(CONFIG_ENV) or None, metavar="TOML",
+        help=f"the suite's config file (default ${CONFIG_ENV}, else the built-in defaults)")
+    add("--supervisor-conf", type=pathlib.Path, default=pathlib.Path("supervisord.conf"),
+        metavar="CONF", help="the suite's supervisord.conf (default ./supervisord.conf)")
+    add("--supervisor-dir", type=pathlib.Path, default=pathlib.Path.cwd(), metavar="DIR",
+        help="the directory the suite's supervisord was started from (default: here); "
+        "relative paths of the config resolve against it")
+    add("--out", type=pathlib.Path, default=None, metavar="FILE",
+        help="where to write the JSON report (default var/bench/<UTC time>.json)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    limits = [
+        (1 <= args.concurrency <= MAX_CONCURRENCY, f"--concurrency: 1 to {MAX_CONCURRENCY}"),
+        (1 <= args.processes <= min(MAX_PROCESSES, args.concurrency),
+         f"--processes: 1 to {MAX_PROCESSES}, and at most --concurrency"),
+        (0 < args.duration <= MAX_DURATION_S, f"--duration: above 0, at most {MAX_DURATION_S}"),
+        (0 <= args.warmup <= MAX_DURATION_S, f"--warmup: 0 to {MAX_DURATION_S}"),
+        (args.users == 0 or 2 <= args.users <= MAX_USERS, f"--users: 2 to {MAX_USERS}"),
+        (args.rate >= 0, "--rate must not be negative"),
+        (args.amount >= 1, "--amount must be at least 1"),
+        (0 < args.timeout <= 60, "--timeout: above 0, at most 60"),
+    ]
+    for ok, message in limits:
+        if not ok:
+            raise BenchError(message)
+    if args.users == 0:
+        args.users = max(2, min(args.concurrency, USERS_PER_RUN_DEFAULT_MAX))
+
+
+def suite_config(path: str | None, directory: pathlib.Path) -> SuiteConfig:
+    """The config as the suite's processes see it: relative paths against their directory."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    return config_from_mapping(data, base=directory.resolve())
+
+
+def default_out() -> pathlib.Path:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return pathlib.Path("var") / "bench" / f"{stamp}.json"
+
+
+async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
+    ca_cert = str(config.certs_dir / "ca.pem")
+    gateway = client_target(config.gateway.listen)
+    async with AsyncClient(gateway, ca_cert=ca_cert, timeout_s=args.timeout) as probe:
+        if not await probe.reachable():
+            raise BenchError(f"the gateway at {gateway} does not answer as SERVING")
+    admin = BankAdmin(config, SETUP_TIMEOUT_S)
+    try:
+        users = await create_users(
+            admin, gateway_target=gateway, ca_cert=ca_cert, count=args.users,
+            balance_minor=BALANCE_MINOR, timeout_s=SETUP_TIMEOUT_S,
+        )
+        before = await snapshot(admin, users)
+        spec = base_spec(args, gateway, ca_cert, users)
+        baseline = None if args.no_baseline else await run_baseline(args, config, spec)
+        programs = ["gateway", *sorted(config.banks)]
+        pids, pid_problem = await asyncio.to_thread(
+            procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
+        )
+        result, window_s, samples = await measured(scheduled(spec, args), args.processes, pids)
+        pids_after, _ = await asyncio.to_thread(
+            procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
+        )
+        cpu = procstat.window(samples[0], samples[1], pids_after, samples[2])
+        machine_load = procstat.machine_window(*samples)
+        after = await settle(admin, users)
+    finally:
+        await admin.close()
+    payments = report.summarize(result, window_s)
+    cpu["bench"] = {"pid": os.getpid(), "cpu_s": payments["client_cpu_s"],
+                    "cores": round(payments["client_cpu_s"] / window_s, 3)}
+    ours = sum(v.get("cores", 0.0) for v in cpu.values())
+    machine_load["other_cores"] = round(max(0.0, machine_load.get("busy_cores", 0.0) - ours), 3)
+    return {
+        "version": 1,
+        "machine": report.machine(),
+        "settings": settings(args, config),
+        "payments": payments,
+        "baseline": baseline,
+        "ratio": report.ratio(payments, baseline),
+        "cpu": cpu,
+        "cpu_problem": pid_problem or None,
+        "machine_load": machine_load,
+        "cpu_ms_per_payment": cpu_per_payment(cpu, payments["ok"]),
+        "money": check_money(before, after, result.net_minor, result.unknown_outcomes),
+    }
+
+
+def base_spec(
+    args: argparse.Namespace, gateway: str, ca_cert: str, users: list[BenchUser]
+) -> LoadSpec:
+    return LoadSpec(
+        kind=PAYMENTS, target=gateway, ca_cert=ca_cert, users=tuple(users),
+        channels=min(len(users), args.concurrency), concurrency=args.concurrency,
+        start_at=0.0, measure_at=0.0, stop_at=0.0, timeout_s=args.timeout,
+        rate_per_s=args.rate, amount_minor=args.amount, seed=args.seed,
+    )
+
+
+def scheduled(spec: LoadSpec, args: argparse.Namespace) -> LoadSpec:
+    start_at = time.monotonic() + START_DELAY_S
+    return dataclasses.replace(
+        spec, start_at=start_at, measure_at=start_at + args.warmup,
+        stop_at=start_at + args.warmup + args.duration,
+    )
+
+
+async def run_baseline(
+    args: argparse.Namespace, config: SuiteConfig, spec: LoadSpec
+) -> dict[str, Any]:
+    """The same callers and client stack on the echo server, as fast as they can."""
+    echo = await start_echo_server(config.gateway.tls)
+    try:
+        echo_spec = dataclasses.replace(spec, kind=ECHO, target=echo.target, rate_per_s=0.0)
+        pids = {"echo-server": echo.pid}
+        result, window_s, samples = await measured(
+            scheduled(echo_spec, args), args.processes, pids
+        )
+    finally:
+        await echo.stop()
+    summary = report.summarize(result, window_s)
+    summary["cpu"] = procstat.window(samples[0], samples[1], pids, samples[2])
+    summary["machine_load"] = procstat.machine_window(*samples)
+    return summary
+
+
+async def measured(
+    spec: LoadSpec, processes: int, pids: Mapping[str, int]
+) -> tuple[LoadResult, float, tuple[procstat.CpuSample, procstat.CpuSample, float]]:
+    """Run the load (here, or in worker processes) while sampling the CPU of `pids`."""
+    sampling = asyncio.create_task(_sample_window(spec, pids))
+    if processes == 1:
+        result = await run_load(spec)
+    else:
+        result = await _run_in_processes(spec, processes)
+    return result, spec.stop_at - spec.measure_at, await sampling
+
+
+async def _run_in_processes(spec: LoadSpec, processes: int) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    # grpc must not be forked once it runs: workers are spawned, and started before the
+    # schedule is set so that their start-up does not eat into the warm-up.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        await asyncio.gather(*(loop.run_in_executor(pool, _ready, 1.0) for _ in range(processes)))
+        shifted = time.monotonic() + START_DELAY_S - spec.start_at
+        spec = dataclasses.replace(
+            spec, start_at=spec.start_at + shifted, measure_at=spec.measure_at + shifted,
+            stop_at=spec.stop_at + shifted,
+        )
+        parts = split(spec, processes)
+        results = await asyncio.gather(
+            *(loop.run_in_executor(pool, load_in_process, part) for part in parts)
+        )
+    merged = LoadResult()
+    for part_result in results:
+        merged.merge(part_result)
+    return merged
+
+
+def _ready(hold_s: float) -> bool:
+    """Runs once in each worker: holding it a moment makes every worker take one."""
+    time.sleep(hold_s)
+    return True
+
+
+async def _sample_window(
+    spec: LoadSpec, pids: Mapping[str, int]
+) -> tuple[procstat.CpuSample, procstat.CpuSample, float]:
+    await _sleep_until(spec.measure_at)
+    first, start = procstat.sample(pids), time.monotonic()
+    await _sleep_until(spec.stop_at)
+    return first, procstat.sample(pids), time.monotonic() - start
+
+
+async def _sleep_until(at: float) -> None:
+    delay = at - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def settle(admin: BankAdmin, users: list[BenchUser]) -> dict[str, AccountState]:
+    """The users' accounts once no hold is pending (or after SETTLE_TIMEOUT_S)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        states = await snapshot(admin, users)
+        if pending_minor(states) == 0 or time.monotonic() > deadline:
+            return states
+        await asyncio.sleep(SETTLE_POLL_S)
+
+
+def cpu_per_payment(cpu: Mapping[str, Mapping[str, Any]], ok: int) -> dict[str, float] | None:
+    if ok <= 0:
+        return None
+    return {name: round(v["cpu_s"] * 1000 / ok, 3) for name, v in cpu.items() if "cpu_s" in v}
+
+
+def settings(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
+    return {
+        "concurrency": args.concurrency,
+        "processes": args.processes,
+        "users": args.users,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "rate_per_s": args.rate,
+        "amount_minor": args.amount,
+        "timeout_s": args.timeout,
+        "seed": args.seed,
+        "gateway": client_target(config.gateway.listen),
+        "bcrypt_rounds": config.gateway.bcrypt_rounds,
+        "prepare_timeout_s": config.gateway.prepare_timeout_s,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

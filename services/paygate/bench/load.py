@@ -1,0 +1,279 @@
+"""The load: C concurrent callers for a warm-up and a measured window, then they stop.
+
+Two kinds of call, over the same client stack (grpc.aio over TLS, with the interceptors of
+paygate.client.AsyncClient: OpenTelemetry, logging, bearer token):
+
+    payments   AsyncClient.pay from a bench user to another one, a fresh idempotency key each
+    echo       the baseline's trivial RPC on the bench's echo server (echo.py)
+
+Callers share `channels` clients in turn, as an application would. A call counts in the
+window when it completes inside it; calls that end after the window still end (their
+deadline bounds the wait) but only count in `outcomes_all`. With `rate_per_s` the callers
+together start at most that many calls a second (closed loop with a cap, so that the
+latency at a chosen rate can be measured); latency is timed from the send.
+
+Times are time.monotonic(), which is one clock for every process on Linux, so that
+several processes (load_in_process) share one schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import pathlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from paygate.bench.echo import METHOD as ECHO_METHOD
+from paygate.bench.users import BenchUser
+from paygate.client import AsyncClient
+from paygate.client._async_client import DEFAULT_MAX_MESSAGE_BYTES
+from paygate.client.logging_interceptor import LoggingInterceptor
+from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
+from paygate.common import tracing
+from paygate.common.tls import channel_credentials
+from paygate.errors import PaygateError, status_code_of
+from paygate.gen.paygate.v1 import gateway_pb2
+
+PAYMENTS = "payments"
+ECHO = "echo"
+# Outcomes after which the bench knows that no money moved.
+NOTHING_MOVED = frozenset(
+    {"INVALID_ARGUMENT", "NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED",
+     "FAILED_PRECONDITION", "ABORTED", "RESOURCE_EXHAUSTED"}
+)
+STOP_MARGIN_S = 5.0
+# A caller that falls behind a --rate schedule by more than this many periods starts
+# afresh rather than sending a burst to catch up.
+MAX_CATCH_UP_PERIODS = 4
+
+# The baseline sends a request as large as a typical CreatePaymentRequest, with a token
+# as long as a real one (not a secret: the echo server is the bench's own).
+ECHO_PAYLOAD = gateway_pb2.CreatePaymentRequest(
+    idempotency_key="7f0c2a5e-3b1d-4c8e-9a6f-0d2b4e6f8a1c",
+    payee_username="bench-0a1b2c3d-17",
+    amount=1,
+    currency="USD",
+).SerializeToString()
+ECHO_TOKEN = "baseline-" + "x" * 34
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoadSpec:
+    kind: str
+    target: str
+    ca_cert: str
+    users: tuple[BenchUser, ...]
+    channels: int
+    concurrency: int
+    start_at: float
+    measure_at: float
+    stop_at: float
+    timeout_s: float
+    rate_per_s: float = 0.0  # 0: as fast as the callers can
+    amount_minor: int = 1
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class LoadResult:
+    latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    outcomes_all: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    net_minor: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    unknown_outcomes: int = 0
+    client_cpu_s: float = 0.0
+
+    def merge(self, other: LoadResult) -> None:
+        self.latencies_ms += other.latencies_ms
+        self.outcomes.update(other.outcomes)
+        self.outcomes_all.update(other.outcomes_all)
+        self.net_minor.update(other.net_minor)
+        self.unknown_outcomes += other.unknown_outcomes
+        self.client_cpu_s += other.client_cpu_s
+
+
+def client_stack_channel(target: str, ca_cert: str, token: str) -> grpc.aio.Channel:
+    """A channel built exactly as AsyncClient builds its own (same options, interceptors)."""
+    return grpc.aio.secure_channel(
+        target,
+        channel_credentials(pathlib.Path(ca_cert)),
+        options=[
+            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        ],
+        interceptors=[
+            *tracing.client_interceptors(),
+            LoggingInterceptor(),
+            TokenInterceptor(TokenHolder(access_token=token)),
+        ],
+    )
+
+
+class Pacer:
+    """Hands out send times `1 / rate_per_s` apart to all the callers of one process."""
+
+    def __init__(self, rate_per_s: float, start_at: float) -> None:
+        self._period_s = 1.0 / rate_per_s
+        self._next = start_at
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        if self._next < now - MAX_CATCH_UP_PERIODS * self._period_s:
+            self._next = now
+        slot, self._next = self._next, self._next + self._period_s
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+Call = Callable[[int, random.Random], Awaitable[str]]
+
+
+async def run_load(spec: LoadSpec) -> LoadResult:
+    """Run the spec's callers until stop_at; returns what they saw."""
+    result = LoadResult()
+    call, close = _caller(spec, result)
+    try:
+        limit_s = spec.stop_at - time.monotonic() + spec.timeout_s + STOP_MARGIN_S
+        async with asyncio.timeout(limit_s):
+            await _sleep_until(spec.start_at)
+            pacer = Pacer(spec.rate_per_s, spec.start_at) if spec.rate_per_s > 0 else None
+            cpu = asyncio.create_task(_client_cpu(spec, result))
+            await asyncio.gather(
+                *(_caller_loop(spec, i, call, pacer, result) for i in range(spec.concurrency))
+            )
+            await cpu
+    finally:
+        await close()
+    return result
+
+
+def load_in_process(spec: LoadSpec) -> LoadResult:
+    """run_load in a process of its own (the entry point of --processes workers)."""
+    return asyncio.run(run_load(spec))
+
+
+async def _caller_loop(
+    spec: LoadSpec, index: int, call: Call, pacer: Pacer | None, result: LoadResult
+) -> None:
+    rng = random.Random(spec.seed * 1_000_003 + index)
+    while True:
+        if pacer is not None:
+            await pacer.wait()
+        sent = time.monotonic()
+        if sent >= spec.stop_at:
+            return
+        code = await call(index, rng)
+        done = time.monotonic()
+        result.outcomes_all[code] += 1
+        if spec.measure_at <= done < spec.stop_at:
+            result.outcomes[code] += 1
+            result.latencies_ms.append((done - sent) * 1000.0)
+
+
+def _caller(spec: LoadSpec, result: LoadResult) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    if spec.kind == PAYMENTS:
+        return _payment_caller(spec, result)
+    if spec.kind == ECHO:
+        return _echo_caller(spec)
+    raise ValueError(f"unknown load kind {spec.kind!r}")
+
+
+def _payment_caller(
+    spec: LoadSpec, result: LoadResult
+) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    users = spec.users
+    if len(users) < 2:
+        raise ValueError("payments need at least two users")
+    clients = [
+        AsyncClient(spec.target, ca_cert=spec.ca_cert, access_token=user.token,
+                    timeout_s=spec.timeout_s)
+        for user in users[: spec.channels]
+    ]
+
+    async def pay(index: int, rng: random.Random) -> str:
+        slot = index % len(clients)
+        payer = users[slot]
+        payee = users[(slot + rng.randrange(1, len(users))) % len(users)]
+        try:
+            await clients[slot].pay(payee.username, spec.amount_minor)
+        except PaygateError as error:
+            code = _code_name(error)
+            if code not in NOTHING_MOVED:
+                result.unknown_outcomes += 1
+            return code
+        result.net_minor[payer.username] -= spec.amount_minor
+        result.net_minor[payee.username] += spec.amount_minor
+        return "OK"
+
+    async def close() -> None:
+        for client in clients:
+            await client.close()
+
+    return pay, close
+
+
+def _echo_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    channels = [
+        client_stack_channel(spec.target, spec.ca_cert, ECHO_TOKEN) for _ in range(spec.channels)
+    ]
+    calls: list[Any] = [channel.unary_unary(ECHO_METHOD) for channel in channels]
+
+    async def echo(index: int, rng: random.Random) -> str:
+        try:
+            await calls[index % len(calls)](ECHO_PAYLOAD, timeout=spec.timeout_s)
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+        return "OK"
+
+    async def close() -> None:
+        for channel in channels:
+            await channel.close()
+
+    return echo, close
+
+
+def _code_name(error: PaygateError) -> str:
+    """The gRPC status code the call ended with (the client raises it as a PaygateError)."""
+    cause = error.__cause__
+    if isinstance(cause, grpc.aio.AioRpcError):
+        return cause.code().name
+    return status_code_of(error).name
+
+
+async def _client_cpu(spec: LoadSpec, result: LoadResult) -> None:
+    """This process's CPU seconds over the measured window."""
+    await _sleep_until(spec.measure_at)
+    start = time.process_time()
+    await _sleep_until(spec.stop_at)
+    result.client_cpu_s = time.process_time() - start
+
+
+async def _sleep_until(at: float) -> None:
+    delay = at - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def split(spec: LoadSpec, processes: int) -> Sequence[LoadSpec]:
+    """The spec for each of `processes` workers: callers, clients and rate shared out."""
+    specs = []
+    for k in range(processes):
+        concurrency = spec.concurrency // processes + (1 if k < spec.concurrency % processes else 0)
+        specs.append(
+            dataclasses.replace(
+                spec,
+                concurrency=concurrency,
+                channels=max(1, spec.channels // processes),
+                rate_per_s=spec.rate_per_s / processes,
+                seed=spec.seed * 101 + k,
+            )
+        )
+    return [s for s in specs if s.concurrency > 0]

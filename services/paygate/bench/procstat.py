@@ -1,0 +1,127 @@
+"""CPU time of processes, read from /proc/PID/stat, and the suite's pids from supervisorctl.
+
+A process's CPU time is its utime + stime (user and system time of all its threads), so a
+window's CPU is the difference of two samples. A pid that changed between the samples
+(supervisord restarted the program) makes the window's number meaningless: it is reported
+as restarted instead of as a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+SUPERVISORCTL_TIMEOUT_S = 20.0
+# Fields of /proc/PID/stat after the ")" that ends the command name: state is the first,
+# utime (field 14 of the whole line) is the 12th and stime the 13th.
+UTIME_INDEX = 11
+STIME_INDEX = 12
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds `pid` has used so far; None when it does not exist."""
+    try:
+        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    return (int(fields[UTIME_INDEX]) + int(fields[STIME_INDEX])) / CLOCK_TICKS_PER_S
+
+
+def supervisor_pids(
+    conf: pathlib.Path, directory: pathlib.Path, programs: Iterable[str]
+) -> tuple[dict[str, int], str]:
+    """The pid of each running program (`supervisorctl pid NAME`), and why some are missing.
+
+    Never raises: a bench without CPU numbers is still a bench.
+    """
+    pids: dict[str, int] = {}
+    problems = []
+    for program in programs:
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), "pid", program],
+                cwd=directory,
+                capture_output=True,
+                text=True,
+                timeout=SUPERVISORCTL_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problems.append(f"{program}: {exc}")
+            continue
+        text = result.stdout.strip()
+        if text.isdigit() and int(text) > 0:
+            pids[program] = int(text)
+        else:
+            problems.append(f"{program}: {(text or result.stderr.strip())[:200]}")
+    return pids, "; ".join(problems)
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of the whole machine so far, all cores together.
+
+    Busy is everything but idle, iowait and steal; steal is time the hypervisor gave to
+    other guests. Compared with the suite's own CPU, it shows how much else ran during
+    a measurement: the bench's numbers only mean something on an otherwise quiet machine.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    fields += [0] * (8 - len(fields))
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    busy = user + nice + system + irq + softirq
+    return busy / CLOCK_TICKS_PER_S, steal / CLOCK_TICKS_PER_S
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSample:
+    pids: Mapping[str, int]
+    seconds: Mapping[str, float | None]
+    machine_busy_s: float = 0.0
+    machine_steal_s: float = 0.0
+
+
+def sample(pids: Mapping[str, int]) -> CpuSample:
+    busy, steal = machine_cpu_seconds()
+    return CpuSample(
+        dict(pids), {name: cpu_seconds(pid) for name, pid in pids.items()}, busy, steal
+    )
+
+
+def machine_window(before: CpuSample, after: CpuSample, window_s: float) -> dict[str, float]:
+    """How busy the whole machine was over the window, in cores, and its load average."""
+    if window_s <= 0:
+        return {}
+    return {
+        "busy_cores": round((after.machine_busy_s - before.machine_busy_s) / window_s, 3),
+        "steal_cores": round((after.machine_steal_s - before.machine_steal_s) / window_s, 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def window(
+    before: CpuSample, after: CpuSample, current_pids: Mapping[str, int], window_s: float
+) -> dict[str, dict[str, Any]]:
+    """Per process: pid, CPU seconds in the window and the share of one core it used."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, pid in before.pids.items():
+        start, end = before.seconds.get(name), after.seconds.get(name)
+        if start is None or end is None or current_pids.get(name, pid) != pid:
+            out[name] = {"pid": pid, "restarted": True}
+            continue
+        cpu_s = end - start
+        out[name] = {
+            "pid": pid,
+            "cpu_s": round(cpu_s, 3),
+            "cores": round(cpu_s / window_s, 3) if window_s > 0 else 0.0,
+        }
+    return out

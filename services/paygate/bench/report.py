@@ -1,0 +1,116 @@
+"""The numbers of a run: latency percentiles, rates, the JSON report and its summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import platform
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from paygate.bench.load import LoadResult
+
+PERCENTILES = (50, 95, 99)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The nearest-rank q-th percentile of already sorted values (0 when there are none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summarize(result: LoadResult, window_s: float) -> dict[str, Any]:
+    """Calls completed in the window, their rate, latency percentiles and outcomes."""
+    latencies = sorted(result.latencies_ms)
+    ok = result.outcomes.get("OK", 0)
+    latency = {f"p{q}": round(percentile(latencies, q), 3) for q in PERCENTILES}
+    latency["max"] = round(latencies[-1], 3) if latencies else 0.0
+    latency["mean"] = round(sum(latencies) / len(latencies), 3) if latencies else 0.0
+    return {
+        "window_s": round(window_s, 3),
+        "completed": len(latencies),
+        "ok": ok,
+        "ok_per_s": round(ok / window_s, 1) if window_s > 0 else 0.0,
+        "latency_ms": latency,
+        "outcomes": dict(sorted(result.outcomes.items())),
+        "outcomes_including_warmup_and_tail": dict(sorted(result.outcomes_all.items())),
+        "client_cpu_s": round(result.client_cpu_s, 3),
+    }
+
+
+def ratio(payments: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> float | None:
+    if not baseline or not baseline["ok_per_s"]:
+        return None
+    return round(float(payments["ok_per_s"]) / float(baseline["ok_per_s"]), 3)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def write(report: Mapping[str, Any], path: pathlib.Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+
+
+def _line(name: str, summary: Mapping[str, Any]) -> str:
+    latency = summary["latency_ms"]
+    return (
+        f"{name:<9} {summary['ok_per_s']:>8.1f}/s  p50 {latency['p50']:>7.1f}  "
+        f"p95 {latency['p95']:>7.1f}  p99 {latency['p99']:>7.1f}  max {latency['max']:>7.1f} ms"
+        f"  outcomes {summary['outcomes']}"
+    )
+
+
+def text(report: Mapping[str, Any]) -> str:
+    """The summary printed at the end of a run."""
+    settings = report["settings"]
+    lines = [
+        f"paygate-bench: {settings['concurrency']} callers, {settings['processes']} process(es), "
+        f"{settings['duration_s']} s after {settings['warmup_s']} s warm-up"
+        + (f", capped at {settings['rate_per_s']}/s" if settings["rate_per_s"] else ""),
+        _line("payments", report["payments"]),
+    ]
+    if report.get("baseline"):
+        lines.append(_line("baseline", report["baseline"]))
+        lines.append(f"ratio     payments/s / baseline calls/s = {report['ratio']}")
+    cpu = report.get("cpu") or {}
+    if cpu:
+        parts = [
+            f"{name} {v['cpu_s']:.2f} s ({v['cores']:.2f} cores)" if "cpu_s" in v
+            else f"{name} restarted"
+            for name, v in cpu.items()
+        ]
+        lines.append("cpu       " + ", ".join(parts))
+    load = report.get("machine_load") or {}
+    if load:
+        lines.append(
+            f"machine   {load['busy_cores']:.2f} cores busy during the payments window, "
+            f"{load['other_cores']:.2f} of them not the suite or the bench "
+            f"(steal {load['steal_cores']:.2f}, load average {load['load_average_1m']})"
+        )
+    money = report["money"]
+    verdict = "ok" if money["ok"] else "FAILED: " + "; ".join(money["problems"])
+    lines.append(
+        f"money     {verdict} (total {money['total_before_minor']} -> "
+        f"{money['total_after_minor']}; exact balances: "
+        f"{money['balances_match_acknowledged_payments']})"
+    )
+    return "\n".join(lines)

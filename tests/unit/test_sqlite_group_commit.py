@@ -1,0 +1,134 @@
+"""Group commit in paygate.common.sqlite.Database: concurrent transactions share a COMMIT,
+and each one still succeeds or fails on its own, exactly as if they ran one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import sqlite3
+import time
+from collections.abc import Callable
+
+import pytest
+from paygate.common.sqlite import MAX_GROUP_TRANSACTIONS, Database
+
+MIGRATIONS = ["CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)"]
+
+
+def committed_rows(path: pathlib.Path) -> dict[str, int]:
+    """What another connection sees: only what is committed."""
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT k, v FROM t").fetchall())
+
+
+def insert(key: str, value: int = 1) -> Callable[[sqlite3.Connection], str]:
+    def fn(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO t (k, v) VALUES (?, ?)", (key, value))
+        return key
+
+    return fn
+
+
+def slow(conn: sqlite3.Connection) -> None:
+    """Holds the database thread so that the transactions behind it queue up."""
+    time.sleep(0.2)
+    conn.execute("INSERT INTO t (k, v) VALUES ('slow', 0)")
+
+
+async def open_db(tmp_path: pathlib.Path) -> tuple[Database, list[str]]:
+    db = Database(tmp_path / "t.db", MIGRATIONS)
+    await db.open()
+    commits: list[str] = []
+    conn = db._conn
+    assert conn is not None
+    conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    return db, commits
+
+
+def test_queued_transactions_share_one_commit_and_all_land(tmp_path: pathlib.Path) -> None:
+    async def scenario() -> None:
+        db, commits = await open_db(tmp_path)
+        first = asyncio.create_task(db.transaction(slow))
+        await asyncio.sleep(0.05)
+        keys = await asyncio.gather(*(db.transaction(insert(f"k{i}")) for i in range(20)))
+        await first
+        assert keys == [f"k{i}" for i in range(20)]
+        assert len(commits) == 2  # the slow one, then the twenty together
+        assert len(committed_rows(tmp_path / "t.db")) == 21
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_transaction_in_a_group_undoes_only_its_own_writes(
+    tmp_path: pathlib.Path,
+) -> None:
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k, v) VALUES ('half', 1)")
+        raise ValueError("refused after writing")
+
+    async def scenario() -> None:
+        db, commits = await open_db(tmp_path)
+        first = asyncio.create_task(db.transaction(slow))
+        await asyncio.sleep(0.05)
+        results = await asyncio.gather(
+            db.transaction(insert("a")),
+            db.transaction(half_then_fail),
+            db.transaction(insert("a")),  # a duplicate key: fails on its own
+            db.transaction(insert("b")),
+            return_exceptions=True,
+        )
+        await first
+        assert results[0] == "a" and results[3] == "b"
+        assert isinstance(results[1], ValueError)
+        assert isinstance(results[2], sqlite3.IntegrityError)
+        assert committed_rows(tmp_path / "t.db") == {"slow": 0, "a": 1, "b": 1}
+        assert len(commits) == 2
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_group_is_bounded(tmp_path: pathlib.Path) -> None:
+    async def scenario() -> None:
+        db, commits = await open_db(tmp_path)
+        first = asyncio.create_task(db.transaction(slow))
+        await asyncio.sleep(0.05)
+        count = MAX_GROUP_TRANSACTIONS + 5
+        await asyncio.gather(*(db.transaction(insert(f"k{i}")) for i in range(count)))
+        await first
+        assert len(commits) == 3  # the slow one, a full group, the rest
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_transaction_whose_caller_gave_up_before_it_ran_never_runs(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def scenario() -> None:
+        db, _ = await open_db(tmp_path)
+        first = asyncio.create_task(db.transaction(slow))
+        await asyncio.sleep(0.05)
+        abandoned = asyncio.create_task(db.transaction(insert("abandoned")))
+        await asyncio.sleep(0.01)
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        await first
+        await db.transaction(insert("later"))
+        assert committed_rows(tmp_path / "t.db") == {"slow": 0, "later": 1}
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_transaction_commits_at_once(tmp_path: pathlib.Path) -> None:
+    async def scenario() -> None:
+        db, commits = await open_db(tmp_path)
+        await db.transaction(insert("only"))
+        assert committed_rows(tmp_path / "t.db") == {"only": 1}
+        assert commits == ["COMMIT"]
+        await db.close()
+
+    asyncio.run(scenario())
