@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from suite import BIN, PROGRAMS, REPO, load_gen_certs, write_config
+from suite import BIN, PROGRAMS, REPO, Suite, load_gen_certs, write_config
 
 pytestmark = pytest.mark.suite
 
@@ -35,7 +35,8 @@ def _status(run_dir: pathlib.Path, env: dict[str, str]) -> str:
 
 def test_make_run_starts_four_processes_and_ctrl_c_stops_them(tmp_path: pathlib.Path) -> None:
     load_gen_certs().generate(tmp_path / "certs")
-    env = {**os.environ, "PAYGATE_CONFIG": str(write_config(tmp_path))}
+    config_path = write_config(tmp_path)
+    env = {**os.environ, "PAYGATE_CONFIG": str(config_path)}
     log = (tmp_path / "make-run.log").open("w")
     make = subprocess.Popen(
         ["make", "--no-print-directory", "run", f"RUN_DIR={tmp_path}"],
@@ -56,6 +57,14 @@ def test_make_run_starts_four_processes_and_ctrl_c_stops_them(tmp_path: pathlib.
             assert make.poll() is None, (tmp_path / "make-run.log").read_text()
             assert time.monotonic() < deadline, f"not all RUNNING in time:\n{status}"
             time.sleep(0.5)
+        # ... and answering: what a person sees before pressing Ctrl-C.
+        Suite.attach(
+            config_path,
+            supervisor_conf=REPO / "supervisord.conf",
+            directory=tmp_path,
+            scratch=tmp_path,
+            programs=PROGRAMS,
+        )
     finally:
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         make.wait(timeout=60)
