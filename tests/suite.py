@@ -21,6 +21,10 @@ someone already runs. Either way a test sees the same small API:
     suite.env(), suite.cli("paygate", *args)   run the CLIs against this suite
 
 Programs are the supervisord program names: "gateway", "bank-a", "bank-b", "bank-c".
+A suite with several gateways (ops/supervisord-postgres.conf, tests/test_multi_gateway.py)
+is started with its own `supervisor_conf` and `gateway_targets`, which name each gateway
+program and its address ("gateway-1", "gateway-2"); target(), health(), wait_serving() and
+gateway_channel_sync(program) then know them too.
 Every wait here is bounded and every RPC carries a deadline.
 """
 
@@ -187,6 +191,7 @@ class Suite:
         supervisor_conf: pathlib.Path,
         scratch: pathlib.Path,
         owned: bool,
+        gateway_targets: Mapping[str, str | None] | None = None,
     ) -> None:
         self.dir = directory
         self.config_path = config_path
@@ -195,6 +200,10 @@ class Suite:
         self.owned = owned  # True when this Suite started supervisord and must stop it
         self.config = read_config(config_path, directory)
         self.gateway_target = client_target(self.config.gateway.listen)
+        # Every gateway program and the address it serves on (None: the [gateway] table's).
+        self.gateway_targets = {GATEWAY: self.gateway_target}
+        for program, target in (gateway_targets or {}).items():
+            self.gateway_targets[program] = target or self.gateway_target
 
     # Starting, attaching, stopping ----------------------------------------------------
 
@@ -208,11 +217,14 @@ class Suite:
         gateway_settings: Mapping[str, object] = SHARED_GATEWAY_SETTINGS,
         extra_env: Mapping[str, str] | None = None,
         database_urls: Mapping[str, str] | None = None,
+        supervisor_conf: pathlib.Path = SUPERVISOR_CONF,
+        gateway_targets: Mapping[str, str | None] | None = None,
     ) -> Suite:
         """Start a fresh suite in `folder` and wait until `programs` report SERVING.
 
         `extra_env` is added to the environment supervisord and its programs start with
-        (OTEL_* variables, for instance); `database_urls` puts processes on PostgreSQL."""
+        (OTEL_* variables, for instance); `database_urls` puts processes on PostgreSQL;
+        `supervisor_conf` and `gateway_targets` run other programs (several gateways)."""
         load_gen_certs().generate(folder / "certs")
         config_path = write_config(folder, gateway_settings, database_urls)
         (folder / "var" / "log").mkdir(parents=True, exist_ok=True)
@@ -220,13 +232,14 @@ class Suite:
         suite = cls(
             directory=folder,
             config_path=config_path,
-            supervisor_conf=SUPERVISOR_CONF,
+            supervisor_conf=supervisor_conf,
             scratch=folder / "scratch",
             owned=True,
+            gateway_targets=gateway_targets,
         )
         # supervisord forks, and this first process exits once the daemon runs.
         started = subprocess.run(
-            [str(BIN / "supervisord"), "-c", str(SUPERVISOR_CONF)],
+            [str(BIN / "supervisord"), "-c", str(supervisor_conf)],
             cwd=folder,
             env={**suite.env(), **(extra_env or {})},
             capture_output=True,
@@ -362,14 +375,16 @@ class Suite:
     # Health ---------------------------------------------------------------------------
 
     def target(self, program: str) -> str:
-        return self.gateway_target if program == GATEWAY else self.bank_target(program)
+        if program in self.gateway_targets:
+            return self.gateway_targets[program]
+        return self.bank_target(program)
 
     def health(
         self, program: str, service: str = "", timeout_s: float = DEFAULT_RPC_TIMEOUT_S
     ) -> int:
         """One grpc.health.v1 Check of `program`; returns the HealthCheckResponse status."""
-        if program == GATEWAY:
-            channel = self.gateway_channel_sync()
+        if program in self.gateway_targets:
+            channel = self.gateway_channel_sync(program)
         else:
             channel = self.bank_channel_sync(program)
         with channel:
@@ -422,9 +437,9 @@ class Suite:
         client = None if identity is None else self.config.tls_for(identity)
         return channel_credentials(self.config.certs_dir / "ca.pem", client=client)
 
-    def gateway_channel_sync(self) -> grpc.Channel:
-        """A synchronous channel to the gateway over TLS, trusting the suite's CA."""
-        return grpc.secure_channel(self.gateway_target, self._gateway_credentials())
+    def gateway_channel_sync(self, program: str = GATEWAY) -> grpc.Channel:
+        """A synchronous channel to the gateway (or gateway `program`) over TLS."""
+        return grpc.secure_channel(self.gateway_targets[program], self._gateway_credentials())
 
     def bank_channel_sync(self, bank_id: str, identity: str | None = "admin") -> grpc.Channel:
         """A synchronous channel to a bank over mutual TLS as `identity` (None: no certificate)."""

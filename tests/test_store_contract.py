@@ -29,7 +29,7 @@ from paygate.errors import AlreadyExists, FailedPrecondition
 from paygate.gateway import store as sqlite_gateway
 from paygate.gateway import store_postgres as postgres_gateway
 from paygate.gateway.models import Payment, PaymentStatus, TxnState, User
-from paygate.gateway.store import BeginOutcome, GatewayStore, SqliteGatewayStore
+from paygate.gateway.store import BeginOutcome, GatewayStore, Lease, SqliteGatewayStore
 from paygate.gateway.store_postgres import PostgresGatewayStore
 from pgtest import Schemas, require_postgres
 
@@ -313,7 +313,7 @@ def test_list_payments_pages_newest_first_for_both_parties(backend: Backend) -> 
     run(backend.gateway(backend.fresh("gateway")), body)
 
 
-def test_unfinished_payments_oldest_first_up_to_the_limit(backend: Backend) -> None:
+def test_claim_unfinished_oldest_first_up_to_the_limit(backend: Backend) -> None:
     async def body(store: GatewayStore) -> None:
         await with_users(store)
         ps = [payment(ALICE, BOB) for _ in range(4)]
@@ -323,17 +323,86 @@ def test_unfinished_payments_oldest_first_up_to_the_limit(backend: Backend) -> N
         await store.decide_abort(ps[2].payment_id, "X", "m", release_key=False)
         await store.decide_commit(ps[3].payment_id)
         await store.finish(ps[3].payment_id, TxnState.COMMITTED)
-        unfinished = await store.unfinished_payments(limit=10)
+        now_s = time.time()
+        unfinished = await store.claim_unfinished("g1", now_s=now_s, lease_s=10, limit=10)
         assert [(p.payment_id, p.txn_state) for p in unfinished] == [
             (ps[0].payment_id, TxnState.PREPARING),
             (ps[1].payment_id, TxnState.COMMITTING),
             (ps[2].payment_id, TxnState.ABORTING),
         ]
-        assert [p.payment_id for p in await store.unfinished_payments(limit=2)] == [
-            ps[0].payment_id, ps[1].payment_id
-        ]
+        # Its own leases are claimed again (renewed); at most `limit` of them.
+        again = await store.claim_unfinished("g1", now_s=now_s, lease_s=10, limit=2)
+        assert [p.payment_id for p in again] == [ps[0].payment_id, ps[1].payment_id]
 
     run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_a_live_lease_is_kept_and_an_expired_one_taken_over(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        now_s = time.time()
+        p = payment(ALICE, BOB)
+        await store.begin_payment("k", "h", p, Lease("g1", now_s + 10))
+        assert await store.claim_unfinished("g2", now_s=now_s, lease_s=10, limit=10) == []
+        assert await store.renew_lease(p.payment_id, Lease("g1", now_s + 20))
+        later_s = now_s + 15  # g1's first lease would have expired, its renewal has not
+        assert await store.claim_unfinished("g2", now_s=later_s, lease_s=10, limit=10) == []
+        expired_s = now_s + 21
+        taken = await store.claim_unfinished("g2", now_s=expired_s, lease_s=10, limit=10)
+        assert [t.payment_id for t in taken] == [p.payment_id]
+        # The old owner learns that it lost the transaction; the new one keeps it.
+        assert not await store.renew_lease(p.payment_id, Lease("g1", expired_s + 10))
+        assert await store.renew_lease(p.payment_id, Lease("g2", expired_s + 10))
+        assert await store.claim_unfinished("g1", now_s=expired_s, lease_s=10, limit=10) == []
+        # A finished transaction is nobody's to renew or claim.
+        await store.decide_abort(p.payment_id, "X", "m", release_key=True)
+        await store.finish(p.payment_id, TxnState.ABORTED)
+        assert not await store.renew_lease(p.payment_id, Lease("g2", expired_s + 10))
+        far_s = expired_s + 100
+        assert await store.claim_unfinished("g3", now_s=far_s, lease_s=10, limit=10) == []
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_two_owners_claiming_at_once_never_take_the_same_row(backend: Backend) -> None:
+    location = backend.fresh("gateway")
+    count = 40
+
+    async def body(first: GatewayStore) -> None:
+        await with_users(first)
+        ps = [payment(ALICE, BOB) for _ in range(count)]
+        for i, p in enumerate(ps):
+            await first.begin_payment(f"k{i}", "h", p)  # no lease: free for anyone
+        second = backend.gateway(location)
+        await second.open()
+        try:
+
+            async def claim_all(store: GatewayStore, owner: str) -> list[str]:
+                """Claim and finish batches, the way recovery does, until none is left."""
+                mine: list[str] = []
+                for _ in range(count):
+                    batch = await store.claim_unfinished(
+                        owner, now_s=time.time(), lease_s=60, limit=3
+                    )
+                    if not batch:
+                        return mine
+                    for b in batch:
+                        mine.append(b.payment_id)
+                        await store.decide_abort(b.payment_id, "X", "m", release_key=True)
+                        await store.finish(b.payment_id, TxnState.ABORTED)
+                return mine
+
+            got = await asyncio.gather(
+                claim_all(first, "g1"), claim_all(second, "g2"),
+                claim_all(first, "g1b"), claim_all(second, "g2b"),
+            )
+        finally:
+            await second.close()
+        claimed = [payment_id for owner in got for payment_id in owner]
+        assert sorted(claimed) == sorted(p.payment_id for p in ps), "each row claimed once"
+        assert sum(1 for owner in got if owner) >= 2, "the claims were not concurrent"
+
+    run(backend.gateway(location), body)
 
 
 def test_prune_removes_only_old_completed_keys(backend: Backend) -> None:

@@ -62,8 +62,9 @@ SAMPLE_INTERVAL_S = 0.5
 PENDING_LIMIT_S = 10.0
 DEFAULT_REPLAY_MAX = 5000
 # How long after an indefinite answer the gateway may still decide that payment, beyond
-# the call's own deadline and the prepare timeout (see checker: totals during the run).
+# the call's own deadline and decided_within_s (see checker: totals during the run).
 SETTLE_MARGIN_S = 5.0
+MAX_GATEWAYS = 16
 
 
 class ChaosError(Exception):
@@ -142,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to write results (default var/chaos/<UTC time>)",
     )
+    add(
+        "--gateways",
+        type=gateway_map,
+        default=None,
+        dest="gateway_map",
+        metavar="PROGRAM=IP:PORT,...",
+        help="the suite's gateway programs and their addresses, when it runs several "
+        "(default: the program 'gateway' at the config's address)",
+    )
     add("--no-faults", action="store_true", help="run the workload without any fault")
     add(
         "--fault-interval",
@@ -196,6 +206,16 @@ def suite_config(path: str | None, directory: pathlib.Path) -> SuiteConfig:
     return config_from_mapping(data, base=directory.resolve())
 
 
+def gateway_map(text: str) -> dict[str, str]:
+    """"gateway-1=127.0.0.1:50051,gateway-2=127.0.0.1:50052" -> {program: address}."""
+    pairs = [part.partition("=") for part in text.split(",") if part]
+    if not pairs or any(not name or not sep or not address for name, sep, address in pairs):
+        raise argparse.ArgumentTypeError("expected PROGRAM=IP:PORT[,PROGRAM=IP:PORT...]")
+    if len(pairs) > MAX_GATEWAYS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_GATEWAYS} gateways")
+    return {name: address for name, _, address in pairs}
+
+
 def fault_kinds(args: argparse.Namespace, config: SuiteConfig) -> tuple[str, ...]:
     if args.users < 2:
         raise ChaosError("--users must be at least 2")
@@ -234,9 +254,16 @@ def settings_json(
         "fault_kinds": list(kinds),
         "crash_points": list(args.crash_point_list),
         "pause_s": pause_s(config),
-        "gateway": config.gateway.listen,
+        "gateways": args.gateway_map or {"gateway": config.gateway.listen},
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def decided_within_s(config: SuiteConfig) -> float:
+    """How long a payment may stay undecided: its prepare phase, or, when its gateway died,
+    until the lease expires and the next recovery pass (of any gateway) takes it over."""
+    gateway = config.gateway
+    return max(gateway.prepare_timeout_s, gateway.effective_lease_s + gateway.recovery_interval_s)
 
 
 def pause_s(config: SuiteConfig) -> float:
@@ -247,7 +274,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig, kinds: tuple[str, .
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     settings = settings_json(args, config, kinds, seed)
     history = History()
-    conn = Connections(config)
+    conn = Connections(config, args.gateway_map)
     try:
         if not await conn.wait_serving(conn.programs, SERVING_TIMEOUT_S):
             raise ChaosError(
@@ -262,7 +289,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig, kinds: tuple[str, .
         history,
         CheckSettings(
             pending_limit_s=PENDING_LIMIT_S,
-            indefinite_settle_s=call_timeout_s + config.gateway.prepare_timeout_s + SETTLE_MARGIN_S,
+            indefinite_settle_s=call_timeout_s + decided_within_s(config) + SETTLE_MARGIN_S,
         ),
     )
     data = report.results(history, result, settings)

@@ -1,4 +1,9 @@
-"""The chaos tool's channels to a suite: the gateway over TLS, each bank as `admin`.
+"""The chaos tool's channels to a suite: the gateways over TLS, each bank as `admin`.
+
+A suite may run several gateways (`--gateways gateway-1=IP:PORT,gateway-2=IP:PORT`): the
+workload's calls go over one channel balancing across all of them (round_robin, as the
+client library does for a list of addresses), and each gateway program has a channel of
+its own for its health checks.
 
 The channels reconnect quickly (within a second) after a process restarts, because the
 default backoff grows to minutes and would hide a recovered suite from the workload.
@@ -8,11 +13,13 @@ Every call made on them passes a deadline.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from paygate.client._target import channel_target
 from paygate.common.config import SuiteConfig
 from paygate.common.tls import channel_credentials
 from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
@@ -41,11 +48,20 @@ def client_target(listen: str) -> str:
 class Connections:
     """One gateway channel and one channel per bank; create inside the running event loop."""
 
-    def __init__(self, config: SuiteConfig) -> None:
+    def __init__(self, config: SuiteConfig, gateways: Mapping[str, str] | None = None) -> None:
         self.config = config
         ca = config.certs_dir / "ca.pem"
+        # Gateway program -> address; by default the one gateway of the config.
+        self.gateway_targets = dict(gateways or {GATEWAY: client_target(config.gateway.listen)})
+        self.gateway_channels = {
+            program: grpc.aio.secure_channel(
+                target, channel_credentials(ca), options=CHANNEL_OPTIONS
+            )
+            for program, target in self.gateway_targets.items()
+        }
+        balanced, balancing = channel_target(",".join(self.gateway_targets.values()))
         self.gateway_channel = grpc.aio.secure_channel(
-            client_target(config.gateway.listen), channel_credentials(ca), options=CHANNEL_OPTIONS
+            balanced, channel_credentials(ca), options=[*CHANNEL_OPTIONS, *balancing]
         )
         admin = channel_credentials(ca, client=config.tls_for(ADMIN_IDENTITY))
         self.bank_channels = {
@@ -63,11 +79,17 @@ class Connections:
 
     @property
     def programs(self) -> list[str]:
-        """The supervisord programs of the suite: its banks, then the gateway."""
-        return [*sorted(self.bank_channels), GATEWAY]
+        """The supervisord programs of the suite: its banks, then its gateways."""
+        return [*sorted(self.bank_channels), *self.gateway_programs]
+
+    @property
+    def gateway_programs(self) -> list[str]:
+        return sorted(self.gateway_targets)
 
     def channel(self, program: str) -> grpc.aio.Channel:
-        return self.gateway_channel if program == GATEWAY else self.bank_channels[program]
+        if program in self.gateway_channels:
+            return self.gateway_channels[program]
+        return self.bank_channels[program]
 
     async def serving(self, program: str) -> bool:
         # grpcio-health-checking's stub has no type hints for its methods.
@@ -95,5 +117,7 @@ class Connections:
 
     async def close(self) -> None:
         await self.gateway_channel.close()
+        for channel in self.gateway_channels.values():
+            await channel.close()
         for channel in self.bank_channels.values():
             await channel.close()

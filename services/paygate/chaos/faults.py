@@ -3,8 +3,8 @@
 Every `interval_s` (jittered by a quarter either way) it injects one fault, and waits until
 the program serves again before the next interval starts:
 
-    kill-gateway   SIGKILL to the gateway's pid (`supervisorctl pid gateway`); supervisord
-                   restarts it
+    kill-gateway   SIGKILL to a random gateway's pid (`supervisorctl pid gateway-2`);
+                   supervisord restarts it
     kill-bank      SIGKILL to a random bank
     pause-bank     SIGSTOP to a random bank for `pause_s` (a few seconds longer than the
                    prepare timeout), then SIGCONT
@@ -32,7 +32,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 
-from paygate.chaos.connections import GATEWAY, Connections
+from paygate.chaos.connections import Connections
 from paygate.chaos.history import Fault, History
 from paygate.chaos.workload import Clock
 from paygate.common import faults as crash_points
@@ -162,7 +162,7 @@ class FaultSchedule:
 
     async def inject(self, kind: str) -> Fault | None:
         if kind == KILL_GATEWAY:
-            return await self._kill(KILL_GATEWAY, GATEWAY)
+            return await self._kill(KILL_GATEWAY, self._rng.choice(self._conn.gateway_programs))
         if kind == KILL_BANK:
             return await self._kill(KILL_BANK, self._rng.choice(self.banks))
         if kind == PAUSE_BANK:
@@ -222,7 +222,8 @@ class FaultSchedule:
         )
 
     async def _crash(self, point: str) -> Fault | None:
-        program = GATEWAY if point.startswith("gateway.") else self._rng.choice(self.banks)
+        gateway = point.startswith("gateway.")
+        program = self._rng.choice(self._conn.gateway_programs if gateway else self.banks)
         pid = await self._sup.pid(program)
         if pid <= 0:
             return None

@@ -23,6 +23,7 @@ from paygate.client._models import (
     RegisteredUser,
     Session,
 )
+from paygate.client._target import channel_target
 from paygate.client.delivery import Deliverer, DeliveryReport, DeliverySettings
 from paygate.client.logging_interceptor import LoggingInterceptor
 from paygate.client.outbox import Outbox
@@ -75,12 +76,15 @@ class AsyncClient:
         self._delivery_settings = delivery or DeliverySettings()
         self._delivery_task: asyncio.Task[None] | None = None
         self._token = TokenHolder(access_token=access_token)
+        # Several comma-separated addresses: one channel balancing over them (_target.py).
+        channel_target_, balancing = channel_target(target)
         self._channel = grpc.aio.secure_channel(
-            target,
+            channel_target_,
             channel_credentials(pathlib.Path(ca_cert)),
             options=[
                 ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+                *balancing,
             ],
             # Outermost first: the call's span starts the payment's trace (a no-op unless the
             # application installed an OpenTelemetry SDK); the log line times the whole call.

@@ -84,7 +84,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--gateway",
         default=environ.get(GATEWAY_ENV) or DEFAULT_TARGET,
-        help=f"gateway address (env {GATEWAY_ENV}; default %(default)s)",
+        help=(
+            f"gateway address, or several as IP:PORT,IP:PORT to balance over them"
+            f" (env {GATEWAY_ENV}; default %(default)s)"
+        ),
     )
     parser.add_argument(
         "--ca-cert",
@@ -284,6 +287,8 @@ def open_client(
         )
     except OSError as exc:
         raise CliError(f"cannot read CA certificate {args.ca_cert}: {exc.strerror}") from exc
+    except ValueError as exc:  # a malformed list of gateway addresses
+        raise CliError(f"--gateway: {exc}") from exc
 
 
 def require_session(args: argparse.Namespace) -> StoredSession:

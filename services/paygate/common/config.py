@@ -1,7 +1,9 @@
 """The configuration of a Paygate suite: one object, built once at start, passed down.
 
 Precedence, lowest first: the defaults below, the TOML file named by `--config` or the
-`PAYGATE_CONFIG` environment variable, then command-line flags of the process. Relative
+`PAYGATE_CONFIG` environment variable, then command-line flags of the process
+(`paygate-gateway --listen ... --metrics ...` runs a second gateway from the same file:
+`with_gateway_addresses`). Relative
 paths are resolved against the current directory, which supervisord sets to the directory
 it was started from (the repository root for `make run`, a temporary folder in tests).
 
@@ -103,6 +105,17 @@ class GatewayConfig:
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     grace_s: float = DEFAULT_GRACE_S
     fault_injection: bool = False
+    # How long a gateway owns a transaction it drives (gateway/coordinator.py); None:
+    # 3 x prepare_timeout_s.
+    lease_s: float | None = None
+    # How long a session found valid is remembered in memory; None: automatic (the
+    # default of gateway/session_cache.py on SQLite, 0 on PostgreSQL, where other gateway
+    # replicas may revoke the session).
+    session_cache_ttl_s: float | None = None
+
+    @property
+    def effective_lease_s(self) -> float:
+        return self.lease_s if self.lease_s is not None else 3 * self.prepare_timeout_s
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -179,3 +192,15 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
         **table,
     )
     return SuiteConfig(var_dir=var_dir, certs_dir=certs_dir, gateway=gateway, banks=banks)
+
+
+def with_gateway_addresses(
+    suite: SuiteConfig, *, listen: str | None = None, metrics: str | None = None
+) -> SuiteConfig:
+    """The config with the gateway's addresses replaced by flags (None: keep the file's)."""
+    gateway = dataclasses.replace(
+        suite.gateway,
+        listen=listen or suite.gateway.listen,
+        metrics=metrics or suite.gateway.metrics,
+    )
+    return dataclasses.replace(suite, gateway=gateway)

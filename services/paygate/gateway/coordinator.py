@@ -13,12 +13,19 @@ The protocol, with the state written to the gateway's database at each step:
 
 A decision is written with a conditional UPDATE (only from PREPARING), so exactly one
 decision is ever recorded even if recovery races the request. A commit decision is final:
-it is re-sent until acknowledged and never turned into an abort. Recovery (at start and
-every recovery_interval_s) finds unfinished transactions that no task of this process is
-driving: PREPARING ones have no decision and are aborted (presumed abort: no bank can have
-committed, because no bank commits without a commit decision); COMMITTING and ABORTING
-ones have their decision re-sent. Banks keep prepared holds across restarts and refuse a
-Prepare that arrives after an Abort, so a late or duplicated message cannot move money.
+it is re-sent until acknowledged and never turned into an abort.
+
+Several gateways may share one database, so each unfinished transaction carries a lease:
+the gateway that begins a payment holds it for lease_s (longer than the prepare phase) and
+renews it before every re-send. Recovery (at start and every recovery_interval_s) claims
+the unfinished transactions whose lease expired, or that are its own, and drives those that
+no task of this process is driving: PREPARING ones have no decision and are aborted
+(presumed abort: no bank can have committed, because no bank commits without a commit
+decision on disk, and a decision is only written from PREPARING, so a slow owner that
+lost its lease cannot commit afterwards); COMMITTING and ABORTING ones have their
+decision re-sent. A gateway that dies hands its transactions over when their leases
+expire. Banks keep prepared holds across restarts and refuse a Prepare that arrives after
+an Abort, so a late or duplicated message cannot move money.
 
 Each phase is an OpenTelemetry span ("2pc.prepare", "2pc.commit", "2pc.abort") carrying the
 transaction id, its banks and its outcome, with the banks' calls inside it; outcomes,
@@ -52,7 +59,7 @@ from paygate.errors import (
     Unavailable,
 )
 from paygate.gateway.models import Leg, Payment, TxnState, Vote
-from paygate.gateway.store import GatewayStore
+from paygate.gateway.store import GatewayStore, Lease
 
 _log = logging.getLogger("paygate.coordinator")
 _tracer = trace.get_tracer(__name__)
@@ -65,6 +72,7 @@ BUSINESS_REFUSALS = {
 }
 PRESUMED_ABORT = "COORDINATOR_RESTARTED"
 PREPARE_TIMEOUT_MARGIN_S = 0.2
+DEFAULT_LEASE_S = 6.0
 
 
 class Participants(Protocol):
@@ -82,6 +90,9 @@ class CoordinatorSettings:
     prepare_timeout_s: float
     bank_call_timeout_s: float
     recovery_interval_s: float
+    # How long a gateway owns a transaction it drives without renewing: more than the
+    # prepare phase, plus the clock difference between the gateways sharing a database.
+    lease_s: float = DEFAULT_LEASE_S
     # Phase-two attempts within one request or one recovery pass; recovery passes repeat forever.
     delivery_attempts: int = 3
     backoff_initial_s: float = 0.05
@@ -148,7 +159,10 @@ class Coordinator:
         settings: CoordinatorSettings,
         faults: FaultInjector,
         metrics: CoordinatorMetrics | None = None,
+        *,
+        owner: str = "gateway",
     ) -> None:
+        self.owner = owner  # this instance's id in the leases; unique per start
         self._store = store
         self._banks = participants
         self._settings = settings
@@ -166,6 +180,20 @@ class Coordinator:
             yield
         finally:
             self._driving.discard(payment_id)
+
+    def new_lease(self) -> Lease:
+        """The lease a payment this process begins is recorded with."""
+        return Lease(self.owner, time.time() + self._settings.lease_s)
+
+    async def _keep_lease(self, payment_id: str) -> bool:
+        """Renew our lease; False (and a log line) when another gateway has taken it over."""
+        if await self._store.renew_lease(payment_id, self.new_lease()):
+            return True
+        _log.warning(
+            "lease lost, another gateway drives the transaction",
+            extra={"fields": {"transaction_id": payment_id, "owner": self.owner}},
+        )
+        return False
 
     @contextlib.contextmanager
     def _phase(self, phase: str, payment: Payment) -> Iterator[trace.Span]:
@@ -285,6 +313,8 @@ class Coordinator:
         settings = self._settings
         acked = 0
         for attempt in range(settings.delivery_attempts):
+            if attempt > 0 and not await self._keep_lease(payment.payment_id):
+                return False
             if attempt > 0 or resend:
                 for resent in pending:
                     self._metrics.retries.labels(resent, "commit" if commit else "abort").inc()
@@ -364,12 +394,18 @@ class Coordinator:
     # Recovery ------------------------------------------------------------------------
 
     async def recover_once(self) -> int:
-        """Drive every unfinished transaction that nobody here is driving; return how many."""
-        orphans = [
-            p
-            for p in await self._store.unfinished_payments(limit=self._settings.recovery_batch)
-            if p.payment_id not in self._driving
-        ]
+        """Claim the unfinished transactions whose lease expired and drive them; return how many.
+
+        Our own (a request's delivery that ran out of attempts) are claimed too; those a task
+        here is still driving are left to it.
+        """
+        claimed = await self._store.claim_unfinished(
+            self.owner,
+            now_s=time.time(),
+            lease_s=self._settings.lease_s,
+            limit=self._settings.recovery_batch,
+        )
+        orphans = [p for p in claimed if p.payment_id not in self._driving]
         self._metrics.in_doubt.set(len(orphans))
         limit = asyncio.Semaphore(self._settings.recovery_concurrency)
 
@@ -382,6 +418,9 @@ class Coordinator:
 
     async def _recover(self, payment: Payment) -> None:
         if payment.payment_id in self._driving:
+            return
+        # It may have waited for a free slot for a while: make sure it is still ours.
+        if not await self._keep_lease(payment.payment_id):
             return
         with self.claim(payment.payment_id):
             state = payment.txn_state

@@ -1,6 +1,9 @@
 """paygate-gateway: run the gateway.
 
-paygate-gateway [--config paygate.toml]
+paygate-gateway [--config paygate.toml] [--listen HOST:PORT] [--metrics HOST:PORT] [--name NAME]
+
+Several gateways may share one PostgreSQL database (docs/storage.md): give each its own
+--listen, --metrics and --name (the name of its fault folder and the prefix of its lease id).
 """
 
 from __future__ import annotations
@@ -9,11 +12,18 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import secrets
 import time
 
 from paygate.common import tracing
 from paygate.common.client_metrics_interceptor import ClientMetricsInterceptor
-from paygate.common.config import GatewayConfig, SuiteConfig, load_config
+from paygate.common.config import (
+    GatewayConfig,
+    SuiteConfig,
+    load_config,
+    with_gateway_addresses,
+)
+from paygate.common.database_url import PostgresUrl
 from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
 from paygate.common.health_monitor import monitor_health
@@ -46,6 +56,26 @@ from paygate.gen.paygate.v1 import gateway_pb2_grpc
 _log = logging.getLogger("paygate.gateway")
 
 HOUSEKEEPING_INTERVAL_S = 60.0
+DEFAULT_NAME = "gateway"
+
+
+def account_settings(config: GatewayConfig) -> AccountSettings:
+    """Sessions are cached in memory unless the database is shared with other gateways.
+
+    A replica cannot see another one's logout in its cache, so on PostgreSQL (shared by
+    design) the cache is off unless the config sets session_cache_ttl_s explicitly.
+    """
+    settings = AccountSettings(
+        bcrypt_rounds=config.bcrypt_rounds,
+        token_ttl_s=config.token_ttl_s,
+        bank_call_timeout_s=config.bank_call_timeout_s,
+    )
+    ttl_s = config.session_cache_ttl_s
+    if ttl_s is None and isinstance(config.database, PostgresUrl):
+        ttl_s = 0.0
+    if ttl_s is None:
+        return settings
+    return dataclasses.replace(settings, session_cache_ttl_s=ttl_s)
 
 
 @dataclasses.dataclass
@@ -80,7 +110,7 @@ class Gateway:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
 
-async def build_gateway(suite: SuiteConfig) -> Gateway:
+async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway:
     config = suite.gateway
     store = await open_gateway_store(config)
     # Observability wiring (issue 4): one registry, served on config.metrics.
@@ -96,11 +126,7 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
     accounts = Accounts(
         store,
         banks,
-        AccountSettings(
-            bcrypt_rounds=config.bcrypt_rounds,
-            token_ttl_s=config.token_ttl_s,
-            bank_call_timeout_s=config.bank_call_timeout_s,
-        ),
+        account_settings(config),
         LoginThrottle(
             store,
             ThrottleSettings(
@@ -117,9 +143,11 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
             prepare_timeout_s=config.prepare_timeout_s,
             bank_call_timeout_s=config.bank_call_timeout_s,
             recovery_interval_s=config.recovery_interval_s,
+            lease_s=config.effective_lease_s,
         ),
-        FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process="gateway"),
+        FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process=name),
         CoordinatorMetrics.build(registry),
+        owner=f"{name}-{secrets.token_hex(6)}",
     )
     payments = Payments(
         store,
@@ -149,8 +177,8 @@ async def build_gateway(suite: SuiteConfig) -> Gateway:
     return Gateway(config, server, store, banks, accounts, coordinator, metrics_server)
 
 
-async def run(suite: SuiteConfig) -> None:
-    gateway = await build_gateway(suite)
+async def run(suite: SuiteConfig, name: str) -> None:
+    gateway = await build_gateway(suite, name)
     await serve(
         gateway.server,
         grace_s=gateway.config.grace_s,
@@ -166,12 +194,21 @@ async def run(suite: SuiteConfig) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="paygate-gateway", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (default: $PAYGATE_CONFIG)")
+    parser.add_argument("--listen", help="HOST:PORT to serve on (default: [gateway] listen)")
+    parser.add_argument("--metrics", help="HOST:PORT of /metrics (default: [gateway] metrics)")
+    parser.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help="this gateway's name among its replicas (default: %(default)s)",
+    )
     args = parser.parse_args()
-    suite = load_config(args.config)
+    suite = with_gateway_addresses(
+        load_config(args.config), listen=args.listen, metrics=args.metrics
+    )
     setup_logging("gateway")
     provider = tracing.setup_tracing("paygate-gateway")
     try:
-        run_until_stopped(run(suite))
+        run_until_stopped(run(suite, args.name))
     finally:
         if provider is not None:
             provider.shutdown()  # flush the last spans

@@ -152,7 +152,8 @@ class Payments:
         )
         with self._coordinator.claim(payment.payment_id):
             begun = await self._store.begin_payment(
-                request.idempotency_key, request_hash(request), payment
+                request.idempotency_key, request_hash(request), payment,
+                self._coordinator.new_lease(),
             )
             if begun.outcome == BeginOutcome.STARTED:
                 outcome[0] = "failed"

@@ -89,6 +89,14 @@ MIGRATIONS = [
     );
     CREATE INDEX login_failures_key ON login_failures (throttle_key, failed_at_s)
     """,
+    # 3: a lease on each unfinished payment: which gateway drives it, and until when, so
+    # that several gateways sharing one database never drive one transaction together.
+    """
+    ALTER TABLE payments ADD COLUMN lease_owner TEXT;
+    ALTER TABLE payments ADD COLUMN lease_expires_at_s REAL;
+    CREATE INDEX payments_lease ON payments (lease_expires_at_s)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting')
+    """,
 ]
 
 _PAYMENT_COLUMNS = (
@@ -115,6 +123,14 @@ class BeginResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class Lease:
+    """A gateway's claim on driving a transaction: `owner` (an instance id) until a time."""
+
+    owner: str
+    expires_at_s: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Session:
     user: User
     expire_at_s: float
@@ -130,7 +146,9 @@ class GatewayStore(Protocol):
     async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None: ...
     async def session(self, token_hash: str) -> Session | None: ...
     async def revoke_session(self, token_hash: str) -> None: ...
-    async def begin_payment(self, key: str, request_hash: str, payment: Payment) -> BeginResult: ...
+    async def begin_payment(
+        self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
+    ) -> BeginResult: ...
     async def decide_commit(self, payment_id: str) -> TxnState: ...
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool
@@ -140,7 +158,10 @@ class GatewayStore(Protocol):
     async def list_payments(
         self, user_id: str, *, before_seq: int | None, limit: int
     ) -> list[tuple[int, Payment]]: ...
-    async def unfinished_payments(self, *, limit: int) -> list[Payment]: ...
+    async def claim_unfinished(
+        self, owner: str, *, now_s: float, lease_s: float, limit: int
+    ) -> list[Payment]: ...
+    async def renew_lease(self, payment_id: str, lease: Lease) -> bool: ...
     async def prune_idempotency_keys(self, *, older_than_s: float) -> int: ...
     async def login_failures(self, keys: list[str], *, since_s: float) -> list[list[float]]: ...
     async def record_login_failure(self, keys: list[str], at_s: float) -> None: ...
@@ -281,8 +302,14 @@ class SqliteGatewayStore:
 
     # Payments and their idempotency keys -------------------------------------------
 
-    async def begin_payment(self, key: str, request_hash: str, payment: Payment) -> BeginResult:
-        """Record the key and the new payment together, or say why the key is taken."""
+    async def begin_payment(
+        self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
+    ) -> BeginResult:
+        """Record the key and the new payment together, or say why the key is taken.
+
+        With a lease, the payment is its owner's to drive until the lease expires; without
+        one, any gateway's recovery may claim it at once.
+        """
 
         def begin(conn: sqlite3.Connection) -> BeginResult:
             row = conn.execute(
@@ -298,8 +325,8 @@ class SqliteGatewayStore:
                     return BeginResult(BeginOutcome.IN_USE, payment_id)
                 return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
             cursor = conn.execute(
-                f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO payments ({_PAYMENT_COLUMNS}, lease_owner, lease_expires_at_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     payment.payment_id,
                     payment.status,
@@ -317,6 +344,8 @@ class SqliteGatewayStore:
                     payment.description,
                     payment.failure_reason,
                     payment.create_time_us,
+                    lease.owner if lease else None,
+                    lease.expires_at_s if lease else None,
                 ),
             )
             seq = cursor.lastrowid
@@ -412,16 +441,38 @@ class SqliteGatewayStore:
 
         return await self._db.read(select)
 
-    async def unfinished_payments(self, *, limit: int) -> list[Payment]:
-        def select(conn: sqlite3.Connection) -> list[Payment]:
-            rows = conn.execute(
-                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE txn_state IN (?, ?, ?)"
-                " ORDER BY seq LIMIT ?",
-                (*UNFINISHED, limit),
-            ).fetchall()
-            return [_payment(row) for row in rows]
+    async def claim_unfinished(
+        self, owner: str, *, now_s: float, lease_s: float, limit: int
+    ) -> list[Payment]:
+        """Lease to `owner` the oldest unfinished payments that are free or already its own.
 
-        return await self._db.read(select)
+        Free: no lease, or one that expired by `now_s`. SQLite serializes writers, so the
+        conditional UPDATE alone makes two claimers take disjoint rows.
+        """
+
+        def claim(conn: sqlite3.Connection) -> list[Payment]:
+            rows = conn.execute(
+                "UPDATE payments SET lease_owner = ?, lease_expires_at_s = ?"
+                " WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN (?, ?, ?)"
+                " AND (lease_owner IS NULL OR lease_expires_at_s <= ? OR lease_owner = ?)"
+                f" ORDER BY seq LIMIT ?) RETURNING seq, {_PAYMENT_COLUMNS}",
+                (owner, now_s + lease_s, *UNFINISHED, now_s, owner, limit),
+            ).fetchall()
+            return [_payment(row[1:]) for row in sorted(rows, key=lambda row: int(row[0]))]
+
+        return await self._db.transaction(claim)
+
+    async def renew_lease(self, payment_id: str, lease: Lease) -> bool:
+        """Extend the owner's lease of an unfinished payment; False when it is not theirs."""
+
+        def renew(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE payments SET lease_expires_at_s = ? WHERE payment_id = ?"
+                " AND lease_owner = ? AND txn_state IN (?, ?, ?)",
+                (lease.expires_at_s, payment_id, lease.owner, *UNFINISHED),
+            ).rowcount == 1
+
+        return await self._db.transaction(renew)
 
     async def prune_idempotency_keys(self, *, older_than_s: float) -> int:
         return await self._db.transaction(

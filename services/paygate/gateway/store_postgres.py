@@ -13,6 +13,9 @@ conditional statement, never with a read followed by a write:
 - decide_commit and decide_abort update `WHERE txn_state = 'preparing'`: PostgreSQL
   re-checks that condition on the newest row version after waiting for a concurrent
   writer, so exactly one decision wins and the other sees the decided state.
+- claim_unfinished takes the rows to lease with FOR UPDATE SKIP LOCKED: a row another
+  gateway is claiming right now is skipped, not waited for, and a row it has just claimed
+  fails the re-checked "free" condition; so two gateways never claim one row together.
 - create_user relies on the unique constraints, named so that a violation maps back to
   the same AlreadyExists message SQLite gives.
 """
@@ -33,6 +36,7 @@ from paygate.gateway.store import (
     _USER_COLUMNS,
     BeginOutcome,
     BeginResult,
+    Lease,
     Session,
     _payment,
     _user,
@@ -109,6 +113,13 @@ MIGRATIONS = [
         failed_at_s DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX login_failures_key ON login_failures (throttle_key, failed_at_s)
+    """,
+    # 3: a lease on each unfinished payment: which gateway drives it, and until when.
+    """
+    ALTER TABLE payments ADD COLUMN lease_owner TEXT;
+    ALTER TABLE payments ADD COLUMN lease_expires_at_s DOUBLE PRECISION;
+    CREATE INDEX payments_lease ON payments (lease_expires_at_s)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting')
     """,
 ]
 
@@ -213,7 +224,9 @@ class PostgresGatewayStore:
 
     # Payments and their idempotency keys -------------------------------------------
 
-    async def begin_payment(self, key: str, request_hash: str, payment: Payment) -> BeginResult:
+    async def begin_payment(
+        self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
+    ) -> BeginResult:
         """Claim the key and record the payment together, or say why the key is taken."""
 
         async def begin(conn: Conn) -> BeginResult:
@@ -225,7 +238,7 @@ class PostgresGatewayStore:
                     (payment.payer_user_id, key, request_hash, payment.payment_id, time.time()),
                 )
                 if claimed.rowcount == 1:
-                    await _insert_payment(conn, payment)
+                    await _insert_payment(conn, payment, lease)
                     return BeginResult(BeginOutcome.STARTED, payment.payment_id)
                 taken = await _key_owner(conn, payment.payer_user_id, key, request_hash)
                 if taken is not None:
@@ -318,16 +331,37 @@ class PostgresGatewayStore:
 
         return await self._db.transaction(select)
 
-    async def unfinished_payments(self, *, limit: int) -> list[Payment]:
-        async def select(conn: Conn) -> list[Payment]:
-            cursor = await conn.execute(
-                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE txn_state = ANY(%s)"
-                " ORDER BY seq LIMIT %s",
-                ([str(s) for s in UNFINISHED], limit),
-            )
-            return [_payment(row) for row in await cursor.fetchall()]
+    async def claim_unfinished(
+        self, owner: str, *, now_s: float, lease_s: float, limit: int
+    ) -> list[Payment]:
+        """Lease to `owner` the oldest unfinished payments that are free or already its own."""
 
-        return await self._db.transaction(select)
+        async def claim(conn: Conn) -> list[Payment]:
+            cursor = await conn.execute(
+                "UPDATE payments SET lease_owner = %s, lease_expires_at_s = %s"
+                " WHERE seq IN (SELECT seq FROM payments WHERE txn_state = ANY(%s)"
+                " AND (lease_owner IS NULL OR lease_expires_at_s <= %s OR lease_owner = %s)"
+                " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+                f" RETURNING seq, {_PAYMENT_COLUMNS}",
+                (owner, now_s + lease_s, [str(s) for s in UNFINISHED], now_s, owner, limit),
+            )
+            rows = sorted(await cursor.fetchall(), key=lambda row: int(row[0]))
+            return [_payment(row[1:]) for row in rows]
+
+        return await self._db.transaction(claim)
+
+    async def renew_lease(self, payment_id: str, lease: Lease) -> bool:
+        """Extend the owner's lease of an unfinished payment; False when it is not theirs."""
+
+        async def renew(conn: Conn) -> bool:
+            cursor = await conn.execute(
+                "UPDATE payments SET lease_expires_at_s = %s WHERE payment_id = %s"
+                " AND lease_owner = %s AND txn_state = ANY(%s)",
+                (lease.expires_at_s, payment_id, lease.owner, [str(s) for s in UNFINISHED]),
+            )
+            return cursor.rowcount == 1
+
+        return await self._db.transaction(renew)
 
     async def prune_idempotency_keys(self, *, older_than_s: float) -> int:
         async def delete(conn: Conn) -> int:
@@ -383,9 +417,10 @@ class PostgresGatewayStore:
         return await self._db.transaction(delete)
 
 
-async def _insert_payment(conn: Conn, payment: Payment) -> None:
+async def _insert_payment(conn: Conn, payment: Payment, lease: Lease | None) -> None:
     cursor = await conn.execute(
-        f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_placeholders(16)}) RETURNING seq",
+        f"INSERT INTO payments ({_PAYMENT_COLUMNS}, lease_owner, lease_expires_at_s)"
+        f" VALUES ({_placeholders(18)}) RETURNING seq",
         (
             payment.payment_id,
             str(payment.status),
@@ -403,6 +438,8 @@ async def _insert_payment(conn: Conn, payment: Payment) -> None:
             payment.description,
             payment.failure_reason,
             payment.create_time_us,
+            lease.owner if lease else None,
+            lease.expires_at_s if lease else None,
         ),
     )
     row = await cursor.fetchone()

@@ -1,0 +1,230 @@
+"""Two gateways sharing one PostgreSQL database (ops/supervisord-postgres.conf).
+
+A suite of its own: gateway-1, gateway-2 and the three banks, every process in a fresh
+schema of the server at PAYGATE_TEST_POSTGRES_URL, the gateways sharing theirs. It runs the
+repository's ops/supervisord-postgres.conf, with gateway-2's fixed ports (50052, 9152)
+replaced by free ones. Without a reachable server every test is skipped, with the reason.
+
+What a user of two replicas relies on: a retry that lands on the other gateway gets the
+same answer; a key in flight on one is IDEMPOTENCY_KEY_IN_USE on the other; a payment whose
+gateway died after the commit decision is finished by the other gateway, once; a client
+given both addresses keeps paying while one gateway is stopped; paygate-chaos killing
+either gateway finds every payment exactly once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+import pytest
+from paygate.client import Client
+from paygate.gen.paygate.v1 import gateway_pb2 as pb
+from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
+from pgtest import Schemas, require_postgres
+from suite import BANKS, GATEWAY, REPO, Suite, free_ports
+from test_chaos import results, run_chaos
+from users import PASSWORD, TestUser, error_reason, new_user
+
+pytestmark = pytest.mark.suite
+
+OPS_CONF = REPO / "ops" / "supervisord-postgres.conf"
+GATEWAYS = ("gateway-1", "gateway-2")
+START_MINOR, AMOUNT_MINOR = 100_00, 10_00
+# The lease (3 x prepare_timeout_s = 6 s), a recovery interval (2 s) and a restart.
+HANDOVER_WITHIN_S = 20.0
+POLL_S = 0.2
+
+T = TypeVar("T")
+
+
+def supervisor_conf(folder: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """The ops config with gateway-2 on free ports and the repository's venv; its target."""
+    listen_port, metrics_port = free_ports(2)
+    text = OPS_CONF.read_text()
+    for fixed, free in (("127.0.0.1:50052", listen_port), ("127.0.0.1:9152", metrics_port)):
+        assert fixed in text, f"{OPS_CONF} no longer runs gateway-2 on {fixed}"
+        text = text.replace(fixed, f"127.0.0.1:{free}")
+    text = text.replace("%(here)s/..", str(REPO))
+    path = folder / "supervisord-postgres.conf"
+    path.write_text(text)
+    return path, f"127.0.0.1:{listen_port}"
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    schemas = Schemas(require_postgres())
+    try:
+        folder = tmp_path_factory.mktemp("suite-two-gateways")
+        conf, second = supervisor_conf(folder)
+        urls = {program: schemas.url_for(program).url for program in (GATEWAY, *BANKS)}
+        started = Suite.start(
+            folder,
+            programs=(*BANKS, *GATEWAYS),
+            database_urls=urls,
+            supervisor_conf=conf,
+            gateway_targets={"gateway-1": None, "gateway-2": second},
+        )
+        try:
+            yield started
+        finally:
+            started.stop()
+    finally:
+        schemas.close()
+
+
+@pytest.fixture
+def channels(suite: Suite) -> Iterator[dict[str, grpc.Channel]]:
+    opened = {program: suite.gateway_channel_sync(program) for program in GATEWAYS}
+    try:
+        yield opened
+    finally:
+        for channel in opened.values():
+            channel.close()
+
+
+def within(timeout_s: float, attempt: Callable[[], T]) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return attempt()
+        except (AssertionError, grpc.RpcError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(POLL_S)
+
+
+def on(user: TestUser, channel: grpc.Channel) -> TestUser:
+    """The same user, with the same token, talking to another gateway."""
+    return TestUser(
+        user.suite, pbg.GatewayServiceStub(channel), user.username, user.bank_id,
+        user.account_number, user.token,
+    )  # fmt: skip
+
+
+def pair(suite: Suite, channel: grpc.Channel) -> tuple[TestUser, TestUser]:
+    return new_user(suite, channel, "bank-a", START_MINOR), new_user(suite, channel, "bank-b", 0)
+
+
+def settled(user: TestUser) -> tuple[int, int, int]:
+    account = user.bank_account()
+    return account.balance, account.pending_debit, account.pending_credit
+
+
+def test_a_retry_on_the_other_gateway_gets_the_same_answer(
+    suite: Suite, channels: dict[str, grpc.Channel]
+) -> None:
+    alice, bob = pair(suite, channels["gateway-1"])
+    key = uuid.uuid4().hex
+    first = alice.pay(bob, AMOUNT_MINOR, key=key)
+    again = on(alice, channels["gateway-2"]).pay(bob, AMOUNT_MINOR, key=key)
+    assert again.SerializeToString() == first.SerializeToString()
+    assert first.status == pb.PAYMENT_STATUS_SUCCEEDED
+    assert settled(alice) == (START_MINOR - AMOUNT_MINOR, 0, 0)
+    # The same key with other parameters is refused on either gateway.
+    with pytest.raises(grpc.RpcError) as refused:
+        on(alice, channels["gateway-2"]).pay(bob, AMOUNT_MINOR + 1, key=key)
+    assert error_reason(refused.value) == "IDEMPOTENCY_KEY_MISMATCH"
+
+
+def test_a_key_in_flight_on_one_gateway_is_in_use_on_the_other(
+    suite: Suite, channels: dict[str, grpc.Channel]
+) -> None:
+    alice, bob = pair(suite, channels["gateway-1"])
+    key = uuid.uuid4().hex
+    # bob's bank is paused: gateway-1's payment waits in its prepare phase (up to 2 s).
+    suite.kill("bank-b", signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(alice.pay, bob, AMOUNT_MINOR, key=key)
+            time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as in_use:
+                on(alice, channels["gateway-2"]).pay(bob, AMOUNT_MINOR, key=key)
+            with pytest.raises(grpc.RpcError) as timed_out:
+                first.result(timeout=10)
+    finally:
+        suite.kill("bank-b", signal.SIGCONT)
+    assert in_use.value.code() == grpc.StatusCode.ABORTED
+    assert error_reason(in_use.value) == "IDEMPOTENCY_KEY_IN_USE"
+    assert timed_out.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The transient failure released the key: a retry on the other gateway pays, once.
+    paid = within(10, lambda: on(alice, channels["gateway-2"]).pay(bob, AMOUNT_MINOR, key=key))
+    assert paid.status == pb.PAYMENT_STATUS_SUCCEEDED
+    within(10, lambda: _assert(settled(bob) == (AMOUNT_MINOR, 0, 0)))
+
+
+def _assert(condition: bool) -> None:
+    assert condition
+
+
+def test_a_gateway_killed_after_its_commit_decision_is_finished_by_the_other(
+    suite: Suite, channels: dict[str, grpc.Channel]
+) -> None:
+    alice, bob = pair(suite, channels["gateway-1"])
+    key = uuid.uuid4().hex
+    old_pid = suite.pid("gateway-1")
+    armed = suite.arm_fault("gateway-1", "gateway.after_decision")
+    try:
+        with pytest.raises(grpc.RpcError) as died:
+            alice.pay(bob, AMOUNT_MINOR, key=key)
+        assert not armed.exists(), "gateway-1 never reached gateway.after_decision"
+    finally:
+        armed.unlink(missing_ok=True)
+    assert died.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Keep gateway-1 down, so that only gateway-2 can finish the payment.
+    within(10, lambda: _assert(suite.pid("gateway-1") not in (0, old_pid)))
+    assert suite.supervisorctl("stop", "gateway-1").returncode == 0
+    try:
+        expected = ((START_MINOR - AMOUNT_MINOR, 0, 0), (AMOUNT_MINOR, 0, 0))
+        within(HANDOVER_WITHIN_S, lambda: _assert((settled(alice), settled(bob)) == expected))
+        retried = on(alice, channels["gateway-2"]).pay(bob, AMOUNT_MINOR, key=key)
+        assert retried.status == pb.PAYMENT_STATUS_SUCCEEDED
+        # Committed exactly once: one payment in the history, the money moved once.
+        assert [
+            p.payment_id for p in on(alice, channels["gateway-2"]).list_payments().payments
+        ] == [retried.payment_id]
+        assert settled(alice)[0] + settled(bob)[0] == START_MINOR
+    finally:
+        assert suite.supervisorctl("start", "gateway-1").returncode == 0
+        suite.wait_serving("gateway-1")
+
+
+def test_a_client_with_both_addresses_keeps_paying_while_one_gateway_is_stopped(
+    suite: Suite, channels: dict[str, grpc.Channel]
+) -> None:
+    alice, bob = pair(suite, channels["gateway-2"])
+    both = ",".join(suite.gateway_targets[program] for program in GATEWAYS)
+    ca = suite.config.certs_dir / "ca.pem"
+    with Client(both, ca_cert=ca, timeout_s=10) as client:
+        client.login(alice.username, PASSWORD)
+        for _ in range(4):
+            assert client.pay(bob.username, 1_00).status == "SUCCEEDED"
+        assert suite.supervisorctl("stop", "gateway-1").returncode == 0
+        try:
+            for _ in range(6):
+                assert client.pay(bob.username, 1_00).status == "SUCCEEDED"
+        finally:
+            assert suite.supervisorctl("start", "gateway-1").returncode == 0
+            suite.wait_serving("gateway-1")
+        assert client.balance().available_minor == START_MINOR - 10 * 1_00
+    assert settled(bob) == (10 * 1_00, 0, 0)
+
+
+def test_chaos_killing_either_gateway_is_valid(suite: Suite, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    gateways = ",".join(f"{p}={suite.gateway_targets[p]}" for p in GATEWAYS)
+    done = run_chaos(
+        suite, out, "--duration", "40", "--fault-interval", "4", "--seed", "11",
+        "--faults", "kill-gateway,kill-bank", "--gateways", gateways,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = results(out)
+    assert report["valid"] is True, report
+    killed = {f["target"] for f in report["faults"] if f["kind"] == "kill-gateway"}
+    assert killed == set(GATEWAYS), "each gateway was killed at least once"
