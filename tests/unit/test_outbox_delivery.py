@@ -1,5 +1,6 @@
 """Delivery of queued payments with a scripted gateway: order, retries with full-jitter
-backoff and a bound, final answers settled once, notification, metrics."""
+backoff and a bound, final answers settled once, notification, metrics, and the key window
+(payments that may have reached the gateway too long ago are held for review)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ from paygate.client.delivery import (
     RunEnd,
     Verdict,
     backoff_s,
+    maybe_delivered,
     verdict_of_error,
 )
-from paygate.client.outbox_models import EntryState, PaymentOrder
-from paygate.client.outbox_store import OutboxStore
+from paygate.client.outbox_models import DEFAULT_KEY_TTL_S, EntryState, PaymentOrder
+from paygate.client.outbox_store import Lease, OutboxStore
 from paygate.errors import (
+    BANK_TIMEOUT,
+    BANK_UNAVAILABLE,
     IDEMPOTENCY_KEY_IN_USE,
     INSUFFICIENT_FUNDS,
     Aborted,
@@ -39,6 +43,23 @@ from paygate.errors import (
 T = TypeVar("T")
 GATEWAY = "gw:1"
 Answer = Payment | PaygateError
+HOUR_S = 3600.0
+# What grpc-core reports when the channel could not connect: the request never left.
+REFUSED = Unavailable(
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed to"
+    " connect to remote host: Connection refused", reason="UNAVAILABLE",
+)
+NO_ANSWER = Unavailable("Deadline Exceeded", reason="DEADLINE_EXCEEDED")
+
+
+class Clock:
+    """Wall time for the outbox, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now_s = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now_s
 
 
 def payment_for(entry: QueuedPayment, status: PaymentStatus = PaymentStatus.SUCCEEDED) -> Payment:
@@ -99,11 +120,12 @@ def with_deliverer(
     script: list[str | PaygateError],
     body: Callable[[Deliverer, FakeGateway, Outbox, Sleeps], Awaitable[T]],
     settings: DeliverySettings | None = None,
+    clock: Clock | None = None,
 ) -> T:
     path = tmp_path / "outbox.db"
 
     async def main() -> T:
-        outbox = Outbox(path)
+        outbox = Outbox(path, clock=clock or Clock())
         gateway = FakeGateway(path, script)
         sleeps = Sleeps()
         deliverer = Deliverer(
@@ -307,9 +329,12 @@ def test_background_delivery_sends_what_another_process_queued(tmp_path: pathlib
         seen: list[Outcome] = []
         arrived = asyncio.Event()
         outbox.add_callback(lambda outcome: (seen.append(outcome), arrived.set()))
-        task = asyncio.create_task(d.deliver_forever())
+        await outbox.open()
         other = OutboxStore(outbox.path)  # another client process of the same user
+        # Opened before the loop runs: `PRAGMA journal_mode = WAL` in common/sqlite.py can
+        # answer "database is locked" (no busy wait) while a writer spins with fake sleeps.
         await other.open()
+        task = asyncio.create_task(d.deliver_forever())
         await other.enqueue(order("k1"))
         await other.close()
         await asyncio.wait_for(arrived.wait(), timeout=10)
@@ -332,3 +357,149 @@ def test_metrics_live_on_the_outboxs_own_registry(tmp_path: pathlib.Path) -> Non
     }
     global_names = {metric.name for metric in prometheus_client.REGISTRY.collect()}
     assert not names & global_names
+
+
+# The key window ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (REFUSED, False),
+        (Unavailable("errors resolving gw.invalid:443: Domain name not found",
+                     reason="UNAVAILABLE"), False),
+        (Unauthenticated("expired"), False),
+        (Unavailable("bank away", reason=BANK_UNAVAILABLE), False),
+        (Unavailable("bank slow", reason=BANK_TIMEOUT), False),
+        (NO_ANSWER, True),
+        (Unavailable("Socket closed", reason="UNAVAILABLE"), True),
+        (Unavailable("failed to connect to all addresses", reason="SHUTTING_DOWN"), True),
+        (Aborted("in flight", reason=IDEMPOTENCY_KEY_IN_USE), True),
+        (ResourceExhausted("throttled"), True),
+        (PaygateError("Cancelled", reason="CANCELLED"), True),
+    ],
+)
+def test_only_attempts_known_not_to_have_run_are_not_maybe_delivered(
+    error: PaygateError, expected: bool
+) -> None:
+    assert maybe_delivered(error) is expected
+
+
+def test_a_payment_that_may_have_reached_the_gateway_is_held_for_review_past_the_window(
+    tmp_path: pathlib.Path,
+) -> None:
+    clock = Clock()
+
+    async def body(d: Deliverer, gw: FakeGateway, outbox: Outbox, _: Sleeps) -> None:
+        seen: list[Outcome] = []
+        outbox.add_callback(seen.append)
+        await queue(outbox, "k1")
+        first_s = clock.now_s
+        assert (await d.deliver()).end == RunEnd.RETRY_LATER  # the call got no answer
+        clock.now_s += DEFAULT_KEY_TTL_S + 1
+        await queue(outbox, "k2")
+        report = await d.deliver()
+        assert gw.sent == ["k1", "k2"]  # k1 not again; k2, queued behind it, goes out
+        held, paid = report.outcomes
+        assert held.needs_review and (held.payment, held.error) == (None, None)
+        assert (held.entry.idempotency_key, held.entry.state) == ("k1", "needs_review")
+        assert held.entry.maybe_delivered_at is not None
+        assert held.entry.maybe_delivered_at.timestamp() == first_s
+        assert paid.succeeded and seen == [held, paid]
+        assert (report.end, report.pending, report.needs_review) == (RunEnd.EMPTY, 0, 1)
+        # Held, not retried and not reported again by later runs.
+        clock.now_s += 10 * HOUR_S
+        assert (await d.deliver()).outcomes == [] and gw.sent == ["k1", "k2"]
+        assert metric(outbox, "paygate_client_outbox_outcomes_total", state="needs_review") == 1
+        assert (await d.find("k1")).state == EntryState.NEEDS_REVIEW
+
+    settings = DeliverySettings(max_attempts_per_run=1)
+    with_deliverer(tmp_path, [NO_ANSWER], body, settings, clock)
+
+
+@pytest.mark.parametrize(
+    "never_left",
+    [REFUSED, Unauthenticated("expired"), Unavailable("bank away", reason=BANK_UNAVAILABLE)],
+)
+def test_a_payment_whose_attempts_never_ran_is_sent_at_any_age(
+    tmp_path: pathlib.Path, never_left: PaygateError
+) -> None:
+    clock = Clock()
+
+    async def body(d: Deliverer, gw: FakeGateway, outbox: Outbox, _: Sleeps) -> None:
+        await queue(outbox, "k1")
+        assert (await d.deliver()).outcomes == []
+        assert (await d.find("k1")).maybe_delivered_at is None
+        clock.now_s += 3 * 24 * HOUR_S
+        [outcome] = (await d.deliver()).outcomes
+        assert outcome.succeeded and outcome.entry.attempts == 2
+        assert gw.sent == ["k1", "k1"]
+
+    settings = DeliverySettings(max_attempts_per_run=1)
+    with_deliverer(tmp_path, [never_left], body, settings, clock)
+
+
+def test_a_payment_that_may_have_reached_the_gateway_is_resent_within_the_window(
+    tmp_path: pathlib.Path,
+) -> None:
+    clock = Clock()
+
+    async def body(d: Deliverer, gw: FakeGateway, outbox: Outbox, _: Sleeps) -> None:
+        await queue(outbox, "k1")
+        await d.deliver()
+        clock.now_s += DEFAULT_KEY_TTL_S - 60
+        [outcome] = (await d.deliver()).outcomes
+        assert outcome.succeeded and outcome.payment is not None
+        assert outcome.payment.payment_id == "pay_k1"
+        assert gw.sent == ["k1", "k1"]  # the same key both times
+
+    settings = DeliverySettings(max_attempts_per_run=1)
+    with_deliverer(tmp_path, [NO_ANSWER], body, settings, clock)
+
+
+def test_the_window_runs_from_the_first_attempt_that_may_have_reached_the_gateway(
+    tmp_path: pathlib.Path,
+) -> None:
+    clock = Clock()
+    window_s = 10 * HOUR_S
+
+    async def body(d: Deliverer, gw: FakeGateway, outbox: Outbox, _: Sleeps) -> None:
+        await queue(outbox, "early", "late")
+        await d.deliver()  # early: refused, never left
+        clock.now_s += 5 * HOUR_S
+        await d.deliver()  # early: no answer; its window starts now
+        ambiguous_s = clock.now_s
+        clock.now_s += 1 * HOUR_S
+        await d.deliver()  # early: refused; the earlier attempt's mark stays
+        entry = await d.find("early")
+        assert entry.maybe_delivered_at is not None
+        assert entry.maybe_delivered_at.timestamp() == ambiguous_s
+        clock.now_s = ambiguous_s + window_s - 1
+        assert [o.entry.state for o in (await d.deliver()).outcomes] == ["succeeded"] * 2
+        assert gw.sent == ["early"] * 4 + ["late"]
+
+    settings = DeliverySettings(max_attempts_per_run=1, key_ttl_s=window_s)
+    with_deliverer(tmp_path, [REFUSED, NO_ANSWER, REFUSED], body, settings, clock)
+
+
+def test_a_claim_whose_process_died_counts_as_maybe_delivered(tmp_path: pathlib.Path) -> None:
+    clock = Clock()
+
+    async def body(d: Deliverer, gw: FakeGateway, outbox: Outbox, _: Sleeps) -> None:
+        await queue(outbox, "k1")
+        # Another process claimed it, may have sent it, and was never heard of again.
+        gone = Lease(owner="gone", host="elsewhere", pid=1, duration_s=60)
+        await outbox.store.claim_head(GATEWAY, "alice", gone, key_ttl_s=HOUR_S)
+        clock.now_s += HOUR_S
+        [held] = (await d.deliver()).outcomes
+        assert held.needs_review and gw.sent == []
+
+    settings = DeliverySettings(key_ttl_s=HOUR_S)
+    with_deliverer(tmp_path, [], body, settings, clock)
+
+
+def test_the_key_window_must_be_positive() -> None:
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="key_ttl_s"):
+            DeliverySettings(key_ttl_s=bad)
+    assert DeliverySettings().key_ttl_s == 23 * HOUR_S

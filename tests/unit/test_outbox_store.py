@@ -1,5 +1,6 @@
 """The outbox's SQLite file: rows written before sending, claimed in order under a lease,
-settled once, shared safely by several processes."""
+settled once, shared safely by several processes; held for review past the key window; and
+files of older clients upgraded in place."""
 
 from __future__ import annotations
 
@@ -36,9 +37,13 @@ def order(key: str, amount_minor: int = 100, payer: str = "alice") -> PaymentOrd
     )
 
 
-def run_with(path: pathlib.Path, body: Callable[[OutboxStore], Awaitable[T]]) -> T:
+def run_with(
+    path: pathlib.Path,
+    body: Callable[[OutboxStore], Awaitable[T]],
+    clock: Callable[[], float] | None = None,
+) -> T:
     async def main() -> T:
-        store = OutboxStore(path)
+        store = OutboxStore(path) if clock is None else OutboxStore(path, clock=clock)
         await store.open()
         try:
             return await body(store)
@@ -234,3 +239,177 @@ def test_processes_that_create_and_fill_one_outbox_at_once_lose_nothing(
     assert len({entry.idempotency_key for entry in entries}) == 120
     assert len({entry.entry_id for entry in entries}) == 120
     assert oct(path.parent.stat().st_mode & 0o777) == oct(0o700)
+
+
+# The key window, review, and the upgrade of older files -----------------------------------
+
+HOUR_S = 3600.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_a_claim_marks_the_row_maybe_delivered_before_sending_and_only_its_refusal_clears_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    clock = Clock()
+
+    async def body(store: OutboxStore) -> None:
+        entry_id = (await store.enqueue(order("k1"))).entry_id
+        first = await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)
+        assert first is not None and not isinstance(first, Blocked)
+        assert first.maybe_delivered_at is not None  # on disk before the request leaves
+        released = await store.release(entry_id, "me", "UNAVAILABLE", maybe_delivered=False)
+        assert released is not None and released.maybe_delivered_at is None
+        clock.now_s += 60
+        await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)
+        await store.release(entry_id, "me", "DEADLINE_EXCEEDED")  # may have run
+        clock.now_s += 60
+        await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)
+        kept = await store.release(entry_id, "me", "UNAVAILABLE", maybe_delivered=False)
+        assert kept is not None and kept.maybe_delivered_at is not None
+        assert kept.maybe_delivered_at.timestamp() == clock.now_s - 60  # attempt 2's time
+        # Once the window has passed, the row is held instead of being leased again.
+        clock.now_s += HOUR_S - 60
+        held = await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)
+        assert held is not None and not isinstance(held, Blocked)
+        assert (held.state, held.attempts) == (EntryState.NEEDS_REVIEW, 3)
+        assert await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S) is None
+        assert await store.pending(GATEWAY, "alice") == 0
+        assert await store.pending(GATEWAY, "alice", EntryState.NEEDS_REVIEW) == 1
+
+    run_with(tmp_path / "outbox.db", body, clock)
+
+
+def test_a_row_held_for_review_can_be_forgotten_or_requeued_and_is_not_pruned(
+    tmp_path: pathlib.Path,
+) -> None:
+    clock = Clock()
+
+    async def body(store: OutboxStore) -> None:
+        for key in ("k1", "k2"):
+            await store.enqueue(order(key))
+            await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)
+            clock.now_s += HOUR_S
+            held = await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)
+            assert held is not None and not isinstance(held, Blocked)
+            assert held.state == EntryState.NEEDS_REVIEW
+        first, second = await store.entries(GATEWAY, "alice")
+        with pytest.raises(FailedPrecondition) as info:
+            await store.requeue((await store.enqueue(order("k3"))).entry_id)
+        assert info.value.reason == "NOT_IN_REVIEW"
+        assert (await store.forget(first.entry_id)).state == EntryState.FORGOTTEN
+        requeued = await store.requeue(second.entry_id)
+        assert (requeued.state, requeued.maybe_delivered_at) == (EntryState.QUEUED, None)
+        again = await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)
+        assert again is not None and not isinstance(again, Blocked)
+        assert (again.idempotency_key, again.state) == ("k2", EntryState.DELIVERING)
+        await store.settle(again.entry_id, Settlement(state=EntryState.SUCCEEDED))
+        # Held rows have not ended: the 30-day pruning of ended rows leaves them.
+        await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)  # k3
+        clock.now_s += HOUR_S
+        await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=HOUR_S)  # k3 held
+        clock.now_s += 31 * 24 * HOUR_S
+        await store.enqueue(order("k4"))  # prunes
+        keys = {e.idempotency_key: e.state for e in await store.entries(GATEWAY, "alice")}
+        assert keys == {"k3": EntryState.NEEDS_REVIEW, "k4": EntryState.QUEUED}
+
+    run_with(tmp_path / "outbox.db", body, clock)
+
+
+# The table as clients before the needs_review state wrote it (user_version 1).
+V1_SCHEMA = """
+    CREATE TABLE outbox (
+        entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        idempotency_key TEXT NOT NULL, gateway TEXT NOT NULL, payer_username TEXT NOT NULL,
+        payee_username TEXT NOT NULL, amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+        currency TEXT NOT NULL, description TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('queued', 'delivering', 'succeeded', 'failed', 'forgotten')),
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+        lease_owner TEXT NOT NULL DEFAULT '', lease_host TEXT NOT NULL DEFAULT '',
+        lease_pid INTEGER NOT NULL DEFAULT 0, lease_until_s REAL NOT NULL DEFAULT 0,
+        payment_id TEXT NOT NULL DEFAULT '', payment_status TEXT NOT NULL DEFAULT '',
+        failure_reason TEXT NOT NULL DEFAULT '', created_at_s REAL NOT NULL,
+        updated_at_s REAL NOT NULL,
+        UNIQUE (gateway, payer_username, idempotency_key)
+    );
+    CREATE INDEX outbox_unsettled ON outbox (gateway, payer_username, entry_id)
+        WHERE state IN ('queued', 'delivering');
+    PRAGMA user_version = 1;
+"""
+V1_ROW = (
+    "INSERT INTO outbox (entry_id, idempotency_key, gateway, payer_username, payee_username,"
+    " amount_minor, currency, description, state, attempts, created_at_s, updated_at_s)"
+    " VALUES (?, ?, ?, 'alice', 'bob', 100, 'USD', '', ?, ?, ?, ?)"
+)
+
+
+def old_client_file(path: pathlib.Path, created_s: float) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute("PRAGMA journal_mode = WAL")
+        for entry_id, key, state, attempts in [
+            (1, "tried", "queued", 2), (2, "untried", "queued", 0), (3, "done", "succeeded", 1),
+            (9, "pruned", "failed", 1),
+        ]:
+            conn.execute(V1_ROW, (entry_id, key, GATEWAY, state, attempts, created_s, created_s))
+        conn.execute("DELETE FROM outbox WHERE entry_id = 9")  # as the 30-day pruning does
+    conn.close()
+
+
+UPGRADE_SCRIPT = """
+import asyncio, pathlib, sys
+from paygate.client.outbox_store import OutboxStore
+async def main():
+    store = OutboxStore(pathlib.Path(sys.argv[1]))
+    await store.open()
+    await store.close()
+asyncio.run(main())
+"""
+
+
+def test_a_file_of_an_older_client_is_upgraded_once_keeping_its_rows(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    clock = Clock()
+    old_client_file(path, clock.now_s)
+    # Several processes of the user open it at once: one upgrades, the others find it done.
+    processes = [
+        subprocess.Popen([sys.executable, "-c", UPGRADE_SCRIPT, str(path)], cwd=REPO)
+        for _ in range(4)
+    ]
+    for process in processes:
+        assert process.wait(timeout=60) == 0
+
+    async def body(store: OutboxStore) -> None:
+        tried, untried, done = await store.entries(GATEWAY, "alice")
+        assert [e.idempotency_key for e in (tried, untried, done)] == ["tried", "untried", "done"]
+        # Whether an old attempt reached the gateway was not recorded: assume it did, at
+        # the earliest time it could have.
+        assert tried.maybe_delivered_at is not None
+        assert tried.maybe_delivered_at.timestamp() == clock.now_s
+        assert (tried.attempts, untried.maybe_delivered_at) == (2, None)
+        assert (done.state, done.attempts) == (EntryState.SUCCEEDED, 1)
+        assert (await store.enqueue(order("new"))).entry_id == 10  # ids are never reused
+        clock.now_s += 23 * HOUR_S
+        held = await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=23 * HOUR_S)
+        assert held is not None and not isinstance(held, Blocked)
+        assert (held.idempotency_key, held.state) == ("tried", EntryState.NEEDS_REVIEW)
+        sent = await store.claim_head(GATEWAY, "alice", ours(), key_ttl_s=23 * HOUR_S)
+        assert sent is not None and not isinstance(sent, Blocked)
+        assert (sent.idempotency_key, sent.state) == ("untried", EntryState.DELIVERING)
+
+    run_with(path, body, clock)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "outbox_upgrade" not in tables and "outbox_unsettled" in tables
+    conn.close()

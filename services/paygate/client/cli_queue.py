@@ -4,6 +4,7 @@
     paygate queue                             your queued payments, their states and attempts
     paygate queue sync [--wait SECONDS]       send them now and print how each one ended
     paygate queue forget ID [--yes]           drop one that has not been sent, after asking
+    paygate queue resend ID [--yes]           send again one held for review, after asking
 
 The outbox is $XDG_STATE_HOME/paygate/outbox.db unless --outbox (env PAYGATE_OUTBOX) says
 otherwise. When the session has expired, `queue sync` asks for the password and logs in
@@ -13,6 +14,7 @@ again before sending; the password is never stored.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import sys
 from collections.abc import Mapping
@@ -75,6 +77,17 @@ def add_queue_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     forget.set_defaults(command=cmd_queue_forget)
 
+    resend = actions.add_parser(
+        "resend", help="queue again and send a payment held for review, once you checked it"
+    )
+    resend.add_argument("id", help="its number in `paygate queue`, or its idempotency key")
+    resend.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    resend.add_argument(
+        "--password-stdin", action="store_true",
+        help="if a new login is needed, read the password from stdin",
+    )
+    resend.set_defaults(command=cmd_queue_resend, wait=DEFAULT_SYNC_WAIT_S, attempts=None)
+
 
 def wait_seconds(text: str) -> float:
     value = float(text)
@@ -104,6 +117,8 @@ def pay_or_queue(args: argparse.Namespace, key: str, amount: int) -> None:
             args.payee, amount, currency=args.currency, description=args.description,
             idempotency_key=key, queue_if_offline=True,
         )
+    if isinstance(result, QueuedPayment) and result.state == EntryState.NEEDS_REVIEW:
+        raise _cli.CliError(review_message(result))  # its key was queued long ago
     if isinstance(result, QueuedPayment):
         why = result.last_error or "it waits behind payments queued before it"
         print(f"queued payment #{result.entry_id} to {result.payee_username} "
@@ -127,7 +142,10 @@ def cmd_queue_list(args: argparse.Namespace) -> None:
 
 
 def cmd_queue_sync(args: argparse.Namespace) -> None:
-    stored = known_session(args)
+    sync(args, known_session(args))
+
+
+def sync(args: argparse.Namespace, stored: StoredSession) -> None:
     outbox = Outbox(args.outbox)
     outbox.add_callback(print_outcome)
     with open_queue_client(args, stored, outbox) as client:
@@ -148,6 +166,30 @@ def cmd_queue_forget(args: argparse.Namespace) -> None:
             raise _cli.CliError(f"payment #{entry.entry_id} was not forgotten")
         forgotten = client.forget_queued(args.id)
     print(f"forgot payment #{forgotten.entry_id} to {forgotten.payee_username} {money(forgotten)}")
+
+
+def cmd_queue_resend(args: argparse.Namespace) -> None:
+    stored = known_session(args)
+    with open_queue_client(args, stored, Outbox(args.outbox)) as client:
+        entry = client.queued_payment(args.id)  # this user's, at this gateway
+    if entry.state != EntryState.NEEDS_REVIEW:
+        raise _cli.CliError(
+            f"payment #{entry.entry_id} is {entry.state}: only a payment held for review is"
+            " resent (`paygate queue sync` sends queued ones)"
+        )
+    if not args.yes and not confirm_resend(entry):
+        raise _cli.CliError(f"payment #{entry.entry_id} was not resent")
+    asyncio.run(requeue(args.outbox, entry.entry_id))
+    print(f"queued payment #{entry.entry_id} again; sending it", file=sys.stderr)
+    sync(args, stored)
+
+
+async def requeue(path: str, entry_id: int) -> QueuedPayment:
+    outbox = Outbox(path)
+    try:
+        return await outbox.requeue(entry_id)
+    finally:
+        await outbox.close()
 
 
 # Helpers --------------------------------------------------------------------------------
@@ -201,7 +243,21 @@ def confirm_forget(entry: QueuedPayment) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
+def confirm_resend(entry: QueuedPayment) -> bool:
+    print(f"send payment #{entry.entry_id} to {entry.payee_username} {money(entry)}"
+          f" (key {entry.idempotency_key}) again?", file=sys.stderr)
+    print("if an earlier attempt reached the gateway, this pays it a second time: check"
+          " `paygate payments` first.", file=sys.stderr)
+    print("type y to send it: ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def summarize(report: DeliveryReport) -> None:
+    held = (f"; {report.needs_review} payment(s) held for review: see `paygate queue`"
+            if report.needs_review else "")
+    if report.pending == 0 and held:
+        # Exit status 1: a person has to decide about them; sending them again is not safe.
+        raise _cli.CliError(f"no queued payments left to send{held}")
     if report.pending == 0:
         print("no queued payments left" if report.outcomes else "nothing to send")
         return
@@ -211,7 +267,7 @@ def summarize(report: DeliveryReport) -> None:
         )
     raise _cli.CliError(
         f"{report.pending} payment(s) still queued [{report.last_error or report.end}]; "
-        "run `paygate queue sync` again later"
+        f"run `paygate queue sync` again later{held}"
     )
 
 
@@ -221,6 +277,8 @@ def print_outcome(outcome: Outcome) -> None:
     if entry.state == EntryState.SUCCEEDED:
         print(f"delivered #{entry.entry_id} to {entry.payee_username} {money(entry)}: "
               f"payment {entry.payment_id} {entry.payment_status} ({attempts})", flush=True)
+    elif entry.state == EntryState.NEEDS_REVIEW:
+        print(review_message(entry), flush=True)
     else:
         reason = entry.failure_reason or entry.payment_status
         print(f"failed #{entry.entry_id} to {entry.payee_username} {money(entry)}: "
@@ -229,7 +287,7 @@ def print_outcome(outcome: Outcome) -> None:
 
 def describe_entry(entry: QueuedPayment) -> str:
     line = (
-        f"#{entry.entry_id:<5} {entry.created_at:%Y-%m-%d %H:%M:%S}  {entry.state:<10} "
+        f"#{entry.entry_id:<5} {entry.created_at:%Y-%m-%d %H:%M:%S}  {entry.state:<12} "
         f"attempts {entry.attempts:<3} {money(entry):>14} to {entry.payee_username}"
         f"  key {entry.idempotency_key}"
     )
@@ -241,7 +299,25 @@ def describe_entry(entry: QueuedPayment) -> str:
         line += f"  (last error {entry.last_error})"
     if entry.description:
         line += f"  {entry.description}"
+    if entry.state == EntryState.NEEDS_REVIEW:
+        line += (f"  -> check `paygate payments`, then `paygate queue forget {entry.entry_id}`"
+                 f" or `paygate queue resend {entry.entry_id} --yes`")
     return line
+
+
+def review_message(entry: QueuedPayment) -> str:
+    """What a user is told of a payment held for review, and what to do about it."""
+    when = entry.maybe_delivered_at or entry.created_at
+    described = f" \"{entry.description}\"" if entry.description else " (no description)"
+    return (
+        f"held #{entry.entry_id} to {entry.payee_username} {money(entry)}{described} for review"
+        f" (key {entry.idempotency_key}, {entry.attempts} attempt(s)): an attempt on"
+        f" {when:%Y-%m-%d %H:%M:%S} UTC may have reached the gateway, which no longer keeps"
+        " its key, so sending it again could pay twice. Check `paygate payments` for a payment"
+        f" to {entry.payee_username} of {money(entry)}{described}: if it is there, run"
+        f" `paygate queue forget {entry.entry_id}`; if not, `paygate queue resend"
+        f" {entry.entry_id} --yes`."
+    )
 
 
 def next_step(last_error: str) -> str:

@@ -7,8 +7,13 @@ back and is retried after an exponential backoff with full jitter, at most
 `max_attempts_per_run` times per run. An UNAUTHENTICATED answer ends the run: every other
 payment would get the same until the user logs in again.
 
-Sending twice is always safe: the gateway runs a key once and replays its answer after.
-Leases only keep two processes from racing for no purpose and keep the order.
+Sending twice is safe while the gateway keeps the key (idempotency_ttl_s, 24 h): it runs a
+key once and replays its answer after. Leases only keep two processes from racing for no
+purpose and keep the order. Past the key's window a resend could run the payment again, so
+a row whose first attempt may have reached the gateway more than `key_ttl_s` ago is not sent
+but moved to needs_review and reported; a person checks `paygate payments` and forgets or
+requeues it. An attempt counts as maybe delivered unless we know it was not: the channel
+never connected (see `maybe_delivered`), or the gateway answered that nothing ran.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import math
 import random
 import time
 import uuid
@@ -25,9 +31,17 @@ from typing import Protocol
 
 from paygate.client._models import Payment, PaymentStatus
 from paygate.client.outbox import Outbox, Outcome
-from paygate.client.outbox_models import EntryState, PaymentOrder, QueuedPayment, Settlement
+from paygate.client.outbox_models import (
+    DEFAULT_KEY_TTL_S,
+    EntryState,
+    PaymentOrder,
+    QueuedPayment,
+    Settlement,
+)
 from paygate.client.outbox_store import Blocked, this_process_lease
 from paygate.errors import (
+    BANK_TIMEOUT,
+    BANK_UNAVAILABLE,
     Aborted,
     NotFound,
     PaygateError,
@@ -39,6 +53,13 @@ from paygate.errors import (
 LEASE_MARGIN_S = 5.0  # beyond the call's deadline, for the answer to be written down
 BLOCKED_POLL_S = 0.2
 MAX_WAIT_S = 24 * 3600.0
+# What grpc-core says when a call fails because the channel has no connection (it could not
+# connect, or not resolve the name): the request was never written to a socket.
+NEVER_SENT_MARKERS = ("failed to connect to all addresses", "errors resolving",
+                      "dns resolution failed")
+# Answers of the gateway that say this payment was aborted before the commit decision and
+# its key released (docs/protocol.md, Idempotency); a refused token runs nothing either.
+NOTHING_RAN_REASONS = frozenset({BANK_UNAVAILABLE, BANK_TIMEOUT})
 
 _log = logging.getLogger("paygate.client.outbox")
 
@@ -64,6 +85,9 @@ class DeliverySettings:
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 4.0
     poll_interval_s: float = 1.0  # how often the gateway's health is asked while it is away
+    # How long after an attempt that may have reached the gateway a resend is still safe:
+    # the gateway's idempotency_ttl_s minus a margin. Older rows go to needs_review.
+    key_ttl_s: float = DEFAULT_KEY_TTL_S
 
     def __post_init__(self) -> None:
         if self.max_attempts_per_run < 1:
@@ -72,6 +96,8 @@ class DeliverySettings:
             raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
         if not 0.1 <= self.poll_interval_s <= 60:
             raise ValueError("poll_interval_s must be between 0.1 and 60")
+        if not (math.isfinite(self.key_ttl_s) and self.key_ttl_s > 0):
+            raise ValueError("key_ttl_s must be a positive number of seconds")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,6 +108,7 @@ class DeliveryReport:
     end: RunEnd
     last_error: str  # the reason of the last transient failure, if any
     pending: int  # this payer's payments still queued
+    needs_review: int = 0  # this payer's payments held for a person to decide
 
 
 class Sender(Protocol):
@@ -102,6 +129,18 @@ def verdict_of_error(error: PaygateError) -> Verdict:
         # unknown, and the key makes asking again safe.
         return Verdict.RETRY
     return Verdict.FAILED
+
+
+def maybe_delivered(error: PaygateError) -> bool:
+    """Whether the request of an attempt that ended in this error may have reached the
+    gateway and run there. When unsure: yes (a deadline, a dropped connection, no status)."""
+    if isinstance(error, Unauthenticated) or error.reason in NOTHING_RAN_REASONS:
+        return False
+    if isinstance(error, Unavailable) and error.reason == "UNAVAILABLE":
+        # No ErrorInfo: the status came from the client's own channel, not the gateway.
+        message = error.message.lower()
+        return not any(marker in message for marker in NEVER_SENT_MARKERS)
+    return True
 
 
 def verdict_of_payment(payment: Payment) -> Verdict:
@@ -235,10 +274,15 @@ class Deliverer:
         outcomes: list[Outcome] = []
         last_error = ""
         while True:
-            claim = await self._outbox.store.claim_head(self.gateway, self.payer, self._lease)
+            claim = await self._outbox.store.claim_head(
+                self.gateway, self.payer, self._lease, key_ttl_s=self.settings.key_ttl_s
+            )
             if claim is None or isinstance(claim, Blocked):
                 end = RunEnd.EMPTY if claim is None else RunEnd.BLOCKED
                 return await self._report(outcomes, end, last_error)
+            if claim.state == EntryState.NEEDS_REVIEW:
+                outcomes.append(self._held_for_review(claim))
+                continue
             attempt = await self.attempt(claim)
             if attempt.outcome is not None:
                 outcomes.append(attempt.outcome)
@@ -287,10 +331,25 @@ class Deliverer:
                 "queued payment %s not delivered on attempt %d: %s", key, number, error.reason,
                 extra={"fields": {"key": key, "attempt": number, "reason": error.reason}},
             )
-            await self._outbox.store.release(entry.entry_id, self._lease.owner, error.reason)
+            await self._outbox.store.release(
+                entry.entry_id, self._lease.owner, error.reason,
+                maybe_delivered=maybe_delivered(error),
+            )
             return _Attempt(verdict, error=error)
         settlement = Settlement(state=EntryState.FAILED, failure_reason=error.reason)
         return _Attempt(verdict, await self._settle(entry, settlement, None, error), error)
+
+    def _held_for_review(self, entry: QueuedPayment) -> Outcome:
+        key = entry.idempotency_key
+        _log.warning(
+            "queued payment %s needs review: an attempt may have reached the gateway at %s,"
+            " longer ago than the gateway keeps its key; it is not sent again",
+            key, entry.maybe_delivered_at,
+            extra={"fields": {"key": key, "attempts": entry.attempts, "state": str(entry.state)}},
+        )
+        outcome = Outcome(entry=entry)
+        self._outbox.publish(outcome)
+        return outcome
 
     async def _settle(
         self,
@@ -316,8 +375,13 @@ class Deliverer:
         self, outcomes: list[Outcome], end: RunEnd, last_error: str
     ) -> DeliveryReport:
         await self._outbox.refresh_depth()
-        pending = await self._outbox.store.pending(self.gateway, self.payer)
-        return DeliveryReport(outcomes=outcomes, end=end, last_error=last_error, pending=pending)
+        store = self._outbox.store
+        pending = await store.pending(self.gateway, self.payer)
+        review = await store.pending(self.gateway, self.payer, EntryState.NEEDS_REVIEW)
+        return DeliveryReport(
+            outcomes=outcomes, end=end, last_error=last_error, pending=pending,
+            needs_review=review,
+        )
 
     def _backoff_s(self, failures: int) -> float:
         settings = self.settings

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -43,15 +44,21 @@ _log.addHandler(logging.NullHandler())
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """How a queued payment ended: the gateway's payment, or its final error."""
+    """How a queued payment ended: the gateway's payment, or its final error; or that it
+    was held for review (needs_review: no payment, no error) and will not be sent again
+    unless its user requeues it."""
 
-    entry: QueuedPayment  # as recorded: state succeeded or failed
+    entry: QueuedPayment  # as recorded: state succeeded, failed or needs_review
     payment: Payment | None = None
     error: PaygateError | None = None
 
     @property
     def succeeded(self) -> bool:
         return self.entry.state == EntryState.SUCCEEDED
+
+    @property
+    def needs_review(self) -> bool:
+        return self.entry.state == EntryState.NEEDS_REVIEW
 
 
 OutcomeCallback = Callable[[Outcome], None]
@@ -75,7 +82,7 @@ class OutboxMetrics:
         self.outcomes = Counter(
             "paygate_client_outbox_outcomes",
             "Queued payments that ended, by state.",
-            ["state"],  # succeeded, failed
+            ["state"],  # succeeded, failed, needs_review
             registry=registry,
         )
 
@@ -89,6 +96,7 @@ class Outbox:
         *,
         environ: Mapping[str, str] | None = None,
         registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = (
             pathlib.Path(path)
@@ -97,7 +105,7 @@ class Outbox:
         )
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = OutboxMetrics(self.registry)
-        self.store = OutboxStore(self.path)
+        self.store = OutboxStore(self.path, clock=clock)
         self._callbacks: list[OutcomeCallback] = []
         self._subscribers: set[asyncio.Queue[Outcome | None]] = set()
         self._opened = False
@@ -139,6 +147,19 @@ class Outbox:
         entry = await self.store.forget(entry_id)
         _log.info(
             "forgot queued payment %s",
+            entry.idempotency_key,
+            extra={"fields": {"key": entry.idempotency_key, "attempts": entry.attempts}},
+        )
+        await self.refresh_depth()
+        return entry
+
+    async def requeue(self, entry_id: int) -> QueuedPayment:
+        """Queue a needs_review payment again, once its user has checked (`paygate payments`)
+        that the gateway did not make it; raises FailedPrecondition for any other state."""
+        await self.open()
+        entry = await self.store.requeue(entry_id)
+        _log.info(
+            "queued payment %s again after review",
             entry.idempotency_key,
             extra={"fields": {"key": entry.idempotency_key, "attempts": entry.attempts}},
         )

@@ -18,9 +18,15 @@ class EntryState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     FORGOTTEN = "forgotten"
+    # Not sent again on its own: an attempt may have reached the gateway longer ago than the
+    # gateway keeps its key, so sending it now could run it a second time. A person decides.
+    NEEDS_REVIEW = "needs_review"
 
 
 SETTLED_STATES = frozenset({EntryState.SUCCEEDED, EntryState.FAILED, EntryState.FORGOTTEN})
+# Gateways keep a key 24 h (idempotency_ttl_s); an hour less leaves room for clock skew and
+# for an attempt that is sent just before the limit.
+DEFAULT_KEY_TTL_S = 23 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,6 +62,10 @@ class QueuedPayment:
     failure_reason: str
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    # When the first attempt that may have reached the gateway was made (None: no attempt
+    # yet, or every one was refused before it left); the key is safe until that time plus
+    # the gateway's key window.
+    maybe_delivered_at: datetime.datetime | None
 
     @property
     def settled(self) -> bool:

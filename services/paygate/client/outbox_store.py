@@ -1,9 +1,15 @@
 """The outbox's SQLite file: one row per payment a user asked for, written before it is sent.
 
     queued ──claimed by a process──> delivering ──final answer──> succeeded | failed
-     ^  │                                 │
-     │  └──forget──> forgotten            │
+     ^  │  │                              │
+     │  │  └─ first attempt that may have │
+     │  │     reached the gateway is older than the key window ──> needs_review
+     │  └──forget──> forgotten            │           (forget ──> forgotten; requeue ──> queued)
      └──── transient failure; or the process holding it died, or its lease expired
+
+A claim marks the row as maybe delivered (when and at which attempt) in the same write,
+before the request is sent: a process that dies mid-call leaves the mark. Only an attempt
+known not to have reached the gateway takes its own mark off again (release).
 
 The file is shared by every client process of the user (WAL, synchronous=FULL: a row that
 was written survives kill -9 and power loss). A process claims the oldest unsettled row of
@@ -22,15 +28,18 @@ import pathlib
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 from paygate.client.outbox_models import (
+    DEFAULT_KEY_TTL_S,
     SETTLED_STATES,
     EntryState,
     PaymentOrder,
     QueuedPayment,
     Settlement,
 )
+from paygate.client.outbox_schema import MIGRATIONS, upgrade
 from paygate.common.invariants import InvariantViolation, check
 from paygate.common.sqlite import Database
 from paygate.errors import IDEMPOTENCY_KEY_MISMATCH, FailedPrecondition, ResourceExhausted
@@ -41,48 +50,17 @@ SETTLED_RETENTION_S = 30 * 24 * 3600  # settled rows are kept this long, for `pa
 MAX_LIST = 1_000
 OUTBOX_FULL = "OUTBOX_FULL"
 NOT_FORGETTABLE = "NOT_FORGETTABLE"
-
-MIGRATIONS = [
-    # IF NOT EXISTS: several processes may open a new file at once and all run this.
-    """
-    CREATE TABLE IF NOT EXISTS outbox (
-        entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        idempotency_key TEXT NOT NULL,
-        gateway TEXT NOT NULL,
-        payer_username TEXT NOT NULL,
-        payee_username TEXT NOT NULL,
-        amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
-        currency TEXT NOT NULL,
-        description TEXT NOT NULL,
-        state TEXT NOT NULL
-            CHECK (state IN ('queued', 'delivering', 'succeeded', 'failed', 'forgotten')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT NOT NULL DEFAULT '',
-        lease_owner TEXT NOT NULL DEFAULT '',
-        lease_host TEXT NOT NULL DEFAULT '',
-        lease_pid INTEGER NOT NULL DEFAULT 0,
-        lease_until_s REAL NOT NULL DEFAULT 0,
-        payment_id TEXT NOT NULL DEFAULT '',
-        payment_status TEXT NOT NULL DEFAULT '',
-        failure_reason TEXT NOT NULL DEFAULT '',
-        created_at_s REAL NOT NULL,
-        updated_at_s REAL NOT NULL,
-        -- A key belongs to a user at a gateway, as it does at the gateway.
-        UNIQUE (gateway, payer_username, idempotency_key)
-    );
-    CREATE INDEX IF NOT EXISTS outbox_unsettled ON outbox (gateway, payer_username, entry_id)
-        WHERE state IN ('queued', 'delivering')
-    """,
-]
+NOT_IN_REVIEW = "NOT_IN_REVIEW"
 
 # QueuedPayment's fields in order, as columns; the times are converted on reading.
 _FIELDS = (
     "entry_id", "idempotency_key", "gateway", "payer_username", "payee_username",
     "amount_minor", "currency", "description", "state", "attempts", "last_error", "payment_id",
-    "payment_status", "failure_reason", "created_at_s", "updated_at_s",
+    "payment_status", "failure_reason", "created_at_s", "updated_at_s", "maybe_delivered_at_s",
 )
 _COLUMNS = ", ".join(_FIELDS)
-_UNSETTLED = "state IN ('queued', 'delivering')"
+_UNSETTLED = "state IN ('queued', 'delivering')"  # to be sent
+_OPEN = "state IN ('queued', 'delivering', 'needs_review')"  # not ended
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,21 +87,23 @@ def this_process_lease(owner: str, duration_s: float) -> Lease:
 class OutboxStore:
     """The outbox table behind an async interface; every write is one IMMEDIATE transaction."""
 
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._db = Database(path, MIGRATIONS)
         self._host = socket.gethostname()
+        self._clock = clock  # wall time, s since the epoch: it is compared across processes
 
     async def open(self) -> None:
         self.path.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
         await self._db.open()
+        await self._db.transaction(upgrade)
 
     async def close(self) -> None:
         await self._db.close()
 
     async def enqueue(self, order: PaymentOrder) -> QueuedPayment:
         """Write the order as a queued row, or return the row already holding its key."""
-        return await self._db.transaction(lambda conn: self._enqueue(conn, order, time.time()))
+        return await self._db.transaction(lambda conn: self._enqueue(conn, order, self._clock()))
 
     def _enqueue(
         self, conn: sqlite3.Connection, order: PaymentOrder, now_s: float
@@ -139,12 +119,11 @@ class OutboxStore:
                 )
             return existing
         conn.execute(
-            "DELETE FROM outbox WHERE state NOT IN ('queued', 'delivering') AND updated_at_s < ?",
+            f"DELETE FROM outbox WHERE NOT {_OPEN} AND updated_at_s < ?",
             (now_s - SETTLED_RETENTION_S,),
         )
         (unsettled,) = conn.execute(
-            "SELECT count(*) FROM outbox WHERE gateway = ? AND payer_username = ?"
-            f" AND {_UNSETTLED}",
+            f"SELECT count(*) FROM outbox WHERE gateway = ? AND payer_username = ? AND {_OPEN}",
             (order.gateway, order.payer_username),
         ).fetchone()
         if unsettled >= MAX_UNSETTLED_PER_PAYER:
@@ -163,15 +142,25 @@ class OutboxStore:
         return _existing_row(conn, mine, params)
 
     async def claim_head(
-        self, gateway: str, payer: str, lease: Lease
+        self, gateway: str, payer: str, lease: Lease, *, key_ttl_s: float = DEFAULT_KEY_TTL_S
     ) -> QueuedPayment | Blocked | None:
-        """Lease the payer's oldest unsettled row and count an attempt; None when there is none."""
+        """Lease the payer's oldest unsettled row and count an attempt; None when there is none.
+
+        A row that may have reached the gateway more than key_ttl_s ago is not leased but
+        moved to needs_review, and returned so (the caller reports it and claims again).
+        """
         return await self._db.transaction(
-            lambda conn: self._claim_head(conn, gateway, payer, lease, time.time())
+            lambda conn: self._claim_head(conn, gateway, payer, lease, key_ttl_s, self._clock())
         )
 
     def _claim_head(
-        self, conn: sqlite3.Connection, gateway: str, payer: str, lease: Lease, now_s: float
+        self,
+        conn: sqlite3.Connection,
+        gateway: str,
+        payer: str,
+        lease: Lease,
+        key_ttl_s: float,
+        now_s: float,
     ) -> QueuedPayment | Blocked | None:
         rows = conn.execute(
             f"SELECT entry_id, state, lease_host, lease_pid, lease_until_s FROM outbox"
@@ -184,12 +173,26 @@ class OutboxStore:
             if state == EntryState.DELIVERING and self._lease_live(host, pid, until_s, now_s):
                 return Blocked(entry_id)
         head = rows[0][0]
-        conn.execute(
-            "UPDATE outbox SET state = 'delivering', attempts = attempts + 1, lease_owner = ?,"
-            " lease_host = ?, lease_pid = ?, lease_until_s = ?, updated_at_s = ?"
-            " WHERE entry_id = ?",
-            (lease.owner, lease.host, lease.pid, now_s + lease.duration_s, now_s, head),
+        review = conn.execute(
+            "UPDATE outbox SET state = 'needs_review', lease_owner = '', lease_until_s = 0,"
+            " updated_at_s = ? WHERE entry_id = ? AND maybe_delivered_at_s > 0"
+            " AND maybe_delivered_at_s <= ?",
+            (now_s, head, now_s - key_ttl_s),
         )
+        if review.rowcount == 0:
+            # The mark is written before the request can leave (see the module docstring).
+            conn.execute(
+                "UPDATE outbox SET state = 'delivering', attempts = attempts + 1,"
+                " lease_owner = ?, lease_host = ?, lease_pid = ?, lease_until_s = ?,"
+                " updated_at_s = ?,"
+                " maybe_delivered_attempt = CASE WHEN maybe_delivered_at_s > 0"
+                "   THEN maybe_delivered_attempt ELSE attempts + 1 END,"
+                " maybe_delivered_at_s = CASE WHEN maybe_delivered_at_s > 0"
+                "   THEN maybe_delivered_at_s ELSE ? END"
+                " WHERE entry_id = ?",
+                (lease.owner, lease.host, lease.pid, now_s + lease.duration_s, now_s, now_s,
+                 head),
+            )
         return _row(conn, "entry_id = ?", (head,))
 
     def _lease_live(self, host: str, pid: int, until_s: float, now_s: float) -> bool:
@@ -213,21 +216,32 @@ class OutboxStore:
             f" WHERE entry_id = ? AND {_UNSETTLED}",
             (
                 settlement.state, settlement.payment_id, settlement.payment_status,
-                settlement.failure_reason, settlement.last_error, time.time(), entry_id,
+                settlement.failure_reason, settlement.last_error, self._clock(), entry_id,
             ),
         )
         # None: another process recorded the answer first, and reports it.
         return _row(conn, "entry_id = ?", (entry_id,)) if cursor.rowcount == 1 else None
 
-    async def release(self, entry_id: int, owner: str, last_error: str) -> QueuedPayment | None:
-        """Give a row back to the queue after a transient failure (if it is still ours)."""
+    async def release(
+        self, entry_id: int, owner: str, last_error: str, *, maybe_delivered: bool = True
+    ) -> QueuedPayment | None:
+        """Give a row back to the queue after a transient failure (if it is still ours).
+
+        maybe_delivered=False says this attempt never reached the gateway: if its claim
+        made the row's maybe-delivered mark, the mark goes (an earlier attempt's stays).
+        """
 
         def release(conn: sqlite3.Connection) -> QueuedPayment | None:
             conn.execute(
                 "UPDATE outbox SET state = 'queued', last_error = ?, lease_owner = '',"
-                " lease_until_s = 0, updated_at_s = ?"
+                " lease_until_s = 0, updated_at_s = ?,"
+                " maybe_delivered_at_s = CASE WHEN ? AND maybe_delivered_attempt = attempts"
+                "   THEN 0 ELSE maybe_delivered_at_s END,"
+                " maybe_delivered_attempt = CASE WHEN ? AND maybe_delivered_attempt = attempts"
+                "   THEN 0 ELSE maybe_delivered_attempt END"
                 " WHERE entry_id = ? AND state = 'delivering' AND lease_owner = ?",
-                (last_error, time.time(), entry_id, owner),
+                (last_error, self._clock(), not maybe_delivered, not maybe_delivered, entry_id,
+                 owner),
             )
             return _row(conn, "entry_id = ?", (entry_id,))
 
@@ -236,15 +250,15 @@ class OutboxStore:
     async def entries(
         self, gateway: str, payer: str, *, limit: int = MAX_LIST
     ) -> list[QueuedPayment]:
-        """The payer's rows in queue order: the oldest `limit` unsettled, then the newest
-        settled ones up to `limit` in all."""
+        """The payer's rows in queue order: the oldest `limit` that have not ended (queued,
+        delivering, needs_review), then the newest ended ones up to `limit` in all."""
         limit = min(limit, MAX_LIST)
 
         def read(conn: sqlite3.Connection) -> list[QueuedPayment]:
             where = "gateway = ? AND payer_username = ?"
-            unsettled = _rows(conn, f"{where} AND {_UNSETTLED} ORDER BY entry_id LIMIT ?",
+            unsettled = _rows(conn, f"{where} AND {_OPEN} ORDER BY entry_id LIMIT ?",
                               (gateway, payer, limit))
-            settled = _rows(conn, f"{where} AND NOT {_UNSETTLED} ORDER BY entry_id DESC LIMIT ?",
+            settled = _rows(conn, f"{where} AND NOT {_OPEN} ORDER BY entry_id DESC LIMIT ?",
                             (gateway, payer, limit - len(unsettled)))
             return sorted(unsettled + settled, key=lambda entry: entry.entry_id)
 
@@ -263,7 +277,7 @@ class OutboxStore:
 
     async def forget(self, entry_id: int) -> QueuedPayment:
         """Drop a row that is not being sent and has no final answer."""
-        return await self._db.transaction(lambda conn: self._forget(conn, entry_id, time.time()))
+        return await self._db.transaction(lambda conn: self._forget(conn, entry_id, self._clock()))
 
     def _forget(self, conn: sqlite3.Connection, entry_id: int, now_s: float) -> QueuedPayment:
         found = conn.execute(
@@ -274,7 +288,8 @@ class OutboxStore:
             raise FailedPrecondition(f"no queued payment {entry_id}", reason=NOT_FORGETTABLE)
         state, host, pid, until_s = found
         sending = state == EntryState.DELIVERING and self._lease_live(host, pid, until_s, now_s)
-        if state not in (EntryState.QUEUED, EntryState.DELIVERING) or sending:
+        forgettable = (EntryState.QUEUED, EntryState.DELIVERING, EntryState.NEEDS_REVIEW)
+        if state not in forgettable or sending:
             what = "being sent now" if sending else state
             raise FailedPrecondition(
                 f"payment {entry_id} cannot be forgotten: it is {what}", reason=NOT_FORGETTABLE
@@ -286,14 +301,39 @@ class OutboxStore:
         )
         return _existing_row(conn, "entry_id = ?", (entry_id,))
 
-    async def pending(self, gateway: str, payer: str) -> int:
-        """The payer's unsettled rows at this gateway."""
+    async def requeue(self, entry_id: int) -> QueuedPayment:
+        """Queue a needs_review row again, after its user checked that it was not paid.
+
+        Its maybe-delivered mark goes: the person took the decision the window guards.
+        """
+
+        def requeue(conn: sqlite3.Connection) -> QueuedPayment:
+            cursor = conn.execute(
+                "UPDATE outbox SET state = 'queued', maybe_delivered_at_s = 0,"
+                " maybe_delivered_attempt = 0, updated_at_s = ?"
+                " WHERE entry_id = ? AND state = 'needs_review'",
+                (self._clock(), entry_id),
+            )
+            if cursor.rowcount == 0:
+                raise FailedPrecondition(
+                    f"payment {entry_id} is not waiting for review", reason=NOT_IN_REVIEW
+                )
+            return _existing_row(conn, "entry_id = ?", (entry_id,))
+
+        return await self._db.transaction(requeue)
+
+    async def pending(
+        self, gateway: str, payer: str, state: EntryState | None = None
+    ) -> int:
+        """The payer's rows at this gateway that are to be sent, or in `state`."""
+        where = _UNSETTLED if state is None else "state = ?"
+        params: tuple[object, ...] = (gateway, payer) + (() if state is None else (state,))
         return int(
             await self._db.read(
                 lambda conn: conn.execute(
-                    "SELECT count(*) FROM outbox WHERE gateway = ? AND payer_username = ?"
-                    f" AND {_UNSETTLED}",
-                    (gateway, payer),
+                    f"SELECT count(*) FROM outbox WHERE gateway = ? AND payer_username = ?"
+                    f" AND {where}",
+                    params,
                 ).fetchone()[0]
             )
         )
@@ -332,12 +372,18 @@ def _existing_row(
 def _entry(row: tuple[Any, ...]) -> QueuedPayment:
     values = dict(zip(_FIELDS, row, strict=True))
     created_s, updated_s = values.pop("created_at_s"), values.pop("updated_at_s")
+    maybe_delivered_s = values.pop("maybe_delivered_at_s")
     values["state"] = EntryState(values["state"])
     return QueuedPayment(
         **values,
-        created_at=datetime.datetime.fromtimestamp(created_s, tz=datetime.UTC),
-        updated_at=datetime.datetime.fromtimestamp(updated_s, tz=datetime.UTC),
+        created_at=_utc(created_s),
+        updated_at=_utc(updated_s),
+        maybe_delivered_at=_utc(maybe_delivered_s) if maybe_delivered_s > 0 else None,
     )
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
 
 
 def _order_of(entry: QueuedPayment) -> PaymentOrder:
