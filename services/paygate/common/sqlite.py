@@ -29,6 +29,7 @@ import enum
 import pathlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -39,6 +40,8 @@ BUSY_TIMEOUT_MS = 5000
 PROBE_BUSY_TIMEOUT_MS = 1000
 # A bound on how much one COMMIT carries, so that one group cannot hold the thread for long.
 MAX_GROUP_TRANSACTIONS = 64
+WAL_SWITCH_ATTEMPTS = 50
+WAL_SWITCH_RETRY_S = 0.1
 GROUP_MEMBER_SAVEPOINT = "paygate_group_member"
 
 
@@ -79,7 +82,7 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -213,6 +216,20 @@ def _run_in_savepoint(conn: sqlite3.Connection, item: _Queued) -> None:
             raise
         conn.execute(f"ROLLBACK TO {GROUP_MEMBER_SAVEPOINT}")
     conn.execute(f"RELEASE {GROUP_MEMBER_SAVEPOINT}")
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Set WAL mode, retrying briefly: SQLite answers "database is locked" at once, without
+    waiting for busy_timeout, when another process writes to the file at that moment
+    (several client processes opening one outbox file do)."""
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            time.sleep(WAL_SWITCH_RETRY_S)
 
 
 def _statements(sql: str) -> list[str]:
