@@ -1,0 +1,173 @@
+"""The gateway's schema: numbered migrations, in SQLite's and PostgreSQL's dialects.
+
+The two lists are kept side by side so that a change to one is seen next to the other:
+step N creates the same tables and columns in both (tests/test_store_contract.py checks
+that they have the same steps and tables). Each database records the last step applied
+(SQLite in `user_version`, PostgreSQL in `schema_migrations`) and runs the rest at start.
+"""
+
+from __future__ import annotations
+
+SQLITE_MIGRATIONS = [
+    # 1: users and sessions; payments with their two-phase-commit state; idempotency keys.
+    """
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash BLOB NOT NULL,
+        bank_id TEXT NOT NULL,
+        account_number TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'customer' CHECK (role IN ('customer', 'admin')),
+        created_at_s REAL NOT NULL,
+        UNIQUE (bank_id, account_number)
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        expire_at_s REAL NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created_at_s REAL NOT NULL
+    );
+    CREATE TABLE payments (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        payment_id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        txn_state TEXT NOT NULL CHECK (txn_state IN
+            ('preparing', 'committing', 'aborting', 'committed', 'aborted')),
+        payer_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payer_username TEXT NOT NULL,
+        payer_bank_id TEXT NOT NULL,
+        payer_account TEXT NOT NULL,
+        payee_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payee_username TEXT NOT NULL,
+        payee_bank_id TEXT NOT NULL,
+        payee_account TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        description TEXT NOT NULL,
+        failure_reason TEXT NOT NULL DEFAULT '',
+        create_time_us INTEGER NOT NULL,
+        decided_at_s REAL,
+        finished_at_s REAL
+    );
+    CREATE INDEX payments_unfinished ON payments (txn_state)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting');
+    CREATE TABLE payment_parties (
+        user_id TEXT NOT NULL,
+        seq INTEGER NOT NULL REFERENCES payments (seq),
+        PRIMARY KEY (user_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency_keys (
+        user_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('in_progress', 'completed')),
+        payment_id TEXT NOT NULL,
+        error_reason TEXT NOT NULL DEFAULT '',
+        error_message TEXT NOT NULL DEFAULT '',
+        created_at_s REAL NOT NULL,
+        PRIMARY KEY (user_id, idempotency_key)
+    );
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at_s);
+    CREATE INDEX idempotency_keys_payment ON idempotency_keys (payment_id)
+    """,
+    # 2: failed logins, for the throttle; keyed by "user:NAME" and "address:PEER".
+    """
+    CREATE TABLE login_failures (
+        throttle_key TEXT NOT NULL,
+        failed_at_s REAL NOT NULL
+    );
+    CREATE INDEX login_failures_key ON login_failures (throttle_key, failed_at_s)
+    """,
+    # 3: a lease on each unfinished payment: which gateway drives it, and until when, so
+    # that several gateways sharing one database never drive one transaction together.
+    """
+    ALTER TABLE payments ADD COLUMN lease_owner TEXT;
+    ALTER TABLE payments ADD COLUMN lease_expires_at_s REAL;
+    CREATE INDEX payments_lease ON payments (lease_expires_at_s)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting')
+    """,
+]
+
+
+POSTGRES_MIGRATIONS = [
+    # 1: users and sessions; payments with their two-phase-commit state; idempotency keys.
+    """
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        username TEXT NOT NULL CONSTRAINT users_username_unique UNIQUE,
+        password_hash BYTEA NOT NULL,
+        bank_id TEXT NOT NULL,
+        account_number TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'customer' CHECK (role IN ('customer', 'admin')),
+        created_at_s DOUBLE PRECISION NOT NULL,
+        CONSTRAINT users_account_unique UNIQUE (bank_id, account_number)
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        expire_at_s DOUBLE PRECISION NOT NULL,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at_s DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE payments (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        payment_id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        txn_state TEXT NOT NULL CHECK (txn_state IN
+            ('preparing', 'committing', 'aborting', 'committed', 'aborted')),
+        payer_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payer_username TEXT NOT NULL,
+        payer_bank_id TEXT NOT NULL,
+        payer_account TEXT NOT NULL,
+        payee_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payee_username TEXT NOT NULL,
+        payee_bank_id TEXT NOT NULL,
+        payee_account TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        description TEXT NOT NULL,
+        failure_reason TEXT NOT NULL DEFAULT '',
+        create_time_us BIGINT NOT NULL,
+        decided_at_s DOUBLE PRECISION,
+        finished_at_s DOUBLE PRECISION
+    );
+    CREATE INDEX payments_unfinished ON payments (txn_state)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting');
+    CREATE TABLE payment_parties (
+        user_id TEXT NOT NULL,
+        seq BIGINT NOT NULL REFERENCES payments (seq),
+        PRIMARY KEY (user_id, seq)
+    );
+    CREATE TABLE idempotency_keys (
+        user_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('in_progress', 'completed')),
+        payment_id TEXT NOT NULL,
+        error_reason TEXT NOT NULL DEFAULT '',
+        error_message TEXT NOT NULL DEFAULT '',
+        created_at_s DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (user_id, idempotency_key)
+    );
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at_s);
+    CREATE INDEX idempotency_keys_payment ON idempotency_keys (payment_id)
+    """,
+    # 2: failed logins, for the throttle; keyed by "user:NAME" and "address:PEER".
+    """
+    CREATE TABLE login_failures (
+        throttle_key TEXT NOT NULL,
+        failed_at_s DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX login_failures_key ON login_failures (throttle_key, failed_at_s)
+    """,
+    # 3: a lease on each unfinished payment: which gateway drives it, and until when.
+    """
+    ALTER TABLE payments ADD COLUMN lease_owner TEXT;
+    ALTER TABLE payments ADD COLUMN lease_expires_at_s DOUBLE PRECISION;
+    CREATE INDEX payments_lease ON payments (lease_expires_at_s)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting')
+    """,
+]
