@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from suite import Suite
-from users import new_user
+from users import error_reason, new_user
 
 pytestmark = pytest.mark.suite
 
@@ -64,6 +64,7 @@ def test_a_bank_down_leaves_the_gateway_serving_for_other_banks(suite: Suite) ->
             with pytest.raises(grpc.RpcError) as info:
                 alice.pay(carol, 1_00)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(info.value) == "BANK_UNAVAILABLE"  # down, not slow
         finally:
             suite.supervisorctl("start", "bank-c")
             suite.wait_serving("bank-c")
