@@ -25,6 +25,8 @@ var/log:
 	mkdir -p var/log
 
 # RUN_DIR is where the suite keeps var/ (databases, logs, socket): the repository by default.
+# Relative paths of the configuration resolve against it, so pair another RUN_DIR with a
+# PAYGATE_CONFIG file that names certs_dir (and demo_accounts) by absolute path.
 RUN_DIR ?= $(CURDIR)
 
 run: setup
