@@ -12,6 +12,8 @@ import pathlib
 import socket
 
 import pytest
+from paygate.bench import procstat
+from paygate.bench.cli import main as bench_main
 from paygate.bench.report import percentile
 from paygate.bench.users import AccountState, check_money
 from suite import BANKS, Suite
@@ -83,6 +85,45 @@ def test_unreachable_gateway_is_an_error_not_a_report(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "does not answer" in result.stderr
     assert not (tmp_path / "never.json").exists()
+
+
+@pytest.mark.suite
+def test_a_list_of_gateways_is_paid_through_and_named_programs_are_sampled(
+    suite: Suite, tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "bench.json"
+    both = f"{suite.gateway_target},{suite.gateway_target}"  # a list, round robin
+    code, stdout, stderr = bench(
+        suite, "--gateway", both, "--programs", "gateway,bank-a", "--no-baseline",
+        "--cpu-of-command", "supervisord", "--duration", "2", "--warmup", "0.5",
+        "--concurrency", "4", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, stdout + stderr
+    report = json.loads(out.read_text())
+    assert report["settings"]["gateway"] == both
+    assert report["payments"]["ok"] > 0 and report["money"]["ok"]
+    assert set(report["cpu"]) == {"gateway", "bank-a", "supervisord", "bench"}
+    assert report["cpu"]["supervisord"]["processes"] >= 1
+
+
+def test_a_gateway_list_with_a_name_in_it_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--gateway", "127.0.0.1:1,localhost:2"]) == 2
+    assert "--gateway: in a list of gateway addresses each must be IP:PORT" in (
+        capsys.readouterr().err
+    )
+
+
+def test_cpu_of_a_command_is_summed_over_its_processes() -> None:
+    cpu = {
+        "gateway": {"pid": 1, "cpu_s": 2.0, "cores": 0.1},
+        "postgres#7": {"pid": 7, "cpu_s": 1.5, "cores": 0.075},
+        "postgres#8": {"pid": 8, "cpu_s": 0.5, "cores": 0.025},
+        "postgres#9": {"pid": 9, "restarted": True},
+    }
+    folded = procstat.fold_commands(cpu)
+    assert folded["gateway"] == cpu["gateway"]
+    assert folded["postgres"] == {"processes": 2, "cpu_s": 2.0, "cores": 0.1}
+    assert procstat.command_pids("") == {}
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -55,6 +55,7 @@ from paygate.bench.users import (
     snapshot,
 )
 from paygate.client import AsyncClient
+from paygate.client._target import channel_target
 from paygate.common.config import CONFIG_ENV, SuiteConfig, config_from_mapping
 from paygate.errors import PaygateError
 
@@ -129,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--supervisor-dir", type=pathlib.Path, default=pathlib.Path.cwd(), metavar="DIR",
         help="the directory the suite's supervisord was started from (default: here); "
         "relative paths of the config resolve against it")
+    add("--gateway", default=None, metavar="TARGETS",
+        help="the gateway to pay through; a comma-separated list (IP:PORT,IP:PORT) spreads "
+        "the payments over several, round robin (default: the config's [gateway] listen)")
+    add("--programs", default=None, metavar="NAMES",
+        help="comma-separated supervisor programs whose CPU to sample (default: gateway "
+        "and the config's banks)")
+    add("--cpu-of-command", default=None, metavar="NAME",
+        help="also sample the total CPU of every process whose command is NAME "
+        "(e.g. postgres: the database server's backends)")
     add("--out", type=pathlib.Path, default=None, metavar="FILE",
         help="where to write the JSON report (default var/bench/<UTC time>.json)")
     return parser
@@ -149,8 +159,17 @@ def check_args(args: argparse.Namespace) -> None:
     for ok, message in limits:
         if not ok:
             raise BenchError(message)
+    if args.gateway is not None:
+        try:
+            channel_target(args.gateway)
+        except ValueError as error:
+            raise BenchError(f"--gateway: {error}") from None
     if args.users == 0:
         args.users = max(2, min(args.concurrency, USERS_PER_RUN_DEFAULT_MAX))
+
+
+def split_names(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 def suite_config(path: str | None, directory: pathlib.Path) -> SuiteConfig:
@@ -169,7 +188,7 @@ def default_out() -> pathlib.Path:
 
 async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
     ca_cert = str(config.certs_dir / "ca.pem")
-    gateway = client_target(config.gateway.listen)
+    gateway = args.gateway or client_target(config.gateway.listen)
     async with AsyncClient(gateway, ca_cert=ca_cert, timeout_s=args.timeout) as probe:
         if not await probe.reachable():
             raise BenchError(f"the gateway at {gateway} does not answer as SERVING")
@@ -182,15 +201,19 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         before = await snapshot(admin, users)
         spec = base_spec(args, gateway, ca_cert, users)
         baseline = None if args.no_baseline else await run_baseline(args, config, spec)
-        programs = ["gateway", *sorted(config.banks)]
+        programs = split_names(args.programs) or ["gateway", *sorted(config.banks)]
         pids, pid_problem = await asyncio.to_thread(
             procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
         )
-        result, window_s, samples = await measured(scheduled(spec, args), args.processes, pids)
+        result, window_s, samples = await measured(
+            scheduled(spec, args), args.processes, pids, args.cpu_of_command or ""
+        )
         pids_after, _ = await asyncio.to_thread(
             procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
         )
-        cpu = procstat.window(samples[0], samples[1], pids_after, samples[2])
+        cpu = procstat.fold_commands(
+            procstat.window(samples[0], samples[1], pids_after, samples[2])
+        )
         machine_load = procstat.machine_window(*samples)
         after = await settle(admin, users)
     finally:
@@ -254,10 +277,11 @@ async def run_baseline(
 
 
 async def measured(
-    spec: LoadSpec, processes: int, pids: Mapping[str, int]
+    spec: LoadSpec, processes: int, pids: Mapping[str, int], command: str = ""
 ) -> tuple[LoadResult, float, tuple[procstat.CpuSample, procstat.CpuSample, float]]:
-    """Run the load (here, or in worker processes) while sampling the CPU of `pids`."""
-    sampling = asyncio.create_task(_sample_window(spec, pids))
+    """Run the load (here, or in worker processes) while sampling the CPU of `pids`, and
+    of every process named `command` that runs when the window opens."""
+    sampling = asyncio.create_task(_sample_window(spec, pids, command))
     if processes == 1:
         result = await run_load(spec)
     else:
@@ -294,9 +318,11 @@ def _ready(hold_s: float) -> bool:
 
 
 async def _sample_window(
-    spec: LoadSpec, pids: Mapping[str, int]
+    spec: LoadSpec, pids: Mapping[str, int], command: str
 ) -> tuple[procstat.CpuSample, procstat.CpuSample, float]:
     await _sleep_until(spec.measure_at)
+    # Scanned now, not before the warm-up: a server's pool opens connections under load.
+    pids = {**pids, **procstat.command_pids(command)}
     first, start = procstat.sample(pids), time.monotonic()
     await _sleep_until(spec.stop_at)
     return first, procstat.sample(pids), time.monotonic() - start
@@ -335,7 +361,8 @@ def settings(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "amount_minor": args.amount,
         "timeout_s": args.timeout,
         "seed": args.seed,
-        "gateway": client_target(config.gateway.listen),
+        "gateway": args.gateway or client_target(config.gateway.listen),
+        "programs": split_names(args.programs) or ["gateway", *sorted(config.banks)],
         "bcrypt_rounds": config.gateway.bcrypt_rounds,
         "prepare_timeout_s": config.gateway.prepare_timeout_s,
     }

@@ -125,3 +125,45 @@ def window(
             "cores": round(cpu_s / window_s, 3) if window_s > 0 else 0.0,
         }
     return out
+
+
+COMMAND_KEY = "{name}#{pid}"
+MAX_COMMAND_PIDS = 1000  # a bound on what one --cpu-of-command samples
+
+
+def command_pids(name: str) -> dict[str, int]:
+    """Every process whose command (/proc/PID/comm) is `name`, keyed NAME#PID.
+
+    For a server the suite does not run itself, PostgreSQL's backends for instance: its
+    CPU is part of what a payment costs. A process that starts during the window is not
+    counted, one that ends in it is reported as restarted and left out of the sum.
+    """
+    if not name:
+        return {}
+    found: dict[str, int] = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit() or len(found) >= MAX_COMMAND_PIDS:
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == name:
+            found[COMMAND_KEY.format(name=name, pid=entry.name)] = int(entry.name)
+    return found
+
+
+def fold_commands(cpu: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The NAME#PID entries of `window`'s answer summed into one NAME entry."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in cpu.items():
+        name, sep, _ = key.partition("#")
+        if not sep:
+            out[key] = dict(value)
+            continue
+        total = out.setdefault(name, {"processes": 0, "cpu_s": 0.0, "cores": 0.0})
+        if "cpu_s" in value:
+            total["processes"] += 1
+            total["cpu_s"] = round(total["cpu_s"] + value["cpu_s"], 3)
+            total["cores"] = round(total["cores"] + value["cores"], 3)
+    return out
