@@ -139,6 +139,30 @@ def _user(row: tuple[object, ...]) -> User:
     )
 
 
+def payment_row(payment: Payment, lease: Lease | None) -> tuple[object, ...]:
+    """The values of a new payments row: _PAYMENT_COLUMNS, then lease_owner, lease_expires_at_s."""
+    return (
+        payment.payment_id,
+        str(payment.status),
+        str(payment.txn_state),
+        payment.payer_user_id,
+        payment.payer_username,
+        payment.payer_bank_id,
+        payment.payer_account,
+        payment.payee_user_id,
+        payment.payee_username,
+        payment.payee_bank_id,
+        payment.payee_account,
+        payment.amount_minor,
+        payment.currency,
+        payment.description,
+        payment.failure_reason,
+        payment.create_time_us,
+        lease.owner if lease else None,
+        lease.expires_at_s if lease else None,
+    )
+
+
 class SqliteGatewayStore:
     def __init__(self, path: pathlib.Path) -> None:
         self._db = Database(path, MIGRATIONS)
@@ -246,26 +270,7 @@ class SqliteGatewayStore:
             cursor = conn.execute(
                 f"INSERT INTO payments ({_PAYMENT_COLUMNS}, lease_owner, lease_expires_at_s)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    payment.payment_id,
-                    payment.status,
-                    payment.txn_state,
-                    payment.payer_user_id,
-                    payment.payer_username,
-                    payment.payer_bank_id,
-                    payment.payer_account,
-                    payment.payee_user_id,
-                    payment.payee_username,
-                    payment.payee_bank_id,
-                    payment.payee_account,
-                    payment.amount_minor,
-                    payment.currency,
-                    payment.description,
-                    payment.failure_reason,
-                    payment.create_time_us,
-                    lease.owner if lease else None,
-                    lease.expires_at_s if lease else None,
-                ),
+                payment_row(payment, lease),
             )
             seq = cursor.lastrowid
             conn.executemany(
@@ -385,11 +390,14 @@ class SqliteGatewayStore:
         """Extend the owner's lease of an unfinished payment; False when it is not theirs."""
 
         def renew(conn: sqlite3.Connection) -> bool:
-            return conn.execute(
-                "UPDATE payments SET lease_expires_at_s = ? WHERE payment_id = ?"
-                " AND lease_owner = ? AND txn_state IN (?, ?, ?)",
-                (lease.expires_at_s, payment_id, lease.owner, *UNFINISHED),
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    "UPDATE payments SET lease_expires_at_s = ? WHERE payment_id = ?"
+                    " AND lease_owner = ? AND txn_state IN (?, ?, ?)",
+                    (lease.expires_at_s, payment_id, lease.owner, *UNFINISHED),
+                ).rowcount
+                == 1
+            )
 
         return await self._db.transaction(renew)
 

@@ -41,6 +41,7 @@ from paygate.gateway.store import (
     Session,
     _payment,
     _user,
+    payment_row,
 )
 
 DEFAULT_SCHEMA = "gateway"
@@ -341,26 +342,7 @@ async def _insert_payment(conn: Conn, payment: Payment, lease: Lease | None) -> 
     cursor = await conn.execute(
         f"INSERT INTO payments ({_PAYMENT_COLUMNS}, lease_owner, lease_expires_at_s)"
         f" VALUES ({_placeholders(18)}) RETURNING seq",
-        (
-            payment.payment_id,
-            str(payment.status),
-            str(payment.txn_state),
-            payment.payer_user_id,
-            payment.payer_username,
-            payment.payer_bank_id,
-            payment.payer_account,
-            payment.payee_user_id,
-            payment.payee_username,
-            payment.payee_bank_id,
-            payment.payee_account,
-            payment.amount_minor,
-            payment.currency,
-            payment.description,
-            payment.failure_reason,
-            payment.create_time_us,
-            lease.owner if lease else None,
-            lease.expires_at_s if lease else None,
-        ),
+        payment_row(payment, lease),
     )
     row = await cursor.fetchone()
     check(row is not None, f"payment {payment.payment_id} was inserted without a seq")
