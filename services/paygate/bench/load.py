@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import pathlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,11 +31,8 @@ import grpc
 from paygate.bench.echo import METHOD as ECHO_METHOD
 from paygate.bench.users import BenchUser
 from paygate.client import AsyncClient
-from paygate.client._async_client import DEFAULT_MAX_MESSAGE_BYTES
-from paygate.client.logging_interceptor import LoggingInterceptor
-from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
-from paygate.common import tracing
-from paygate.common.tls import channel_credentials
+from paygate.client._async_client import open_channel
+from paygate.client.token_interceptor import TokenHolder
 from paygate.errors import PaygateError, status_code_of
 from paygate.gen.paygate.v1 import gateway_pb2
 
@@ -44,8 +40,15 @@ PAYMENTS = "payments"
 ECHO = "echo"
 # Outcomes after which the bench knows that no money moved.
 NOTHING_MOVED = frozenset(
-    {"INVALID_ARGUMENT", "NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED",
-     "FAILED_PRECONDITION", "ABORTED", "RESOURCE_EXHAUSTED"}
+    {
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "RESOURCE_EXHAUSTED",
+    }
 )
 STOP_MARGIN_S = 5.0
 # A caller that falls behind a --rate schedule by more than this many periods starts
@@ -84,9 +87,7 @@ class LoadSpec:
 class LoadResult:
     latencies_ms: list[float] = dataclasses.field(default_factory=list)
     outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    outcomes_all: collections.Counter[str] = dataclasses.field(
-        default_factory=collections.Counter
-    )
+    outcomes_all: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     net_minor: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     unknown_outcomes: int = 0
     client_cpu_s: float = 0.0
@@ -101,20 +102,8 @@ class LoadResult:
 
 
 def client_stack_channel(target: str, ca_cert: str, token: str) -> grpc.aio.Channel:
-    """A channel built exactly as AsyncClient builds its own (same options, interceptors)."""
-    return grpc.aio.secure_channel(
-        target,
-        channel_credentials(pathlib.Path(ca_cert)),
-        options=[
-            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-        ],
-        interceptors=[
-            *tracing.client_interceptors(),
-            LoggingInterceptor(),
-            TokenInterceptor(TokenHolder(access_token=token)),
-        ],
-    )
+    """A channel built exactly as AsyncClient builds its own (the same function)."""
+    return open_channel(target, ca_cert, TokenHolder(access_token=token))
 
 
 class Pacer:
@@ -193,8 +182,9 @@ def _payment_caller(
     if len(users) < 2:
         raise ValueError("payments need at least two users")
     clients = [
-        AsyncClient(spec.target, ca_cert=spec.ca_cert, access_token=user.token,
-                    timeout_s=spec.timeout_s)
+        AsyncClient(
+            spec.target, ca_cert=spec.ca_cert, access_token=user.token, timeout_s=spec.timeout_s
+        )
         for user in users[: spec.channels]
     ]
 

@@ -44,6 +44,31 @@ HEALTH_TIMEOUT_S = 1.0  # a health check is small: a slow answer is as bad as no
 StrPath = str | os.PathLike[str]
 
 
+def open_channel(target: str, ca_cert: StrPath, token: TokenHolder) -> grpc.aio.Channel:
+    """The client's channel to the gateway: TLS, bounded messages, and its interceptors.
+
+    Several comma-separated addresses make one channel balancing over them (_target.py).
+    paygate-bench builds its baseline on this same channel, so both measure one stack.
+    """
+    target_, balancing = channel_target(target)
+    return grpc.aio.secure_channel(
+        target_,
+        channel_credentials(pathlib.Path(ca_cert)),
+        options=[
+            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            *balancing,
+        ],
+        # Outermost first: the call's span starts the payment's trace (a no-op unless the
+        # application installed an OpenTelemetry SDK); the log line times the whole call.
+        interceptors=[
+            *tracing.client_interceptors(),
+            LoggingInterceptor(),
+            TokenInterceptor(token),
+        ],
+    )
+
+
 class AsyncClient:
     """A client of GatewayService. Use it as an async context manager, or call close().
 
@@ -76,24 +101,7 @@ class AsyncClient:
         self._delivery_settings = delivery or DeliverySettings()
         self._delivery_task: asyncio.Task[None] | None = None
         self._token = TokenHolder(access_token=access_token)
-        # Several comma-separated addresses: one channel balancing over them (_target.py).
-        channel_target_, balancing = channel_target(target)
-        self._channel = grpc.aio.secure_channel(
-            channel_target_,
-            channel_credentials(pathlib.Path(ca_cert)),
-            options=[
-                ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-                *balancing,
-            ],
-            # Outermost first: the call's span starts the payment's trace (a no-op unless the
-            # application installed an OpenTelemetry SDK); the log line times the whole call.
-            interceptors=[
-                *tracing.client_interceptors(),
-                LoggingInterceptor(),
-                TokenInterceptor(self._token),
-            ],
-        )
+        self._channel = open_channel(target, ca_cert, self._token)
         # The generated stub is untyped; every response is annotated where it is used.
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -194,8 +202,9 @@ class AsyncClient:
         # Chosen once, before any attempt: a retry must reuse it or money could move twice.
         key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
         if not queue_if_offline:
-            return await self._create_payment(key, payee_username, amount_minor, currency,
-                                              description)
+            return await self._create_payment(
+                key, payee_username, amount_minor, currency, description
+            )
         deliverer = self._deliverer()
         order = PaymentOrder(
             idempotency_key=key,
@@ -334,7 +343,10 @@ class _ClientSender:
 
     async def send(self, entry: QueuedPayment) -> Payment:
         return await self._client._create_payment(
-            entry.idempotency_key, entry.payee_username, entry.amount_minor, entry.currency,
+            entry.idempotency_key,
+            entry.payee_username,
+            entry.amount_minor,
+            entry.currency,
             entry.description,
         )
 
