@@ -158,11 +158,21 @@ def _bank_requests(fuzz: Fuzz) -> dict[str, tuple[grpc.Channel, st.SearchStrateg
                                                  transaction_id=_transaction_id("fuzz-c"))),
         "Abort": (fuzz.bank_gateway, st.builds(bank_pb2.AbortRequest,
                                                 transaction_id=_transaction_id("fuzz-c"))),
+        "PrepareBatch": (fuzz.bank_gateway, st.builds(
+            bank_pb2.PrepareBatchRequest, transactions=st.lists(st.builds(
+                bank_pb2.PrepareRequest, transaction_id=_transaction_id("fuzz-p"),
+                legs=_legs(fuzz)), max_size=4))),
+        "CommitBatch": (fuzz.bank_gateway, st.builds(
+            bank_pb2.CommitBatchRequest, transactions=st.lists(st.builds(
+                bank_pb2.CommitRequest, transaction_id=_transaction_id("fuzz-c")), max_size=4))),
+        "AbortBatch": (fuzz.bank_gateway, st.builds(
+            bank_pb2.AbortBatchRequest, transactions=st.lists(st.builds(
+                bank_pb2.AbortRequest, transaction_id=_transaction_id("fuzz-c")), max_size=4))),
     }
 
 
 @pytest.mark.parametrize("method", ["GetAccount", "OpenAccount", "Deposit", "Prepare", "Commit",
-                                    "Abort"])
+                                    "Abort", "PrepareBatch", "CommitBatch", "AbortBatch"])
 def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None:
     channel, requests = _bank_requests(fuzz)[method]
 
@@ -171,6 +181,8 @@ def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None
     def run(request: Any) -> None:
         if method == "Prepare":
             fuzz.prepared.add(request.transaction_id)
+        if method == "PrepareBatch":
+            fuzz.prepared.update(t.transaction_id for t in request.transactions)
         code = fuzz.call(channel, BANK + method, request.SerializeToString())
         assert code not in FORBIDDEN, (method, request)
 
@@ -180,7 +192,8 @@ def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None
 @pytest.mark.parametrize(
     ("target", "method"),
     [("gateway", m) for m in sorted(GATEWAY_REQUESTS)]
-    + [("bank", m) for m in ("GetAccount", "Deposit", "Prepare", "Commit", "Abort")],
+    + [("bank", m) for m in ("GetAccount", "Deposit", "Prepare", "Commit", "Abort",
+                             "PrepareBatch", "CommitBatch", "AbortBatch")],
 )
 def test_malformed_bytes_are_invalid_argument(fuzz: Fuzz, target: str, method: str) -> None:
     channel = fuzz.gateway if target == "gateway" else fuzz.bank_admin

@@ -54,6 +54,7 @@ PAYMENT_PANELS = (
     "2PC outcomes",
     "2PC phase duration (p99)",
     "2PC timeouts by bank",
+    "Bank calls per batch RPC",
 )
 
 
@@ -189,10 +190,11 @@ def test_one_payment_is_one_trace_across_client_gateway_and_both_banks(
             ("paygate-gateway", GATEWAY_SERVICE + "CreatePayment"),
             ("paygate-gateway", "2pc.prepare"),
             ("paygate-gateway", "2pc.commit"),
+            ("paygate-gateway", "bank.batch"),
             *(
                 (f"paygate-{b}", BANK_SERVICE + m)
                 for b in ("bank-a", "bank-b")
-                for m in ("Prepare", "Commit")
+                for m in ("PrepareBatch", "CommitBatch")
             ),
         }
         return found if wanted <= found.keys() else None
@@ -211,6 +213,15 @@ def test_one_payment_is_one_trace_across_client_gateway_and_both_banks(
         assert attributes["paygate.banks"] == ["bank-a", "bank-b"]
     assert found[("paygate-gateway", "2pc.prepare")]["attributes"]["paygate.outcome"] == "yes"
     assert found[("paygate-gateway", "2pc.commit")]["attributes"]["paygate.outcome"] == "finished"
+    # The banks' calls travel in batches; a lone payment's batch carries just it.
+    batches = [
+        s for s in spans.spans() if s["trace_id"] == trace_id and s["name"] == "bank.batch"
+    ]
+    assert len(batches) == 4  # prepare and commit, at each of the two banks
+    assert {b["attributes"]["paygate.batch"] for b in batches} == {
+        f"{bank}.{op}" for bank in ("bank-a", "bank-b") for op in ("prepare", "commit")
+    }
+    assert all(b["attributes"]["paygate.batch.size"] == 1 for b in batches)
 
     everything = spans.spans()
     assert not [s for s in everything if "grpc.health.v1.Health" in s["name"]], (
@@ -220,7 +231,7 @@ def test_one_payment_is_one_trace_across_client_gateway_and_both_banks(
     assert PASSWORD not in dumped and token not in dumped
 
     _assert_logged_with_trace(suite, "gateway", GATEWAY_SERVICE + "CreatePayment", trace_id)
-    _assert_logged_with_trace(suite, "bank-a", BANK_SERVICE + "Prepare", trace_id)
+    _assert_logged_with_trace(suite, "bank-a", BANK_SERVICE + "PrepareBatch", trace_id)
     assert f'trace_id="{trace_id}"' in _scrape(suite.config.gateway.metrics, openmetrics=True)
 
 

@@ -132,3 +132,23 @@ def test_a_lone_transaction_commits_at_once(tmp_path: pathlib.Path) -> None:
         await db.close()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_of_transactions_shares_commits_and_reports_each_outcome(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def scenario() -> None:
+        db, commits = await open_db(tmp_path)
+        fns = [insert(f"k{i}") for i in range(MAX_GROUP_TRANSACTIONS + 6)]
+        fns[3] = insert("k0")  # a duplicate key: this one fails, alone
+        outcomes = await db.transactions(fns)
+        assert isinstance(outcomes[3], sqlite3.IntegrityError)
+        assert [o for i, o in enumerate(outcomes) if i != 3] == [
+            f"k{i}" for i in range(len(fns)) if i != 3
+        ]
+        # One COMMIT per group of MAX_GROUP_TRANSACTIONS, not one per transaction.
+        assert len(commits) == 2
+        assert len(committed_rows(tmp_path / "t.db")) == len(fns) - 1
+        await db.close()
+
+    asyncio.run(scenario())

@@ -10,13 +10,19 @@ from the ledger's totals by refresh_metrics(), which the bank calls periodically
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
+from typing import TypeVar
 
 from paygate.bank import ledger
 from paygate.bank.ledger import Leg, Vote
 from paygate.bank.store import AccountRow, LedgerStore, LedgerTx, Totals
 from paygate.common.faults import FaultInjector
 from paygate.common.metrics import BankMetrics, new_registry
+from paygate.errors import PaygateError
+
+T = TypeVar("T")
 
 _log = logging.getLogger("paygate.bank")
 
@@ -50,28 +56,51 @@ class Participant:
         )
 
     async def prepare(self, transaction_id: str, legs: list[Leg]) -> Vote:
-        self._faults.crash_point("bank.before_hold")
-        vote = await self._store.transaction(lambda tx: ledger.prepare(tx, transaction_id, legs))
-        self._faults.crash_point("bank.after_hold")
-        return vote
+        return _value(await self.prepare_batch([(transaction_id, legs)]))
 
     async def commit(self, transaction_id: str) -> None:
-        self._faults.crash_point("bank.before_post")
-        posted = await self._store.transaction(lambda tx: ledger.commit(tx, transaction_id))
-        self._faults.crash_point("bank.after_post")
-        if posted:
-            self._metrics.holds_resolved.labels("posted").inc()
+        _value(await self.commit_batch([transaction_id]))
 
     async def abort(self, transaction_id: str) -> None:
-        def abort(tx: LedgerTx) -> bool:
-            # Only an abort of a prepared transaction voids holds; read its state first.
-            before = tx.get_transaction(transaction_id)
-            return ledger.abort(tx, transaction_id) and before is not None and (
-                before.state == "prepared"
-            )
+        _value(await self.abort_batch([transaction_id]))
 
-        if await self._store.transaction(abort):
-            self._metrics.holds_resolved.labels("voided").inc()
+    # Batches: each transaction applied as if alone, all of them durable together (one
+    # group commit). The crash points bracket the batch's one durable write.
+
+    async def prepare_batch(
+        self, transactions: Sequence[tuple[str, list[Leg]]]
+    ) -> list[Vote | PaygateError]:
+        self._faults.crash_point("bank.before_hold")
+        outcomes = await self._store.transactions(
+            [
+                functools.partial(ledger.prepare, transaction_id=t, legs=legs)
+                for t, legs in transactions
+            ]
+        )
+        self._faults.crash_point("bank.after_hold")
+        return _domain(outcomes)
+
+    async def commit_batch(self, transaction_ids: Sequence[str]) -> list[None | PaygateError]:
+        self._faults.crash_point("bank.before_post")
+        outcomes = _domain(
+            await self._store.transactions(
+                [functools.partial(ledger.commit, transaction_id=t) for t in transaction_ids]
+            )
+        )
+        self._faults.crash_point("bank.after_post")
+        posted = sum(1 for outcome in outcomes if outcome is True)
+        if posted:
+            self._metrics.holds_resolved.labels("posted").inc(posted)
+        return [outcome if isinstance(outcome, PaygateError) else None for outcome in outcomes]
+
+    async def abort_batch(self, transaction_ids: Sequence[str]) -> list[None | PaygateError]:
+        outcomes = _domain(
+            await self._store.transactions([functools.partial(_abort, t) for t in transaction_ids])
+        )
+        voided = sum(1 for outcome in outcomes if outcome is True)
+        if voided:
+            self._metrics.holds_resolved.labels("voided").inc(voided)
+        return [outcome if isinstance(outcome, PaygateError) else None for outcome in outcomes]
 
     async def refresh_metrics(self) -> None:
         """Set the holds and money gauges from the ledger's totals (one read transaction)."""
@@ -92,3 +121,29 @@ class Participant:
 
     async def healthy(self) -> bool:
         return self._audit_passed and await self._store.healthy()
+
+
+def _abort(transaction_id: str, tx: LedgerTx) -> bool:
+    """Abort; True when that voided holds (only an abort of a prepared transaction does)."""
+    before = tx.get_transaction(transaction_id)
+    aborted = ledger.abort(tx, transaction_id)
+    return aborted and before is not None and before.state == "prepared"
+
+
+def _domain(outcomes: Sequence[T | Exception]) -> list[T | PaygateError]:
+    """The outcomes, with the errors a caller can cause kept per transaction.
+
+    Any other error (the database failed, an invariant broke) fails the whole call; that
+    is safe because every operation is idempotent: the gateway re-sends what it must.
+    """
+    for outcome in outcomes:
+        if isinstance(outcome, Exception) and not isinstance(outcome, PaygateError):
+            raise outcome
+    return [outcome for outcome in outcomes]  # type: ignore[misc]
+
+
+def _value(outcomes: list[T | PaygateError]) -> T:
+    (outcome,) = outcomes
+    if isinstance(outcome, PaygateError):
+        raise outcome
+    return outcome

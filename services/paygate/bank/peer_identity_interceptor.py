@@ -28,6 +28,9 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "Prepare": frozenset({GATEWAY}),
     "Commit": frozenset({GATEWAY}),
     "Abort": frozenset({GATEWAY}),
+    "PrepareBatch": frozenset({GATEWAY}),
+    "CommitBatch": frozenset({GATEWAY}),
+    "AbortBatch": frozenset({GATEWAY}),
 }
 
 

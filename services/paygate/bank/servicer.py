@@ -7,10 +7,14 @@ from paygate.bank.ledger import Leg
 from paygate.bank.participant import Participant
 from paygate.bank.store import AccountRow
 from paygate.common.handlers import Context
-from paygate.errors import InvalidArgument
+from paygate.errors import InvalidArgument, PaygateError, status_code_of
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 
 SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
+
+# The most transactions one batch call may carry (the gateway sends at most its own
+# batch_max_size, 128 by default); more is INVALID_ARGUMENT and nothing is applied.
+MAX_BATCH = 256
 
 _DIRECTIONS = {bank_pb2.DIRECTION_DEBIT: ledger.DEBIT, bank_pb2.DIRECTION_CREDIT: ledger.CREDIT}
 
@@ -35,6 +39,17 @@ def leg_from_message(message: bank_pb2.Leg) -> Leg:
         amount_minor=message.amount,
         currency=message.currency,
     )
+
+
+def batch_error(error: PaygateError) -> bank_pb2.BatchError:
+    return bank_pb2.BatchError(
+        code=status_code_of(error).value[0], reason=error.reason, message=error.message
+    )
+
+
+def _check_batch(size: int) -> None:
+    if not 1 <= size <= MAX_BATCH:
+        raise InvalidArgument(f"a batch carries 1 to {MAX_BATCH} transactions, not {size}")
 
 
 class BankServicer(bank_pb2_grpc.BankServiceServicer):
@@ -81,3 +96,59 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
     ) -> bank_pb2.AbortResponse:
         await self._bank.abort(request.transaction_id)
         return bank_pb2.AbortResponse()
+
+    async def PrepareBatch(
+        self, request: bank_pb2.PrepareBatchRequest, context: Context
+    ) -> bank_pb2.PrepareBatchResponse:
+        _check_batch(len(request.transactions))
+        results = [
+            bank_pb2.PrepareResult(transaction_id=t.transaction_id) for t in request.transactions
+        ]
+        valid: list[tuple[str, list[Leg]]] = []
+        positions = []
+        for position, message in enumerate(request.transactions):
+            try:
+                legs = [leg_from_message(leg) for leg in message.legs]
+            except PaygateError as error:
+                results[position].error.CopyFrom(batch_error(error))
+                continue
+            valid.append((message.transaction_id, legs))
+            positions.append(position)
+        outcomes = await self._bank.prepare_batch(valid) if valid else []
+        for position, outcome in zip(positions, outcomes, strict=True):
+            if isinstance(outcome, PaygateError):
+                results[position].error.CopyFrom(batch_error(outcome))
+            else:
+                results[position].response.vote = (
+                    bank_pb2.VOTE_YES if outcome.yes else bank_pb2.VOTE_NO
+                )
+                results[position].response.reason = outcome.reason
+        return bank_pb2.PrepareBatchResponse(results=results)
+
+    async def CommitBatch(
+        self, request: bank_pb2.CommitBatchRequest, context: Context
+    ) -> bank_pb2.CommitBatchResponse:
+        _check_batch(len(request.transactions))
+        ids = [t.transaction_id for t in request.transactions]
+        outcomes = await self._bank.commit_batch(ids)
+        return bank_pb2.CommitBatchResponse(results=_resolve_results(ids, outcomes))
+
+    async def AbortBatch(
+        self, request: bank_pb2.AbortBatchRequest, context: Context
+    ) -> bank_pb2.AbortBatchResponse:
+        _check_batch(len(request.transactions))
+        ids = [t.transaction_id for t in request.transactions]
+        outcomes = await self._bank.abort_batch(ids)
+        return bank_pb2.AbortBatchResponse(results=_resolve_results(ids, outcomes))
+
+
+def _resolve_results(
+    ids: list[str], outcomes: list[PaygateError | None]
+) -> list[bank_pb2.ResolveResult]:
+    results = []
+    for transaction_id, outcome in zip(ids, outcomes, strict=True):
+        result = bank_pb2.ResolveResult(transaction_id=transaction_id)
+        if outcome is not None:
+            result.error.CopyFrom(batch_error(outcome))
+        results.append(result)
+    return results

@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import pathlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from paygate.common.sqlite import Database
@@ -136,6 +136,10 @@ class LedgerStore(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def transaction(self, fn: Callable[[LedgerTx], T]) -> T: ...
+    async def transactions(self, fns: Sequence[Callable[[LedgerTx], T]]) -> list[T | Exception]:
+        """Run each fn as its own transaction, in order; each one's result or exception."""
+        ...
+
     async def read(self, fn: Callable[[LedgerTx], T]) -> T: ...
     async def healthy(self) -> bool: ...
 
@@ -284,8 +288,16 @@ class SqliteLedgerStore:
     async def transaction(self, fn: Callable[[LedgerTx], T]) -> T:
         return await self._db.transaction(lambda conn: fn(SqliteLedgerTx(conn)))
 
+    async def transactions(self, fns: Sequence[Callable[[LedgerTx], T]]) -> list[T | Exception]:
+        # One group commit for the batch: every fn in a savepoint of one SQLite transaction.
+        return await self._db.transactions([_on_sqlite(fn) for fn in fns])
+
     async def read(self, fn: Callable[[LedgerTx], T]) -> T:
         return await self._db.read(lambda conn: fn(SqliteLedgerTx(conn)))
 
     async def healthy(self) -> bool:
         return await self._db.healthy()
+
+
+def _on_sqlite(fn: Callable[[LedgerTx], T]) -> Callable[[sqlite3.Connection], T]:
+    return lambda conn: fn(SqliteLedgerTx(conn))

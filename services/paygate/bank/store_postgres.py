@@ -31,7 +31,8 @@ payments would fail for no reason a user could understand. Locks make them wait 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import psycopg
@@ -173,8 +174,7 @@ class PostgresLedgerTx:
         # follows would have to upgrade it: two commits on one account would deadlock.
         self.get_account(account_number)
         self._conn.execute(
-            "INSERT INTO entries (account_number, amount, kind, reference)"
-            " VALUES (%s, %s, %s, %s)",
+            "INSERT INTO entries (account_number, amount, kind, reference) VALUES (%s, %s, %s, %s)",
             (account_number, amount, kind, reference),
         )
 
@@ -232,9 +232,7 @@ class PostgresLedgerTx:
 
 class PostgresLedgerStore:
     def __init__(self, url: PostgresUrl, *, schema: str) -> None:
-        self._db = SyncDatabase(
-            url, schema, MIGRATIONS, retry_on=RETRYABLE | {UNIQUE_VIOLATION}
-        )
+        self._db = SyncDatabase(url, schema, MIGRATIONS, retry_on=RETRYABLE | {UNIQUE_VIOLATION})
 
     async def open(self) -> None:
         await self._db.open()
@@ -244,6 +242,20 @@ class PostgresLedgerStore:
 
     async def transaction(self, fn: Callable[[LedgerTx], T]) -> T:
         return await self._db.transaction(lambda conn: fn(PostgresLedgerTx(conn, locking=True)))
+
+    async def transactions(self, fns: Sequence[Callable[[LedgerTx], T]]) -> list[T | Exception]:
+        # Each its own transaction, concurrently over the pool (which bounds them): batching
+        # on PostgreSQL saves gRPC calls; the server's WAL flush groups concurrent commits.
+        # Concurrent transactions of one id serialize on its row, as separate calls would.
+        results = await asyncio.gather(
+            *(self.transaction(fn) for fn in fns), return_exceptions=True
+        )
+        outcomes: list[T | Exception] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            outcomes.append(result)
+        return outcomes
 
     async def read(self, fn: Callable[[LedgerTx], T]) -> T:
         return await self._db.read(lambda conn: fn(PostgresLedgerTx(conn, locking=False)))

@@ -55,6 +55,10 @@ DEFAULT_RECOVERY_INTERVAL_S = 2.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_CONCURRENT_RPCS = 256
 DEFAULT_GRACE_S = 5.0
+# Batches of bank calls (gateway/batching.py): at most this many calls in one batch RPC,
+# and at most this many batch RPCs on the wire per bank and operation at once.
+DEFAULT_BATCH_MAX_SIZE = 128
+DEFAULT_BATCH_MAX_IN_FLIGHT = 2
 DEFAULT_LOGIN_FAILURE_WINDOW_S = 15 * 60
 DEFAULT_LOGIN_MAX_FAILURES_PER_USER = 5
 # An address can be shared by many people (NAT, an office), so it gets a higher limit.
@@ -112,6 +116,9 @@ class GatewayConfig:
     # default of gateway/session_cache.py on SQLite, 0 on PostgreSQL, where other gateway
     # replicas may revoke the session).
     session_cache_ttl_s: float | None = None
+    # Batching of the calls to each bank (1: every call is sent alone).
+    batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
+    batch_max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
 
     @property
     def effective_lease_s(self) -> float:

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 # From a health check (a millisecond) to a prepare that times out (DEFAULT_PREPARE_TIMEOUT_S
 # is 2 s) and a commit re-sent with backoff: payment latencies live between 5 ms and 10 s.
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -90,6 +91,7 @@ class CoordinatorMetrics:
     retries: Counter
     in_doubt: Gauge
     recovered: Counter
+    batch_size: Histogram
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> CoordinatorMetrics:
@@ -128,6 +130,13 @@ class CoordinatorMetrics:
                 "paygate_2pc_recovered",
                 "Transactions driven to their end by recovery, by the decision it delivered.",
                 ("decision",),
+                registry=registry,
+            ),
+            batch_size=Histogram(
+                "paygate_bank_batch_size",
+                "Calls carried by one batch RPC to a bank, by operation (prepare, commit, abort).",
+                ("bank", "operation"),
+                buckets=BATCH_SIZE_BUCKETS,
                 registry=registry,
             ),
         )

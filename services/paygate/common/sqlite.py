@@ -125,6 +125,39 @@ class Database:
         result: T = item.value
         return result
 
+    async def transactions(
+        self, fns: Sequence[Callable[[sqlite3.Connection], T]]
+    ) -> list[T | Exception]:
+        """Run each fn(conn) as if by transaction(), in order, committed together.
+
+        A batch of the caller's: its transactions enter the queue at once, so they share
+        COMMITs (one per MAX_GROUP_TRANSACTIONS) instead of racing the worker for a group.
+        Returns each one's result or the exception it raised (its writes undone); raises
+        only when the caller is cancelled, or when a COMMIT fails (then nothing of that
+        group is on disk, and every transaction of it is reported failed).
+        """
+        items = [_Queued(fn) for fn in fns]
+        with self._queue_lock:
+            self._queue.extend(items)
+        try:
+            while any(item.state is _State.QUEUED for item in items):
+                await self._call(self._commit_queued)
+        except BaseException:
+            with self._queue_lock:
+                for item in items:
+                    if item.state is _State.QUEUED:
+                        item.state = _State.CANCELLED
+            raise
+        outcomes: list[T | Exception] = []
+        for item in items:
+            if item.error is None:
+                outcomes.append(item.value)
+            elif isinstance(item.error, Exception):
+                outcomes.append(item.error)
+            else:
+                raise item.error
+        return outcomes
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) for reading, in a deferred transaction (a consistent snapshot)."""
         return await self._call(self._in_transaction, fn, "BEGIN DEFERRED")

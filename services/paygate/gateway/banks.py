@@ -4,16 +4,23 @@ It adapts paygate.bank.v1.BankService to the Participants interface of coordinat
 translates transport failures into the domain's errors in one place: a deadline that
 passes is Unavailable(BANK_TIMEOUT), anything else that reaches no answer is
 Unavailable(BANK_UNAVAILABLE).
+
+Prepare, Commit and Abort go through a Batcher per bank and operation (batching.py): the
+calls waiting for a bank at the same moment travel as one PrepareBatch, CommitBatch or
+AbortBatch RPC. To the coordinator each is still one call with its own answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from prometheus_client import Histogram
 
-from paygate.common.config import TlsFiles
+from paygate.common.config import DEFAULT_BATCH_MAX_IN_FLIGHT, DEFAULT_BATCH_MAX_SIZE, TlsFiles
 from paygate.common.tls import channel_credentials
 from paygate.errors import (
     BANK_TIMEOUT,
@@ -23,8 +30,11 @@ from paygate.errors import (
     PaygateError,
     Unavailable,
 )
+from paygate.gateway.batching import Batcher, SendBatch
 from paygate.gateway.models import BankAccount, Leg, Vote
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
+
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 _DIRECTIONS = {"debit": bank_pb2.DIRECTION_DEBIT, "credit": bank_pb2.DIRECTION_CREDIT}
 
@@ -39,12 +49,28 @@ CHANNEL_OPTIONS = [
 ]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchSettings:
+    max_size: int = DEFAULT_BATCH_MAX_SIZE
+    max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
+    # Observes each batch's size, labelled by bank and operation.
+    size_histogram: Histogram | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _BankBatchers:
+    prepare: Batcher[bank_pb2.PrepareRequest, Vote]
+    commit: Batcher[bank_pb2.CommitRequest, None]
+    abort: Batcher[bank_pb2.AbortRequest, None]
+
+
 class BankClients:
     def __init__(
         self,
         addresses: Mapping[str, str],
         tls: TlsFiles,
         interceptors: list[grpc.aio.ClientInterceptor] | None = None,
+        batching: BatchSettings | None = None,
     ) -> None:
         credentials = channel_credentials(tls.ca, client=tls)
         self._channels = {
@@ -57,6 +83,8 @@ class BankClients:
             bank_id: bank_pb2_grpc.BankServiceStub(channel)  # type: ignore[no-untyped-call]
             for bank_id, channel in self._channels.items()
         }
+        settings = batching or BatchSettings()
+        self._batchers = {bank_id: self._batchers_for(bank_id, settings) for bank_id in self._stubs}
 
     @property
     def bank_ids(self) -> list[str]:
@@ -66,6 +94,9 @@ class BankClients:
         return bank_id in self._stubs
 
     async def close(self) -> None:
+        for batchers in self._batchers.values():
+            for batcher in (batchers.prepare, batchers.commit, batchers.abort):
+                await batcher.close()
         for channel in self._channels.values():
             await channel.close()
 
@@ -102,27 +133,78 @@ class BankClients:
                 for leg in legs
             ],
         )
-        try:
-            response = await self._stubs[bank_id].Prepare(
-                request, timeout=timeout_s, wait_for_ready=True
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(bank_id, exc) from exc
-        return Vote(response.vote == bank_pb2.VOTE_YES, response.reason)
+        return await self._batchers[bank_id].prepare.call(request, timeout_s=timeout_s)
 
     async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
         request = bank_pb2.CommitRequest(transaction_id=transaction_id)
-        try:
-            await self._stubs[bank_id].Commit(request, timeout=timeout_s, wait_for_ready=True)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(bank_id, exc) from exc
+        await self._batchers[bank_id].commit.call(request, timeout_s=timeout_s)
 
     async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
         request = bank_pb2.AbortRequest(transaction_id=transaction_id)
-        try:
-            await self._stubs[bank_id].Abort(request, timeout=timeout_s, wait_for_ready=True)
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(bank_id, exc) from exc
+        await self._batchers[bank_id].abort.call(request, timeout_s=timeout_s)
+
+    def _batchers_for(self, bank_id: str, settings: BatchSettings) -> _BankBatchers:
+        stub = self._stubs[bank_id]
+
+        async def prepare(
+            items: list[bank_pb2.PrepareRequest], timeout_s: float
+        ) -> list[Vote | PaygateError]:
+            request = bank_pb2.PrepareBatchRequest(transactions=items)
+            response = await stub.PrepareBatch(request, timeout=timeout_s, wait_for_ready=True)
+            return [
+                _batch_error(bank_id, r.error)
+                if r.HasField("error")
+                else Vote(r.response.vote == bank_pb2.VOTE_YES, r.response.reason)
+                for r in response.results
+            ]
+
+        async def commit(
+            items: list[bank_pb2.CommitRequest], timeout_s: float
+        ) -> list[None | PaygateError]:
+            request = bank_pb2.CommitBatchRequest(transactions=items)
+            response = await stub.CommitBatch(request, timeout=timeout_s, wait_for_ready=True)
+            return _resolve_outcomes(bank_id, response.results)
+
+        async def abort(
+            items: list[bank_pb2.AbortRequest], timeout_s: float
+        ) -> list[None | PaygateError]:
+            request = bank_pb2.AbortBatchRequest(transactions=items)
+            response = await stub.AbortBatch(request, timeout=timeout_s, wait_for_ready=True)
+            return _resolve_outcomes(bank_id, response.results)
+
+        def fail(exc: BaseException) -> PaygateError:
+            if isinstance(exc, grpc.aio.AioRpcError):
+                return self._translate(bank_id, exc)
+            return Unavailable(f"{bank_id} is unavailable", reason=BANK_UNAVAILABLE)
+
+        def expired() -> PaygateError:
+            return self._deadline_error(bank_id)
+
+        def batcher(operation: str, send: SendBatch[Any, Any]) -> Batcher[Any, Any]:
+            observe = None
+            if settings.size_histogram is not None:
+                observe = settings.size_histogram.labels(bank_id, operation).observe
+            return Batcher(
+                f"{bank_id}.{operation}",
+                send,
+                fail=fail,
+                expired=expired,
+                max_size=settings.max_size,
+                max_in_flight=settings.max_in_flight,
+                observe_size=observe,
+            )
+
+        return _BankBatchers(
+            prepare=batcher("prepare", prepare),
+            commit=batcher("commit", commit),
+            abort=batcher("abort", abort),
+        )
+
+    def _deadline_error(self, bank_id: str) -> PaygateError:
+        """A call's deadline passed: the bank is down (no connection) or too slow."""
+        if self._channels[bank_id].get_state() != grpc.ChannelConnectivity.READY:
+            return Unavailable(f"{bank_id} is unavailable", reason=BANK_UNAVAILABLE)
+        return Unavailable(f"{bank_id} did not answer in time", reason=BANK_TIMEOUT)
 
     def _translate(self, bank_id: str, exc: grpc.aio.AioRpcError) -> PaygateError:
         """The domain error for a failed bank call (the one place transport errors map).
@@ -133,10 +215,8 @@ class BankClients:
         passes on a connected channel means it is too slow: BANK_TIMEOUT.
         """
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            state = self._channels[bank_id].get_state()
-            if state != grpc.ChannelConnectivity.READY:
-                return Unavailable(f"{bank_id} is unavailable", reason=BANK_UNAVAILABLE)
-        return _translate(bank_id, exc)
+            return self._deadline_error(bank_id)
+        return _error(bank_id, exc.code(), exc.details() or "", _reason(exc))
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str:
@@ -150,14 +230,12 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
     return ""
 
 
-def _translate(bank_id: str, exc: grpc.aio.AioRpcError) -> PaygateError:
-    code = exc.code()
+def _error(bank_id: str, code: grpc.StatusCode, message: str, reason: str) -> PaygateError:
+    """The domain error for a bank's answer (a failed call, or one result of a batch)."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"{bank_id} did not answer in time", reason=BANK_TIMEOUT)
     if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(
-            exc.details() or f"not found at {bank_id}", reason=_reason(exc) or "NOT_FOUND"
-        )
+        return NotFound(message or f"not found at {bank_id}", reason=reason or "NOT_FOUND")
     cls = ERROR_BY_STATUS.get(code)
     if cls is None or code in (
         grpc.StatusCode.UNAVAILABLE,
@@ -166,4 +244,15 @@ def _translate(bank_id: str, exc: grpc.aio.AioRpcError) -> PaygateError:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     ):
         return Unavailable(f"{bank_id} is unavailable", reason=BANK_UNAVAILABLE)
-    return cls(f"{bank_id}: {exc.details()}", reason=_reason(exc) or None)
+    return cls(f"{bank_id}: {message}", reason=reason or None)
+
+
+def _batch_error(bank_id: str, error: bank_pb2.BatchError) -> PaygateError:
+    code = _STATUS_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
+    return _error(bank_id, code, error.message, error.reason)
+
+
+def _resolve_outcomes(
+    bank_id: str, results: Sequence[bank_pb2.ResolveResult]
+) -> list[None | PaygateError]:
+    return [_batch_error(bank_id, r.error) if r.HasField("error") else None for r in results]

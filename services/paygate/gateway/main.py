@@ -44,7 +44,7 @@ from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.auth_interceptor import AuthInterceptor
-from paygate.gateway.banks import BankClients
+from paygate.gateway.banks import BankClients, BatchSettings
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.payments import Payments, PaymentSettings
@@ -115,6 +115,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
     store = await open_gateway_store(config)
     # Observability wiring (issue 4): one registry, served on config.metrics.
     registry = new_registry()
+    coordinator_metrics = CoordinatorMetrics.build(registry)
     banks = BankClients(
         config.bank_addresses,
         config.tls,
@@ -122,6 +123,11 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             *tracing.client_interceptors(),
             ClientMetricsInterceptor(GrpcMetrics.build(registry, "client")),
         ],
+        batching=BatchSettings(
+            max_size=config.batch_max_size,
+            max_in_flight=config.batch_max_in_flight,
+            size_histogram=coordinator_metrics.batch_size,
+        ),
     )
     accounts = Accounts(
         store,
@@ -146,7 +152,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             lease_s=config.effective_lease_s,
         ),
         FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process=name),
-        CoordinatorMetrics.build(registry),
+        coordinator_metrics,
         owner=f"{name}-{secrets.token_hex(6)}",
     )
     payments = Payments(

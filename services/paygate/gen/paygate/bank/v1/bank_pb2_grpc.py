@@ -65,6 +65,21 @@ class BankServiceStub:
                 request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortRequest.SerializeToString,
                 response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortResponse.FromString,
                 _registered_method=True)
+        self.PrepareBatch = channel.unary_unary(
+                '/paygate.bank.v1.BankService/PrepareBatch',
+                request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.PrepareBatchRequest.SerializeToString,
+                response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.PrepareBatchResponse.FromString,
+                _registered_method=True)
+        self.CommitBatch = channel.unary_unary(
+                '/paygate.bank.v1.BankService/CommitBatch',
+                request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.CommitBatchRequest.SerializeToString,
+                response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.CommitBatchResponse.FromString,
+                _registered_method=True)
+        self.AbortBatch = channel.unary_unary(
+                '/paygate.bank.v1.BankService/AbortBatch',
+                request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchRequest.SerializeToString,
+                response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchResponse.FromString,
+                _registered_method=True)
 
 
 class BankServiceServicer:
@@ -117,6 +132,31 @@ class BankServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareBatch(self, request, context):
+        """PrepareBatch is Prepare for up to 256 transactions in one call. The bank
+        applies them in order, each as if called alone (its own vote or error),
+        and makes them durable together: one fsync for the batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitBatch(self, request, context):
+        """CommitBatch is Commit for up to 256 transactions in one call, each
+        acknowledged or refused on its own, made durable together.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortBatch(self, request, context):
+        """AbortBatch is Abort for up to 256 transactions in one call, each
+        acknowledged or refused on its own, made durable together.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +189,21 @@ def add_BankServiceServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortRequest.FromString,
                     response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortResponse.SerializeToString,
+            ),
+            'PrepareBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareBatch,
+                    request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.PrepareBatchRequest.FromString,
+                    response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.PrepareBatchResponse.SerializeToString,
+            ),
+            'CommitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitBatch,
+                    request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.CommitBatchRequest.FromString,
+                    response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.CommitBatchResponse.SerializeToString,
+            ),
+            'AbortBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortBatch,
+                    request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchRequest.FromString,
+                    response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +369,87 @@ class BankService:
             '/paygate.bank.v1.BankService/Abort',
             paygate_dot_bank_dot_v1_dot_bank__pb2.AbortRequest.SerializeToString,
             paygate_dot_bank_dot_v1_dot_bank__pb2.AbortResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.bank.v1.BankService/PrepareBatch',
+            paygate_dot_bank_dot_v1_dot_bank__pb2.PrepareBatchRequest.SerializeToString,
+            paygate_dot_bank_dot_v1_dot_bank__pb2.PrepareBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.bank.v1.BankService/CommitBatch',
+            paygate_dot_bank_dot_v1_dot_bank__pb2.CommitBatchRequest.SerializeToString,
+            paygate_dot_bank_dot_v1_dot_bank__pb2.CommitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.bank.v1.BankService/AbortBatch',
+            paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchRequest.SerializeToString,
+            paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
