@@ -293,6 +293,28 @@ def test_finish_moves_only_a_decided_payment_to_its_end(backend: Backend) -> Non
     run(backend.gateway(backend.fresh("gateway")), body)
 
 
+def test_finish_many_ends_each_decided_payment_in_one_call(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        ps = [payment(ALICE, BOB) for _ in range(4)]
+        for i, p in enumerate(ps):
+            await store.begin_payment(f"k{i}", "h", p)
+        await store.decide_commit(ps[0].payment_id)
+        await store.decide_abort(ps[1].payment_id, "INSUFFICIENT_FUNDS", "no", release_key=False)
+        await store.decide_commit(ps[2].payment_id)
+        # ps[2] is told the wrong end and ps[3] has no decision: both stay as they are.
+        await store.finish_many([
+            (ps[0].payment_id, TxnState.COMMITTED), (ps[1].payment_id, TxnState.ABORTED),
+            (ps[2].payment_id, TxnState.ABORTED), (ps[3].payment_id, TxnState.COMMITTED),
+        ])
+        states = [await store.get_payment(p.payment_id) for p in ps]
+        assert [s.txn_state for s in states if s] == [
+            TxnState.COMMITTED, TxnState.ABORTED, TxnState.COMMITTING, TxnState.PREPARING,
+        ]
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
 def test_list_payments_pages_newest_first_for_both_parties(backend: Backend) -> None:
     async def body(store: GatewayStore) -> None:
         await with_users(store)

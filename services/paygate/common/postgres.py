@@ -29,11 +29,10 @@ import psycopg
 import psycopg_pool
 
 from paygate.common.database_url import PostgresUrl, check_schema
-from paygate.errors import Unavailable
+from paygate.errors import DATABASE_UNAVAILABLE, Unavailable
 
 T = TypeVar("T")
 
-DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 DEFAULT_POOL_MIN_SIZE = 1
 DEFAULT_POOL_MAX_SIZE = 8
 CONNECT_TIMEOUT_S = 5

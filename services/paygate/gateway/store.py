@@ -11,6 +11,7 @@ import enum
 import pathlib
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from paygate.common.sqlite import Database
@@ -73,6 +74,10 @@ class GatewayStore(Protocol):
         self, payment_id: str, reason: str, message: str, *, release_key: bool
     ) -> TxnState: ...
     async def finish(self, payment_id: str, state: TxnState) -> None: ...
+    async def finish_many(self, finished: Sequence[tuple[str, TxnState]]) -> None:
+        """finish() for several transactions, in one database transaction."""
+        ...
+
     async def get_payment(self, payment_id: str) -> Payment | None: ...
     async def list_payments(
         self, user_id: str, *, before_seq: int | None, limit: int
@@ -333,12 +338,19 @@ class SqliteGatewayStore:
         return await self._db.transaction(decide)
 
     async def finish(self, payment_id: str, state: TxnState) -> None:
-        decided = TxnState.COMMITTING if state == TxnState.COMMITTED else TxnState.ABORTING
+        await self.finish_many([(payment_id, state)])
+
+    async def finish_many(self, finished: Sequence[tuple[str, TxnState]]) -> None:
+        now = time.time()
+        rows = [
+            (str(state), now, payment_id, str(decided_before(state)))
+            for payment_id, state in finished
+        ]
         await self._db.transaction(
-            lambda conn: conn.execute(
+            lambda conn: conn.executemany(
                 "UPDATE payments SET txn_state = ?, finished_at_s = ?"
                 " WHERE payment_id = ? AND txn_state = ?",
-                (state, time.time(), payment_id, decided),
+                rows,
             )
         )
 
@@ -455,3 +467,8 @@ def _txn_state(conn: sqlite3.Connection, payment_id: str) -> TxnState:
         "SELECT txn_state FROM payments WHERE payment_id = ?", (payment_id,)
     ).fetchone()
     return TxnState(row[0])
+
+
+def decided_before(final: TxnState) -> TxnState:
+    """The decision a transaction had before it finished in `final`."""
+    return TxnState.COMMITTING if final == TxnState.COMMITTED else TxnState.ABORTING

@@ -23,6 +23,7 @@ conditional statement, never with a read followed by a write:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import psycopg
 
@@ -41,6 +42,7 @@ from paygate.gateway.store import (
     Session,
     _payment,
     _user,
+    decided_before,
     payment_row,
 )
 
@@ -216,14 +218,22 @@ class PostgresGatewayStore:
         return await self._db.transaction(decide)
 
     async def finish(self, payment_id: str, state: TxnState) -> None:
-        decided = TxnState.COMMITTING if state == TxnState.COMMITTED else TxnState.ABORTING
+        await self.finish_many([(payment_id, state)])
+
+    async def finish_many(self, finished: Sequence[tuple[str, TxnState]]) -> None:
+        now = time.time()
+        rows = [
+            (str(state), now, payment_id, str(decided_before(state)))
+            for payment_id, state in finished
+        ]
 
         async def update(conn: Conn) -> None:
-            await conn.execute(
-                "UPDATE payments SET txn_state = %s, finished_at_s = %s"
-                " WHERE payment_id = %s AND txn_state = %s",
-                (str(state), time.time(), payment_id, str(decided)),
-            )
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "UPDATE payments SET txn_state = %s, finished_at_s = %s"
+                    " WHERE payment_id = %s AND txn_state = %s",
+                    rows,
+                )
 
         await self._db.transaction(update)
 
