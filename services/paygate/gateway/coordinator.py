@@ -49,11 +49,10 @@ from paygate.common.metrics import CoordinatorMetrics, new_registry, observe
 from paygate.errors import (
     BANK_TIMEOUT,
     BANK_UNAVAILABLE,
-    DATABASE_UNAVAILABLE,
     PaygateError,
     Unavailable,
 )
-from paygate.gateway.batching import Batcher
+from paygate.gateway.finisher import Finisher
 from paygate.gateway.models import Leg, Payment, TxnState, Vote
 from paygate.gateway.store import GatewayStore, Lease
 from paygate.gateway.two_phase import (
@@ -71,7 +70,6 @@ _tracer = trace.get_tracer(__name__)
 PRESUMED_ABORT = "COORDINATOR_RESTARTED"
 PREPARE_TIMEOUT_MARGIN_S = 0.2
 DEFAULT_LEASE_S = 6.0
-FINISH_BATCH_MAX_SIZE = 256
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,16 +109,7 @@ class Coordinator:
         self._driving: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         # The finish writes of transactions ending together share one database transaction.
-        self._finishes: Batcher[tuple[str, TxnState], None] = Batcher(
-            "gateway.finish",
-            self._finish_batch,
-            fail=lambda exc: Unavailable(
-                f"finish not recorded: {exc}", reason=DATABASE_UNAVAILABLE
-            ),
-            expired=lambda: Unavailable("finish not recorded in time", reason=DATABASE_UNAVAILABLE),
-            max_size=FINISH_BATCH_MAX_SIZE,
-            max_in_flight=1,
-        )
+        self._finisher = Finisher(store, timeout_s=settings.bank_call_timeout_s)
 
     @contextlib.contextmanager
     def claim(self, payment_id: str) -> Iterator[None]:
@@ -283,7 +272,9 @@ class Coordinator:
                 if commit and acked == 1 and len(payment.participants) == 2:
                     self._faults.crash_point("gateway.after_first_commit")
             if not pending:
-                await self._finish(payment, TxnState.COMMITTED if commit else TxnState.ABORTED)
+                await self._finisher.finish(
+                    payment.payment_id, TxnState.COMMITTED if commit else TxnState.ABORTED
+                )
                 return True
             await asyncio.sleep(
                 backoff_s(attempt, settings.backoff_initial_s, settings.backoff_max_s)
@@ -299,26 +290,6 @@ class Coordinator:
             },
         )
         return False
-
-    async def _finish(self, payment: Payment, final: TxnState) -> None:
-        """Record COMMITTED or ABORTED. If that fails, the decision stays on disk and
-        recovery delivers it again (idempotent) and finishes: nothing is lost."""
-        try:
-            await self._finishes.call(
-                (payment.payment_id, final), timeout_s=self._settings.bank_call_timeout_s
-            )
-        except Unavailable as exc:
-            _log.warning(
-                "finish not recorded; recovery will finish the transaction",
-                extra={"fields": {"transaction_id": payment.payment_id, "error": exc.message}},
-            )
-
-    async def _finish_batch(
-        self, finished: list[tuple[str, TxnState]], timeout_s: float
-    ) -> list[None]:
-        async with asyncio.timeout(timeout_s):
-            await self._store.finish_many(finished)
-        return [None] * len(finished)
 
     async def _send(
         self, bank: str, transaction_id: str, *, commit: bool, attempt: int
@@ -435,4 +406,4 @@ class Coordinator:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self._finishes.close()
+        await self._finisher.close()
