@@ -23,6 +23,10 @@ class TxnState(enum.StrEnum):
 
 
 UNFINISHED = (TxnState.PREPARING, TxnState.COMMITTING, TxnState.ABORTING)
+# The same states as an SQL list, written into queries as literals: with bound parameters
+# instead, SQLite (and PostgreSQL's generic plans) cannot use the partial index
+# payments_unfinished, and recovery's claim would scan every payment ever made.
+UNFINISHED_SQL = "(" + ", ".join(f"'{state}'" for state in UNFINISHED) + ")"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

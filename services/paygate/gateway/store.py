@@ -16,7 +16,14 @@ from typing import Protocol
 
 from paygate.common.sqlite import Database
 from paygate.errors import AlreadyExists
-from paygate.gateway.models import UNFINISHED, Payment, PaymentStatus, TxnState, User
+from paygate.gateway.models import (
+    UNFINISHED,
+    UNFINISHED_SQL,
+    Payment,
+    PaymentStatus,
+    TxnState,
+    User,
+)
 from paygate.gateway.schema import SQLITE_MIGRATIONS as MIGRATIONS
 
 _PAYMENT_COLUMNS = (
@@ -25,6 +32,16 @@ _PAYMENT_COLUMNS = (
     " failure_reason, create_time_us"
 )
 _USER_COLUMNS = "user_id, username, bank_id, account_number, currency, role"
+
+# Recovery's claim: the oldest unfinished payments that are free or already the owner's.
+# Through the partial index payments_unfinished, so its cost does not grow with the number
+# of finished payments (tests/unit/test_gateway_store_plans.py checks the plan).
+CLAIM_SQL = (
+    "UPDATE payments SET lease_owner = ?, lease_expires_at_s = ?"
+    f" WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+    " AND (lease_owner IS NULL OR lease_expires_at_s <= ? OR lease_owner = ?)"
+    f" ORDER BY seq LIMIT ?) RETURNING seq, {_PAYMENT_COLUMNS}"
+)
 
 
 class BeginOutcome(enum.Enum):
@@ -388,11 +405,7 @@ class SqliteGatewayStore:
 
         def claim(conn: sqlite3.Connection) -> list[Payment]:
             rows = conn.execute(
-                "UPDATE payments SET lease_owner = ?, lease_expires_at_s = ?"
-                " WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN (?, ?, ?)"
-                " AND (lease_owner IS NULL OR lease_expires_at_s <= ? OR lease_owner = ?)"
-                f" ORDER BY seq LIMIT ?) RETURNING seq, {_PAYMENT_COLUMNS}",
-                (owner, now_s + lease_s, *UNFINISHED, now_s, owner, limit),
+                CLAIM_SQL, (owner, now_s + lease_s, now_s, owner, limit)
             ).fetchall()
             return [_payment(row[1:]) for row in sorted(rows, key=lambda row: int(row[0]))]
 

@@ -31,7 +31,7 @@ from paygate.common.database_url import PostgresUrl
 from paygate.common.invariants import check
 from paygate.common.postgres import AsyncDatabase
 from paygate.errors import AlreadyExists
-from paygate.gateway.models import UNFINISHED, Payment, TxnState, User
+from paygate.gateway.models import UNFINISHED, UNFINISHED_SQL, Payment, TxnState, User
 from paygate.gateway.schema import POSTGRES_MIGRATIONS as MIGRATIONS
 from paygate.gateway.store import (
     _PAYMENT_COLUMNS,
@@ -270,11 +270,11 @@ class PostgresGatewayStore:
         async def claim(conn: Conn) -> list[Payment]:
             cursor = await conn.execute(
                 "UPDATE payments SET lease_owner = %s, lease_expires_at_s = %s"
-                " WHERE seq IN (SELECT seq FROM payments WHERE txn_state = ANY(%s)"
+                f" WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
                 " AND (lease_owner IS NULL OR lease_expires_at_s <= %s OR lease_owner = %s)"
                 " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
                 f" RETURNING seq, {_PAYMENT_COLUMNS}",
-                (owner, now_s + lease_s, [str(s) for s in UNFINISHED], now_s, owner, limit),
+                (owner, now_s + lease_s, now_s, owner, limit),
             )
             rows = sorted(await cursor.fetchall(), key=lambda row: int(row[0]))
             return [_payment(row[1:]) for row in rows]
