@@ -101,7 +101,7 @@ class Totals:
     balance: int
     pending_debit: int
     pending_credit: int
-    journal: int
+    journal: int | None  # the sum of the journal; None when not asked for (a full scan)
     prepared_debit_holds: int
     prepared_credit_holds: int
     prepared_transactions: int
@@ -129,7 +129,9 @@ class LedgerTx(Protocol):
         self, reference: str, account_number: str, amount: int, currency: str
     ) -> None: ...
     def journal_sum(self, account_number: str) -> int: ...
-    def totals(self) -> Totals: ...
+    def totals(self, *, with_journal: bool = True) -> Totals:
+        """Bank-wide sums; the journal's (which reads every entry) only if with_journal."""
+        ...
 
 
 class LedgerStore(Protocol):
@@ -251,12 +253,16 @@ class SqliteLedgerTx:
         ).fetchone()
         return int(row[0])
 
-    def totals(self) -> Totals:
+    def totals(self, *, with_journal: bool = True) -> Totals:
         balance, pending_debit, pending_credit = self._conn.execute(
             "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(pending_debit), 0),"
             " COALESCE(SUM(pending_credit), 0) FROM accounts"
         ).fetchone()
-        (journal,) = self._conn.execute("SELECT COALESCE(SUM(amount), 0) FROM entries").fetchone()
+        journal = None
+        if with_journal:
+            (journal,) = self._conn.execute(
+                "SELECT COALESCE(SUM(amount), 0) FROM entries"
+            ).fetchone()
         debit, credit, count = self._conn.execute(
             "SELECT COALESCE(SUM(CASE WHEN h.direction = 'debit' THEN h.amount END), 0),"
             " COALESCE(SUM(CASE WHEN h.direction = 'credit' THEN h.amount END), 0),"

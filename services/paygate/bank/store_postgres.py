@@ -201,13 +201,15 @@ class PostgresLedgerTx:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def totals(self) -> Totals:
+    def totals(self, *, with_journal: bool = True) -> Totals:
         # SUM of BIGINT is NUMERIC in PostgreSQL: int() brings every sum back to int.
         balance, pending_debit, pending_credit = self._one(
             "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(pending_debit), 0),"
             " COALESCE(SUM(pending_credit), 0) FROM accounts"
         )
-        (journal,) = self._one("SELECT COALESCE(SUM(amount), 0) FROM entries")
+        journal = None
+        if with_journal:
+            (journal,) = self._one("SELECT COALESCE(SUM(amount), 0) FROM entries")
         debit, credit, count = self._one(
             "SELECT COALESCE(SUM(CASE WHEN h.direction = 'debit' THEN h.amount END), 0),"
             " COALESCE(SUM(CASE WHEN h.direction = 'credit' THEN h.amount END), 0),"
