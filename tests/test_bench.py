@@ -1,22 +1,30 @@
 """paygate-bench: a short run against the shared suite makes a complete report, and its
 money check holds. Speed is measured by the bench, never asserted by a test.
 
-The pure parts (percentiles, the money check) are tested without a suite, including
-that the money check does fail when money appears or stays held.
+The pure parts (percentiles, the money check, the memory numbers) are tested without a
+suite, including that the money check does fail when money appears or stays held.
+
+The seeding tool (paygate.bench.seed) runs against a suite of its own, which it stops and
+starts: seeded payments must be served like real ones, and real payments go on working.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import socket
+import sqlite3
+from typing import Any
 
 import pytest
 from paygate.bench import procstat
 from paygate.bench.cli import main as bench_main
 from paygate.bench.report import percentile
 from paygate.bench.users import AccountState, check_money
-from suite import BANKS, Suite
+from paygate.client import Client
+from paygate.errors import PaygateError
+from suite import BANKS, PROGRAMS, Suite, started_suite
 
 BENCH_TIMEOUT_S = 180.0
 
@@ -66,6 +74,22 @@ def test_short_run_reports_rates_latencies_cpu_and_conserved_money(
     assert report["machine_load"]["busy_cores"] >= 0 <= report["machine_load"]["other_cores"]
     assert report["machine"]["nproc"] >= 1
     assert "ratio" in stdout and "money     ok" in stdout
+
+    memory = report["memory"]
+    assert set(memory) == {"gateway", *BANKS}
+    for name, numbers in memory.items():
+        assert numbers["pid"] == cpu[name]["pid"]
+        assert numbers["samples"] >= 3, numbers  # every second of a 3 s window, and its end
+        assert 10 < numbers["rss_start_mib"] < 4096 and 10 < numbers["rss_end_mib"] < 4096
+        assert numbers["rss_max_mib"] >= max(numbers["rss_start_mib"], numbers["rss_end_mib"])
+        assert numbers["growth_mib"] == pytest.approx(
+            numbers["rss_end_mib"] - numbers["rss_start_mib"], abs=0.02
+        )
+        assert isinstance(numbers["slope_mib_per_min"], float)
+        assert numbers["series_mib"][0][1] == numbers["rss_start_mib"]
+        assert numbers["series_mib"][-1][1] == numbers["rss_end_mib"]
+    assert report["settings"]["memory_interval_s"] == 1.0
+    assert "memory    gateway" in stdout
 
 
 @pytest.mark.suite
@@ -162,3 +186,156 @@ def test_money_check_fails_when_balances_disagree_with_acknowledged_payments() -
     result = check_money(before, after, {"a": -2, "b": 2}, unknown_outcomes=0)
     assert not result["ok"]
     assert "differ from the acknowledged payments" in result["problems"][0]
+
+
+def test_memory_numbers_of_a_window() -> None:
+    mib = procstat.MIB
+    series = procstat.MemorySeries({"grows": 1, "flat": 2, "gone": 3})
+    series.times_s = [0.0, 1.0, 2.0, 3.0, 4.0]
+    # Warm-up growth in the first half is not in the slope; 1 MiB/s after it is 60 MiB/min.
+    series.rss = {
+        "grows": [100 * mib, 150 * mib, 200 * mib, 201 * mib, 202 * mib],
+        "flat": [50 * mib] * 5,
+        "gone": [50 * mib, 50 * mib, None, None, None],
+    }
+    memory = procstat.memory_window(series, {"grows": 1, "flat": 2, "gone": 3})
+    grows = memory["grows"]
+    assert (grows["rss_start_mib"], grows["rss_end_mib"], grows["rss_max_mib"]) == (100, 202, 202)
+    assert grows["growth_mib"] == 102
+    assert grows["slope_mib_per_min"] == pytest.approx(60.0)
+    assert memory["flat"]["slope_mib_per_min"] == 0.0 and memory["flat"]["growth_mib"] == 0
+    assert memory["gone"] == {"pid": 3, "restarted": True}
+    restarted = procstat.memory_window(series, {"grows": 9, "flat": 2, "gone": 3})["grows"]
+    assert restarted == {"pid": 1, "restarted": True}
+    assert procstat.slope_per_s([1.0], [5.0]) is None
+
+
+def test_rss_of_this_process_and_of_none() -> None:
+    rss = procstat.rss_bytes(os.getpid())
+    assert rss is not None and rss > 1024 * 1024
+    assert procstat.rss_bytes(2**31 - 1) is None  # past any pid_max: no such process
+    assert procstat.memory_interval_s(10.0) == 1.0
+    assert procstat.memory_interval_s(3600.0 * 10) > 1.0
+
+
+# Seeding ---------------------------------------------------------------------------------
+
+SEED_ACCOUNTS = 300
+SEED_PAYMENTS = 3000
+SEED_PREFIX = "seeded-"
+SEED_PASSWORD = "seeded-users-password"
+SEED_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 60.0
+
+
+def seed(suite: Suite, *args: str) -> tuple[int, str, str]:
+    result = suite.cli(
+        "python", "-m", "paygate.bench", "seed", "--config", str(suite.config_path),
+        "--supervisor-dir", str(suite.dir), "--accounts", str(SEED_ACCOUNTS),
+        "--payments", str(SEED_PAYMENTS), "--chunk", "1000", "--prefix", SEED_PREFIX, *args,
+        env={**suite.env(), "PAYGATE_SEED_PASSWORD": SEED_PASSWORD}, timeout_s=SEED_TIMEOUT_S,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def read_only(path: pathlib.Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def query(path: pathlib.Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    conn = read_only(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def nulls(row: tuple[Any, ...]) -> list[bool]:
+    return [value is None for value in row]
+
+
+@pytest.mark.suite
+def test_seeded_payments_are_served_and_real_payments_still_work(tmp_path: pathlib.Path) -> None:
+    with started_suite(tmp_path / "suite") as suite:
+        code, _, stderr = seed(suite)
+        assert code == 2 and "stop its programs first" in stderr, stderr  # files in use
+
+        assert suite.supervisorctl("stop", "all").returncode == 0
+        code, stdout, stderr = seed(suite)
+        assert code == 0, stdout + stderr
+        summary = json.loads(stdout)
+        assert summary["audit"] == "passed" and summary["payments"] == SEED_PAYMENTS
+        assert summary["rows"]["gateway"]["payment_parties"] == 2 * SEED_PAYMENTS
+        money = summary["money_minor"]
+        assert money["after"] == money["before"] + SEED_ACCOUNTS * 1_000_000
+
+        assert suite.supervisorctl("start", "all").returncode == 0
+        # A bank reports SERVING only once its full audit at start has passed.
+        suite.wait_all_serving(PROGRAMS, timeout_s=START_TIMEOUT_S)
+        check_seeded_files(suite)
+        check_seeded_payments_are_served(suite)
+
+
+def check_seeded_files(suite: Suite) -> None:
+    files = [suite.config.gateway.database, *(b.database for b in suite.config.banks.values())]
+    for path in files:
+        assert isinstance(path, pathlib.Path)
+        assert query(path, "PRAGMA foreign_key_check") == [], path
+        assert query(path, "PRAGMA integrity_check") == [("ok",)], path
+    gateway = suite.config.gateway.database
+    assert isinstance(gateway, pathlib.Path)
+    (users,) = query(gateway, "SELECT COUNT(*) FROM users WHERE username LIKE 'seeded-%'")
+    assert users == (SEED_ACCOUNTS,)
+    # Kept keys: created within the TTL, so the gateway's housekeeping left every one.
+    (keys,) = query(gateway, "SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed'")
+    assert keys[0] >= SEED_PAYMENTS
+
+
+def check_seeded_payments_are_served(suite: Suite) -> None:
+    gateway = suite.config.gateway.database
+    assert isinstance(gateway, pathlib.Path)
+    payer, payee = f"{SEED_PREFIX}0", f"{SEED_PREFIX}1"
+    expected = [row[0] for row in query(
+        gateway, "SELECT p.payment_id FROM payment_parties pp JOIN payments p ON p.seq = pp.seq"
+        " JOIN users u ON u.user_id = pp.user_id WHERE u.username = ? ORDER BY p.seq DESC", payer,
+    )]
+    assert len(expected) >= 5  # about 2 x 3000 / 300 = 20
+    ca = suite.config.certs_dir / "ca.pem"
+    with Client(suite.gateway_target, ca_cert=ca, timeout_s=10) as client:
+        client.login(payer, SEED_PASSWORD)
+        listed = list(client.iter_payments(page_size=7))
+        assert [p.payment_id for p in listed] == expected  # newest first, over pages
+        one = client.get_payment(expected[-1])
+        assert one.status.name == "SUCCEEDED" and one.description == "seeded"
+        assert payer in (one.payer_username, one.payee_username) and one.amount_minor > 0
+
+        # A seeded key is a real one: the same request again replays the seeded payment.
+        key, payee_name, amount = query(
+            gateway, "SELECT k.idempotency_key, p.payee_username, p.amount FROM idempotency_keys k"
+            " JOIN payments p ON p.payment_id = k.payment_id JOIN users u"
+            " ON u.user_id = k.user_id WHERE u.username = ? LIMIT 1", payer,
+        )[0]
+        before = client.balance().balance_minor
+        replay = client.pay(payee_name, amount, description="seeded", idempotency_key=key)
+        assert replay.payment_id in expected and client.balance().balance_minor == before
+        with pytest.raises(PaygateError):  # same key, other parameters
+            client.pay(payee_name, amount + 1, description="seeded", idempotency_key=key)
+
+        paid = client.pay(payee, 123)
+        assert paid.status.name == "SUCCEEDED"
+        assert client.balance().balance_minor == before - 123
+        assert client.list_payments(page_size=1)[0][0].payment_id == paid.payment_id
+
+    # The real payment's rows have the seeded ones' shape (the same columns set or NULL).
+    real, seeded = (query(gateway, "SELECT * FROM payments WHERE payment_id = ?", pid)[0]
+                    for pid in (paid.payment_id, expected[0]))
+    assert nulls(real) == nulls(seeded)
+    real_keys, seeded_keys = (query(gateway, "SELECT * FROM idempotency_keys WHERE payment_id = ?",
+                                    pid)[0] for pid in (paid.payment_id, expected[0]))
+    assert nulls(real_keys) == nulls(seeded_keys) and real_keys[3] == seeded_keys[3]
+    for bank in suite.config.banks.values():
+        assert isinstance(bank.database, pathlib.Path)
+        rows = {pid: query(bank.database, "SELECT * FROM transactions WHERE transaction_id = ?",
+                           pid) for pid in (paid.payment_id, expected[0])}
+        for found in rows.values():
+            assert not found or (found[0][1] == "committed" and found[0][5] is not None)

@@ -11,6 +11,8 @@ The modules, in the order a run uses them:
                  subprocess of its own (`python -m paygate.bench.echo`)
     load.py      C concurrent callers (payments, or the echo RPC) for a warm-up and a
                  measured window, in this process or in several
-    procstat.py  CPU time of processes from /proc, pids from supervisorctl
+    procstat.py  CPU time and memory (RSS) of processes from /proc, pids from supervisorctl
     report.py    percentiles, the JSON report and the summary on one screen
+    seed.py      `paygate-bench seed`: fills a stopped suite's SQLite files with many
+                 accounts and finished payments, for the scale comparison
 """

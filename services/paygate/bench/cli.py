@@ -3,11 +3,13 @@
     paygate-bench                                     the suite `make run` runs (repo root)
     paygate-bench --config paygate.toml --supervisor-dir /srv/paygate \
         --concurrency 64 --duration 20 --warmup 5 --out bench.json
+    paygate-bench seed --config paygate.toml ...      stored payments for a scale run (seed.py)
 
 A run: make and fund --users bench users; measure the baseline (the same client stack
 calling a trivial RPC on an echo server the bench starts, at the same concurrency); run
 --concurrency payers for --warmup then --duration seconds, sampling the CPU time of every
-suite process (pids from `supervisorctl pid`) over the measured window; wait for the
+suite process (pids from `supervisorctl pid`) over the measured window, and the resident
+memory of the programs every --memory-interval seconds in it; wait for the
 last holds to resolve and check that the bench users' money is conserved. It prints a
 summary and writes a JSON report (--out).
 
@@ -80,7 +82,12 @@ class BenchError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["seed"]:
+        from paygate.bench import seed  # only the seeding tool needs the stores' modules
+
+        return seed.main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     try:
         check_args(args)
         config = suite_config(args.config, args.supervisor_dir)
@@ -93,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     out = args.out or default_out()
-    result["command"] = ["paygate-bench", *(sys.argv[1:] if argv is None else argv)]
+    result["command"] = ["paygate-bench", *arguments]
     report.write(result, out)
     print(report.text(result))
     print(f"report: {out}")
@@ -136,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--programs", default=None, metavar="NAMES",
         help="comma-separated supervisor programs whose CPU to sample (default: gateway "
         "and the config's banks)")
+    add("--memory-interval", type=float, default=procstat.DEFAULT_MEMORY_INTERVAL_S,
+        metavar="SECONDS", help="how often to sample the programs' resident memory in the "
+        f"window (default {procstat.DEFAULT_MEMORY_INTERVAL_S:.0f}; widened to keep at most "
+        f"{procstat.MAX_MEMORY_SAMPLES} samples)")
     add("--cpu-of-command", default=None, metavar="NAME",
         help="also sample the total CPU of every process whose command is NAME "
         "(e.g. postgres: the database server's backends)")
@@ -155,6 +166,7 @@ def check_args(args: argparse.Namespace) -> None:
         (args.rate >= 0, "--rate must not be negative"),
         (args.amount >= 1, "--amount must be at least 1"),
         (0 < args.timeout <= 60, "--timeout: above 0, at most 60"),
+        (0.1 <= args.memory_interval <= 60, "--memory-interval: 0.1 to 60"),
     ]
     for ok, message in limits:
         if not ok:
@@ -206,15 +218,17 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
             procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
         )
         result, window_s, samples = await measured(
-            scheduled(spec, args), args.processes, pids, args.cpu_of_command or ""
+            scheduled(spec, args), args.processes, pids, args.cpu_of_command or "",
+            memory_interval_s=args.memory_interval,
         )
         pids_after, _ = await asyncio.to_thread(
             procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
         )
         cpu = procstat.fold_commands(
-            procstat.window(samples[0], samples[1], pids_after, samples[2])
+            procstat.window(samples.first, samples.last, pids_after, samples.seconds)
         )
-        machine_load = procstat.machine_window(*samples)
+        memory = procstat.memory_window(samples.memory, pids_after)
+        machine_load = procstat.machine_window(samples.first, samples.last, samples.seconds)
         after = await settle(admin, users)
     finally:
         await admin.close()
@@ -232,6 +246,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "ratio": report.ratio(payments, baseline),
         "cpu": cpu,
         "cpu_problem": pid_problem or None,
+        "memory": memory,
         "machine_load": machine_load,
         "cpu_ms_per_payment": cpu_per_payment(cpu, payments["ok"]),
         "money": check_money(before, after, result.net_minor, result.unknown_outcomes),
@@ -271,17 +286,35 @@ async def run_baseline(
     finally:
         await echo.stop()
     summary = report.summarize(result, window_s)
-    summary["cpu"] = procstat.window(samples[0], samples[1], pids, samples[2])
-    summary["machine_load"] = procstat.machine_window(*samples)
+    summary["cpu"] = procstat.window(samples.first, samples.last, pids, samples.seconds)
+    summary["machine_load"] = procstat.machine_window(
+        samples.first, samples.last, samples.seconds
+    )
     return summary
 
 
+@dataclasses.dataclass(frozen=True)
+class WindowSamples:
+    """What was sampled over a measured window: CPU at its ends, memory all along."""
+
+    first: procstat.CpuSample
+    last: procstat.CpuSample
+    seconds: float
+    memory: procstat.MemorySeries
+
+
 async def measured(
-    spec: LoadSpec, processes: int, pids: Mapping[str, int], command: str = ""
-) -> tuple[LoadResult, float, tuple[procstat.CpuSample, procstat.CpuSample, float]]:
+    spec: LoadSpec,
+    processes: int,
+    pids: Mapping[str, int],
+    command: str = "",
+    *,
+    memory_interval_s: float | None = None,
+) -> tuple[LoadResult, float, WindowSamples]:
     """Run the load (here, or in worker processes) while sampling the CPU of `pids`, and
-    of every process named `command` that runs when the window opens."""
-    sampling = asyncio.create_task(_sample_window(spec, pids, command))
+    of every process named `command` that runs when the window opens; with an interval,
+    the resident memory of `pids` too."""
+    sampling = asyncio.create_task(_sample_window(spec, pids, command, memory_interval_s))
     if processes == 1:
         result = await run_load(spec)
     else:
@@ -318,14 +351,26 @@ def _ready(hold_s: float) -> bool:
 
 
 async def _sample_window(
-    spec: LoadSpec, pids: Mapping[str, int], command: str
-) -> tuple[procstat.CpuSample, procstat.CpuSample, float]:
+    spec: LoadSpec, pids: Mapping[str, int], command: str, memory_interval_s: float | None
+) -> WindowSamples:
     await _sleep_until(spec.measure_at)
+    memory = procstat.MemorySeries(dict(pids) if memory_interval_s else {})
     # Scanned now, not before the warm-up: a server's pool opens connections under load.
     pids = {**pids, **procstat.command_pids(command)}
     first, start = procstat.sample(pids), time.monotonic()
+    if memory_interval_s:
+        # On a fixed grid from the window's start, so that a slow wake-up does not drift.
+        interval_s = procstat.memory_interval_s(spec.stop_at - spec.measure_at, memory_interval_s)
+        while (
+            start + len(memory.times_s) * interval_s < spec.stop_at
+            and len(memory.times_s) < procstat.MAX_MEMORY_SAMPLES - 1
+        ):
+            await _sleep_until(start + len(memory.times_s) * interval_s)
+            memory.add(time.monotonic() - start)
     await _sleep_until(spec.stop_at)
-    return first, procstat.sample(pids), time.monotonic() - start
+    if memory_interval_s:
+        memory.add(time.monotonic() - start)
+    return WindowSamples(first, procstat.sample(pids), time.monotonic() - start, memory)
 
 
 async def _sleep_until(at: float) -> None:
@@ -365,6 +410,7 @@ def settings(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "programs": split_names(args.programs) or ["gateway", *sorted(config.banks)],
         "bcrypt_rounds": config.gateway.bcrypt_rounds,
         "prepare_timeout_s": config.gateway.prepare_timeout_s,
+        "memory_interval_s": args.memory_interval,
     }
 
 

@@ -1,9 +1,13 @@
-"""CPU time of processes, read from /proc/PID/stat, and the suite's pids from supervisorctl.
+"""CPU time and memory of processes, read from /proc, and the suite's pids from supervisorctl.
 
 A process's CPU time is its utime + stime (user and system time of all its threads), so a
 window's CPU is the difference of two samples. A pid that changed between the samples
 (supervisord restarted the program) makes the window's number meaningless: it is reported
 as restarted instead of as a number.
+
+Memory is each process's resident set (VmRSS of /proc/PID/status), sampled every second or
+so over the window (at most MAX_MEMORY_SAMPLES samples, the interval widening for long
+windows): reading a few small /proc files a second costs nothing measurable.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -167,3 +171,105 @@ def fold_commands(cpu: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, A
             total["cpu_s"] = round(total["cpu_s"] + value["cpu_s"], 3)
             total["cores"] = round(total["cores"] + value["cores"], 3)
     return out
+
+
+# Memory -----------------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+DEFAULT_MEMORY_INTERVAL_S = 1.0
+MAX_MEMORY_SAMPLES = 4000  # per process: the interval widens so that a window fits in these
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of `pid` now (VmRSS of /proc/PID/status); None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None  # a zombie or a kernel thread has no VmRSS line
+
+
+def memory_interval_s(window_s: float, interval_s: float = DEFAULT_MEMORY_INTERVAL_S) -> float:
+    """The sampling interval for a window: `interval_s`, widened to stay in the bound."""
+    return max(interval_s, window_s / (MAX_MEMORY_SAMPLES - 1))
+
+
+@dataclasses.dataclass
+class MemorySeries:
+    """RSS samples of processes over a window: times (s from the first) and bytes, per name.
+
+    A sample of a process that is gone (or restarted: its pid is reused only rarely, so a
+    vanished pid is the sign) is None.
+    """
+
+    pids: Mapping[str, int]
+    times_s: list[float] = dataclasses.field(default_factory=list)
+    rss: dict[str, list[int | None]] = dataclasses.field(default_factory=dict)
+
+    def add(self, at_s: float) -> None:
+        if len(self.times_s) >= MAX_MEMORY_SAMPLES:
+            return
+        self.times_s.append(at_s)
+        for name, pid in self.pids.items():
+            self.rss.setdefault(name, []).append(rss_bytes(pid))
+
+
+def slope_per_s(times_s: Sequence[float], values: Sequence[float]) -> float | None:
+    """The least-squares slope of values over times; None with fewer than two times."""
+    n = len(times_s)
+    if n < 2 or n != len(values):
+        return None
+    mean_t = sum(times_s) / n
+    mean_v = sum(values) / n
+    spread = sum((t - mean_t) ** 2 for t in times_s)
+    if spread <= 0:
+        return None
+    return sum((t - mean_t) * (v - mean_v) for t, v in zip(times_s, values, strict=True)) / spread
+
+
+def memory_window(
+    series: MemorySeries, current_pids: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Per process: RSS at the window's start and end, its max, and its growth in MiB.
+
+    growth_mib is end - start; slope_mib_per_min is the least-squares slope over the second
+    half of the window only, so that a process filling its caches and pools during the first
+    half is not counted as growing. A process that vanished or was restarted in the window
+    is reported as restarted.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, pid in series.pids.items():
+        values = series.rss.get(name, [])
+        if not values or any(v is None for v in values) or current_pids.get(name, pid) != pid:
+            out[name] = {"pid": pid, "restarted": True}
+            continue
+        rss = [int(v) for v in values if v is not None]
+        half = series.times_s[-1] / 2
+        late = [(t, v / MIB) for t, v in zip(series.times_s, rss, strict=True) if t >= half]
+        slope = slope_per_s([t for t, _ in late], [v for _, v in late])
+        out[name] = {
+            "pid": pid,
+            "samples": len(rss),
+            "rss_start_mib": round(rss[0] / MIB, 2),
+            "rss_end_mib": round(rss[-1] / MIB, 2),
+            "rss_max_mib": round(max(rss) / MIB, 2),
+            "growth_mib": round((rss[-1] - rss[0]) / MIB, 2),
+            "slope_mib_per_min": None if slope is None else round(slope * 60, 3),
+            "series_mib": _thinned(series.times_s, rss),
+        }
+    return out
+
+
+MAX_SERIES_POINTS = 60  # of each process's RSS over the window, in the JSON report
+
+
+def _thinned(times_s: Sequence[float], rss: Sequence[int]) -> list[list[float]]:
+    """At most MAX_SERIES_POINTS [seconds, MiB] pairs, evenly picked, the last one included."""
+    step = max(1, -(-len(rss) // MAX_SERIES_POINTS))
+    picked = list(range(0, len(rss), step))
+    if picked[-1] != len(rss) - 1:
+        picked[-1] = len(rss) - 1
+    return [[round(times_s[i], 1), round(rss[i] / MIB, 2)] for i in picked]

@@ -1,4 +1,9 @@
-"""The numbers of a run: latency percentiles, rates, the JSON report and its summary."""
+"""The numbers of a run: latency percentiles, rates, the JSON report and its summary.
+
+The report's "memory" holds, per supervisor program, its resident memory over the measured
+window (procstat.memory_window): rss_start_mib, rss_end_mib, rss_max_mib, growth_mib (end
+- start), slope_mib_per_min (least squares over the window's second half) and series_mib.
+"""
 
 from __future__ import annotations
 
@@ -79,6 +84,10 @@ def _line(name: str, summary: Mapping[str, Any]) -> str:
     )
 
 
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
 def text(report: Mapping[str, Any]) -> str:
     """The summary printed at the end of a run."""
     settings = report["settings"]
@@ -99,6 +108,15 @@ def text(report: Mapping[str, Any]) -> str:
             for name, v in cpu.items()
         ]
         lines.append("cpu       " + ", ".join(parts))
+    memory = report.get("memory") or {}
+    if memory:
+        lines.append("memory    " + ", ".join(
+            f"{name} {v['rss_start_mib']:.1f} -> {v['rss_end_mib']:.1f} MiB "
+            f"(max {v['rss_max_mib']:.1f}, {v['growth_mib']:+.1f}; second half "
+            f"{_signed(v['slope_mib_per_min'])} MiB/min)" if "rss_start_mib" in v
+            else f"{name} restarted"
+            for name, v in memory.items()
+        ))
     load = report.get("machine_load") or {}
     if load:
         lines.append(
