@@ -222,6 +222,10 @@ def test_one_payment_is_one_trace_across_client_gateway_and_both_banks(
         f"{bank}.{op}" for bank in ("bank-a", "bank-b") for op in ("prepare", "commit")
     }
     assert all(b["attributes"]["paygate.batch.size"] == 1 for b in batches)
+    finishes = [
+        s for s in spans.spans() if s["trace_id"] == trace_id and s["name"] == "store.finish_batch"
+    ]
+    assert [f["attributes"]["paygate.batch"] for f in finishes] == ["gateway.finish"]
 
     everything = spans.spans()
     assert not [s for s in everything if "grpc.health.v1.Health" in s["name"]], (

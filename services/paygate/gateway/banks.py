@@ -192,6 +192,7 @@ class BankClients:
                 max_size=settings.max_size,
                 max_in_flight=settings.max_in_flight,
                 observe_size=observe,
+                span_name="bank.batch",
             )
 
         return _BankBatchers(

@@ -24,8 +24,8 @@ reported failed whose effect did happen (the RPC failed after the bank applied i
 exactly the case a single call already had, and the coordinator's re-sends handle it.
 
 Tracing: a batch's RPC runs in the context of its first call (so a lone call's trace is
-exactly what it was without batching) inside a "bank.batch" span that links to the spans
-of the other calls it carries.
+exactly what it was without batching) inside a span (`span_name`: "bank.batch" for the
+banks' calls) that links to the spans of the other calls it carries.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Batcher(Generic[Item, Result]):
         max_size: int,
         max_in_flight: int,
         observe_size: Callable[[int], None] | None = None,
+        span_name: str = "batch",
     ) -> None:
         if max_size < 1 or max_in_flight < 1:
             raise ValueError("a batcher needs max_size >= 1 and max_in_flight >= 1")
@@ -80,6 +81,7 @@ class Batcher(Generic[Item, Result]):
         self._max_size = max_size
         self._max_in_flight = max_in_flight
         self._observe_size = observe_size
+        self._span_name = span_name
         self._queue: deque[_Waiting[Item, Result]] = deque()
         self._in_flight = 0
         self._senders: set[asyncio.Task[None]] = set()
@@ -168,7 +170,7 @@ class Batcher(Generic[Item, Result]):
             if span_context.is_valid:
                 links.append(trace.Link(span_context))
         with _tracer.start_as_current_span(
-            "bank.batch",
+            self._span_name,
             attributes={"paygate.batch": self.name, "paygate.batch.size": len(batch)},
             links=links,
         ):

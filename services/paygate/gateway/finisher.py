@@ -38,6 +38,7 @@ class Finisher:
             expired=lambda: Unavailable("finish not recorded in time", reason=DATABASE_UNAVAILABLE),
             max_size=MAX_BATCH_SIZE,
             max_in_flight=1,
+            span_name="store.finish_batch",
         )
 
     async def finish(self, payment_id: str, final: TxnState) -> None:
