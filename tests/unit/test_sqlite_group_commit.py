@@ -152,3 +152,38 @@ def test_a_batch_of_transactions_shares_commits_and_reports_each_outcome(
         await db.close()
 
     asyncio.run(scenario())
+
+
+def test_batches_larger_than_a_group_and_single_callers_all_get_their_own_final_outcome(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Two batches of more than MAX_GROUP_TRANSACTIONS and single transactions at once:
+    nobody hears of an outcome before the COMMIT that contains it, and everyone hears."""
+
+    def slow_insert(key: str) -> Callable[[sqlite3.Connection], str]:
+        def fn(conn: sqlite3.Connection) -> str:
+            time.sleep(0.0005)  # long enough for the callers to look while a group runs
+            conn.execute("INSERT INTO t (k, v) VALUES (?, 1)", (key,))
+            return key
+
+        return fn
+
+    async def scenario() -> None:
+        db, _ = await open_db(tmp_path)
+        size = MAX_GROUP_TRANSACTIONS + 36
+        a = db.transactions([slow_insert(f"a{i}") for i in range(size)])
+        b = db.transactions([slow_insert(f"b{i}") for i in range(size)])
+        singles = [db.transaction(slow_insert(f"s{i}")) for i in range(10)]
+        got_a, got_b, *got_singles = await asyncio.gather(a, b, *singles)
+        assert got_a == [f"a{i}" for i in range(size)]
+        assert got_b == [f"b{i}" for i in range(size)]
+        assert got_singles == [f"s{i}" for i in range(10)]
+        # Everyone was answered after the COMMIT holding their write: it is all on disk.
+        assert len(committed_rows(tmp_path / "t.db")) == 2 * size + 10
+        await db.close()
+
+    for _ in range(3):
+        asyncio.run(scenario())
+        (tmp_path / "t.db").unlink()
+        for extra in ("t.db-wal", "t.db-shm"):
+            (tmp_path / extra).unlink(missing_ok=True)

@@ -47,7 +47,8 @@ GROUP_MEMBER_SAVEPOINT = "paygate_group_member"
 
 class _State(enum.Enum):
     QUEUED = "queued"
-    RUNNING = "running"
+    RUNNING = "running"  # taken into a group; its outcome is not known yet
+    DONE = "done"  # its group committed or failed: value or error is final
     CANCELLED = "cancelled"  # its caller gave up before it ran: it never will
 
 
@@ -108,21 +109,10 @@ class Database:
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) atomically and durably: its writes are on disk when this returns,
         and none are if it raises (it may share its COMMIT with others: group commit)."""
-        item = _Queued(fn)
-        with self._queue_lock:
-            self._queue.append(item)
-        try:
-            # The worker runs jobs in order, so by the time this job is done an earlier
-            # job or this one has run the transaction queued just before it.
-            await self._call(self._commit_queued)
-        except BaseException:
-            with self._queue_lock:
-                if item.state is _State.QUEUED:
-                    item.state = _State.CANCELLED
-            raise
-        if item.error is not None:
-            raise item.error
-        result: T = item.value
+        (outcome,) = await self._run_queued([_Queued(fn)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        result: T = outcome
         return result
 
     async def transactions(
@@ -136,11 +126,28 @@ class Database:
         only when the caller is cancelled, or when a COMMIT fails (then nothing of that
         group is on disk, and every transaction of it is reported failed).
         """
-        items = [_Queued(fn) for fn in fns]
+        outcomes: list[T | Exception] = []
+        for outcome in await self._run_queued([_Queued(fn) for fn in fns]):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _run_queued(self, items: list[_Queued]) -> list[Any]:
+        """Queue `items` and wait until each one's group has committed or failed.
+
+        Each wait submits one worker job, which commits the oldest queued transactions
+        (up to a group's worth, not necessarily these). The worker runs jobs one at a time
+        and in order, so when a job returns, an item of ours is DONE, or RUNNING in a job
+        that started after it (the next wait ends after that one), or still QUEUED behind
+        other callers' items (the next job takes more of the queue). Only DONE is final:
+        a RUNNING item's function may not have run yet, and its COMMIT certainly has not.
+        Returns each item's value or the exception it raised.
+        """
         with self._queue_lock:
             self._queue.extend(items)
         try:
-            while any(item.state is _State.QUEUED for item in items):
+            while any(item.state is not _State.DONE for item in items):
                 await self._call(self._commit_queued)
         except BaseException:
             with self._queue_lock:
@@ -148,15 +155,7 @@ class Database:
                     if item.state is _State.QUEUED:
                         item.state = _State.CANCELLED
             raise
-        outcomes: list[T | Exception] = []
-        for item in items:
-            if item.error is None:
-                outcomes.append(item.value)
-            elif isinstance(item.error, Exception):
-                outcomes.append(item.error)
-            else:
-                raise item.error
-        return outcomes
+        return [item.error if item.error is not None else item.value for item in items]
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) for reading, in a deferred transaction (a consistent snapshot)."""
@@ -206,6 +205,10 @@ class Database:
             if conn is not None and conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+        finally:
+            # Only now is each outcome final (after the COMMIT, or after the failure).
+            for item in group:
+                item.state = _State.DONE
 
     async def healthy(self) -> bool:
         """Whether the database can take a write now, in the file this process opened.
