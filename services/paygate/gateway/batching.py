@@ -143,15 +143,12 @@ class Batcher(Generic[Item, Result]):
                 waiting.future.cancel()
             raise
         except Exception as exc:
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(self._fail(exc))
+            self._fail_all(batch, exc)
             return
         if len(outcomes) != len(batch):
-            error = RuntimeError(f"{self.name}: {len(outcomes)} results for {len(batch)} calls")
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(self._fail(error))
+            self._fail_all(
+                batch, RuntimeError(f"{self.name}: {len(outcomes)} results for {len(batch)} calls")
+            )
             return
         for waiting, outcome in zip(batch, outcomes, strict=True):
             if waiting.future.done():
@@ -160,6 +157,12 @@ class Batcher(Generic[Item, Result]):
                 waiting.future.set_exception(outcome)
             else:
                 waiting.future.set_result(outcome)
+
+    def _fail_all(self, batch: list[_Waiting[Item, Result]], exc: BaseException) -> None:
+        """Fail every call of a batch still waiting, each with an error of its own."""
+        for waiting in batch:
+            if not waiting.future.done():
+                waiting.future.set_exception(self._fail(exc))
 
     async def _send_traced(
         self, batch: list[_Waiting[Item, Result]], timeout_s: float
