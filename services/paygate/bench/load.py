@@ -86,6 +86,8 @@ class LoadSpec:
 @dataclasses.dataclass
 class LoadResult:
     latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    # When each of latencies_ms completed, in seconds since the measured window opened.
+    completed_s: list[float] = dataclasses.field(default_factory=list)
     outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     outcomes_all: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     net_minor: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -94,6 +96,7 @@ class LoadResult:
 
     def merge(self, other: LoadResult) -> None:
         self.latencies_ms += other.latencies_ms
+        self.completed_s += other.completed_s
         self.outcomes.update(other.outcomes)
         self.outcomes_all.update(other.outcomes_all)
         self.net_minor.update(other.net_minor)
@@ -165,6 +168,7 @@ async def _caller_loop(
         if spec.measure_at <= done < spec.stop_at:
             result.outcomes[code] += 1
             result.latencies_ms.append((done - sent) * 1000.0)
+            result.completed_s.append(done - spec.measure_at)
 
 
 def _caller(spec: LoadSpec, result: LoadResult) -> tuple[Call, Callable[[], Awaitable[None]]]:

@@ -1,8 +1,10 @@
 """The numbers of a run: latency percentiles, rates, the JSON report and its summary.
 
-The report's "memory" holds, per supervisor program, its resident memory over the measured
-window (procstat.memory_window): rss_start_mib, rss_end_mib, rss_max_mib, growth_mib (end
-- start), slope_mib_per_min (least squares over the window's second half) and series_mib.
+The report's "latency_by_second" lists, per second of the measured window, the calls that
+completed in it with their p99 and max latency. Its "memory" holds, per supervisor program,
+its resident memory over the measured window (procstat.memory_window): rss_start_mib,
+rss_end_mib, rss_max_mib, growth_mib (end - start), slope_mib_per_min (least squares over
+the window's second half) and series_mib.
 """
 
 from __future__ import annotations
@@ -44,7 +46,30 @@ def summarize(result: LoadResult, window_s: float) -> dict[str, Any]:
         "outcomes": dict(sorted(result.outcomes.items())),
         "outcomes_including_warmup_and_tail": dict(sorted(result.outcomes_all.items())),
         "client_cpu_s": round(result.client_cpu_s, 3),
+        "latency_by_second": by_second(result),
     }
+
+
+def by_second(result: LoadResult) -> list[dict[str, float]]:
+    """Per second of the window: calls completed, their p99 and max latency (ms).
+
+    A tail that comes from a few stalls (a checkpoint, a periodic job) shows here as a few
+    bad seconds; a tail spread over every second is queueing."""
+    seconds: dict[int, list[float]] = {}
+    for at, latency in zip(result.completed_s, result.latencies_ms, strict=True):
+        seconds.setdefault(int(at), []).append(latency)
+    out = []
+    for second in sorted(seconds):
+        values = sorted(seconds[second])
+        out.append(
+            {
+                "second": second,
+                "count": len(values),
+                "p99": round(percentile(values, 99), 1),
+                "max": round(values[-1], 1),
+            }
+        )
+    return out
 
 
 def ratio(payments: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> float | None:
