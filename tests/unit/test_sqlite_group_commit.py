@@ -187,3 +187,59 @@ def test_batches_larger_than_a_group_and_single_callers_all_get_their_own_final_
         (tmp_path / "t.db").unlink()
         for extra in ("t.db-wal", "t.db-shm"):
             (tmp_path / extra).unlink(missing_ok=True)
+
+
+def test_a_group_costs_one_job_on_the_database_thread(tmp_path: pathlib.Path) -> None:
+    """The thread hand-off is paid per group, not per transaction: twenty transactions
+    queued behind a slow one are committed by one job, not twenty."""
+
+    async def scenario() -> None:
+        db, commits = await open_db(tmp_path)
+        jobs: list[str] = []
+        submit = db._executor.submit
+
+        def counting_submit(fn: Callable[..., object], /, *args: object) -> object:
+            jobs.append(getattr(fn, "__name__", "?"))
+            return submit(fn, *args)
+
+        db._executor.submit = counting_submit  # type: ignore[method-assign]
+        first = asyncio.create_task(db.transaction(slow))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*(db.transaction(insert(f"k{i}")) for i in range(20)))
+        await first
+        assert len(commits) == 2
+        # One job for the slow transaction, one for the group of twenty (it found the queue
+        # non-empty after the first, so it queued itself once more).
+        assert jobs.count("_drain") == 2
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_reads_are_not_starved_by_a_steady_stream_of_transactions(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A group's job queues itself behind reads submitted meanwhile, so a read waits for at
+    most the group running when it arrived, however many transactions keep coming."""
+
+    async def scenario() -> None:
+        db, _ = await open_db(tmp_path)
+        stop = asyncio.Event()
+
+        async def writer(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                await db.transaction(insert(f"w{n}-{i}"))
+                i += 1
+
+        writers = [asyncio.create_task(writer(n)) for n in range(8)]
+        await asyncio.sleep(0.05)
+        counted = await asyncio.wait_for(
+            db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]), 2.0
+        )
+        stop.set()
+        await asyncio.gather(*writers)
+        assert counted > 0
+        await db.close()
+
+    asyncio.run(scenario())

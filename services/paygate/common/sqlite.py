@@ -15,6 +15,10 @@ transaction of the group fails. Under light load a group is one transaction, so 
 waits longer than before; under load one fsync serves many callers. The queue holds at
 most one entry per waiting caller (a server bounds its concurrent calls).
 
+The thread costs the event loop one hand-off per group, not per transaction: one job on
+the thread commits a group (and queues itself again, behind any reads, while transactions
+wait), and one call back into the loop wakes every caller whose transactions it finished.
+
 The schema is created by numbered migrations; `user_version` records the last one applied.
 """
 
@@ -53,10 +57,25 @@ class _State(enum.Enum):
 
 
 @dataclasses.dataclass(eq=False)
+class _Waiter:
+    """One caller of transaction() or transactions(): woken once all its items are DONE."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    items: list[_Queued] = dataclasses.field(default_factory=list)
+
+    def wake_if_done(self) -> None:
+        """On the caller's event loop."""
+        if not self.future.done() and all(item.state is _State.DONE for item in self.items):
+            self.future.set_result(None)
+
+
+@dataclasses.dataclass(eq=False)
 class _Queued:
     """One caller's transaction, waiting for a group commit; its outcome once run."""
 
     fn: Callable[[sqlite3.Connection], Any]
+    waiter: _Waiter
     state: _State = _State.QUEUED
     value: Any = None
     error: BaseException | None = None
@@ -75,6 +94,7 @@ class Database:
         self._inode: int | None = None
         self._queue: collections.deque[_Queued] = collections.deque()
         self._queue_lock = threading.Lock()  # the event loop appends, the worker takes
+        self._draining = False  # a _drain job is on the thread or waiting for it (under lock)
 
     async def open(self) -> None:
         await self._call(self._open)
@@ -109,7 +129,7 @@ class Database:
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) atomically and durably: its writes are on disk when this returns,
         and none are if it raises (it may share its COMMIT with others: group commit)."""
-        (outcome,) = await self._run_queued([_Queued(fn)])
+        (outcome,) = await self._run_queued([fn])
         if isinstance(outcome, BaseException):
             raise outcome
         result: T = outcome
@@ -127,35 +147,95 @@ class Database:
         group is on disk, and every transaction of it is reported failed).
         """
         outcomes: list[T | Exception] = []
-        for outcome in await self._run_queued([_Queued(fn) for fn in fns]):
+        for outcome in await self._run_queued(fns):
             if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
                 raise outcome
             outcomes.append(outcome)
         return outcomes
 
-    async def _run_queued(self, items: list[_Queued]) -> list[Any]:
-        """Queue `items` and wait until each one's group has committed or failed.
+    async def _run_queued(self, fns: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """Queue `fns` and wait until each one's group has committed or failed.
 
-        Each wait submits one worker job, which commits the oldest queued transactions
-        (up to a group's worth, not necessarily these). The worker runs jobs one at a time
-        and in order, so when a job returns, an item of ours is DONE, or RUNNING in a job
-        that started after it (the next wait ends after that one), or still QUEUED behind
-        other callers' items (the next job takes more of the queue). Only DONE is final:
-        a RUNNING item's function may not have run yet, and its COMMIT certainly has not.
-        Returns each item's value or the exception it raised.
+        Returns each one's value or the exception it raised. A caller cancelled while its
+        transactions wait makes them never run; once taken into a group they run and
+        commit with it regardless (the caller just does not hear of it).
         """
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop=loop, future=loop.create_future())
+        waiter.items = [_Queued(fn, waiter) for fn in fns]
         with self._queue_lock:
-            self._queue.extend(items)
+            self._queue.extend(waiter.items)
+            start = not self._draining
+            self._draining = True
         try:
-            while any(item.state is not _State.DONE for item in items):
-                await self._call(self._commit_queued)
+            if start:
+                self._submit_drain()
+            await waiter.future
         except BaseException:
             with self._queue_lock:
-                for item in items:
+                for item in waiter.items:
                     if item.state is _State.QUEUED:
                         item.state = _State.CANCELLED
             raise
-        return [item.error if item.error is not None else item.value for item in items]
+        return [item.error if item.error is not None else item.value for item in waiter.items]
+
+    def _submit_drain(self) -> None:
+        """Put one _drain job on the thread; the caller has set _draining."""
+        try:
+            self._executor.submit(self._drain)
+        except RuntimeError as exc:  # the executor is shut down: nothing will ever run
+            self._fail_queued(exc)
+
+    def _drain(self) -> None:
+        """On the worker: commit one group of the queue, wake its callers, and queue
+        itself again while transactions wait (behind any read submitted meanwhile)."""
+        try:
+            group = self._take_group()
+            if group:
+                try:
+                    self._commit_group(group)  # sets every item DONE, whatever happens
+                finally:
+                    self._wake({item.waiter for item in group})
+            with self._queue_lock:
+                if not self._queue:
+                    self._draining = False
+                    return
+        except BaseException as exc:
+            # A bug here must not leave callers waiting for a job that will never come.
+            self._fail_queued(exc)
+            raise
+        self._submit_drain()
+
+    def _take_group(self) -> list[_Queued]:
+        group: list[_Queued] = []
+        with self._queue_lock:
+            while self._queue and len(group) < MAX_GROUP_TRANSACTIONS:
+                item = self._queue.popleft()
+                if item.state is _State.QUEUED:
+                    item.state = _State.RUNNING
+                    group.append(item)
+        return group
+
+    def _fail_queued(self, error: BaseException) -> None:
+        """Fail every queued transaction (they will never run) and wake their callers."""
+        with self._queue_lock:
+            failed = [item for item in self._queue if item.state is _State.QUEUED]
+            self._queue.clear()
+            self._draining = False
+        for item in failed:
+            item.error = error
+            item.state = _State.DONE
+        self._wake({item.waiter for item in failed})
+
+    @staticmethod
+    def _wake(waiters: set[_Waiter]) -> None:
+        """One call into each event loop for all the waiters the worker just finished."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
+        for waiter in waiters:
+            by_loop.setdefault(waiter.loop, []).append(waiter)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_wake_all, group)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) for reading, in a deferred transaction (a consistent snapshot)."""
@@ -175,18 +255,6 @@ class Database:
             raise
         conn.execute("COMMIT")
         return result
-
-    def _commit_queued(self) -> None:
-        """On the worker: commit the queued transactions, up to a group's worth, together."""
-        group: list[_Queued] = []
-        with self._queue_lock:
-            while self._queue and len(group) < MAX_GROUP_TRANSACTIONS:
-                item = self._queue.popleft()
-                if item.state is _State.QUEUED:
-                    item.state = _State.RUNNING
-                    group.append(item)
-        if group:
-            self._commit_group(group)
 
     def _commit_group(self, group: list[_Queued]) -> None:
         conn = self._conn
@@ -238,6 +306,11 @@ class Database:
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
+
+
+def _wake_all(waiters: list[_Waiter]) -> None:
+    for waiter in waiters:
+        waiter.wake_if_done()
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, item: _Queued) -> None:
