@@ -243,3 +243,30 @@ def test_reads_are_not_starved_by_a_steady_stream_of_transactions(
         await db.close()
 
     asyncio.run(scenario())
+
+
+def test_an_empty_batch_returns_at_once(tmp_path: pathlib.Path) -> None:
+    async def scenario() -> None:
+        db, commits = await open_db(tmp_path)
+        assert await asyncio.wait_for(db.transactions([]), 2.0) == []
+        assert commits == []
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_commits_what_was_queued_before_it(tmp_path: pathlib.Path) -> None:
+    async def scenario() -> None:
+        db, _ = await open_db(tmp_path)
+        first = asyncio.create_task(db.transaction(slow))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(db.transaction(insert(f"k{i}"))) for i in range(5)]
+        await asyncio.sleep(0)  # they are in the queue, behind the slow one
+        await db.close()
+        await first
+        assert await asyncio.gather(*queued) == [f"k{i}" for i in range(5)]
+        assert len(committed_rows(tmp_path / "t.db")) == 6
+        with pytest.raises(RuntimeError):
+            await db.transaction(insert("after-close"))
+
+    asyncio.run(scenario())

@@ -12,8 +12,9 @@ raises is rolled back to its savepoint and its caller gets the exception; the ot
 unaffected, exactly as if they had run one after another. No caller hears of success
 before the COMMIT that contains its writes has returned; if that COMMIT fails, every
 transaction of the group fails. Under light load a group is one transaction, so nothing
-waits longer than before; under load one fsync serves many callers. The queue holds at
-most one entry per waiting caller (a server bounds its concurrent calls).
+waits longer than before; under load one fsync serves many callers. The queue holds the
+transactions of the waiting callers only (a server bounds its concurrent calls, and a
+batch its transactions).
 
 The thread costs the event loop one hand-off per group, not per transaction: one job on
 the thread commits a group (and queues itself again, behind any reads, while transactions
@@ -30,6 +31,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import enum
+import logging
 import pathlib
 import sqlite3
 import threading
@@ -38,6 +40,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+_log = logging.getLogger("paygate.sqlite")
 
 BUSY_TIMEOUT_MS = 5000
 # The health probe waits this long for the write lock before calling the database unusable.
@@ -121,10 +124,21 @@ class Database:
         self._inode = self.path.stat().st_ino
 
     async def close(self) -> None:
+        """Commit what is queued, then close the file (a transaction queued later fails)."""
         if self._conn is not None:
-            await self._call(self._conn.close)
-            self._conn = None
+            await self._call(self._commit_all_and_close)
         self._executor.shutdown(wait=True)
+
+    def _commit_all_and_close(self) -> None:
+        """On the worker: every group still queued, then the connection."""
+        while group := self._take_group():
+            try:
+                self._commit_group(group)
+            finally:
+                self._wake({item.waiter for item in group})
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) atomically and durably: its writes are on disk when this returns,
@@ -160,6 +174,8 @@ class Database:
         transactions wait makes them never run; once taken into a group they run and
         commit with it regardless (the caller just does not hear of it).
         """
+        if not fns:
+            return []
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop=loop, future=loop.create_future())
         waiter.items = [_Queued(fn, waiter) for fn in fns]
@@ -202,6 +218,7 @@ class Database:
                     return
         except BaseException as exc:
             # A bug here must not leave callers waiting for a job that will never come.
+            _log.exception("database worker failed", extra={"fields": {"path": str(self.path)}})
             self._fail_queued(exc)
             raise
         self._submit_drain()
@@ -270,8 +287,8 @@ class Database:
             for item in group:
                 if item.error is None:
                     item.error = exc
-            if conn is not None and conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error):  # closed meanwhile: nothing to undo
+                if conn is not None and conn.in_transaction:
                     conn.execute("ROLLBACK")
         finally:
             # Only now is each outcome final (after the COMMIT, or after the failure).
