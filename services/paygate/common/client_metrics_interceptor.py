@@ -17,8 +17,6 @@ import grpc
 from paygate.common.handlers import service_and_method
 from paygate.common.metrics import GrpcMetrics, observe
 
-UNARY = "unary"
-
 
 class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, metrics: GrpcMetrics) -> None:
@@ -35,8 +33,8 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         method = client_call_details.method
         # grpc.aio hands the method over as bytes although its type stubs say str.
         full_method = method.decode() if isinstance(method, bytes) else method
-        labels = (UNARY, *service_and_method(full_method))
-        self._metrics.started.labels(*labels).inc()
+        metrics = self._metrics.of_method(*service_and_method(full_method))
+        metrics.started.inc()
         start = time.perf_counter()
         code_name = "UNKNOWN"
         try:
@@ -48,5 +46,5 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             code_name = "CANCELLED"
             raise
         finally:
-            self._metrics.handled.labels(*labels, code_name).inc()
-            observe(self._metrics.handling_seconds.labels(*labels), time.perf_counter() - start)
+            metrics.handled(code_name).inc()
+            observe(metrics.handling_seconds, time.perf_counter() - start)

@@ -57,6 +57,20 @@ class GrpcMetrics:
     started: Counter
     handled: Counter
     handling_seconds: Histogram
+    _methods: dict[str, MethodMetrics] = dataclasses.field(default_factory=dict, compare=False)
+
+    def of_method(self, service: str, method: str) -> MethodMetrics:
+        """The labelled children of one method, made once and then reused.
+
+        `labels()` takes a lock and converts its values on every call; a call's metrics do
+        not need that. Only methods a server serves, or a client calls, get here: a
+        bounded set (an unknown method has no handler, so nothing is recorded for it).
+        """
+        key = f"{service}/{method}"
+        found = self._methods.get(key)
+        if found is None:
+            found = self._methods[key] = MethodMetrics(self, ("unary", service, method))
+        return found
 
     @classmethod
     def build(cls, registry: CollectorRegistry, side: str) -> GrpcMetrics:
@@ -79,6 +93,25 @@ class GrpcMetrics:
                 registry=registry,
             ),
         )
+
+
+class MethodMetrics:
+    """One method's children of a GrpcMetrics: started, latency, and handled by code."""
+
+    def __init__(self, metrics: GrpcMetrics, labels: tuple[str, str, str]) -> None:
+        self.started = metrics.started.labels(*labels)
+        self.handling_seconds = metrics.handling_seconds.labels(*labels)
+        self._handled = metrics.handled
+        self._labels = labels
+        self._handled_by_code: dict[str, Counter] = {}
+
+    def handled(self, code_name: str) -> Counter:
+        found = self._handled_by_code.get(code_name)
+        if found is None:  # at most one per gRPC status code
+            found = self._handled_by_code[code_name] = self._handled.labels(
+                *self._labels, code_name
+            )
+        return found
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,6 @@ import grpc
 from paygate.common.handlers import Context, Handler, UnaryBehavior, service_and_method, wrap_unary
 from paygate.common.metrics import GrpcMetrics, observe
 
-UNARY = "unary"
-
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: GrpcMetrics) -> None:
@@ -31,13 +29,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        service, method = service_and_method(handler_call_details.method)
-        labels = (UNARY, service, method)
-        metrics = self._metrics
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED, nothing to record
+            return None
+        metrics = self._metrics.of_method(*service_and_method(handler_call_details.method))
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
             async def measured(request: Any, context: Context) -> Any:
-                metrics.started.labels(*labels).inc()
+                metrics.started.inc()
                 start = time.perf_counter()
                 code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
                 try:
@@ -51,8 +49,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 finally:
-                    metrics.handled.labels(*labels, _code_name(code)).inc()
-                    observe(metrics.handling_seconds.labels(*labels), time.perf_counter() - start)
+                    metrics.handled(_code_name(code)).inc()
+                    observe(metrics.handling_seconds, time.perf_counter() - start)
 
             return measured
 
