@@ -91,6 +91,24 @@ def test_short_run_reports_rates_latencies_cpu_and_conserved_money(
     assert report["settings"]["memory_interval_s"] == 1.0
     assert "memory    gateway" in stdout
 
+    # Each payment of the window prepared and committed at one or two banks: the batches
+    # carried at least one call per payment and phase, and never fewer calls than RPCs.
+    batches = report["batches"]
+    assert set(batches) >= {"prepare", "commit"}, batches
+    for operation in ("prepare", "commit"):
+        numbers = batches[operation]
+        assert numbers["calls"] >= payments["ok"] * 0.9, (operation, numbers, payments["ok"])
+        assert numbers["calls"] >= numbers["rpcs"] > 0
+        per_rpc = numbers["calls"] / numbers["rpcs"]
+        assert numbers["calls_per_rpc"] == pytest.approx(per_rpc, abs=0.01)
+    assert "batches   " in stdout
+
+    # Per second of the window: every completed call counted once.
+    by_second = payments["latency_by_second"]
+    assert sum(s["count"] for s in by_second) == payments["completed"]
+    slowest = payments["latency_ms"]["max"] + 0.05  # the seconds' numbers are rounded to 0.1
+    assert all(0 < s["p99"] <= s["max"] <= slowest for s in by_second), by_second
+
 
 @pytest.mark.suite
 def test_unreachable_gateway_is_an_error_not_a_report(

@@ -35,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from paygate.bench import procstat, report
+from paygate.bench import batches, procstat, report
 from paygate.bench.echo import start_echo_server
 from paygate.bench.load import (
     ECHO,
@@ -217,10 +217,14 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         pids, pid_problem = await asyncio.to_thread(
             procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
         )
+        spec = scheduled(spec, args)
+        batches_first = asyncio.create_task(_batch_totals_at(config, spec.measure_at))
         result, window_s, samples = await measured(
-            scheduled(spec, args), args.processes, pids, args.cpu_of_command or "",
+            spec, args.processes, pids, args.cpu_of_command or "",
             memory_interval_s=args.memory_interval,
         )
+        batches_last = await asyncio.to_thread(batches.read_totals, config.gateway.metrics)
+        batch_window = batches.window(await batches_first, batches_last)
         pids_after, _ = await asyncio.to_thread(
             procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
         )
@@ -249,6 +253,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "memory": memory,
         "machine_load": machine_load,
         "cpu_ms_per_payment": cpu_per_payment(cpu, payments["ok"]),
+        "batches": batch_window,
         "money": check_money(before, after, result.net_minor, result.unknown_outcomes),
     }
 
@@ -371,6 +376,12 @@ async def _sample_window(
     if memory_interval_s:
         memory.add(time.monotonic() - start)
     return WindowSamples(first, procstat.sample(pids), time.monotonic() - start, memory)
+
+
+async def _batch_totals_at(config: SuiteConfig, at: float) -> batches.Totals | None:
+    """The gateway's batch totals when the window opens (that of the config's gateway)."""
+    await _sleep_until(at)
+    return await asyncio.to_thread(batches.read_totals, config.gateway.metrics)
 
 
 async def _sleep_until(at: float) -> None:

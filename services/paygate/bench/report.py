@@ -142,6 +142,12 @@ def text(report: Mapping[str, Any]) -> str:
             else f"{name} restarted"
             for name, v in memory.items()
         ))
+    batches = report.get("batches") or {}
+    if batches:
+        lines.append("batches   " + ", ".join(
+            f"{operation} {v['calls']} calls in {v['rpcs']} RPCs ({v['calls_per_rpc']} per RPC)"
+            for operation, v in batches.items()
+        ))
     load = report.get("machine_load") or {}
     if load:
         lines.append(

@@ -1,0 +1,60 @@
+"""How the gateway batched its bank calls over the measured window, from its /metrics.
+
+`paygate_bank_batch_size{bank,operation}` is a histogram of the calls carried by each batch
+RPC; its _count and _sum read at the window's start and end give, per operation (summed
+over the banks), the batch RPCs sent and the calls they carried in the window.
+"""
+
+from __future__ import annotations
+
+import collections
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+FAMILY = "paygate_bank_batch_size"
+SCRAPE_TIMEOUT_S = 5.0
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+Totals = dict[str, dict[str, float]]  # operation -> {"rpcs": n, "calls": m}
+
+
+def read_totals(metrics_address: str) -> Totals | None:
+    """The batch histogram's totals per operation, or None when /metrics does not answer."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{metrics_address}/metrics", timeout=SCRAPE_TIMEOUT_S
+        ) as response:
+            body = response.read(MAX_BODY_BYTES).decode()
+    except (OSError, ValueError):
+        return None
+    totals: Totals = collections.defaultdict(lambda: {"rpcs": 0.0, "calls": 0.0})
+    for family in text_string_to_metric_families(body):
+        if family.name != FAMILY:
+            continue
+        for sample in family.samples:
+            operation = sample.labels.get("operation", "")
+            if sample.name == f"{FAMILY}_count":
+                totals[operation]["rpcs"] += sample.value
+            elif sample.name == f"{FAMILY}_sum":
+                totals[operation]["calls"] += sample.value
+    return dict(totals)
+
+
+def window(first: Totals | None, last: Totals | None) -> dict[str, Any] | None:
+    """Per operation: batch RPCs sent, calls carried and calls per RPC between two reads."""
+    if first is None or last is None:
+        return None
+    out: dict[str, Any] = {}
+    for operation in sorted(last):
+        before: Mapping[str, float] = first.get(operation, {"rpcs": 0.0, "calls": 0.0})
+        rpcs = last[operation]["rpcs"] - before["rpcs"]
+        calls = last[operation]["calls"] - before["calls"]
+        out[operation] = {
+            "rpcs": int(rpcs),
+            "calls": int(calls),
+            "calls_per_rpc": round(calls / rpcs, 2) if rpcs else None,
+        }
+    return out
