@@ -178,7 +178,7 @@ class Database:
             return []
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop=loop, future=loop.create_future())
-        waiter.items = [_Queued(fn, waiter) for fn in fns]
+        items = waiter.items = [_Queued(fn, waiter) for fn in fns]
         with self._queue_lock:
             self._queue.extend(waiter.items)
             start = not self._draining
@@ -189,11 +189,15 @@ class Database:
             await waiter.future
         except BaseException:
             with self._queue_lock:
-                for item in waiter.items:
+                for item in items:
                     if item.state is _State.QUEUED:
                         item.state = _State.CANCELLED
             raise
-        return [item.error if item.error is not None else item.value for item in waiter.items]
+        finally:
+            # Items and waiter refer to each other: without this, what a transaction returned
+            # or raised (its traceback, its cursors) would live until the cycle collector ran.
+            waiter.items = []
+        return [item.error if item.error is not None else item.value for item in items]
 
     def _submit_drain(self) -> None:
         """Put one _drain job on the thread; the caller has set _draining."""
