@@ -28,6 +28,7 @@ from paygate.common.postgres import drop_schema
 from paygate.errors import AlreadyExists, FailedPrecondition
 from paygate.gateway import store as sqlite_gateway
 from paygate.gateway import store_postgres as postgres_gateway
+from paygate.gateway.main import prune_in_batches
 from paygate.gateway.models import Payment, PaymentStatus, TxnState, User
 from paygate.gateway.store import BeginOutcome, GatewayStore, Lease, SqliteGatewayStore
 from paygate.gateway.store_postgres import PostgresGatewayStore
@@ -434,12 +435,35 @@ def test_prune_removes_only_old_completed_keys(backend: Backend) -> None:
         await store.begin_payment("done", "h", done)
         await store.begin_payment("running", "h", running)
         await store.decide_commit(done.payment_id)
-        assert await store.prune_idempotency_keys(older_than_s=time.time() - 3600) == 0
-        assert await store.prune_idempotency_keys(older_than_s=time.time() + 1) == 1
+        assert await store.prune_idempotency_keys(older_than_s=time.time() - 3600, limit=10) == 0
+        assert await store.prune_idempotency_keys(older_than_s=time.time() + 1, limit=10) == 1
         again = await store.begin_payment("done", "h", payment(ALICE, BOB))
         assert again.outcome == BeginOutcome.STARTED, "a pruned key is free again"
         still = await store.begin_payment("running", "h", payment(ALICE, BOB))
         assert still.outcome == BeginOutcome.IN_USE, "a key in flight is never pruned"
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
+def test_prune_deletes_at_most_its_limit_per_call(backend: Backend) -> None:
+    """Housekeeping deletes in bounded transactions (paygate.gateway.main.prune_in_batches)."""
+
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        for i in range(5):
+            done = payment(ALICE, BOB)
+            await store.begin_payment(f"done-{i}", "h", done)
+            await store.decide_commit(done.payment_id)
+        cutoff = time.time() + 1
+        deleted = [await store.prune_idempotency_keys(older_than_s=cutoff, limit=2) for _ in "1234"]
+        assert deleted == [2, 2, 1, 0]
+        await store.record_login_failure(["user:a", "address:x", "user:b"], 10.0)
+        assert await store.prune_login_failures(older_than_s=20.0, limit=2) == 2
+        assert await store.prune_login_failures(older_than_s=20.0, limit=2) == 1
+        assert await prune_in_batches(store.prune_login_failures, 20.0) == 0
+        for i in range(5):
+            again = await store.begin_payment(f"done-{i}", "h", payment(ALICE, BOB))
+            assert again.outcome == BeginOutcome.STARTED, "every pruned key is free again"
 
     run(backend.gateway(backend.fresh("gateway")), body)
 
@@ -454,7 +478,7 @@ def test_login_failures_per_key_cleared_and_pruned(backend: Backend) -> None:
         ]
         await store.clear_login_failures("user:a")
         assert await store.login_failures(["user:a"], since_s=0.0) == [[]]
-        assert await store.prune_login_failures(older_than_s=25.0) == 2
+        assert await store.prune_login_failures(older_than_s=25.0, limit=10) == 2
         assert await store.login_failures(["address:x"], since_s=0.0) == [[30.0]]
 
     run(backend.gateway(backend.fresh("gateway")), body)

@@ -69,8 +69,3 @@ class LoginThrottle:
 
     async def succeeded(self, username: str) -> None:
         await self._store.clear_login_failures(f"user:{username}")
-
-    async def prune(self) -> None:
-        await self._store.prune_login_failures(
-            older_than_s=self._clock() - self._settings.window_s
-        )

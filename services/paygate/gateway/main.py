@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 from paygate.common import tracing
 from paygate.common.client_metrics_interceptor import ClientMetricsInterceptor
@@ -56,6 +57,7 @@ from paygate.gen.paygate.v1 import gateway_pb2_grpc
 _log = logging.getLogger("paygate.gateway")
 
 HOUSEKEEPING_INTERVAL_S = 60.0
+PRUNE_BATCH = 1000  # rows deleted per transaction by housekeeping
 DEFAULT_NAME = "gateway"
 
 
@@ -102,12 +104,25 @@ class Gateway:
         while True:
             try:
                 cutoff = time.time() - self.config.idempotency_ttl_s
-                await self.store.prune_idempotency_keys(older_than_s=cutoff)
+                await prune_in_batches(self.store.prune_idempotency_keys, cutoff)
                 cutoff = time.time() - self.config.login_failure_window_s
-                await self.store.prune_login_failures(older_than_s=cutoff)
+                await prune_in_batches(self.store.prune_login_failures, cutoff)
             except Exception:
                 _log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+
+async def prune_in_batches(prune: Callable[..., Awaitable[int]], older_than_s: float) -> int:
+    """Delete what `prune` deletes, PRUNE_BATCH rows per transaction, until none is left.
+
+    After a long downtime there can be millions of expired rows: one transaction for all of
+    them would hold the database (and every payment waiting for it) for seconds."""
+    total = 0
+    while True:
+        deleted = await prune(older_than_s=older_than_s, limit=PRUNE_BATCH)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            return total
 
 
 async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway:

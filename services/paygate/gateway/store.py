@@ -103,11 +103,11 @@ class GatewayStore(Protocol):
         self, owner: str, *, now_s: float, lease_s: float, limit: int
     ) -> list[Payment]: ...
     async def renew_lease(self, payment_id: str, lease: Lease) -> bool: ...
-    async def prune_idempotency_keys(self, *, older_than_s: float) -> int: ...
+    async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int: ...
     async def login_failures(self, keys: list[str], *, since_s: float) -> list[list[float]]: ...
     async def record_login_failure(self, keys: list[str], at_s: float) -> None: ...
     async def clear_login_failures(self, key: str) -> None: ...
-    async def prune_login_failures(self, *, older_than_s: float) -> int: ...
+    async def prune_login_failures(self, *, older_than_s: float, limit: int) -> int: ...
 
 
 def _payment(row: tuple[object, ...]) -> Payment:
@@ -426,11 +426,13 @@ class SqliteGatewayStore:
 
         return await self._db.transaction(renew)
 
-    async def prune_idempotency_keys(self, *, older_than_s: float) -> int:
+    async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` completed keys created before `older_than_s`; how many."""
         return await self._db.transaction(
             lambda conn: conn.execute(
-                "DELETE FROM idempotency_keys WHERE created_at_s < ? AND state = 'completed'",
-                (older_than_s,),
+                "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys"
+                " WHERE created_at_s < ? AND state = 'completed' LIMIT ?)",
+                (older_than_s, limit),
             ).rowcount
         )
 
@@ -467,10 +469,13 @@ class SqliteGatewayStore:
             lambda conn: conn.execute("DELETE FROM login_failures WHERE throttle_key = ?", (key,))
         )
 
-    async def prune_login_failures(self, *, older_than_s: float) -> int:
+    async def prune_login_failures(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` failures older than `older_than_s`; how many."""
         return await self._db.transaction(
             lambda conn: conn.execute(
-                "DELETE FROM login_failures WHERE failed_at_s < ?", (older_than_s,)
+                "DELETE FROM login_failures WHERE rowid IN (SELECT rowid FROM login_failures"
+                " WHERE failed_at_s < ? LIMIT ?)",
+                (older_than_s, limit),
             ).rowcount
         )
 

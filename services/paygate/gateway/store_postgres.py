@@ -294,11 +294,13 @@ class PostgresGatewayStore:
 
         return await self._db.transaction(renew)
 
-    async def prune_idempotency_keys(self, *, older_than_s: float) -> int:
+    async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
         async def delete(conn: Conn) -> int:
             cursor = await conn.execute(
-                "DELETE FROM idempotency_keys WHERE created_at_s < %s AND state = 'completed'",
-                (older_than_s,),
+                "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid"
+                " FROM idempotency_keys WHERE created_at_s < %s AND state = 'completed'"
+                " LIMIT %s))",
+                (older_than_s, limit),
             )
             return cursor.rowcount
 
@@ -338,10 +340,12 @@ class PostgresGatewayStore:
 
         await self._db.transaction(delete)
 
-    async def prune_login_failures(self, *, older_than_s: float) -> int:
+    async def prune_login_failures(self, *, older_than_s: float, limit: int) -> int:
         async def delete(conn: Conn) -> int:
             cursor = await conn.execute(
-                "DELETE FROM login_failures WHERE failed_at_s < %s", (older_than_s,)
+                "DELETE FROM login_failures WHERE ctid = ANY(ARRAY(SELECT ctid"
+                " FROM login_failures WHERE failed_at_s < %s LIMIT %s))",
+                (older_than_s, limit),
             )
             return cursor.rowcount
 
