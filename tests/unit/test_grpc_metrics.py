@@ -43,6 +43,10 @@ def test_each_call_is_counted_once_by_method_and_code_on_both_sides() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await stub.Check(health_pb2.HealthCheckRequest(service="unknown"), timeout=5)
         assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service="known"), timeout=5)
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
         missing = channel.unary_unary("/no.such.Service/Nothing")
         with pytest.raises(grpc.aio.AioRpcError) as unimplemented:
             await missing(b"", timeout=5)
@@ -57,6 +61,14 @@ def test_each_call_is_counted_once_by_method_and_code_on_both_sides() -> None:
         assert value(f"grpc_{side}_handled_total", labels("Check", "OK")) == 3
         assert value(f"grpc_{side}_handled_total", labels("Check", "NOT_FOUND")) == 1
         assert value(f"grpc_{side}_handling_seconds_count", labels("Check")) == 4
+    # Streaming methods (health Watch, reflection) are not measured: no series at all.
+    names = {
+        sample.labels.get("grpc_method")
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name.startswith("grpc_server_")
+    }
+    assert names == {"Check"}, names
     # A method the server does not have is recorded by the client only.
     nothing = {"grpc_type": "unary", "grpc_service": "no.such.Service", "grpc_method": "Nothing"}
     assert registry.get_sample_value("grpc_server_started_total", nothing) is None

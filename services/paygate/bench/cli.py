@@ -219,10 +219,14 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         )
         spec = scheduled(spec, args)
         batches_first = asyncio.create_task(_batch_totals_at(config, spec.measure_at))
-        result, window_s, samples = await measured(
-            spec, args.processes, pids, args.cpu_of_command or "",
-            memory_interval_s=args.memory_interval,
-        )
+        try:
+            result, window_s, samples = await measured(
+                spec, args.processes, pids, args.cpu_of_command or "",
+                memory_interval_s=args.memory_interval,
+            )
+        except BaseException:
+            batches_first.cancel()
+            raise
         batches_last = await asyncio.to_thread(batches.read_totals, config.gateway.metrics)
         batch_window = batches.window(await batches_first, batches_last)
         pids_after, _ = await asyncio.to_thread(

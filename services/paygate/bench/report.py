@@ -59,14 +59,15 @@ def by_second(result: LoadResult) -> list[dict[str, float]]:
     for at, latency in zip(result.completed_s, result.latencies_ms, strict=True):
         seconds.setdefault(int(at), []).append(latency)
     out = []
-    for second in sorted(seconds):
-        values = sorted(seconds[second])
+    # Every second up to the last one with a call, so that a full stall shows as a zero.
+    for second in range(max(seconds) + 1 if seconds else 0):
+        values = sorted(seconds.get(second, ()))
         out.append(
             {
                 "second": second,
                 "count": len(values),
                 "p99": round(percentile(values, 99), 1),
-                "max": round(values[-1], 1),
+                "max": round(values[-1], 1) if values else 0.0,
             }
         )
     return out

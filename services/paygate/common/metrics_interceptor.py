@@ -29,8 +29,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED, nothing to record
-            return None
+        if handler is None or handler.unary_unary is None:
+            # No such method (gRPC answers UNIMPLEMENTED), or a streaming one (health Watch,
+            # reflection): nothing is recorded for either, so no series is made for them.
+            return handler
         metrics = self._metrics.of_method(*service_and_method(handler_call_details.method))
 
         def wrapper(behavior: UnaryBehavior) -> UnaryBehavior:
