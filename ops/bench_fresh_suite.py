@@ -16,6 +16,9 @@ Environment:
                        `git archive <commit> services | tar -x -C /tmp/vN`); the bench
                        itself is always the working tree's
     BENCH_GATEWAY      JSON of extra [gateway] settings, e.g. '{"batch_max_in_flight": 1}'
+    BENCH_ENV          JSON of environment variables for the suite's programs, e.g. to
+                       export spans: '{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}'
+                       (ops/otlp_sink.py is a receiver for that)
     BENCH_SEED         arguments for `paygate-bench seed` (e.g. "--accounts 100000
                        --payments 1000000"): the programs are stopped, the databases seeded,
                        and the programs started again before the bench runs
@@ -61,7 +64,10 @@ harness.write_config = write_config_without_faults
 
 def main() -> int:
     tree = os.environ.get("BENCH_PYTHONPATH")
-    extra_env = {"PYTHONPATH": tree} if tree else None
+    extra_env: dict[str, str] = {
+        **({"PYTHONPATH": tree} if tree else {}),
+        **json.loads(os.environ.get("BENCH_ENV", "{}")),
+    }
     settings = {
         **harness.SHARED_GATEWAY_SETTINGS,
         **json.loads(os.environ.get("BENCH_GATEWAY", "{}")),
