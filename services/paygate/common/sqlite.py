@@ -132,10 +132,7 @@ class Database:
     def _commit_all_and_close(self) -> None:
         """On the worker: every group still queued, then the connection."""
         while group := self._take_group():
-            try:
-                self._commit_group(group)
-            finally:
-                self._wake({item.waiter for item in group})
+            self._commit_and_wake(group)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -180,7 +177,7 @@ class Database:
         waiter = _Waiter(loop=loop, future=loop.create_future())
         items = waiter.items = [_Queued(fn, waiter) for fn in fns]
         with self._queue_lock:
-            self._queue.extend(waiter.items)
+            self._queue.extend(items)
             start = not self._draining
             self._draining = True
         try:
@@ -212,10 +209,7 @@ class Database:
         try:
             group = self._take_group()
             if group:
-                try:
-                    self._commit_group(group)  # sets every item DONE, whatever happens
-                finally:
-                    self._wake({item.waiter for item in group})
+                self._commit_and_wake(group)
             with self._queue_lock:
                 if not self._queue:
                     self._draining = False
@@ -236,6 +230,12 @@ class Database:
                     item.state = _State.RUNNING
                     group.append(item)
         return group
+
+    def _commit_and_wake(self, group: list[_Queued]) -> None:
+        try:
+            self._commit_group(group)  # sets every item DONE, whatever happens
+        finally:
+            self._wake({item.waiter for item in group})
 
     def _fail_queued(self, error: BaseException) -> None:
         """Fail every queued transaction (they will never run) and wake their callers."""
