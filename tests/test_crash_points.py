@@ -91,6 +91,10 @@ def first_answer(payer: TestUser, payee: TestUser, key: str) -> pb.Payment | tup
 
 def test_every_crash_point_has_a_case() -> None:
     assert {point for point, _, _ in CASES} == set(faults.POINTS)
+    # A one-phase commit passes the points before and at its decision; no phase two.
+    assert {point for point, _, _ in ONE_PHASE_CASES} == {
+        point for point in faults.POINTS if "commit" not in point and "post" not in point
+    } - {"gateway.after_first_prepare"}
     bank_points = {point for point in faults.POINTS if point.startswith("bank.")}
     for victim in ("payer", "payee"):
         assert {p for p, v, _ in CASES if v == victim} == bank_points
@@ -158,3 +162,60 @@ def test_payment_killed_at_a_crash_point_ends_at_both_banks_or_neither(
     # Both users see their balances through the gateway, which reaches both banks again.
     assert within(SETTLE_WITHIN_S, lambda: alice.balance().balance) == START_MINOR - AMOUNT_MINOR
     assert within(SETTLE_WITHIN_S, lambda: bob.balance().balance) == AMOUNT_MINOR
+
+
+# One bank: a one-phase commit. (crash point, the process that dies there, committed)
+ONE_PHASE_BANK = "bank-c"
+ONE_PHASE_CASES = [
+    ("gateway.before_prepare", "gateway", False),
+    # The bank has posted it; the gateway died before recording that: recovery asks the bank.
+    ("gateway.after_prepares", "gateway", True),
+    ("gateway.after_decision", "gateway", True),
+    ("bank.before_hold", ONE_PHASE_BANK, False),
+    # The bank posted it and died before answering: the gateway learns it by asking.
+    ("bank.after_hold", ONE_PHASE_BANK, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "process", "committed"),
+    ONE_PHASE_CASES,
+    ids=[f"{p}-{v}" for p, v, _ in ONE_PHASE_CASES],
+)
+def test_one_phase_payment_killed_at_a_crash_point_is_posted_once_or_not_at_all(
+    suite: Suite, channel: grpc.Channel, point: str, process: str, committed: bool
+) -> None:
+    alice = within(SETTLE_WITHIN_S, lambda: new_user(suite, channel, ONE_PHASE_BANK, START_MINOR))
+    bob = within(SETTLE_WITHIN_S, lambda: new_user(suite, channel, ONE_PHASE_BANK, 0))
+    key = uuid.uuid4().hex
+    old_pid = suite.pid(process)
+    armed = suite.arm_fault(process, point)
+    try:
+        first = first_answer(alice, bob, key)
+        assert not armed.exists(), f"{process} never reached {point}"
+    finally:
+        armed.unlink(missing_ok=True)
+    suite.wait_restarted(process, old_pid)
+    # Every one of these deaths comes before the payer's answer.
+    assert not isinstance(first, pb.Payment) and first[0] == "UNAVAILABLE", first
+
+    expected = (START_MINOR - AMOUNT_MINOR, AMOUNT_MINOR) if committed else (START_MINOR, 0)
+
+    def posted_or_not() -> None:
+        assert (settled(alice), settled(bob)) == ((expected[0], 0, 0), (expected[1], 0, 0))
+
+    within(SETTLE_WITHIN_S, posted_or_not)
+    # The retry with the key gets the true answer once the gateway knows it.
+    retried = within(SETTLE_WITHIN_S, lambda: alice.pay(bob, AMOUNT_MINOR, key=key))
+    assert retried.status == pb.PAYMENT_STATUS_SUCCEEDED
+    succeeded = [
+        p.payment_id
+        for p in alice.list_payments().payments
+        if p.status == pb.PAYMENT_STATUS_SUCCEEDED
+    ]
+    assert succeeded == [retried.payment_id]
+    assert (settled(alice), settled(bob)) == (
+        (START_MINOR - AMOUNT_MINOR, 0, 0),
+        (AMOUNT_MINOR, 0, 0),
+    )
+    assert alice.pay(bob, AMOUNT_MINOR, key=key) == retried

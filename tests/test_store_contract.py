@@ -294,6 +294,28 @@ def test_finish_moves_only_a_decided_payment_to_its_end(backend: Backend) -> Non
     run(backend.gateway(backend.fresh("gateway")), body)
 
 
+def test_a_one_phase_commit_is_recorded_finished_in_one_write(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        posted, aborted = payment(ALICE, BOB), payment(ALICE, BOB)
+        await store.begin_payment("posted", "h", posted)
+        await store.begin_payment("aborted", "h", aborted)
+        await store.decide_abort(aborted.payment_id, "X", "m", release_key=True)
+        assert await store.decide_commit(posted.payment_id, finished=True) == TxnState.COMMITTED
+        # Only from PREPARING, as every decision.
+        assert await store.decide_commit(aborted.payment_id, finished=True) == TxnState.ABORTING
+        done = await store.get_payment(posted.payment_id)
+        assert done is not None
+        assert (done.status, done.txn_state) == (PaymentStatus.SUCCEEDED, TxnState.COMMITTED)
+        replay = await store.begin_payment("posted", "h", payment(ALICE, BOB))
+        assert (replay.outcome, replay.payment_id) == (BeginOutcome.REPLAY, posted.payment_id)
+        # Finished: nothing for recovery to claim.
+        claimed = await store.claim_unfinished("g", now_s=10**10, lease_s=5, limit=10)
+        assert posted.payment_id not in [p.payment_id for p in claimed]
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
 def test_finish_many_ends_each_decided_payment_in_one_call(backend: Backend) -> None:
     async def body(store: GatewayStore) -> None:
         await with_users(store)

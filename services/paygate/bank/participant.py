@@ -55,8 +55,10 @@ class Participant:
             lambda tx: ledger.deposit(tx, account_number, amount_minor, currency, reference)
         )
 
-    async def prepare(self, transaction_id: str, legs: list[Leg]) -> Vote:
-        return _value(await self.prepare_batch([(transaction_id, legs)]))
+    async def prepare(
+        self, transaction_id: str, legs: list[Leg], *, one_phase: bool = False
+    ) -> Vote:
+        return _value(await self.prepare_batch([(transaction_id, legs, one_phase)]))
 
     async def commit(self, transaction_id: str) -> None:
         _value(await self.commit_batch([transaction_id]))
@@ -68,17 +70,23 @@ class Participant:
     # group commit). The crash points bracket the batch's one durable write.
 
     async def prepare_batch(
-        self, transactions: Sequence[tuple[str, list[Leg]]]
+        self, transactions: Sequence[tuple[str, list[Leg], bool]]
     ) -> list[Vote | PaygateError]:
+        """Prepare each (transaction_id, legs, one_phase); a one-phase yes is also posted."""
         self._faults.crash_point("bank.before_hold")
-        outcomes = await self._store.transactions(
-            [
-                functools.partial(ledger.prepare, transaction_id=t, legs=legs)
-                for t, legs in transactions
-            ]
+        outcomes = _domain(
+            await self._store.transactions(
+                [
+                    functools.partial(_prepare, t, legs, one_phase)
+                    for t, legs, one_phase in transactions
+                ]
+            )
         )
         self._faults.crash_point("bank.after_hold")
-        return _domain(outcomes)
+        posted = sum(1 for outcome in outcomes if isinstance(outcome, tuple) and outcome[1])
+        if posted:
+            self._metrics.holds_resolved.labels("posted").inc(posted)
+        return [outcome[0] if isinstance(outcome, tuple) else outcome for outcome in outcomes]
 
     async def commit_batch(self, transaction_ids: Sequence[str]) -> list[None | PaygateError]:
         self._faults.crash_point("bank.before_post")
@@ -125,6 +133,16 @@ class Participant:
 
     async def healthy(self) -> bool:
         return self._audit_passed and await self._store.healthy()
+
+
+def _prepare(
+    transaction_id: str, legs: list[Leg], one_phase: bool, tx: LedgerTx
+) -> tuple[Vote, bool]:
+    """Prepare, and for a one-phase commit post on yes; True second when that posted holds."""
+    vote = ledger.prepare(tx, transaction_id, legs)
+    if one_phase and vote.yes:
+        return vote, ledger.commit(tx, transaction_id)
+    return vote, False
 
 
 def _abort(transaction_id: str, tx: LedgerTx) -> bool:

@@ -80,7 +80,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         self, request: bank_pb2.PrepareRequest, context: Context
     ) -> bank_pb2.PrepareResponse:
         legs = [leg_from_message(leg) for leg in request.legs]
-        vote = await self._bank.prepare(request.transaction_id, legs)
+        vote = await self._bank.prepare(request.transaction_id, legs, one_phase=request.one_phase)
         return bank_pb2.PrepareResponse(
             vote=bank_pb2.VOTE_YES if vote.yes else bank_pb2.VOTE_NO, reason=vote.reason
         )
@@ -104,7 +104,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         results = [
             bank_pb2.PrepareResult(transaction_id=t.transaction_id) for t in request.transactions
         ]
-        valid: list[tuple[str, list[Leg]]] = []
+        valid: list[tuple[str, list[Leg], bool]] = []
         positions = []
         for position, message in enumerate(request.transactions):
             try:
@@ -112,7 +112,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             except PaygateError as error:
                 results[position].error.CopyFrom(batch_error(error))
                 continue
-            valid.append((message.transaction_id, legs))
+            valid.append((message.transaction_id, legs, message.one_phase))
             positions.append(position)
         outcomes = await self._bank.prepare_batch(valid) if valid else []
         for position, outcome in zip(positions, outcomes, strict=True):

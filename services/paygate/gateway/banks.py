@@ -119,10 +119,17 @@ class BankClients:
         )
 
     async def prepare(
-        self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float
+        self,
+        bank_id: str,
+        transaction_id: str,
+        legs: list[Leg],
+        *,
+        timeout_s: float,
+        one_phase: bool = False,
     ) -> Vote:
         request = bank_pb2.PrepareRequest(
             transaction_id=transaction_id,
+            one_phase=one_phase,
             legs=[
                 bank_pb2.Leg(
                     account_number=leg.account_number,

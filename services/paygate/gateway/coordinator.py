@@ -27,6 +27,18 @@ decision re-sent. A gateway that dies hands its transactions over when their lea
 expire. Banks keep prepared holds across restarts and refuse a Prepare that arrives after
 an Abort, so a late or duplicated message cannot move money.
 
+A payment between two accounts of the same bank has one participant, and a one-phase
+commit: one Prepare with one_phase set, which the bank applies and, on a yes, posts in the
+same database transaction. Its yes is the commit, so the decision is recorded as COMMITTED
+at once, and there is no phase two. Presumed abort does not hold for it (the bank may have
+committed without a decision on the gateway's disk), so a one-phase transaction whose
+outcome is not known (its Prepare timed out, failed, or the gateway died) is settled by
+asking the bank with an Abort: acknowledged, nothing was posted and nothing can be any
+more (a later Prepare is refused); refused with TRANSACTION_COMMITTED, it committed. While
+the bank cannot be asked, the transaction stays PREPARING, its idempotency key in use,
+and recovery asks again. The prepare timeout still bounds the caller's wait: a timed-out
+one-phase payment is answered UNAVAILABLE, as a two-phase one, and settled by that Abort.
+
 Each phase is an OpenTelemetry span ("2pc.prepare", "2pc.commit", "2pc.abort") carrying the
 transaction id, its banks and its outcome, with the banks' calls inside it; outcomes,
 phase durations, timeouts, re-sends and recoveries are counted in CoordinatorMetrics.
@@ -45,10 +57,12 @@ from collections.abc import Iterator
 from opentelemetry import trace
 
 from paygate.common.faults import FaultInjector
+from paygate.common.invariants import check
 from paygate.common.metrics import CoordinatorMetrics, new_registry, observe
 from paygate.errors import (
     BANK_TIMEOUT,
     BANK_UNAVAILABLE,
+    TRANSACTION_COMMITTED,
     PaygateError,
     Unavailable,
 )
@@ -157,6 +171,8 @@ class Coordinator:
         (bounded by delivery_attempts); aborts are delivered in the background, so that a
         caller hears about a failure at once.
         """
+        if payment.one_phase:
+            return await self._run_one_phase(payment)
         self._faults.crash_point("gateway.before_prepare")
         with self._phase("prepare", payment) as span:
             failure = await self._prepare_all(payment)
@@ -188,8 +204,11 @@ class Coordinator:
         """Phase one. Returns None when every bank voted yes, else the first failure."""
         legs = legs_by_bank(payment)
         timeout_s = self._settings.prepare_timeout_s
+        one_phase = payment.one_phase
         tasks = {
-            asyncio.create_task(self._prepare_one(bank, payment.payment_id, bank_legs)): bank
+            asyncio.create_task(
+                self._prepare_one(bank, payment.payment_id, bank_legs, one_phase)
+            ): bank
             for bank, bank_legs in legs.items()
         }
         yes_votes = 0
@@ -223,15 +242,106 @@ class Coordinator:
             await asyncio.gather(*tasks, return_exceptions=True)
         return None
 
-    async def _prepare_one(self, bank: str, transaction_id: str, legs: list[Leg]) -> Vote:
+    async def _prepare_one(
+        self, bank: str, transaction_id: str, legs: list[Leg], one_phase: bool
+    ) -> Vote:
         try:
             return await self._banks.prepare(
-                bank, transaction_id, legs, timeout_s=self._settings.prepare_timeout_s
+                bank,
+                transaction_id,
+                legs,
+                timeout_s=self._settings.prepare_timeout_s,
+                one_phase=one_phase,
             )
         except Unavailable as exc:
             if exc.reason == BANK_TIMEOUT:
                 self._metrics.timeouts.labels(bank, "prepare").inc()
             raise
+
+    # One bank: a one-phase commit --------------------------------------------------------
+
+    async def _run_one_phase(self, payment: Payment) -> Decision:
+        """One Prepare that commits on yes; an unknown outcome is settled with an Abort."""
+        self._faults.crash_point("gateway.before_prepare")
+        with self._phase("prepare", payment) as span:
+            span.set_attribute("paygate.one_phase", True)
+            failure = await self._prepare_all(payment)
+            span.set_attribute("paygate.outcome", "yes" if failure is None else failure.reason)
+        if failure is None:
+            self._faults.crash_point("gateway.after_prepares")
+            decision = await self._one_phase_committed(payment)
+            self._faults.crash_point("gateway.after_decision")
+            return decision
+        if failure.transient:
+            # The bank may have committed. The caller hears UNAVAILABLE now, as for two
+            # phases; the outcome is settled by asking the bank (in the background, then by
+            # recovery), and the key stays in use until it is.
+            self._spawn(self._settle_one_phase(payment, failure))
+            return Decision(TxnState.PREPARING, failure)
+        # A no for a business reason is final: the bank recorded the refusal, held nothing.
+        return await self._one_phase_aborted(payment, failure)
+
+    async def _settle_one_phase(self, payment: Payment, failure: Failure) -> None:
+        with self.claim(payment.payment_id):
+            committed = await self._ask_one_phase(payment)
+            if committed:
+                await self._one_phase_committed(payment)
+            elif committed is not None:
+                await self._one_phase_aborted(payment, failure)
+
+    async def _ask_one_phase(self, payment: Payment) -> bool | None:
+        """Whether a one-phase transaction committed, fixing the outcome with an Abort.
+
+        True: the bank refused the Abort, the transaction committed. False: the Abort was
+        acknowledged, nothing is posted and nothing can be (the bank refuses a late Prepare).
+        None: the bank did not answer; nothing is known yet.
+        """
+        (bank,) = payment.participants
+        try:
+            await self._banks.abort(
+                bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
+            )
+        except PaygateError as exc:
+            if exc.reason == TRANSACTION_COMMITTED:
+                return True
+            _log.info(
+                "one-phase outcome unknown, will ask again",
+                extra={
+                    "fields": {
+                        "transaction_id": payment.payment_id,
+                        "bank": bank,
+                        "reason": exc.reason,
+                    }
+                },
+            )
+            return None
+        return False
+
+    async def _one_phase_committed(self, payment: Payment) -> Decision:
+        """Record a one-phase commit (the bank has posted it) as COMMITTED."""
+        state = await self._store.decide_commit(payment.payment_id, finished=True)
+        # The bank committed, so it acknowledged no Abort of this transaction, so no abort
+        # decision can have been written (one is written only after that acknowledgement).
+        check(
+            state in (TxnState.COMMITTING, TxnState.COMMITTED),
+            f"one-phase transaction {payment.payment_id} committed at its bank but {state}",
+        )
+        self._metrics.transactions.labels("committed", "").inc()
+        return Decision(state)
+
+    async def _one_phase_aborted(self, payment: Payment, failure: Failure) -> Decision:
+        """Record a one-phase transaction the bank refused or aborted as ABORTED."""
+        state = await self._store.decide_abort(
+            payment.payment_id, failure.reason, failure.message, release_key=failure.transient
+        )
+        check(
+            state in (TxnState.ABORTING, TxnState.ABORTED),
+            f"one-phase transaction {payment.payment_id} aborted at its bank but {state}",
+        )
+        if state == TxnState.ABORTING:
+            self._metrics.transactions.labels("aborted", failure.reason).inc()
+            await self._finisher.finish(payment.payment_id, TxnState.ABORTED)
+        return Decision(state, failure)
 
     # Phase two -----------------------------------------------------------------------
 
@@ -364,6 +474,15 @@ class Coordinator:
             return
         with self.claim(payment.payment_id):
             state = payment.txn_state
+            if state == TxnState.PREPARING and payment.one_phase:
+                committed = await self._ask_one_phase(payment)
+                if committed is None:
+                    return  # the bank is not answering; the next pass asks again
+                if committed:
+                    await self._one_phase_committed(payment)
+                    self._metrics.recovered.labels("commit").inc()
+                    return
+                # Aborted at the bank: what follows records it as a presumed abort.
             if state == TxnState.PREPARING:
                 state = await self._store.decide_abort(
                     payment.payment_id,

@@ -80,6 +80,11 @@ class Payment:
         """The banks taking part in the payment's transaction, in a fixed order."""
         return sorted({self.payer_bank_id, self.payee_bank_id})
 
+    @property
+    def one_phase(self) -> bool:
+        """Both accounts are at one bank: its vote alone decides (coordinator.py)."""
+        return self.payer_bank_id == self.payee_bank_id
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Leg:

@@ -86,7 +86,7 @@ class GatewayStore(Protocol):
     async def begin_payment(
         self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
     ) -> BeginResult: ...
-    async def decide_commit(self, payment_id: str) -> TxnState: ...
+    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState: ...
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool
     ) -> TxnState: ...
@@ -308,14 +308,20 @@ class SqliteGatewayStore:
 
         return await self._db.transaction(begin)
 
-    async def decide_commit(self, payment_id: str) -> TxnState:
-        """Write the commit decision, unless a decision exists; return the decided state."""
+    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState:
+        """Write the commit decision, unless a decision exists; return the decided state.
+
+        `finished`: the only bank has already committed (a one-phase commit), so the
+        transaction goes straight to COMMITTED.
+        """
+        state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
 
         def decide(conn: sqlite3.Connection) -> TxnState:
             updated = conn.execute(
-                "UPDATE payments SET txn_state = 'committing', status = 'succeeded',"
-                " decided_at_s = ? WHERE payment_id = ? AND txn_state = 'preparing'",
-                (time.time(), payment_id),
+                "UPDATE payments SET txn_state = ?, status = 'succeeded',"
+                " decided_at_s = ?, finished_at_s = ?"
+                " WHERE payment_id = ? AND txn_state = 'preparing'",
+                (state, time.time(), finished_at_s, payment_id),
             ).rowcount
             if updated:
                 conn.execute(

@@ -170,14 +170,20 @@ class PostgresGatewayStore:
 
         return await self._db.transaction(begin)
 
-    async def decide_commit(self, payment_id: str) -> TxnState:
-        """Write the commit decision, unless a decision exists; return the decided state."""
+    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState:
+        """Write the commit decision, unless a decision exists; return the decided state.
+
+        `finished`: the only bank has already committed (a one-phase commit), so the
+        transaction goes straight to COMMITTED.
+        """
+        state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
 
         async def decide(conn: Conn) -> TxnState:
             updated = await conn.execute(
-                "UPDATE payments SET txn_state = 'committing', status = 'succeeded',"
-                " decided_at_s = %s WHERE payment_id = %s AND txn_state = 'preparing'",
-                (time.time(), payment_id),
+                "UPDATE payments SET txn_state = %s, status = 'succeeded',"
+                " decided_at_s = %s, finished_at_s = %s"
+                " WHERE payment_id = %s AND txn_state = 'preparing'",
+                (state, time.time(), finished_at_s, payment_id),
             )
             if updated.rowcount:
                 await conn.execute(

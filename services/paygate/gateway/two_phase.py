@@ -32,7 +32,13 @@ class Participants(Protocol):
     """The banks, as the coordinator sees them (implemented over gRPC by banks.BankClients)."""
 
     async def prepare(
-        self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float
+        self,
+        bank_id: str,
+        transaction_id: str,
+        legs: list[Leg],
+        *,
+        timeout_s: float,
+        one_phase: bool = False,
     ) -> Vote: ...
     async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
     async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
