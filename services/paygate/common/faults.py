@@ -18,6 +18,11 @@ The points, in protocol order:
     bank.after_hold                 the holds are on disk, the vote is not sent yet
     bank.before_post                a bank is about to post a committed transaction
     bank.after_post                 the transaction is posted, the ack is not sent yet
+
+A one-phase commit (both accounts at one bank) passes gateway.before_prepare,
+gateway.after_prepares (the bank has posted it, the gateway has recorded nothing),
+gateway.after_decision (COMMITTED on disk, the answer is not sent yet), and the bank's
+before_hold and after_hold (which brackets the posting too).
 """
 
 from __future__ import annotations
