@@ -55,6 +55,7 @@ class Leg:
 class Vote:
     yes: bool
     reason: str = ""
+    committed: bool = False  # a yes to a one-phase Prepare: posted, not only held
 
 
 def validate_id(value: str, what: str) -> str:
@@ -222,6 +223,33 @@ def prepare(tx: LedgerTx, transaction_id: str, legs: list[Leg]) -> Vote:
         else:
             _apply(tx, leg.account_number, pending_credit=leg.amount_minor)
     return Vote(True)
+
+
+def prepare_one_phase(tx: LedgerTx, transaction_id: str, legs: list[Leg]) -> tuple[Vote, bool]:
+    """A one-phase commit: prepare, and on a yes post at once (this bank is the only
+    participant, so its yes decides). Returns the vote, committed on a yes, and whether
+    this call posted (False when a repeated Prepare finds it posted already).
+
+    Only a balanced transfer may be posted this way, so that a one-phase Prepare can never
+    create or destroy money; and never a transaction already held by a two-phase Prepare,
+    which only its coordinator's Commit may post.
+    """
+    validate_legs(legs)
+    debits = [(leg.amount_minor, leg.currency) for leg in legs if leg.direction == DEBIT]
+    credits = [(leg.amount_minor, leg.currency) for leg in legs if leg.direction == CREDIT]
+    if not (len(debits) == len(credits) == 1 and debits == credits):
+        raise InvalidArgument(
+            "a one-phase transaction is one debit and one credit of the same amount and currency"
+        )
+    existing = tx.get_transaction(validate_id(transaction_id, "transaction_id"))
+    if existing is not None and existing.state == "prepared":
+        raise FailedPrecondition(
+            f"transaction {transaction_id} was prepared in two phases; it needs a Commit"
+        )
+    vote = prepare(tx, transaction_id, legs)
+    if not vote.yes:
+        return vote, False
+    return Vote(True, committed=True), commit(tx, transaction_id)
 
 
 def _refusal(tx: LedgerTx, legs: list[Leg]) -> str:

@@ -138,11 +138,10 @@ class Participant:
 def _prepare(
     transaction_id: str, legs: list[Leg], one_phase: bool, tx: LedgerTx
 ) -> tuple[Vote, bool]:
-    """Prepare, and for a one-phase commit post on yes; True second when that posted holds."""
-    vote = ledger.prepare(tx, transaction_id, legs)
-    if one_phase and vote.yes:
-        return vote, ledger.commit(tx, transaction_id)
-    return vote, False
+    """Prepare (one-phase: and post on yes); True second when this call posted holds."""
+    if one_phase:
+        return ledger.prepare_one_phase(tx, transaction_id, legs)
+    return ledger.prepare(tx, transaction_id, legs), False
 
 
 def _abort(transaction_id: str, tx: LedgerTx) -> bool:

@@ -82,7 +82,9 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         legs = [leg_from_message(leg) for leg in request.legs]
         vote = await self._bank.prepare(request.transaction_id, legs, one_phase=request.one_phase)
         return bank_pb2.PrepareResponse(
-            vote=bank_pb2.VOTE_YES if vote.yes else bank_pb2.VOTE_NO, reason=vote.reason
+            vote=bank_pb2.VOTE_YES if vote.yes else bank_pb2.VOTE_NO,
+            reason=vote.reason,
+            committed=vote.committed,
         )
 
     async def Commit(
@@ -123,6 +125,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
                     bank_pb2.VOTE_YES if outcome.yes else bank_pb2.VOTE_NO
                 )
                 results[position].response.reason = outcome.reason
+                results[position].response.committed = outcome.committed
         return bank_pb2.PrepareBatchResponse(results=results)
 
     async def CommitBatch(

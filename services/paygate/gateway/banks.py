@@ -161,7 +161,11 @@ class BankClients:
             return [
                 _batch_error(bank_id, r.error)
                 if r.HasField("error")
-                else Vote(r.response.vote == bank_pb2.VOTE_YES, r.response.reason)
+                else Vote(
+                    r.response.vote == bank_pb2.VOTE_YES,
+                    r.response.reason,
+                    r.response.committed,
+                )
                 for r in response.results
             ]
 

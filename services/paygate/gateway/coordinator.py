@@ -1,4 +1,5 @@
-"""The coordinator of two-phase commits: one transaction per payment, across its banks.
+"""The coordinator of two-phase commits: one transaction per payment, across its banks
+(one-phase for a payment within one bank: see below).
 
 The protocol, with the state written to the gateway's database at each step:
 
@@ -20,10 +21,10 @@ the gateway that begins a payment holds it for lease_s (longer than the prepare 
 renews it before every re-send. Recovery (at start and every recovery_interval_s) claims
 the unfinished transactions whose lease expired, or that are its own, and drives those that
 no task of this process is driving: PREPARING ones have no decision and are aborted
-(presumed abort: no bank can have committed, because no bank commits without a commit
-decision on disk, and a decision is only written from PREPARING, so a slow owner that
-lost its lease cannot commit afterwards); COMMITTING and ABORTING ones have their
-decision re-sent. A gateway that dies hands its transactions over when their leases
+(presumed abort, with two participants: no bank can have committed, because no bank
+commits without a commit decision on disk, and a decision is only written from
+PREPARING, so a slow owner that lost its lease cannot commit afterwards); COMMITTING and
+ABORTING ones have their decision re-sent. A gateway that dies hands its transactions over when their leases
 expire. Banks keep prepared holds across restarts and refuse a Prepare that arrives after
 an Abort, so a late or duplicated message cannot move money.
 
@@ -38,6 +39,10 @@ more (a later Prepare is refused); refused with TRANSACTION_COMMITTED, it commit
 the bank cannot be asked, the transaction stays PREPARING, its idempotency key in use,
 and recovery asks again. The prepare timeout still bounds the caller's wait: a timed-out
 one-phase payment is answered UNAVAILABLE, as a two-phase one, and settled by that Abort.
+The bank says it posted (`committed` in its answer); a yes without it comes from a bank
+that ignores one_phase (an older version), and the payment continues in two phases.
+`CoordinatorSettings.one_phase` switches one-phase commits off, for while gateways of an
+older version, whose recovery would presume abort, share the database.
 
 Each phase is an OpenTelemetry span ("2pc.prepare", "2pc.commit", "2pc.abort") carrying the
 transaction id, its banks and its outcome, with the banks' calls inside it; outcomes,
@@ -100,6 +105,8 @@ class CoordinatorSettings:
     backoff_max_s: float = 1.0
     recovery_batch: int = 100
     recovery_concurrency: int = 16
+    # Payments within one bank as a one-phase commit (module docstring).
+    one_phase: bool = True
 
 
 class Coordinator:
@@ -171,12 +178,16 @@ class Coordinator:
         (bounded by delivery_attempts); aborts are delivered in the background, so that a
         caller hears about a failure at once.
         """
-        if payment.one_phase:
+        if payment.one_phase and self._settings.one_phase:
             return await self._run_one_phase(payment)
         self._faults.crash_point("gateway.before_prepare")
         with self._phase("prepare", payment) as span:
-            failure = await self._prepare_all(payment)
+            failure, _ = await self._prepare_all(payment, one_phase=False)
             span.set_attribute("paygate.outcome", "yes" if failure is None else failure.reason)
+        return await self._decide(payment, failure)
+
+    async def _decide(self, payment: Payment, failure: Failure | None) -> Decision:
+        """Phase one is over: write the decision, then deliver it (commits before returning)."""
         if failure is None:
             self._faults.crash_point("gateway.after_prepares")
             state = await self._store.decide_commit(payment.payment_id)
@@ -200,11 +211,13 @@ class Coordinator:
             failure = Failure(PRESUMED_ABORT, "the payment was aborted by recovery", True)
         return Decision(state, failure)
 
-    async def _prepare_all(self, payment: Payment) -> Failure | None:
-        """Phase one. Returns None when every bank voted yes, else the first failure."""
+    async def _prepare_all(
+        self, payment: Payment, *, one_phase: bool
+    ) -> tuple[Failure | None, bool]:
+        """Phase one: (None, posted) when every bank voted yes, else (the first failure,
+        False); posted says that every yes was also a commit (one-phase)."""
         legs = legs_by_bank(payment)
         timeout_s = self._settings.prepare_timeout_s
-        one_phase = payment.one_phase
         tasks = {
             asyncio.create_task(
                 self._prepare_one(bank, payment.payment_id, bank_legs, one_phase)
@@ -212,6 +225,7 @@ class Coordinator:
             for bank, bank_legs in legs.items()
         }
         yes_votes = 0
+        posted = True
         try:
             # The calls' own deadlines fire first, so that a bank that is down is told apart
             # from one that is slow (banks.py); this bound only backs them up.
@@ -219,28 +233,31 @@ class Coordinator:
                 for next_vote in asyncio.as_completed(tasks):
                     vote = await next_vote
                     if not vote.yes:
-                        return refusal(vote.reason)
+                        return refusal(vote.reason), False
                     yes_votes += 1
+                    posted = posted and vote.committed
                     if yes_votes == 1 and len(tasks) == 2:
                         self._faults.crash_point("gateway.after_first_prepare")
         except TimeoutError:
             for task, bank in tasks.items():
                 if not task.done():
                     self._metrics.timeouts.labels(bank, "prepare").inc()
-            return Failure(BANK_TIMEOUT, "a bank did not answer within the prepare timeout", True)
+            message = "a bank did not answer within the prepare timeout"
+            return Failure(BANK_TIMEOUT, message, True), False
         except Unavailable as exc:
-            return Failure(exc.reason, exc.message, True)
+            return Failure(exc.reason, exc.message, True), False
         except PaygateError as exc:
             _log.error(
                 "bank refused a prepare",
                 extra={"fields": {"transaction_id": payment.payment_id, "error": repr(exc)}},
             )
-            return Failure(BANK_UNAVAILABLE, "a bank could not take part in the payment", True)
+            message = "a bank could not take part in the payment"
+            return Failure(BANK_UNAVAILABLE, message, True), False
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return None
+        return None, posted
 
     async def _prepare_one(
         self, bank: str, transaction_id: str, legs: list[Leg], one_phase: bool
@@ -265,8 +282,12 @@ class Coordinator:
         self._faults.crash_point("gateway.before_prepare")
         with self._phase("prepare", payment) as span:
             span.set_attribute("paygate.one_phase", True)
-            failure = await self._prepare_all(payment)
+            failure, posted = await self._prepare_all(payment, one_phase=True)
             span.set_attribute("paygate.outcome", "yes" if failure is None else failure.reason)
+        if failure is None and not posted:
+            # A yes that only placed holds: a bank of a version without one-phase commits
+            # (it ignores the flag). Two phases then, from the decision on.
+            return await self._decide(payment, None)
         if failure is None:
             self._faults.crash_point("gateway.after_prepares")
             decision = await self._one_phase_committed(payment)
@@ -298,12 +319,16 @@ class Coordinator:
         """
         (bank,) = payment.participants
         try:
-            await self._banks.abort(
-                bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
-            )
+            with self._phase("abort", payment) as span:
+                span.set_attribute("paygate.one_phase", True)
+                await self._banks.abort(
+                    bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
+                )
         except PaygateError as exc:
             if exc.reason == TRANSACTION_COMMITTED:
                 return True
+            if exc.reason == BANK_TIMEOUT:
+                self._metrics.timeouts.labels(bank, "abort").inc()
             _log.info(
                 "one-phase outcome unknown, will ask again",
                 extra={
@@ -340,7 +365,8 @@ class Coordinator:
         )
         if state == TxnState.ABORTING:
             self._metrics.transactions.labels("aborted", failure.reason).inc()
-            await self._finisher.finish(payment.payment_id, TxnState.ABORTED)
+            # Nothing to deliver: the bank refused or acknowledged the abort already.
+            self._spawn(self._finisher.finish(payment.payment_id, TxnState.ABORTED))
         return Decision(state, failure)
 
     # Phase two -----------------------------------------------------------------------
@@ -481,8 +507,13 @@ class Coordinator:
                 if committed:
                     await self._one_phase_committed(payment)
                     self._metrics.recovered.labels("commit").inc()
-                    return
-                # Aborted at the bank: what follows records it as a presumed abort.
+                else:
+                    await self._one_phase_aborted(
+                        payment,
+                        Failure(PRESUMED_ABORT, "the bank's outcome was not known; aborted", True),
+                    )
+                    self._metrics.recovered.labels("abort").inc()
+                return
             if state == TxnState.PREPARING:
                 state = await self._store.decide_abort(
                     payment.payment_id,
@@ -520,9 +551,16 @@ class Coordinator:
         task = asyncio.create_task(job)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._finisher.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A background job's exception goes to the log (recovery retries what it left undone)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _log.error("background job failed", exc_info=exc)

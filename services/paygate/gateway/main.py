@@ -165,6 +165,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             bank_call_timeout_s=config.bank_call_timeout_s,
             recovery_interval_s=config.recovery_interval_s,
             lease_s=config.effective_lease_s,
+            one_phase=config.one_phase_commit,
         ),
         FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process=name),
         coordinator_metrics,

@@ -15,7 +15,7 @@ class PaymentStatus(enum.StrEnum):
 class TxnState(enum.StrEnum):
     """The coordinator's state of a payment's two-phase commit (see coordinator.py)."""
 
-    PREPARING = "preparing"  # no decision yet: a crash here means presumed abort
+    PREPARING = "preparing"  # no decision yet: presumed abort (one bank: ask it first)
     COMMITTING = "committing"  # commit decided and on disk; commits are re-sent until acked
     ABORTING = "aborting"  # abort decided and on disk; aborts are re-sent until acked
     COMMITTED = "committed"  # every participant acknowledged the commit
@@ -108,3 +108,4 @@ class BankAccount:
 class Vote:
     yes: bool
     reason: str = ""
+    committed: bool = False  # a yes to a one-phase Prepare: the bank has posted it

@@ -110,12 +110,14 @@ class PrepareRequest(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[Leg, _Mapping]]] = ..., one_phase: _Optional[bool] = ...) -> None: ...
 
 class PrepareResponse(_message.Message):
-    __slots__ = ("vote", "reason")
+    __slots__ = ("vote", "reason", "committed")
     VOTE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
     vote: Vote
     reason: str
-    def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    committed: bool
+    def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("transaction_id",)
