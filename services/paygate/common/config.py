@@ -120,7 +120,7 @@ class GatewayConfig:
     batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
     batch_max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
     # A payment within one bank as one call that posts on yes (gateway/coordinator.py).
-    # Off only while gateways of an older version share the database (docs/operations.md).
+    # Off only while gateways of an older version share the database (docs/storage.md).
     one_phase_commit: bool = True
 
     @property

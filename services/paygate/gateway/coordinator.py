@@ -21,28 +21,30 @@ the gateway that begins a payment holds it for lease_s (longer than the prepare 
 renews it before every re-send. Recovery (at start and every recovery_interval_s) claims
 the unfinished transactions whose lease expired, or that are its own, and drives those that
 no task of this process is driving: PREPARING ones have no decision and are aborted
-(presumed abort, with two participants: no bank can have committed, because no bank
-commits without a commit decision on disk, and a decision is only written from
-PREPARING, so a slow owner that lost its lease cannot commit afterwards); COMMITTING and
-ABORTING ones have their decision re-sent. A gateway that dies hands its transactions over when their leases
-expire. Banks keep prepared holds across restarts and refuse a Prepare that arrives after
-an Abort, so a late or duplicated message cannot move money.
+(presumed abort: no bank can have committed, because no bank commits without a commit
+decision on disk, and a decision is only written from PREPARING, so a slow owner that lost
+its lease cannot commit afterwards); COMMITTING and ABORTING ones have their decision
+re-sent. A gateway that dies hands its transactions over when their leases expire. Banks
+keep prepared holds across restarts and refuse a Prepare that arrives after an Abort, so a
+late or duplicated message cannot move money.
 
-A payment between two accounts of the same bank has one participant, and a one-phase
-commit: one Prepare with one_phase set, which the bank applies and, on a yes, posts in the
-same database transaction. Its yes is the commit, so the decision is recorded as COMMITTED
-at once, and there is no phase two. Presumed abort does not hold for it (the bank may have
-committed without a decision on the gateway's disk), so a one-phase transaction whose
-outcome is not known (its Prepare timed out, failed, or the gateway died) is settled by
-asking the bank with an Abort: acknowledged, nothing was posted and nothing can be any
-more (a later Prepare is refused); refused with TRANSACTION_COMMITTED, it committed. While
-the bank cannot be asked, the transaction stays PREPARING, its idempotency key in use,
-and recovery asks again. The prepare timeout still bounds the caller's wait: a timed-out
-one-phase payment is answered UNAVAILABLE, as a two-phase one, and settled by that Abort.
-The bank says it posted (`committed` in its answer); a yes without it comes from a bank
-that ignores one_phase (an older version), and the payment continues in two phases.
-`CoordinatorSettings.one_phase` switches one-phase commits off, for while gateways of an
-older version, whose recovery would presume abort, share the database.
+A payment between two accounts of the same bank has one participant, and is sent as a
+one-phase commit (payment.one_phase, recorded with the payment before anything is sent):
+one Prepare with one_phase set, which the bank applies and, on a yes, posts in the same
+database transaction, saying so (`committed`). The bank decides: the gateway records
+COMMITTED in one write, with no phase two. A yes that only held (a bank of an older version
+ignores one_phase) is followed by a Commit, and the gateway records the bank's answer;
+it never writes a decision before the bank has decided. Presumed abort does not hold for
+these payments, so one whose outcome is not known (its Prepare or Commit failed or timed
+out, or the gateway died) is settled by asking the bank with an Abort: acknowledged,
+nothing was posted and nothing can be any more (the bank refuses a later Prepare or
+Commit); refused with TRANSACTION_COMMITTED, it committed. While the bank cannot be asked,
+the payment stays PREPARING with its idempotency key in use, and recovery asks again. The
+caller's wait is bounded as for two phases: it is answered UNAVAILABLE at once, and the
+question is asked in the background. `CoordinatorSettings.one_phase` = False sends new
+payments within one bank in two phases, for while gateways of an older version (whose
+recovery would presume abort for every PREPARING payment) share the database; recovery
+follows each payment's recorded flag either way.
 
 Each phase is an OpenTelemetry span ("2pc.prepare", "2pc.commit", "2pc.abort") carrying the
 transaction id, its banks and its outcome, with the banks' calls inside it; outcomes,
@@ -67,6 +69,7 @@ from paygate.common.metrics import CoordinatorMetrics, new_registry, observe
 from paygate.errors import (
     BANK_TIMEOUT,
     BANK_UNAVAILABLE,
+    TRANSACTION_ABORTED,
     TRANSACTION_COMMITTED,
     PaygateError,
     Unavailable,
@@ -132,6 +135,10 @@ class Coordinator:
         # The finish writes of transactions ending together share one database transaction.
         self._finisher = Finisher(store, timeout_s=settings.bank_call_timeout_s)
 
+    def one_phase_for(self, payer_bank_id: str, payee_bank_id: str) -> bool:
+        """Whether a new payment between these banks is sent as a one-phase commit."""
+        return self._settings.one_phase and payer_bank_id == payee_bank_id
+
     @contextlib.contextmanager
     def claim(self, payment_id: str) -> Iterator[None]:
         """Mark a transaction as driven by this process, so that recovery leaves it alone."""
@@ -178,7 +185,7 @@ class Coordinator:
         (bounded by delivery_attempts); aborts are delivered in the background, so that a
         caller hears about a failure at once.
         """
-        if payment.one_phase and self._settings.one_phase:
+        if payment.one_phase:
             return await self._run_one_phase(payment)
         self._faults.crash_point("gateway.before_prepare")
         with self._phase("prepare", payment) as span:
@@ -195,6 +202,8 @@ class Coordinator:
             state = await self._store.decide_abort(
                 payment.payment_id, failure.reason, failure.message, release_key=failure.transient
             )
+        if state == TxnState.COMMITTED:
+            return Decision(state)  # never from here; a one-phase commit's, should it be
         if state == TxnState.COMMITTING and failure is None:
             self._metrics.transactions.labels("committed", "").inc()
         elif state == TxnState.ABORTING and failure is not None:
@@ -284,15 +293,19 @@ class Coordinator:
             span.set_attribute("paygate.one_phase", True)
             failure, posted = await self._prepare_all(payment, one_phase=True)
             span.set_attribute("paygate.outcome", "yes" if failure is None else failure.reason)
-        if failure is None and not posted:
-            # A yes that only placed holds: a bank of a version without one-phase commits
-            # (it ignores the flag). Two phases then, from the decision on.
-            return await self._decide(payment, None)
         if failure is None:
             self._faults.crash_point("gateway.after_prepares")
-            decision = await self._one_phase_committed(payment)
-            self._faults.crash_point("gateway.after_decision")
-            return decision
+            # A yes that only placed holds comes from a bank that ignores one_phase (an
+            # older version). The bank still decides: Commit, then record its answer, with
+            # no decision written before (recovery asks the bank about this payment).
+            committed = True if posted else await self._commit_held(payment)
+            if committed:
+                decision = await self._one_phase_committed(payment)
+                self._faults.crash_point("gateway.after_decision")
+                return decision
+            failure = Failure(BANK_UNAVAILABLE, "the bank did not confirm the payment", True)
+            if committed is False:
+                return await self._one_phase_aborted(payment, failure)
         if failure.transient:
             # The bank may have committed. The caller hears UNAVAILABLE now, as for two
             # phases; the outcome is settled by asking the bank (in the background, then by
@@ -310,37 +323,52 @@ class Coordinator:
             elif committed is not None:
                 await self._one_phase_aborted(payment, failure)
 
+    async def _commit_held(self, payment: Payment) -> bool | None:
+        """Commit the holds of a yes that did not post; None when the bank did not answer."""
+        (bank,) = payment.participants
+        try:
+            await self._banks.commit(
+                bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
+            )
+        except PaygateError as exc:
+            # Refused: an Abort (another gateway's recovery asking) reached the bank first.
+            return False if exc.reason == TRANSACTION_ABORTED else None
+        return True
+
     async def _ask_one_phase(self, payment: Payment) -> bool | None:
         """Whether a one-phase transaction committed, fixing the outcome with an Abort.
 
         True: the bank refused the Abort, the transaction committed. False: the Abort was
-        acknowledged, nothing is posted and nothing can be (the bank refuses a late Prepare).
-        None: the bank did not answer; nothing is known yet.
+        acknowledged, nothing is posted and nothing can be (the bank refuses a late Prepare
+        or Commit). None: the bank did not answer; nothing is known yet.
         """
         (bank,) = payment.participants
-        try:
-            with self._phase("abort", payment) as span:
-                span.set_attribute("paygate.one_phase", True)
+        with self._phase("abort", payment) as span:
+            span.set_attribute("paygate.one_phase", True)
+            try:
                 await self._banks.abort(
                     bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
                 )
-        except PaygateError as exc:
-            if exc.reason == TRANSACTION_COMMITTED:
-                return True
-            if exc.reason == BANK_TIMEOUT:
-                self._metrics.timeouts.labels(bank, "abort").inc()
-            _log.info(
-                "one-phase outcome unknown, will ask again",
-                extra={
-                    "fields": {
-                        "transaction_id": payment.payment_id,
-                        "bank": bank,
-                        "reason": exc.reason,
-                    }
-                },
+                outcome: bool | None = False
+            except PaygateError as exc:
+                outcome = True if exc.reason == TRANSACTION_COMMITTED else None
+                if outcome is None:
+                    if exc.reason == BANK_TIMEOUT:
+                        self._metrics.timeouts.labels(bank, "abort").inc()
+                    _log.info(
+                        "one-phase outcome unknown, will ask again",
+                        extra={
+                            "fields": {
+                                "transaction_id": payment.payment_id,
+                                "bank": bank,
+                                "reason": exc.reason,
+                            }
+                        },
+                    )
+            span.set_attribute(
+                "paygate.outcome", {False: "aborted", True: "committed", None: "unknown"}[outcome]
             )
-            return None
-        return False
+        return outcome
 
     async def _one_phase_committed(self, payment: Payment) -> Decision:
         """Record a one-phase commit (the bank has posted it) as COMMITTED."""
@@ -366,7 +394,7 @@ class Coordinator:
         if state == TxnState.ABORTING:
             self._metrics.transactions.labels("aborted", failure.reason).inc()
             # Nothing to deliver: the bank refused or acknowledged the abort already.
-            self._spawn(self._finisher.finish(payment.payment_id, TxnState.ABORTED))
+            self._spawn(self._finish_claimed(payment.payment_id, TxnState.ABORTED))
         return Decision(state, failure)
 
     # Phase two -----------------------------------------------------------------------
@@ -542,6 +570,10 @@ class Coordinator:
             except Exception:
                 _log.exception("recovery pass failed")
             await asyncio.sleep(self._settings.recovery_interval_s)
+
+    async def _finish_claimed(self, payment_id: str, final: TxnState) -> None:
+        with self.claim(payment_id):
+            await self._finisher.finish(payment_id, final)
 
     async def _deliver_claimed(self, payment: Payment, *, commit: bool) -> None:
         with self.claim(payment.payment_id):

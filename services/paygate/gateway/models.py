@@ -74,6 +74,9 @@ class Payment:
     create_time_us: int
     txn_state: TxnState
     failure_reason: str = ""
+    # Sent as a one-phase commit: the payment's only bank decides, so recovery asks it
+    # instead of presuming abort (coordinator.py). Recorded before the Prepare is sent.
+    one_phase: bool = False
 
     @property
     def participants(self) -> list[str]:
@@ -81,8 +84,7 @@ class Payment:
         return sorted({self.payer_bank_id, self.payee_bank_id})
 
     @property
-    def one_phase(self) -> bool:
-        """Both accounts are at one bank: its vote alone decides (coordinator.py)."""
+    def within_one_bank(self) -> bool:
         return self.payer_bank_id == self.payee_bank_id
 
 

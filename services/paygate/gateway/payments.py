@@ -15,7 +15,8 @@ is answered UNAVAILABLE, until the bank is asked (coordinator.py) and the key co
 is released.
 
 Every CreatePayment counts once in paygate_payments_total{outcome}: succeeded, failed (the
-transaction aborted), rejected (refused before a transaction began), replayed or conflict.
+transaction aborted, or a one-phase one's outcome was unknown when answered), rejected
+(refused before a transaction began), replayed or conflict.
 
 Payees found are remembered (at most PAYEE_CACHE_SIZE, oldest dropped first): a user's
 name, bank, account and currency never change once registered (no RPC or tool updates or
@@ -169,6 +170,7 @@ class Payments:
             currency=request.currency,
             description=request.description,
             create_time_us=time.time_ns() // 1000,
+            one_phase=self._coordinator.one_phase_for(payer.bank_id, payee.bank_id),
         )
         with self._coordinator.claim(payment.payment_id):
             begun = await self._store.begin_payment(

@@ -88,6 +88,12 @@ SQLITE_MIGRATIONS = [
     CREATE INDEX payments_lease ON payments (lease_expires_at_s)
         WHERE txn_state IN ('preparing', 'committing', 'aborting')
     """,
+    # 4: whether the payment was sent as a one-phase commit (its only bank decides), so
+    # that recovery asks that bank instead of presuming abort (gateway/coordinator.py).
+    """
+    ALTER TABLE payments ADD COLUMN one_phase INTEGER NOT NULL DEFAULT 0
+        CHECK (one_phase IN (0, 1))
+    """,
 ]
 
 
@@ -169,5 +175,9 @@ POSTGRES_MIGRATIONS = [
     ALTER TABLE payments ADD COLUMN lease_expires_at_s DOUBLE PRECISION;
     CREATE INDEX payments_lease ON payments (lease_expires_at_s)
         WHERE txn_state IN ('preparing', 'committing', 'aborting')
+    """,
+    # 4: whether the payment was sent as a one-phase commit.
+    """
+    ALTER TABLE payments ADD COLUMN one_phase BOOLEAN NOT NULL DEFAULT FALSE
     """,
 ]

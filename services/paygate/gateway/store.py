@@ -29,7 +29,7 @@ from paygate.gateway.schema import SQLITE_MIGRATIONS as MIGRATIONS
 _PAYMENT_COLUMNS = (
     "payment_id, status, txn_state, payer_user_id, payer_username, payer_bank_id, payer_account,"
     " payee_user_id, payee_username, payee_bank_id, payee_account, amount, currency, description,"
-    " failure_reason, create_time_us"
+    " failure_reason, create_time_us, one_phase"
 )
 _USER_COLUMNS = "user_id, username, bank_id, account_number, currency, role"
 
@@ -128,6 +128,7 @@ def _payment(row: tuple[object, ...]) -> Payment:
         description,
         failure_reason,
         create_time_us,
+        one_phase,
     ) = row
     return Payment(
         payment_id=str(payment_id),
@@ -146,6 +147,7 @@ def _payment(row: tuple[object, ...]) -> Payment:
         description=str(description),
         failure_reason=str(failure_reason),
         create_time_us=int(create_time_us),  # type: ignore[call-overload]
+        one_phase=bool(one_phase),
     )
 
 
@@ -180,6 +182,7 @@ def payment_row(payment: Payment, lease: Lease | None) -> tuple[object, ...]:
         payment.description,
         payment.failure_reason,
         payment.create_time_us,
+        payment.one_phase,
         lease.owner if lease else None,
         lease.expires_at_s if lease else None,
     )
@@ -291,7 +294,7 @@ class SqliteGatewayStore:
                 return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
             cursor = conn.execute(
                 f"INSERT INTO payments ({_PAYMENT_COLUMNS}, lease_owner, lease_expires_at_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 payment_row(payment, lease),
             )
             seq = cursor.lastrowid

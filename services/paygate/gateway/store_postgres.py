@@ -361,7 +361,7 @@ class PostgresGatewayStore:
 async def _insert_payment(conn: Conn, payment: Payment, lease: Lease | None) -> None:
     cursor = await conn.execute(
         f"INSERT INTO payments ({_PAYMENT_COLUMNS}, lease_owner, lease_expires_at_s)"
-        f" VALUES ({_placeholders(18)}) RETURNING seq",
+        f" VALUES ({_placeholders(19)}) RETURNING seq",
         payment_row(payment, lease),
     )
     row = await cursor.fetchone()
