@@ -326,14 +326,23 @@ class Coordinator:
     async def _commit_held(self, payment: Payment) -> bool | None:
         """Commit the holds of a yes that did not post; None when the bank did not answer."""
         (bank,) = payment.participants
-        try:
-            await self._banks.commit(
-                bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
+        with self._phase("commit", payment) as span:
+            span.set_attribute("paygate.one_phase", True)
+            try:
+                await self._banks.commit(
+                    bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
+                )
+                committed: bool | None = True
+            except PaygateError as exc:
+                # Refused: an Abort (another gateway's recovery asking) came first.
+                committed = False if exc.reason == TRANSACTION_ABORTED else None
+                if exc.reason == BANK_TIMEOUT:
+                    self._metrics.timeouts.labels(bank, "commit").inc()
+            span.set_attribute(
+                "paygate.outcome",
+                {True: "finished", False: "aborted", None: "unacknowledged"}[committed],
             )
-        except PaygateError as exc:
-            # Refused: an Abort (another gateway's recovery asking) reached the bank first.
-            return False if exc.reason == TRANSACTION_ABORTED else None
-        return True
+        return committed
 
     async def _ask_one_phase(self, payment: Payment) -> bool | None:
         """Whether a one-phase transaction committed, fixing the outcome with an Abort.

@@ -83,10 +83,6 @@ class Payment:
         """The banks taking part in the payment's transaction, in a fixed order."""
         return sorted({self.payer_bank_id, self.payee_bank_id})
 
-    @property
-    def within_one_bank(self) -> bool:
-        return self.payer_bank_id == self.payee_bank_id
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Leg:
