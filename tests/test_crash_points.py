@@ -89,6 +89,22 @@ def first_answer(payer: TestUser, payee: TestUser, key: str) -> pb.Payment | tup
         return exc.code().name, error_reason(exc)
 
 
+def pay_through_a_crash(
+    suite: Suite, process: str, point: str, payer: TestUser, payee: TestUser, key: str
+) -> pb.Payment | tuple[str, str]:
+    """Arm `point` in `process`, pay, and wait for supervisord to restart the process;
+    return what the payer heard."""
+    old_pid = suite.pid(process)
+    armed = suite.arm_fault(process, point)
+    try:
+        first = first_answer(payer, payee, key)
+        assert not armed.exists(), f"{process} never reached {point}"
+    finally:
+        armed.unlink(missing_ok=True)
+    suite.wait_restarted(process, old_pid)
+    return first
+
+
 def test_every_crash_point_has_a_case() -> None:
     assert {point for point, _, _ in CASES} == set(faults.POINTS)
     # A one-phase commit passes the points before and at its decision; no phase two.
@@ -110,16 +126,8 @@ def test_payment_killed_at_a_crash_point_ends_at_both_banks_or_neither(
     # previous case killed it.
     alice = within(SETTLE_WITHIN_S, lambda: new_user(suite, channel, PAYER_BANK, START_MINOR))
     bob = within(SETTLE_WITHIN_S, lambda: new_user(suite, channel, PAYEE_BANK, 0))
-    process = PROCESS[victim]
     key = uuid.uuid4().hex
-    old_pid = suite.pid(process)
-    armed = suite.arm_fault(process, point)
-    try:
-        first = first_answer(alice, bob, key)
-        assert not armed.exists(), f"{process} never reached {point}"
-    finally:
-        armed.unlink(missing_ok=True)
-    suite.wait_restarted(process, old_pid)
+    first = pay_through_a_crash(suite, PROCESS[victim], point, alice, bob, key)
 
     # What the client heard first: the bank that dies after the commit decision cannot take
     # the success back; a death before it leaves the client with an indefinite error.
@@ -188,14 +196,7 @@ def test_one_phase_payment_killed_at_a_crash_point_is_posted_once_or_not_at_all(
     alice = within(SETTLE_WITHIN_S, lambda: new_user(suite, channel, ONE_PHASE_BANK, START_MINOR))
     bob = within(SETTLE_WITHIN_S, lambda: new_user(suite, channel, ONE_PHASE_BANK, 0))
     key = uuid.uuid4().hex
-    old_pid = suite.pid(process)
-    armed = suite.arm_fault(process, point)
-    try:
-        first = first_answer(alice, bob, key)
-        assert not armed.exists(), f"{process} never reached {point}"
-    finally:
-        armed.unlink(missing_ok=True)
-    suite.wait_restarted(process, old_pid)
+    first = pay_through_a_crash(suite, process, point, alice, bob, key)
     # Every one of these deaths comes before the payer's answer.
     assert not isinstance(first, pb.Payment) and first[0] == "UNAVAILABLE", first
 

@@ -324,25 +324,9 @@ class Coordinator:
                 await self._one_phase_aborted(payment, failure)
 
     async def _commit_held(self, payment: Payment) -> bool | None:
-        """Commit the holds of a yes that did not post; None when the bank did not answer."""
-        (bank,) = payment.participants
-        with self._phase("commit", payment) as span:
-            span.set_attribute("paygate.one_phase", True)
-            try:
-                await self._banks.commit(
-                    bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
-                )
-                committed: bool | None = True
-            except PaygateError as exc:
-                # Refused: an Abort (another gateway's recovery asking) came first.
-                committed = False if exc.reason == TRANSACTION_ABORTED else None
-                if exc.reason == BANK_TIMEOUT:
-                    self._metrics.timeouts.labels(bank, "commit").inc()
-            span.set_attribute(
-                "paygate.outcome",
-                {True: "finished", False: "aborted", None: "unacknowledged"}[committed],
-            )
-        return committed
+        """Commit the holds of a yes that did not post: whether it committed, None when the
+        bank did not answer (refused: an Abort, another gateway asking, came first)."""
+        return await self._tell_the_bank(payment, commit=True)
 
     async def _ask_one_phase(self, payment: Payment) -> bool | None:
         """Whether a one-phase transaction committed, fixing the outcome with an Abort.
@@ -351,33 +335,41 @@ class Coordinator:
         acknowledged, nothing is posted and nothing can be (the bank refuses a late Prepare
         or Commit). None: the bank did not answer; nothing is known yet.
         """
+        return await self._tell_the_bank(payment, commit=False)
+
+    async def _tell_the_bank(self, payment: Payment, *, commit: bool) -> bool | None:
+        """Send the only bank of a one-phase payment a Commit or an Abort, and return whether
+        the payment committed: the bank's answer decides, an acknowledgement being that
+        outcome and a refusal (TRANSACTION_ABORTED / TRANSACTION_COMMITTED) the other. None
+        when it did not answer."""
         (bank,) = payment.participants
-        with self._phase("abort", payment) as span:
+        phase, refusal_means = ("commit", False) if commit else ("abort", True)
+        refused_because = TRANSACTION_ABORTED if commit else TRANSACTION_COMMITTED
+        send = self._banks.commit if commit else self._banks.abort
+        with self._phase(phase, payment) as span:
             span.set_attribute("paygate.one_phase", True)
             try:
-                await self._banks.abort(
-                    bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s
-                )
-                outcome: bool | None = False
+                await send(bank, payment.payment_id, timeout_s=self._settings.bank_call_timeout_s)
+                committed: bool | None = commit
             except PaygateError as exc:
-                outcome = True if exc.reason == TRANSACTION_COMMITTED else None
-                if outcome is None:
+                committed = refusal_means if exc.reason == refused_because else None
+                if committed is None:
                     if exc.reason == BANK_TIMEOUT:
-                        self._metrics.timeouts.labels(bank, "abort").inc()
+                        self._metrics.timeouts.labels(bank, phase).inc()
                     _log.info(
                         "one-phase outcome unknown, will ask again",
                         extra={
                             "fields": {
                                 "transaction_id": payment.payment_id,
                                 "bank": bank,
+                                "sent": phase,
                                 "reason": exc.reason,
                             }
                         },
                     )
-            span.set_attribute(
-                "paygate.outcome", {False: "aborted", True: "committed", None: "unknown"}[outcome]
-            )
-        return outcome
+            outcome = {True: "committed", False: "aborted", None: "unknown"}[committed]
+            span.set_attribute("paygate.outcome", outcome)
+        return committed
 
     async def _one_phase_committed(self, payment: Payment) -> Decision:
         """Record a one-phase commit (the bank has posted it) as COMMITTED."""
