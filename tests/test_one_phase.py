@@ -20,17 +20,13 @@ from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import Suite
 from test_batching import batch_sizes
-from users import TestUser, error_reason, new_user
+from test_crash_points import CHANNEL_OPTIONS, settled
+from users import error_reason, new_user
 
 pytestmark = pytest.mark.suite
 
 RPC_TIMEOUT_S = 5.0
 SETTLE_WITHIN_S = 10.0
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-]
 
 
 @pytest.fixture
@@ -38,11 +34,6 @@ def channel(suite: Suite) -> Iterator[grpc.Channel]:
     creds = grpc.ssl_channel_credentials(suite.config.certs_dir.joinpath("ca.pem").read_bytes())
     with grpc.secure_channel(suite.gateway_target, creds, options=CHANNEL_OPTIONS) as ch:
         yield ch
-
-
-def settled(user: TestUser) -> tuple[int, int, int]:
-    account = user.bank_account()
-    return account.balance, account.pending_debit, account.pending_credit
 
 
 def leg(account: str, amount: int, direction: int) -> bank_pb2.Leg:
