@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from paygate.bank.store import AccountRow, HoldRow, LedgerTx, Totals
+from paygate.bank.store import AccountRow, HoldRow, JournalMark, LedgerTx, Totals
 from paygate.common.invariants import check
 from paygate.common.money import check_currency
 from paygate.errors import (
@@ -317,12 +317,18 @@ def abort(tx: LedgerTx, transaction_id: str) -> bool:
     return True
 
 
-def audit(tx: LedgerTx) -> Totals:
-    """Check the bank-wide invariants: balances equal the journal, holds equal pending sums."""
+def audit(tx: LedgerTx, since: JournalMark | None = None) -> tuple[Totals, JournalMark]:
+    """Check the bank-wide invariants: balances equal the journal, holds equal pending sums.
+
+    `since` is the journal as a previous pass summed it: only the entries after it are read
+    (where the store allows, LedgerTx.journal). Without it the whole journal is summed.
+    Returns the totals and the journal's mark for the next pass.
+    """
     totals = tx.totals()
+    journal = tx.journal(since or JournalMark())
     check(
-        totals.balance == totals.journal,
-        f"sum of balances {totals.balance} != sum of journal entries {totals.journal}",
+        totals.balance == journal.total,
+        f"sum of balances {totals.balance} != sum of journal entries {journal.total}",
     )
     check(
         totals.pending_debit == totals.prepared_debit_holds,
@@ -334,4 +340,4 @@ def audit(tx: LedgerTx) -> Totals:
         f"pending credits {totals.pending_credit} != prepared credit holds "
         f"{totals.prepared_credit_holds}",
     )
-    return totals
+    return totals, journal

@@ -34,6 +34,9 @@ from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
 _log = logging.getLogger("paygate.bank")
 
 AUDIT_INTERVAL_S = 30.0
+# Every audit sums the journal posted since the one before; every 120th (once an hour) sums
+# the whole journal again, to see an entry changed behind the bank's back.
+FULL_AUDIT_EVERY = 120
 METRICS_REFRESH_INTERVAL_S = 2.0
 
 
@@ -50,7 +53,7 @@ async def build_bank(
         ),
         BankMetrics.build(registry),
     )
-    await participant.audit()
+    await participant.audit(full=True)
     if config.demo_accounts is not None and config.demo_accounts.exists():
         opened = await load_demo_accounts(participant, config.demo_accounts)
         _log.info("demo accounts loaded", extra={"fields": {"opened": opened}})
@@ -75,11 +78,19 @@ async def build_bank(
     return server, participant, store
 
 
-async def _audit_forever(participant: Participant) -> None:
+async def audit_forever(
+    participant: Participant,
+    *,
+    interval_s: float = AUDIT_INTERVAL_S,
+    full_every: int = FULL_AUDIT_EVERY,
+) -> None:
+    """Audit every interval_s, the whole journal every full_every-th time (start: full)."""
+    passes = 0
     while True:
-        await asyncio.sleep(AUDIT_INTERVAL_S)
+        await asyncio.sleep(interval_s)
+        passes += 1
         try:
-            await participant.audit()
+            await participant.audit(full=passes % full_every == 0)
         except Exception:
             _log.exception("ledger audit failed")
 
@@ -107,7 +118,7 @@ async def run(suite: SuiteConfig, bank_id: str) -> None:
         server,
         grace_s=config.grace_s,
         background=[
-            lambda: _audit_forever(participant),
+            lambda: audit_forever(participant),
             lambda: monitor_health(server, participant.healthy),
             lambda: _refresh_metrics_forever(participant),
         ],

@@ -2,7 +2,9 @@
 
 It runs the rules of ledger.py inside the store's transactions, marks the crash points
 around the writes of the two-phase commit, and audits the whole ledger at start and
-periodically (a failed audit makes the bank report NOT_SERVING).
+periodically (a failed audit makes the bank report NOT_SERVING). A periodic audit sums
+only the journal entries posted since the pass before it, so that it does not grow with
+the bank's history; a full pass (audit(full=True)) sums them all.
 
 Metrics: holds resolved are counted as they resolve; the holds and money gauges are set
 from the ledger's totals by refresh_metrics(), which the bank calls periodically.
@@ -17,7 +19,7 @@ from typing import TypeVar
 
 from paygate.bank import ledger
 from paygate.bank.ledger import Leg, Vote
-from paygate.bank.store import AccountRow, LedgerStore, LedgerTx, Totals
+from paygate.bank.store import AccountRow, JournalMark, LedgerStore, LedgerTx, Totals
 from paygate.common.faults import FaultInjector
 from paygate.common.metrics import BankMetrics, new_registry
 from paygate.errors import PaygateError
@@ -35,6 +37,8 @@ class Participant:
         self._faults = faults
         self._metrics = metrics or BankMetrics.build(new_registry())
         self._audit_passed = True
+        # The journal as the last audit that passed summed it; None: the next one reads all.
+        self._journal: JournalMark | None = None
 
     async def get_account(self, account_number: str) -> AccountRow:
         return await self._store.read(lambda tx: ledger.get_account(tx, account_number))
@@ -111,22 +115,27 @@ class Participant:
         return [outcome if isinstance(outcome, PaygateError) else None for outcome in outcomes]
 
     async def refresh_metrics(self) -> None:
-        """Set the holds and money gauges from the ledger's totals (one read transaction).
-
-        Without the journal's sum, which reads every entry ever posted: the audit checks
-        it every 30 s; this runs every 2 s and must not grow with the bank's history.
-        """
-        totals = await self._store.read(lambda tx: tx.totals(with_journal=False))
+        """Set the holds and money gauges from the ledger's totals (one read transaction)."""
+        totals = await self._store.read(lambda tx: tx.totals())
         self._metrics.holds.labels("pending").set(totals.prepared_transactions)
         self._metrics.money_minor.labels("posted").set(totals.balance)
         self._metrics.money_minor.labels("pending").set(totals.pending_debit)
 
-    async def audit(self) -> Totals:
-        """Audit the whole ledger; a failure keeps the bank NOT_SERVING until one passes."""
+    async def audit(self, *, full: bool = False) -> Totals:
+        """Audit the ledger; a failure keeps the bank NOT_SERVING until one passes.
+
+        Balances and holds are summed whole every time; the journal from where the last
+        passed audit left it, unless `full` (or no audit has passed yet). After a failure
+        the next audit is full again.
+        """
+        since = None if full else self._journal
         try:
-            totals = await self._store.read(ledger.audit)
+            totals, self._journal = await self._store.read(
+                lambda tx: ledger.audit(tx, since)
+            )
         except Exception:
             self._audit_passed = False
+            self._journal = None
             raise
         self._audit_passed = True
         return totals

@@ -96,15 +96,29 @@ class HoldRow:
 
 @dataclasses.dataclass(frozen=True)
 class Totals:
-    """Bank-wide sums, for the audit and for metrics."""
+    """Bank-wide sums over the accounts and the prepared holds, for the audit and metrics.
+
+    Each is bounded by the number of accounts or of prepared transactions, not by history.
+    """
 
     balance: int
     pending_debit: int
     pending_credit: int
-    journal: int | None  # the sum of the journal; None when not asked for (a full scan)
     prepared_debit_holds: int
     prepared_credit_holds: int
     prepared_transactions: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalMark:
+    """How far the journal has been summed: every entry up to `entry_id`, and their total.
+
+    The journal only grows (entries are never updated or deleted), so the audit keeps the
+    mark of its last pass and reads only the entries after it (LedgerTx.journal).
+    """
+
+    entry_id: int = 0
+    total: int = 0
 
 
 class LedgerTx(Protocol):
@@ -129,8 +143,10 @@ class LedgerTx(Protocol):
         self, reference: str, account_number: str, amount: int, currency: str
     ) -> None: ...
     def journal_sum(self, account_number: str) -> int: ...
-    def totals(self, *, with_journal: bool = True) -> Totals:
-        """Bank-wide sums; the journal's (which reads every entry) only if with_journal."""
+    def totals(self) -> Totals: ...
+    def journal(self, since: JournalMark) -> JournalMark:
+        """The journal summed up to its last entry, reading only what follows `since` where
+        the store can tell that nothing before it can still appear."""
         ...
 
 
@@ -144,6 +160,11 @@ class LedgerStore(Protocol):
 
     async def read(self, fn: Callable[[LedgerTx], T]) -> T: ...
     async def healthy(self) -> bool: ...
+
+
+JOURNAL_SINCE_SQL = (
+    "SELECT MAX(entry_id), COALESCE(SUM(amount), 0) FROM entries WHERE entry_id > ?"
+)
 
 
 def _now() -> str:
@@ -253,16 +274,11 @@ class SqliteLedgerTx:
         ).fetchone()
         return int(row[0])
 
-    def totals(self, *, with_journal: bool = True) -> Totals:
+    def totals(self) -> Totals:
         balance, pending_debit, pending_credit = self._conn.execute(
             "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(pending_debit), 0),"
             " COALESCE(SUM(pending_credit), 0) FROM accounts"
         ).fetchone()
-        journal = None
-        if with_journal:
-            (journal,) = self._conn.execute(
-                "SELECT COALESCE(SUM(amount), 0) FROM entries"
-            ).fetchone()
         debit, credit, count = self._conn.execute(
             "SELECT COALESCE(SUM(CASE WHEN h.direction = 'debit' THEN h.amount END), 0),"
             " COALESCE(SUM(CASE WHEN h.direction = 'credit' THEN h.amount END), 0),"
@@ -274,11 +290,19 @@ class SqliteLedgerTx:
             balance=balance,
             pending_debit=pending_debit,
             pending_credit=pending_credit,
-            journal=journal,
             prepared_debit_holds=debit,
             prepared_credit_holds=credit,
             prepared_transactions=count,
         )
+
+    def journal(self, since: JournalMark) -> JournalMark:
+        # One writer appends entries, each with the next rowid (none is ever deleted), and a
+        # reader's snapshot holds a prefix of them: nothing at or below since.entry_id can
+        # appear after the pass that set it. A range search on the primary key.
+        last, added = self._conn.execute(JOURNAL_SINCE_SQL, (since.entry_id,)).fetchone()
+        if last is None:
+            return since
+        return JournalMark(entry_id=last, total=since.total + added)
 
 
 class SqliteLedgerStore:

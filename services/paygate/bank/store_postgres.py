@@ -37,7 +37,14 @@ from typing import TypeVar
 
 import psycopg
 
-from paygate.bank.store import AccountRow, HoldRow, LedgerTx, Totals, TransactionRow
+from paygate.bank.store import (
+    AccountRow,
+    HoldRow,
+    JournalMark,
+    LedgerTx,
+    Totals,
+    TransactionRow,
+)
 from paygate.common.database_url import PostgresUrl
 from paygate.common.postgres import RETRYABLE, UNIQUE_VIOLATION, SyncDatabase
 
@@ -201,15 +208,12 @@ class PostgresLedgerTx:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def totals(self, *, with_journal: bool = True) -> Totals:
+    def totals(self) -> Totals:
         # SUM of BIGINT is NUMERIC in PostgreSQL: int() brings every sum back to int.
         balance, pending_debit, pending_credit = self._one(
             "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(pending_debit), 0),"
             " COALESCE(SUM(pending_credit), 0) FROM accounts"
         )
-        journal = None
-        if with_journal:
-            (journal,) = self._one("SELECT COALESCE(SUM(amount), 0) FROM entries")
         debit, credit, count = self._one(
             "SELECT COALESCE(SUM(CASE WHEN h.direction = 'debit' THEN h.amount END), 0),"
             " COALESCE(SUM(CASE WHEN h.direction = 'credit' THEN h.amount END), 0),"
@@ -221,11 +225,21 @@ class PostgresLedgerTx:
             balance=balance,
             pending_debit=pending_debit,
             pending_credit=pending_credit,
-            journal=journal,
             prepared_debit_holds=debit,
             prepared_credit_holds=credit,
             prepared_transactions=count,
         )
+
+    def journal(self, since: JournalMark) -> JournalMark:
+        # The whole journal, every time. entry_id comes from a sequence, whose values are
+        # taken when a row is inserted, not when its transaction commits: an entry with a
+        # lower id can commit after a higher one was seen, so summing only the ids above a
+        # mark could leave it out forever. (The sum runs on a connection of its own, in a
+        # snapshot, and does not hold up the bank's writes as it does on SQLite.)
+        last, total = self._one(
+            "SELECT COALESCE(MAX(entry_id), 0), COALESCE(SUM(amount), 0) FROM entries"
+        )
+        return JournalMark(entry_id=last, total=total)
 
     def _one(self, sql: str) -> list[int]:
         row = self._conn.execute(sql).fetchone()

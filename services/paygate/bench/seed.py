@@ -511,7 +511,7 @@ def audited(conn: sqlite3.Connection) -> int:
     """The bank's total balance, after its own full audit (ledger.audit) passed."""
     conn.execute("BEGIN DEFERRED")
     try:
-        totals = ledger.audit(SqliteLedgerTx(conn))
+        totals, _ = ledger.audit(SqliteLedgerTx(conn))
     finally:
         conn.execute("ROLLBACK")
     return int(totals.balance)

@@ -1,0 +1,128 @@
+"""The bank's periodic audit on SQLite: it reads only the journal posted since its last
+pass (so it does not grow with history, issue 8), and still sees what it must see.
+
+Each test runs a Participant on a real SQLite file and changes the file behind the bank's
+back with a second connection, as a bug or a hand edit would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+import pytest
+from paygate.bank.ledger import Leg
+from paygate.bank.main import audit_forever
+from paygate.bank.participant import Participant
+from paygate.bank.store import JOURNAL_SINCE_SQL, SqliteLedgerStore
+from paygate.common.faults import FaultInjector
+from paygate.common.invariants import InvariantViolation
+
+Body = Callable[[Participant, pathlib.Path], Awaitable[None]]
+
+
+def with_bank(tmp_path: pathlib.Path, body: Body) -> None:
+    """Open a bank with two accounts (100.00 and 0) at tmp_path and run body on it."""
+    path = tmp_path / "bank.db"
+
+    async def main() -> None:
+        store = SqliteLedgerStore(path)
+        await store.open()
+        try:
+            bank = Participant(
+                store, FaultInjector(enabled=False, var_dir=tmp_path, process="bank")
+            )
+            await bank.open_account("USD", 100_00, "1")
+            await bank.open_account("USD", 0, "2")
+            await body(bank, path)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+async def pay(bank: Participant, transaction_id: str, amount_minor: int) -> None:
+    legs = [
+        Leg(account_number=number, direction=direction, amount_minor=amount_minor, currency="USD")
+        for number, direction in (("1", "debit"), ("2", "credit"))
+    ]
+    assert (await bank.prepare(transaction_id, legs)).yes
+    await bank.commit(transaction_id)
+
+
+def behind_the_banks_back(path: pathlib.Path, sql: str) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        assert conn.execute(sql).rowcount == 1
+
+
+def test_the_journal_after_a_mark_is_read_by_a_range_search(tmp_path: pathlib.Path) -> None:
+    with_bank(tmp_path, lambda bank, path: asyncio.sleep(0))
+    with contextlib.closing(sqlite3.connect(tmp_path / "bank.db")) as conn:
+        steps = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {JOURNAL_SINCE_SQL}", (1,))]
+    assert steps == ["SEARCH entries USING INTEGER PRIMARY KEY (rowid>?)"], steps
+
+
+def test_a_periodic_audit_sees_entries_posted_since_the_last(tmp_path: pathlib.Path) -> None:
+    async def body(bank: Participant, path: pathlib.Path) -> None:
+        await bank.audit(full=True)
+        await pay(bank, "t1", 25_00)
+        totals = await bank.audit()
+        assert totals.balance == 100_00 and await bank.healthy()
+        # An entry with no balance behind it, written after the last pass: the next
+        # (incremental) pass reads it and fails.
+        behind_the_banks_back(
+            path,
+            "INSERT INTO entries (account_number, amount, kind, reference, created_at)"
+            " VALUES ('2', 1, 'credit', 'forged', '2026-11-26')",
+        )
+        with pytest.raises(InvariantViolation, match="sum of balances 10000 != .* 10001"):
+            await bank.audit()
+        assert not await bank.healthy()
+
+    with_bank(tmp_path, body)
+
+
+def test_a_changed_old_entry_is_found_by_the_next_full_pass(tmp_path: pathlib.Path) -> None:
+    async def body(bank: Participant, path: pathlib.Path) -> None:
+        await bank.audit(full=True)
+        await pay(bank, "t1", 25_00)
+        await bank.audit()
+        behind_the_banks_back(path, "UPDATE entries SET amount = amount + 1 WHERE entry_id = 1")
+        # Incremental passes read only what was posted after their mark: not this entry.
+        await pay(bank, "t2", 5_00)
+        await bank.audit()
+        assert await bank.healthy()
+        # The loop's every third pass is a full one, and that one sees it.
+        loop = asyncio.ensure_future(audit_forever(bank, interval_s=0.01, full_every=3))
+        try:
+            for _ in range(500):
+                if not await bank.healthy():
+                    break
+                await asyncio.sleep(0.01)
+            assert not await bank.healthy()
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        # Put back, the bank passes its audit and serves again.
+        behind_the_banks_back(path, "UPDATE entries SET amount = amount - 1 WHERE entry_id = 1")
+        await bank.audit()
+        assert await bank.healthy()
+
+    with_bank(tmp_path, body)
+
+
+def test_a_changed_balance_is_found_by_any_pass(tmp_path: pathlib.Path) -> None:
+    async def body(bank: Participant, path: pathlib.Path) -> None:
+        await bank.audit(full=True)
+        behind_the_banks_back(
+            path, "UPDATE accounts SET balance = balance + 1 WHERE account_number = '2'"
+        )
+        with pytest.raises(InvariantViolation, match="sum of balances 10001 != .* 10000"):
+            await bank.audit()
+        assert not await bank.healthy()
+
+    with_bank(tmp_path, body)
