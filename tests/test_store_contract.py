@@ -704,13 +704,17 @@ def test_an_entry_committed_after_a_later_one_is_audited(backend: Backend) -> No
             return result
 
         slow_deposit = asyncio.ensure_future(store.transaction(deposit_and_wait))
-        assert await asyncio.to_thread(inserted.wait, 10)
-        await store.transaction(lambda tx: ledger.deposit(tx, fast, 7_00, "USD", "fast"))
-        _, seen = await store.read(ledger.audit)  # sees the fast entry, not the slow one
-        assert seen.total == 7_00
-        release.set()
-        await slow_deposit
+        try:
+            assert await asyncio.to_thread(inserted.wait, 10)
+            await store.transaction(lambda tx: ledger.deposit(tx, fast, 7_00, "USD", "fast"))
+            _, seen = await store.read(ledger.audit)  # sees the fast entry, not the slow one
+            assert seen.total == 7_00
+        finally:
+            release.set()
+            await slow_deposit
         totals, after = await store.read(lambda tx: ledger.audit(tx, seen))
+        # The slow entry's id is below the mark, and it is counted.
+        assert after.entry_id == seen.entry_id
         assert totals.balance == after.total == 12_00
 
     run(backend.ledger(backend.fresh("bank")), body)

@@ -115,6 +115,22 @@ def test_a_changed_old_entry_is_found_by_the_next_full_pass(tmp_path: pathlib.Pa
     with_bank(tmp_path, body)
 
 
+def test_entries_removed_below_the_mark_make_the_next_pass_full(tmp_path: pathlib.Path) -> None:
+    async def body(bank: Participant, path: pathlib.Path) -> None:
+        await pay(bank, "t1", 25_00)
+        await bank.audit(full=True)
+        # The last entry (the payee's credit) deleted by hand: the journal now ends below
+        # the mark, which the next pass sees, so it sums the whole journal and fails.
+        behind_the_banks_back(
+            path, "DELETE FROM entries WHERE entry_id = (SELECT MAX(entry_id) FROM entries)"
+        )
+        with pytest.raises(InvariantViolation, match="sum of balances 10000 != .* 7500"):
+            await bank.audit()
+        assert not await bank.healthy()
+
+    with_bank(tmp_path, body)
+
+
 def test_a_changed_balance_is_found_by_any_pass(tmp_path: pathlib.Path) -> None:
     async def body(bank: Participant, path: pathlib.Path) -> None:
         await bank.audit(full=True)

@@ -85,6 +85,8 @@ async def audit_forever(
     full_every: int = FULL_AUDIT_EVERY,
 ) -> None:
     """Audit every interval_s, the whole journal every full_every-th time (start: full)."""
+    if full_every < 1:
+        raise ValueError(f"full_every must be at least 1, not {full_every}")
     passes = 0
     while True:
         await asyncio.sleep(interval_s)

@@ -12,6 +12,7 @@ from the ledger's totals by refresh_metrics(), which the bank calls periodically
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ class Participant:
         self._audit_passed = True
         # The journal as the last audit that passed summed it; None: the next one reads all.
         self._journal: JournalMark | None = None
+        # One audit at a time: a pass that started before a failure must not clear it.
+        self._auditing = asyncio.Lock()
 
     async def get_account(self, account_number: str) -> AccountRow:
         return await self._store.read(lambda tx: ledger.get_account(tx, account_number))
@@ -128,17 +131,18 @@ class Participant:
         passed audit left it, unless `full` (or no audit has passed yet). After a failure
         the next audit is full again.
         """
-        since = None if full else self._journal
-        try:
-            totals, self._journal = await self._store.read(
-                lambda tx: ledger.audit(tx, since)
-            )
-        except Exception:
-            self._audit_passed = False
-            self._journal = None
-            raise
-        self._audit_passed = True
-        return totals
+        async with self._auditing:
+            since = None if full else self._journal
+            try:
+                totals, self._journal = await self._store.read(
+                    lambda tx: ledger.audit(tx, since)
+                )
+            except Exception:
+                self._audit_passed = False
+                self._journal = None
+                raise
+            self._audit_passed = True
+            return totals
 
     async def healthy(self) -> bool:
         return self._audit_passed and await self._store.healthy()

@@ -299,6 +299,9 @@ class SqliteLedgerTx:
         # One writer appends entries, each with the next rowid (none is ever deleted), and a
         # reader's snapshot holds a prefix of them: nothing at or below since.entry_id can
         # appear after the pass that set it. A range search on the primary key.
+        (highest,) = self._conn.execute("SELECT MAX(entry_id) FROM entries").fetchone()
+        if highest is None or highest < since.entry_id:
+            since = JournalMark()  # entries were removed behind the bank's back: sum them all
         last, added = self._conn.execute(JOURNAL_SINCE_SQL, (since.entry_id,)).fetchone()
         if last is None:
             return since
