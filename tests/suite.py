@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import pathlib
 import signal as signals
@@ -125,7 +126,8 @@ def write_config(
         f'metrics = "127.0.0.1:{next(ports)}"',
         "bcrypt_rounds = 4",
         "prepare_timeout_s = 2.0",
-        *(f"{key} = {value!r}" for key, value in gateway_settings.items()),
+        # JSON writes true/false, numbers and double-quoted strings as TOML does.
+        *(f"{key} = {json.dumps(value)}" for key, value in gateway_settings.items()),
         *([f"database = {urls[GATEWAY]!r}"] if GATEWAY in urls else []),
     ]
     for bank_id in BANKS:

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from paygate.client._errors import error_from_rpc
-from paygate.common.config import SuiteConfig, load_config
+from paygate.common.config import ConfigError, SuiteConfig, load_config
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
 from paygate.common.tls import InsecureKeyFile, channel_credentials
 from paygate.errors import PaygateError
@@ -157,8 +157,7 @@ def read_config(path: str | None) -> SuiteConfig:
         return load_config(path)
     except OSError as exc:
         raise AdminError(f"cannot read configuration {exc.filename}: {exc.strerror}") from exc
-    # tomllib.TOMLDecodeError is a ValueError; an unknown key is a TypeError from a dataclass.
-    except (ValueError, TypeError) as exc:
+    except ConfigError as exc:
         raise AdminError(f"bad configuration: {exc}") from exc
 
 

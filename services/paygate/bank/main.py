@@ -18,7 +18,7 @@ from paygate.bank.servicer import SERVICE_NAME, BankServicer
 from paygate.bank.store import LedgerStore
 from paygate.bank.stores import open_ledger_store
 from paygate.common import tracing
-from paygate.common.config import BankConfig, SuiteConfig, load_config
+from paygate.common.config import BankConfig, ConfigError, SuiteConfig, load_config
 from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
 from paygate.common.health_monitor import monitor_health
@@ -26,7 +26,7 @@ from paygate.common.logging_interceptor import LoggingInterceptor
 from paygate.common.logs import setup_logging
 from paygate.common.metrics import BankMetrics, GrpcMetrics, new_registry, start_metrics_server
 from paygate.common.metrics_interceptor import MetricsInterceptor
-from paygate.common.process import run_until_stopped
+from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
 from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
@@ -133,7 +133,10 @@ def main() -> None:
     parser.add_argument("--bank-id", required=True, help="which bank of the configuration to run")
     parser.add_argument("--config", help="TOML configuration file (default: $PAYGATE_CONFIG)")
     args = parser.parse_args()
-    suite = load_config(args.config)
+    try:
+        suite = load_config(args.config)
+    except ConfigError as exc:
+        parser.exit(EXIT_REFUSED, f"paygate-bank: bad configuration: {exc}\n")
     if args.bank_id not in suite.banks:
         parser.error(f"unknown bank {args.bank_id!r}; configured: {', '.join(suite.banks)}")
     setup_logging(args.bank_id)

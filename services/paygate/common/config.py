@@ -31,10 +31,12 @@ import dataclasses
 import os
 import pathlib
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
-from paygate.common.database_url import DatabaseLocation, database_location
+from paygate.common.database_url import DatabaseLocation, PostgresUrl, database_location
 
 CONFIG_ENV = "PAYGATE_CONFIG"
 
@@ -63,6 +65,10 @@ DEFAULT_LOGIN_FAILURE_WINDOW_S = 15 * 60
 DEFAULT_LOGIN_MAX_FAILURES_PER_USER = 5
 # An address can be shared by many people (NAT, an office), so it gets a higher limit.
 DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 50
+
+
+class ConfigError(ValueError):
+    """A configuration the processes cannot run with; the message names the key."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -161,11 +167,85 @@ def load_config(path: str | os.PathLike[str] | None = None) -> SuiteConfig:
     data: dict[str, Any] = {}
     if path is not None:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            try:
+                data = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{os.fspath(path)} is not valid TOML: {exc}") from None
     return config_from_mapping(data, base=pathlib.Path.cwd())
 
 
+# What the file may set at its top level; [gateway] and [banks.*] take their dataclass's
+# fields, except those below, which the code sets.
+_TOP_LEVEL: dict[str, type] = {"var_dir": str, "certs_dir": str, "fault_injection": bool}
+_SET_BY_CODE = {"bank_id", "tls", "bank_addresses", "fault_injection"}
+_WANTED = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _check_value(where: str, value: Any, expected: Any) -> None:
+    """Raise ConfigError unless value, as TOML gives it, fits the field's type.
+
+    bool is not an int here, and an int is a float; a field of any other type (a path,
+    a database location) is written as a string in the file.
+    """
+    kinds = [k for k in typing.get_args(expected) if k is not types.NoneType] or [expected]
+    kind = kinds[0] if kinds[0] in _WANTED else str
+    if kind is bool:
+        fits = isinstance(value, bool)
+    elif kind is float:
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, kind) and not isinstance(value, bool)
+    if not fits:
+        raise ConfigError(f"{where} must be {_WANTED[kind]}, not {value!r}")
+
+
+def _check_table(section: str, table: Mapping[str, Any], cls: type) -> None:
+    """Every key of the table is a field of cls that the file may set, of its type."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{section}] must be a table, not {table!r}")
+    hints = typing.get_type_hints(cls)
+    settable = {f.name for f in dataclasses.fields(cls)} - _SET_BY_CODE
+    for key, value in table.items():
+        if key not in settable:
+            raise ConfigError(
+                f"[{section}] has no setting {key!r}; it has: {', '.join(sorted(settable))}"
+            )
+        _check_value(f"[{section}] {key}", value, hints[key])
+
+
+def check_config(data: Mapping[str, Any]) -> None:
+    """Raise ConfigError, naming the key, for anything the file sets that is unknown or of
+    the wrong type: a misspelt key or `one_phase_commit = "false"` (a string, which Python
+    would read as true) must stop the process at start, not be ignored."""
+    for key, value in data.items():
+        if key in ("gateway", "banks"):
+            continue
+        if key not in _TOP_LEVEL:
+            known = ", ".join([*_TOP_LEVEL, "[gateway]", "[banks.NAME]"])
+            raise ConfigError(f"unknown setting {key!r}; the file may set: {known}")
+        _check_value(key, value, _TOP_LEVEL[key])
+    _check_table("gateway", data.get("gateway", {}), GatewayConfig)
+    banks = data.get("banks", {})
+    if not isinstance(banks, Mapping):
+        raise ConfigError(f"[banks] must hold tables such as [banks.bank-a], not {banks!r}")
+    for bank_id, table in banks.items():
+        _check_table(f"banks.{bank_id}", table, BankConfig)
+
+
+def _database(
+    section: str, value: str | None, default: pathlib.Path, base: pathlib.Path
+) -> DatabaseLocation:
+    try:
+        location = database_location(default if value is None else value, base)
+        if isinstance(location, PostgresUrl):
+            location.schema  # noqa: B018  (reading it checks the schema's name)
+    except ValueError as exc:
+        raise ConfigError(f"[{section}] database: {exc}") from None
+    return location
+
+
 def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> SuiteConfig:
+    check_config(data)
     var_dir = _path(data.get("var_dir", "var"), base)
     certs_dir = _path(data.get("certs_dir", "certs"), base)
     # Crash points (paygate.common.faults) are armed only in tests, by this switch.
@@ -184,7 +264,9 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
             bank_id=bank_id,
             listen=table.get("listen", listen),
             metrics=table.get("metrics", metrics),
-            database=database_location(table.get("database", var_dir / f"{bank_id}.db"), base),
+            database=_database(
+                f"banks.{bank_id}", table.get("database"), var_dir / f"{bank_id}.db", base
+            ),
             demo_accounts=_path(demo, base) if demo else None,
             tls=tls_files(certs_dir, bank_id),
             fault_injection=fault_injection,
@@ -195,7 +277,7 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
     gateway = GatewayConfig(
         listen=table.pop("listen", DEFAULT_GATEWAY_LISTEN),
         metrics=table.pop("metrics", DEFAULT_GATEWAY_METRICS),
-        database=database_location(table.pop("database", var_dir / "gateway.db"), base),
+        database=_database("gateway", table.pop("database", None), var_dir / "gateway.db", base),
         tls=tls_files(certs_dir, "gateway"),
         bank_addresses={bank_id: bank.listen for bank_id, bank in banks.items()},
         fault_injection=fault_injection,

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from paygate.common import tracing
 from paygate.common.client_metrics_interceptor import ClientMetricsInterceptor
 from paygate.common.config import (
+    ConfigError,
     GatewayConfig,
     SuiteConfig,
     load_config,
@@ -40,7 +41,7 @@ from paygate.common.metrics import (
     start_metrics_server,
 )
 from paygate.common.metrics_interceptor import MetricsInterceptor
-from paygate.common.process import run_until_stopped
+from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
 from paygate.gateway.accounts import Accounts, AccountSettings
@@ -224,9 +225,11 @@ def main() -> None:
         help="this gateway's name among its replicas (default: %(default)s)",
     )
     args = parser.parse_args()
-    suite = with_gateway_addresses(
-        load_config(args.config), listen=args.listen, metrics=args.metrics
-    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        parser.exit(EXIT_REFUSED, f"paygate-gateway: bad configuration: {exc}\n")
+    suite = with_gateway_addresses(config, listen=args.listen, metrics=args.metrics)
     setup_logging("gateway")
     provider = tracing.setup_tracing("paygate-gateway")
     try:

@@ -1,0 +1,104 @@
+"""A configuration file with a misspelt key or a value of the wrong type stops the process
+at start with a message naming the key; it is never silently ignored or misread."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from paygate.common.config import ConfigError, config_from_mapping
+from paygate.common.database_url import PostgresUrl
+
+
+def load(data: dict[str, object], tmp_path: pathlib.Path) -> object:
+    return config_from_mapping(data, base=tmp_path)
+
+
+GATEWAY = r"\[gateway\] "
+BANK_A = r"\[banks.bank-a\] "
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # A string is true to Python: "false" would switch the setting on.
+        (
+            {"gateway": {"one_phase_commit": "false"}},
+            GATEWAY + "one_phase_commit must be true or false, not 'false'",
+        ),
+        ({"gateway": {"bcrypt_rounds": True}}, GATEWAY + "bcrypt_rounds must be a whole number"),
+        ({"gateway": {"bcrypt_rounds": 12.5}}, GATEWAY + "bcrypt_rounds must be a whole number"),
+        ({"gateway": {"prepare_timeout_s": "2"}}, GATEWAY + "prepare_timeout_s must be a number"),
+        ({"gateway": {"listen": 50051}}, GATEWAY + "listen must be a string, not 50051"),
+        (
+            {"gateway": {"prepare_timeout": 2.0}},
+            GATEWAY + "has no setting 'prepare_timeout'; it has: .*prepare_timeout_s",
+        ),
+        ({"gateway": {"tls": "x"}}, GATEWAY + "has no setting 'tls'"),
+        ({"banks": {"bank-a": {"grace": 1}}}, BANK_A + "has no setting 'grace'; it has: .*grace_s"),
+        ({"banks": {"bank-a": {"database": 7}}}, BANK_A + "database must be a string, not 7"),
+        (
+            {"banks": {"bank-a": {"database": "postgresql://h/db?options=-csearch_path%3DBad"}}},
+            BANK_A + "database: schema name 'Bad'",
+        ),
+        ({"banks": "bank-a"}, r"\[banks\] must hold tables"),
+        ({"gateway": 1}, r"\[gateway\] must be a table"),
+        ({"fault_injection": 1}, "fault_injection must be true or false, not 1"),
+        ({"var-dir": "v"}, "unknown setting 'var-dir'; the file may set: var_dir, "),
+    ],
+)
+def test_a_wrong_setting_is_refused_by_name(
+    data: dict[str, object], message: str, tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(data, tmp_path)
+
+
+def test_settings_of_the_right_types_are_taken(tmp_path: pathlib.Path) -> None:
+    config = config_from_mapping(
+        {
+            "var_dir": "v",
+            "fault_injection": False,
+            "gateway": {
+                "one_phase_commit": False,
+                "prepare_timeout_s": 3,  # a whole number is a number
+                "lease_s": 9.5,  # a field that may be unset (None) takes its type when set
+                "session_cache_ttl_s": 0,
+                "bcrypt_rounds": 10,
+            },
+            "banks": {
+                "bank-a": {"grace_s": 1, "database": "postgresql://h/db", "demo_accounts": ""}
+            },
+        },
+        base=tmp_path,
+    )
+    gateway = config.gateway
+    assert (gateway.one_phase_commit, gateway.prepare_timeout_s) == (False, 3)
+    assert gateway.lease_s == 9.5
+    assert (gateway.session_cache_ttl_s, gateway.bcrypt_rounds) == (0, 10)
+    assert gateway.database == tmp_path / "v" / "gateway.db"
+    assert isinstance(config.banks["bank-a"].database, PostgresUrl)
+    assert config.banks["bank-a"].demo_accounts is None
+
+
+@pytest.mark.parametrize("program", ["paygate.gateway.main", "paygate.bank.main"])
+def test_a_process_with_a_bad_file_refuses_to_start_and_says_why(
+    program: str, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "paygate.toml"
+    path.write_text('[gateway]\none_phase_commit = "false"\n')
+    which = ["--bank-id", "bank-a"] if program == "paygate.bank.main" else []
+    result = subprocess.run(
+        [sys.executable, "-m", program, "--config", str(path), *which],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "bad configuration: [gateway] one_phase_commit must be true or false" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Refused before anything was opened: no database file, no log folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paygate.toml"]
