@@ -39,7 +39,6 @@ import signal as signals
 import socket
 import subprocess
 import time
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -47,7 +46,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paygate.common import faults
-from paygate.common.config import CONFIG_ENV, SuiteConfig, config_from_mapping
+from paygate.common.config import CONFIG_ENV, SuiteConfig, read_config_file
 from paygate.common.tls import channel_credentials
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 
@@ -128,7 +127,7 @@ def write_config(
         "prepare_timeout_s = 2.0",
         # JSON writes true/false, numbers and double-quoted strings as TOML does.
         *(f"{key} = {json.dumps(value)}" for key, value in gateway_settings.items()),
-        *([f"database = {urls[GATEWAY]!r}"] if GATEWAY in urls else []),
+        *([f"database = {json.dumps(urls[GATEWAY])}"] if GATEWAY in urls else []),
     ]
     for bank_id in BANKS:
         lines += [
@@ -136,8 +135,8 @@ def write_config(
             f"[banks.{bank_id}]",
             f'listen = "127.0.0.1:{next(ports)}"',
             f'metrics = "127.0.0.1:{next(ports)}"',
-            f"demo_accounts = {str(DEMO_ACCOUNTS / f'{bank_id}.toml')!r}",
-            *([f"database = {urls[bank_id]!r}"] if bank_id in urls else []),
+            f"demo_accounts = {json.dumps(str(DEMO_ACCOUNTS / f'{bank_id}.toml'))}",
+            *([f"database = {json.dumps(urls[bank_id])}"] if bank_id in urls else []),
         ]
     path = folder / "paygate.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -146,11 +145,7 @@ def write_config(
 
 def read_config(path: pathlib.Path | None, cwd: pathlib.Path) -> SuiteConfig:
     """Load a config as the suite's processes see it: relative paths against their cwd."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    return config_from_mapping(data, base=cwd)
+    return read_config_file(path, base=cwd)
 
 
 def client_target(listen: str) -> str:

@@ -3,12 +3,22 @@ at start with a message naming the key; it is never silently ignored or misread.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import subprocess
 import sys
+import typing
 
 import pytest
-from paygate.common.config import ConfigError, config_from_mapping
+from paygate.common.config import (
+    SET_BY_CODE,
+    BankConfig,
+    ConfigError,
+    GatewayConfig,
+    config_from_mapping,
+    read_config_file,
+)
+from paygate.common.config_checks import kind_of
 from paygate.common.database_url import PostgresUrl
 
 
@@ -47,6 +57,18 @@ BANK_A = r"\[banks.bank-a\] "
         ({"gateway": 1}, r"\[gateway\] must be a table"),
         ({"fault_injection": 1}, "fault_injection must be true or false, not 1"),
         ({"var-dir": "v"}, "unknown setting 'var-dir'; the file may set: var_dir, "),
+        # Bounds: numbers above 0 unless 0 switches the setting off; addresses; names.
+        ({"gateway": {"prepare_timeout_s": 0}}, GATEWAY + "prepare_timeout_s must be above 0"),
+        ({"gateway": {"batch_max_size": -1}}, GATEWAY + "batch_max_size must be above 0"),
+        ({"gateway": {"lease_s": float("nan")}}, GATEWAY + "lease_s must be a finite number"),
+        ({"gateway": {"bcrypt_rounds": 2}}, GATEWAY + "bcrypt_rounds must be from 4 to 31, not 2"),
+        ({"gateway": {"grace_s": -1}}, GATEWAY + "grace_s must be at least 0, not -1"),
+        ({"gateway": {"listen": "localhost"}}, GATEWAY + "listen must be HOST:PORT"),
+        (
+            {"banks": {"bank-a": {"metrics": "127.0.0.1:99999"}}},
+            BANK_A + "metrics must be HOST:PORT",
+        ),
+        ({"banks": {"Bank A": {}}}, r"\[banks.Bank A\]: a bank's name is lower-case letters"),
     ],
 )
 def test_a_wrong_setting_is_refused_by_name(
@@ -65,7 +87,9 @@ def test_settings_of_the_right_types_are_taken(tmp_path: pathlib.Path) -> None:
                 "one_phase_commit": False,
                 "prepare_timeout_s": 3,  # a whole number is a number
                 "lease_s": 9.5,  # a field that may be unset (None) takes its type when set
-                "session_cache_ttl_s": 0,
+                "session_cache_ttl_s": 0,  # 0 switches the cache off
+                "grace_s": 0,
+                "listen": ":50051",  # every interface
                 "bcrypt_rounds": 10,
             },
             "banks": {
@@ -83,22 +107,58 @@ def test_settings_of_the_right_types_are_taken(tmp_path: pathlib.Path) -> None:
     assert config.banks["bank-a"].demo_accounts is None
 
 
-@pytest.mark.parametrize("program", ["paygate.gateway.main", "paygate.bank.main"])
-def test_a_process_with_a_bad_file_refuses_to_start_and_says_why(
-    program: str, tmp_path: pathlib.Path
+def test_every_setting_a_file_may_set_has_a_check() -> None:
+    for cls in (GatewayConfig, BankConfig):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if field.name not in SET_BY_CODE:
+                kind_of(hints[field.name])  # raises TypeError for a type it cannot check
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read .*paygate.toml: No such file"),
+        (b"[gateway\n", "paygate.toml is not valid TOML"),
+        (b"\xff\xfe", "paygate.toml is not valid TOML: 'utf-8' codec"),
+    ],
+)
+def test_a_file_that_cannot_be_read_is_a_config_error(
+    content: bytes | None, message: str, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "paygate.toml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        read_config_file(path, base=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("command", "status", "said"),
+    [
+        (["paygate-gateway"], 2, "paygate-gateway: bad configuration: "),
+        (["paygate-bank", "--bank-id", "bank-a"], 2, "paygate-bank: bad configuration: "),
+        (["paygate-bench", "--supervisor-dir", "."], 2, "error: "),
+        (["paygate-chaos", "--supervisor-dir", "."], 2, "error: "),
+        (["paygate-admin", "account", "--bank", "bank-a", "--account", "1"], 1, "error: bad "),
+    ],
+)
+def test_every_program_refuses_a_bad_file_and_says_why(
+    command: list[str], status: int, said: str, tmp_path: pathlib.Path
 ) -> None:
     path = tmp_path / "paygate.toml"
     path.write_text('[gateway]\none_phase_commit = "false"\n')
-    which = ["--bank-id", "bank-a"] if program == "paygate.bank.main" else []
+    program = pathlib.Path(sys.executable).parent / command[0]
     result = subprocess.run(
-        [sys.executable, "-m", program, "--config", str(path), *which],
+        [program, "--config", str(path), *command[1:]],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,
     )
-    assert result.returncode == 2
-    assert "bad configuration: [gateway] one_phase_commit must be true or false" in result.stderr
+    assert result.returncode == status, result.stderr
+    assert said in result.stderr
+    assert "[gateway] one_phase_commit must be true or false, not 'false'" in result.stderr
     assert "Traceback" not in result.stderr
     # Refused before anything was opened: no database file, no log folder.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["paygate.toml"]

@@ -155,8 +155,6 @@ def bank_stub(args: argparse.Namespace) -> Iterator[Any]:
 def read_config(path: str | None) -> SuiteConfig:
     try:
         return load_config(path)
-    except OSError as exc:
-        raise AdminError(f"cannot read configuration {exc.filename}: {exc.strerror}") from exc
     except ConfigError as exc:
         raise AdminError(f"bad configuration: {exc}") from exc
 

@@ -29,7 +29,6 @@ import os
 import pathlib
 import sys
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,7 +57,7 @@ from paygate.bench.users import (
 )
 from paygate.client import AsyncClient
 from paygate.client._target import channel_target
-from paygate.common.config import CONFIG_ENV, SuiteConfig, config_from_mapping
+from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.errors import PaygateError
 
 DEFAULT_CONCURRENCY = 64
@@ -90,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     try:
         check_args(args)
-        config = suite_config(args.config, args.supervisor_dir)
+        config = read_config_file(args.config, base=args.supervisor_dir.resolve())
         result = asyncio.run(run(args, config))
-    except (BenchError, OSError, tomllib.TOMLDecodeError, PaygateError) as error:
+    except (BenchError, OSError, ConfigError, PaygateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as error:
@@ -182,15 +181,6 @@ def check_args(args: argparse.Namespace) -> None:
 
 def split_names(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
-def suite_config(path: str | None, directory: pathlib.Path) -> SuiteConfig:
-    """The config as the suite's processes see it: relative paths against their directory."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    return config_from_mapping(data, base=directory.resolve())
 
 
 def default_out() -> pathlib.Path:

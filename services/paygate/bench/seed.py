@@ -52,8 +52,7 @@ import bcrypt
 from paygate.bank import ledger
 from paygate.bank.store import MIGRATIONS as BANK_MIGRATIONS
 from paygate.bank.store import SqliteLedgerTx
-from paygate.bench.cli import suite_config
-from paygate.common.config import CONFIG_ENV, SuiteConfig
+from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.common.invariants import InvariantViolation
 from paygate.common.sqlite import Database
 from paygate.gateway.accounts import USERNAME_PATTERN
@@ -108,9 +107,9 @@ class Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = suite_config(args.config, args.supervisor_dir)
+        config = read_config_file(args.config, base=args.supervisor_dir.resolve())
         summary = seed(config, settings_of(args, config))
-    except (SeedError, OSError, sqlite3.Error, InvariantViolation, tomllib.TOMLDecodeError) as e:
+    except (SeedError, OSError, sqlite3.Error, InvariantViolation, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))

@@ -25,7 +25,6 @@ import random
 import secrets
 import signal
 import sys
-import tomllib
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ from paygate.chaos.faults import (
 from paygate.chaos.history import History
 from paygate.chaos.observer import Observer
 from paygate.chaos.workload import Clock, Workload, WorkloadSettings
-from paygate.common.config import CONFIG_ENV, SuiteConfig, config_from_mapping
+from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.common.faults import POINTS
 
 DEFAULT_DURATION_S = 60.0
@@ -74,10 +73,10 @@ class ChaosError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = suite_config(args.config, args.supervisor_dir)
+        config = read_config_file(args.config, base=args.supervisor_dir.resolve())
         kinds = fault_kinds(args, config)
         return asyncio.run(run(args, config, kinds))
-    except (ChaosError, SupervisorError, OSError, tomllib.TOMLDecodeError) as error:
+    except (ChaosError, SupervisorError, OSError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as error:
@@ -195,15 +194,6 @@ def positive_int(text: str) -> int:
     if not 0 < value <= 10_000:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to 10000, not {text}")
     return value
-
-
-def suite_config(path: str | None, directory: pathlib.Path) -> SuiteConfig:
-    """The config as the suite's processes see it: relative paths against their directory."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    return config_from_mapping(data, base=directory.resolve())
 
 
 def gateway_map(text: str) -> dict[str, str]:

@@ -30,13 +30,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from typing import Any
 
+from paygate.common.config_checks import (
+    ConfigError,
+    check_address,
+    check_bounds,
+    check_positive,
+    check_table,
+    check_value,
+)
 from paygate.common.database_url import DatabaseLocation, PostgresUrl, database_location
+
+__all__ = ["ConfigError", "SuiteConfig", "load_config", "read_config_file"]
 
 CONFIG_ENV = "PAYGATE_CONFIG"
 
@@ -65,10 +74,6 @@ DEFAULT_LOGIN_FAILURE_WINDOW_S = 15 * 60
 DEFAULT_LOGIN_MAX_FAILURES_PER_USER = 5
 # An address can be shared by many people (NAT, an office), so it gets a higher limit.
 DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS = 50
-
-
-class ConfigError(ValueError):
-    """A configuration the processes cannot run with; the message names the key."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -164,72 +169,71 @@ def load_config(path: str | os.PathLike[str] | None = None) -> SuiteConfig:
     """Build the suite's configuration from defaults, a TOML file and the environment."""
     if path is None:
         path = os.environ.get(CONFIG_ENV) or None
+    return read_config_file(path, base=pathlib.Path.cwd())
+
+
+def read_config_file(path: str | os.PathLike[str] | None, *, base: pathlib.Path) -> SuiteConfig:
+    """The configuration in the TOML file at `path` (None: the defaults), relative paths
+    resolved against `base`, the directory the processes run in. ConfigError if the file
+    cannot be read, is not TOML, or sets something wrong (check_config)."""
     data: dict[str, Any] = {}
     if path is not None:
-        with open(path, "rb") as f:
-            try:
+        try:
+            with open(path, "rb") as f:
                 data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{os.fspath(path)} is not valid TOML: {exc}") from None
-    return config_from_mapping(data, base=pathlib.Path.cwd())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{os.fspath(path)} is not valid TOML: {exc}") from None
+    return config_from_mapping(data, base=base)
 
 
-# What the file may set at its top level; [gateway] and [banks.*] take their dataclass's
-# fields, except those below, which the code sets.
+# What the file may set at its top level; [gateway] and [banks.NAME] take their
+# dataclass's fields, except those the code sets.
 _TOP_LEVEL: dict[str, type] = {"var_dir": str, "certs_dir": str, "fault_injection": bool}
-_SET_BY_CODE = {"bank_id", "tls", "bank_addresses", "fault_injection"}
-_WANTED = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-
-
-def _check_value(where: str, value: Any, expected: Any) -> None:
-    """Raise ConfigError unless value, as TOML gives it, fits the field's type.
-
-    bool is not an int here, and an int is a float; a field of any other type (a path,
-    a database location) is written as a string in the file.
-    """
-    kinds = [k for k in typing.get_args(expected) if k is not types.NoneType] or [expected]
-    kind = kinds[0] if kinds[0] in _WANTED else str
-    if kind is bool:
-        fits = isinstance(value, bool)
-    elif kind is float:
-        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        fits = isinstance(value, kind) and not isinstance(value, bool)
-    if not fits:
-        raise ConfigError(f"{where} must be {_WANTED[kind]}, not {value!r}")
-
-
-def _check_table(section: str, table: Mapping[str, Any], cls: type) -> None:
-    """Every key of the table is a field of cls that the file may set, of its type."""
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{section}] must be a table, not {table!r}")
-    hints = typing.get_type_hints(cls)
-    settable = {f.name for f in dataclasses.fields(cls)} - _SET_BY_CODE
-    for key, value in table.items():
-        if key not in settable:
-            raise ConfigError(
-                f"[{section}] has no setting {key!r}; it has: {', '.join(sorted(settable))}"
-            )
-        _check_value(f"[{section}] {key}", value, hints[key])
+SET_BY_CODE = ("bank_id", "tls", "bank_addresses", "fault_injection")
+# Every number set in the file must be above 0, except these (0 switches them off), and
+# within these bounds where they have some.
+_ZERO_ALLOWED = ("session_cache_ttl_s", "grace_s")
+_BOUNDS: dict[str, tuple[float, float]] = {"bcrypt_rounds": (4, 31)}
+_ADDRESSES = ("listen", "metrics")
+# A bank's name is part of file names (certs/NAME.pem) and of its default schema.
+_BANK_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 
 def check_config(data: Mapping[str, Any]) -> None:
-    """Raise ConfigError, naming the key, for anything the file sets that is unknown or of
-    the wrong type: a misspelt key or `one_phase_commit = "false"` (a string, which Python
-    would read as true) must stop the process at start, not be ignored."""
+    """Raise ConfigError, naming the key, for anything the file sets that is unknown, of the
+    wrong type or out of bounds: a misspelt key or `one_phase_commit = "false"` (a string,
+    which Python would read as true) must stop the process at start, not be ignored."""
     for key, value in data.items():
         if key in ("gateway", "banks"):
             continue
         if key not in _TOP_LEVEL:
             known = ", ".join([*_TOP_LEVEL, "[gateway]", "[banks.NAME]"])
             raise ConfigError(f"unknown setting {key!r}; the file may set: {known}")
-        _check_value(key, value, _TOP_LEVEL[key])
-    _check_table("gateway", data.get("gateway", {}), GatewayConfig)
+        check_value(key, value, _TOP_LEVEL[key])
+    tables: dict[str, tuple[Any, type]] = {"gateway": (data.get("gateway", {}), GatewayConfig)}
     banks = data.get("banks", {})
     if not isinstance(banks, Mapping):
         raise ConfigError(f"[banks] must hold tables such as [banks.bank-a], not {banks!r}")
     for bank_id, table in banks.items():
-        _check_table(f"banks.{bank_id}", table, BankConfig)
+        if not _BANK_ID.fullmatch(bank_id):
+            raise ConfigError(
+                f"[banks.{bank_id}]: a bank's name is lower-case letters, digits and '-',"
+                " starting with a letter"
+            )
+        tables[f"banks.{bank_id}"] = (table, BankConfig)
+    for section, (table, cls) in tables.items():
+        for key, value in check_table(section, table, cls, set_by_code=SET_BY_CODE).items():
+            where = f"[{section}] {key}"
+            if key in _ADDRESSES:
+                check_address(where, value)
+            elif key in _BOUNDS:
+                check_bounds(where, value, *_BOUNDS[key])
+            elif key in _ZERO_ALLOWED:
+                check_bounds(where, value, 0)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                check_positive(where, value)
 
 
 def _database(
