@@ -24,7 +24,7 @@ from paygate.bench.report import percentile
 from paygate.bench.users import AccountState, check_money
 from paygate.client import Client
 from paygate.errors import PaygateError
-from suite import BANKS, PROGRAMS, Suite, started_suite
+from suite import BANKS, PROGRAMS, SHARED_GATEWAY_SETTINGS, Suite, started_suite
 
 BENCH_TIMEOUT_S = 180.0
 
@@ -109,6 +109,22 @@ def test_short_run_reports_rates_latencies_cpu_and_conserved_money(
     slowest = payments["latency_ms"]["max"] + 0.05  # the seconds' numbers are rounded to 0.1
     assert [s["second"] for s in by_second] == list(range(len(by_second)))
     assert all(0 < s["p99"] <= s["max"] <= slowest for s in by_second if s["count"]), by_second
+
+
+@pytest.mark.suite
+def test_a_run_longer_than_a_token_logs_in_again(tmp_path: pathlib.Path) -> None:
+    # Tokens live 2 s here: they expire in the middle of the measured window.
+    settings = {**SHARED_GATEWAY_SETTINGS, "token_ttl_s": 2}
+    with started_suite(tmp_path / "suite", gateway_settings=settings) as suite:
+        out = tmp_path / "bench.json"
+        code, stdout, stderr = bench(
+            suite, "--duration", "4", "--warmup", "0.5", "--concurrency", "4",
+            "--no-baseline", "--out", str(out),
+        )
+        assert code == 0, stdout + stderr
+        payments = json.loads(out.read_text())["payments"]
+        assert payments["ok"] > 0 and payments["outcomes"] == {"OK": payments["ok"]}, payments
+        assert "money     ok" in stdout
 
 
 @pytest.mark.suite

@@ -192,12 +192,29 @@ def _payment_caller(
         for user in users[: spec.channels]
     ]
 
+    renewing = [asyncio.Lock() for _ in clients]
+
+    async def log_in_again(slot: int, expired: str | None) -> None:
+        # One login per expired token, however many of the user's calls were refused.
+        async with renewing[slot]:
+            if clients[slot].access_token == expired:
+                await clients[slot].login(users[slot].username, users[slot].password)
+
     async def pay(index: int, rng: random.Random) -> str:
         slot = index % len(clients)
         payer = users[slot]
         payee = users[(slot + rng.randrange(1, len(users))) % len(users)]
         try:
-            await clients[slot].pay(payee.username, spec.amount_minor)
+            token = clients[slot].access_token
+            try:
+                await clients[slot].pay(payee.username, spec.amount_minor)
+            except PaygateError as error:
+                # A run longer than a token's lifetime: log in again and pay once more, as
+                # a client would (refused at authentication, nothing was started).
+                if _code_name(error) != "UNAUTHENTICATED":
+                    raise
+                await log_in_again(slot, token)
+                await clients[slot].pay(payee.username, spec.amount_minor)
         except PaygateError as error:
             code = _code_name(error)
             if code not in NOTHING_MOVED:

@@ -43,6 +43,8 @@ class BenchUser:
     bank_id: str
     account_number: str
     token: str = dataclasses.field(repr=False)
+    # To log in again when the token expires in a run longer than its lifetime.
+    password: str = dataclasses.field(repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +119,7 @@ async def create_users(
             async with AsyncClient(gateway_target, ca_cert=ca_cert, timeout_s=timeout_s) as c:
                 await c.register(username, password, bank_id, account)
                 session = await c.login(username, password)
-        return BenchUser(username, bank_id, account, session.access_token)
+        return BenchUser(username, bank_id, account, session.access_token, password)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
