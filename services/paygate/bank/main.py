@@ -84,7 +84,8 @@ async def audit_forever(
     interval_s: float = AUDIT_INTERVAL_S,
     full_every: int = FULL_AUDIT_EVERY,
 ) -> None:
-    """Audit every interval_s, the whole journal every full_every-th time (start: full)."""
+    """Audit every interval_s, the whole journal every full_every-th time (the audit at
+    start, in build_bank, is a full one)."""
     if full_every < 1:
         raise ValueError(f"full_every must be at least 1, not {full_every}")
     passes = 0
