@@ -58,6 +58,13 @@ def behind_the_banks_back(path: pathlib.Path, sql: str) -> None:
         assert conn.execute(sql).rowcount == 1
 
 
+async def the_next_pass_fails(bank: Participant, *, balances: int, journal: int) -> None:
+    """The next (incremental) audit fails on these sums, and the bank stops serving."""
+    with pytest.raises(InvariantViolation, match=f"sum of balances {balances} != .* {journal}"):
+        await bank.audit()
+    assert not await bank.healthy()
+
+
 def test_the_journal_after_a_mark_is_read_by_a_range_search(tmp_path: pathlib.Path) -> None:
     with_bank(tmp_path, lambda bank, path: asyncio.sleep(0))
     with contextlib.closing(sqlite3.connect(tmp_path / "bank.db")) as conn:
@@ -78,9 +85,7 @@ def test_a_periodic_audit_sees_entries_posted_since_the_last(tmp_path: pathlib.P
             "INSERT INTO entries (account_number, amount, kind, reference, created_at)"
             " VALUES ('2', 1, 'credit', 'forged', '2026-11-26')",
         )
-        with pytest.raises(InvariantViolation, match="sum of balances 10000 != .* 10001"):
-            await bank.audit()
-        assert not await bank.healthy()
+        await the_next_pass_fails(bank, balances=10000, journal=10001)
 
     with_bank(tmp_path, body)
 
@@ -124,9 +129,7 @@ def test_entries_removed_below_the_mark_make_the_next_pass_full(tmp_path: pathli
         behind_the_banks_back(
             path, "DELETE FROM entries WHERE entry_id = (SELECT MAX(entry_id) FROM entries)"
         )
-        with pytest.raises(InvariantViolation, match="sum of balances 10000 != .* 7500"):
-            await bank.audit()
-        assert not await bank.healthy()
+        await the_next_pass_fails(bank, balances=10000, journal=7500)
 
     with_bank(tmp_path, body)
 
@@ -137,8 +140,6 @@ def test_a_changed_balance_is_found_by_any_pass(tmp_path: pathlib.Path) -> None:
         behind_the_banks_back(
             path, "UPDATE accounts SET balance = balance + 1 WHERE account_number = '2'"
         )
-        with pytest.raises(InvariantViolation, match="sum of balances 10001 != .* 10000"):
-            await bank.audit()
-        assert not await bank.healthy()
+        await the_next_pass_fails(bank, balances=10001, journal=10000)
 
     with_bank(tmp_path, body)

@@ -38,11 +38,10 @@ class ConfigError(ValueError):
 
 def kind_of(expected: Any) -> type:
     """The TOML kind a field of type `expected` takes (a programmer error if none)."""
-    for candidate in [k for k in typing.get_args(expected) if k is not types.NoneType] or [
-        expected
-    ]:
-        if candidate in _KINDS:
-            return _KINDS[candidate]
+    members = [k for k in typing.get_args(expected) if k is not types.NoneType] or [expected]
+    for member in members:
+        if member in _KINDS:
+            return _KINDS[member]
     raise TypeError(f"no configuration kind for fields of type {expected!r}")
 
 
