@@ -106,6 +106,7 @@ def test_new_accounts_get_distinct_numbers(suite: Suite) -> None:
         pytest.param(-5, "USD", "ref-negative", id="negative-amount"),
         pytest.param(1_00, "USD", "", id="empty-reference"),
         pytest.param(1_00, "XXX", "ref-xxx", id="unknown-currency"),
+        pytest.param(1_00, "USD", "ref\x00nul", id="nul-in-reference"),
     ],
 )
 def test_bad_deposit_is_invalid_argument(
@@ -131,6 +132,14 @@ def test_unknown_account_is_not_found(suite: Suite) -> None:
         suite.bank_account("bank-a", "999999999")
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_reason(caught.value) == "ACCOUNT_NOT_FOUND"
+
+
+@pytest.mark.parametrize("number", ["100001\x00", "100001\n", "x" * 256])
+def test_malformed_account_number_is_invalid_argument(suite: Suite, number: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        suite.bank_account("bank-a", number)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "account_number" in caught.value.details()
 
 
 def test_gateway_identity_may_not_deposit(suite: Suite) -> None:

@@ -129,6 +129,8 @@ BAD_REGISTRATIONS = [
     bad("username-with-leading-space", INVALID, ["username"], username=" alice"),
     bad("username-with-punctuation", INVALID, ["username"], username="al!ce"),
     bad("over-long-username", INVALID, ["username"], username="a" * 2000),
+    bad("username-with-trailing-newline", INVALID, ["username"], username="newline.user\n"),
+    bad("username-with-nul", INVALID, ["username"], username="nul\x00user"),
     bad("empty-password", INVALID, ["password", "8"], password=""),
     bad("7-byte-password", INVALID, ["password", "8"], password="x" * 7),
     bad("73-byte-password", INVALID, ["password", "72"], password="x" * 73),
@@ -141,6 +143,7 @@ BAD_REGISTRATIONS = [
     bad("empty-account-number", INVALID, ["account_number"], account=""),
     bad("non-digit-account-number", INVALID, ["account_number", "digits"], account="10a001"),
     bad("35-digit-account-number", INVALID, ["account_number", "34"], account="1" * 35),
+    bad("account-number-with-newline", INVALID, ["account_number"], account="100001\n"),
     bad("unknown-account-at-known-bank", NOT_FOUND, ["987654321"], account="987654321"),
 ]
 
@@ -230,6 +233,27 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(
     assert wrong_password.details() == unknown_user.details()
     assert error_reason(wrong_password) == error_reason(unknown_user)
     assert name not in wrong_password.details()
+
+
+@pytest.mark.parametrize(
+    ("username_suffix", "password"),
+    [
+        pytest.param("", "x" * 73, id="73-byte-password"),
+        pytest.param("", "x" * 5000, id="5000-byte-password"),
+        pytest.param("\n", PASSWORD, id="name-with-trailing-newline"),
+        pytest.param("\x00", PASSWORD, id="name-with-nul"),
+    ],
+)
+def test_login_that_no_user_can_match_is_a_bad_login(
+    suite: Suite, stub: pbg.GatewayServiceStub, username_suffix: str, password: str
+) -> None:
+    """bcrypt raises on passwords over 72 bytes; a name with a newline is not the name."""
+    name = unique_name("odd")
+    register(stub, name, suite.admin_open_account("bank-a", 0))
+    error = failure(login, stub, name + username_suffix, password)
+    assert error.code() == CODE.UNAUTHENTICATED, error.details()
+    assert error.details() == "invalid username or password"
+    assert login(stub, name)  # and the user can still log in
 
 
 PROTECTED_CALLS = {

@@ -6,6 +6,7 @@ suite without seeing each other's money.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import os
 import random
@@ -111,9 +112,28 @@ def test_list_payments_pages_newest_first(suite: Suite, channel: grpc.Channel) -
         if not token:
             break
     assert seen == list(reversed(ids))
-    with pytest.raises(grpc.RpcError) as info:
-        bob.list_payments(page_token="not-a-token")
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for garbage in ["not-a-token", page_token_of(f"v1:{2**63}"), page_token_of("v1:-1"),
+                    page_token_of("v1:" + "9" * 40)]:
+        with pytest.raises(grpc.RpcError) as info:
+            bob.list_payments(page_token=garbage)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, garbage
+        assert "page_token" in info.value.details()
+
+
+def page_token_of(text: str) -> str:
+    """A token of ListPayments' form (base64 of "v1:<seq>", unpadded) holding `text`."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_get_payment_with_a_malformed_id_is_invalid_argument(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    alice = new_user(suite, channel, "bank-a", 1_00)
+    for malformed in ["pay_\x00", "x" * 65, ""]:
+        with pytest.raises(grpc.RpcError) as info:
+            alice.get_payment(malformed)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, repr(malformed)
+        assert "payment_id" in info.value.details()
 
 
 @pytest.mark.parametrize(
@@ -124,10 +144,13 @@ def test_list_payments_pages_newest_first(suite: Suite, channel: grpc.Channel) -
         (10**12, "USD", "", "k", None, "over the per-payment maximum"),
         (100, "XYZ", "", "k", None, "unknown currency"),
         (100, "USD", "x" * 501, "k", None, "description too long"),
+        (100, "USD", "a\x00b", "k", None, "NUL in description"),
+        (100, "USD", "two\nlines", "k", None, "line break in description"),
         (100, "USD", "", "", None, "empty key"),
         (100, "USD", "", "k" * 256, None, "key too long"),
         (100, "USD", "", "k", "self", "paying yourself"),
         (100, "USD", "", "k", "NOT A NAME", "malformed payee"),
+        (100, "USD", "", "k", "payee-newline", "payee with a trailing newline"),
     ],
 )
 def test_bad_payment_input_is_rejected_and_records_nothing(
@@ -142,7 +165,9 @@ def test_bad_payment_input_is_rejected_and_records_nothing(
 ) -> None:
     alice = new_user(suite, channel, "bank-a", 10_00)
     bob = new_user(suite, channel, "bank-b", 0)
-    target = alice.username if payee == "self" else payee or bob.username
+    target = {"self": alice.username, "payee-newline": bob.username + "\n"}.get(
+        payee or "", payee or bob.username
+    )
     with pytest.raises(grpc.RpcError) as info:
         alice.pay(target, amount, key=key, currency=currency, description=description)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what

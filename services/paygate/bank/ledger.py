@@ -59,8 +59,8 @@ class Vote:
 
 
 def validate_id(value: str, what: str) -> str:
-    if not value or len(value) > MAX_ID_LENGTH:
-        raise InvalidArgument(f"{what} must be 1 to {MAX_ID_LENGTH} characters")
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidArgument(f"{what} must be 1 to {MAX_ID_LENGTH} printable characters")
     return value
 
 

@@ -157,8 +157,8 @@ def settings_of(args: argparse.Namespace, config: SuiteConfig) -> Settings:
         (0 < span_s < config.gateway.idempotency_ttl_s,
          f"--span-hours: above 0, below the key TTL ({config.gateway.idempotency_ttl_s} s)"),
         (100 <= args.chunk <= MAX_CHUNK, f"--chunk: 100 to {MAX_CHUNK}"),
-        (USERNAME_PATTERN.match(f"{prefix}0") is not None
-         and USERNAME_PATTERN.match(f"{prefix}{args.accounts - 1}") is not None,
+        (USERNAME_PATTERN.fullmatch(f"{prefix}0") is not None
+         and USERNAME_PATTERN.fullmatch(f"{prefix}{args.accounts - 1}") is not None,
          "--prefix: usernames PREFIX<n> must be valid usernames (3 to 32 of a-z 0-9 _ . -)"),
     ]
     for ok, message in limits:

@@ -33,8 +33,9 @@ from paygate.gateway.models import BankAccount, Principal, User
 from paygate.gateway.session_cache import DEFAULT_MAX_ENTRIES, DEFAULT_TTL_S, SessionCache
 from paygate.gateway.store import GatewayStore, Session
 
-USERNAME_PATTERN = re.compile(r"^[a-z0-9_.-]{3,32}$")
-ACCOUNT_NUMBER_PATTERN = re.compile(r"^[0-9]{1,34}$")
+# Matched with fullmatch(): `$` would also match before a trailing newline ("alice\n").
+USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
+ACCOUNT_NUMBER_PATTERN = re.compile(r"[0-9]{1,34}")
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores anything past 72 bytes: refuse rather than truncate
 BANK_ID_MAX_LENGTH = 64
@@ -57,7 +58,7 @@ def token_hash(token: str) -> str:
 
 
 def validate_username(username: str) -> str:
-    if not USERNAME_PATTERN.match(username):
+    if not USERNAME_PATTERN.fullmatch(username):
         raise InvalidArgument("username must be 3 to 32 characters from a-z, 0-9, '_', '.', '-'")
     return username
 
@@ -128,7 +129,7 @@ class Accounts:
             raise InvalidArgument("bank_id is required")
         if len(bank_id) > BANK_ID_MAX_LENGTH:
             raise InvalidArgument(f"bank_id must be at most {BANK_ID_MAX_LENGTH} characters")
-        if not ACCOUNT_NUMBER_PATTERN.match(account_number):
+        if not ACCOUNT_NUMBER_PATTERN.fullmatch(account_number):
             raise InvalidArgument("account_number must be 1 to 34 digits")
         if not self._banks.knows(bank_id):
             raise NotFound(f"unknown bank {bank_id!r}; banks: {', '.join(self._banks.bank_ids)}")
@@ -152,7 +153,9 @@ class Accounts:
 
         `peer` is the client's address, for the throttle of failed logins.
         """
-        if not username or len(username) > 64 or len(password.encode()) > 1024:
+        # No user has such a name or such a password (Register refuses them): the answer is
+        # known without the database or bcrypt (which raises on passwords over 72 bytes).
+        if not USERNAME_PATTERN.fullmatch(username) or len(password.encode()) > PASSWORD_MAX_BYTES:
             raise Unauthenticated(BAD_LOGIN)
         await self._throttle.check(username, peer)
         found = await self._store.user_by_username(username)

@@ -56,6 +56,7 @@ PAYMENT_ID_MAX_LENGTH = 64
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 PAGE_TOKEN_MAX_LENGTH = 64
+MAX_SEQ = 2**63 - 1  # a payment's sequence number is a signed 64-bit integer in both stores
 PAYEE_CACHE_SIZE = 10_000
 
 
@@ -84,7 +85,7 @@ def decode_page_token(token: str) -> int | None:
             raise ValueError(token)
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         version, _, seq = text.partition(":")
-        if version != "v1":
+        if version != "v1" or not seq.isdigit() or int(seq) > MAX_SEQ:
             raise ValueError(text)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -123,7 +124,7 @@ class Payments:
             raise InvalidArgument(
                 f"idempotency_key must be 1 to {KEY_MAX_LENGTH} printable characters"
             )
-        if not USERNAME_PATTERN.match(request.payee_username):
+        if not USERNAME_PATTERN.fullmatch(request.payee_username):
             raise InvalidArgument("payee_username is not a valid username")
         if request.payee_username == payer.username:
             raise InvalidArgument("you cannot pay yourself")
@@ -132,9 +133,12 @@ class Payments:
                 f"amount must be between 1 and {self._settings.max_payment_minor} minor units"
             )
         check_currency(request.currency)
-        if len(request.description) > DESCRIPTION_MAX_LENGTH:
+        if len(request.description) > DESCRIPTION_MAX_LENGTH or not (
+            request.description.isprintable()
+        ):
             raise InvalidArgument(
-                f"description must be at most {DESCRIPTION_MAX_LENGTH} characters"
+                f"description must be at most {DESCRIPTION_MAX_LENGTH} printable characters"
+                " (no line breaks or control characters)"
             )
 
     async def create(self, payer: User, request: PaymentRequest) -> Payment:
@@ -222,8 +226,12 @@ class Payments:
         return payment
 
     async def get(self, user: User, payment_id: str) -> Payment:
-        if not payment_id or len(payment_id) > PAYMENT_ID_MAX_LENGTH:
-            raise InvalidArgument(f"payment_id must be 1 to {PAYMENT_ID_MAX_LENGTH} characters")
+        if not payment_id or len(payment_id) > PAYMENT_ID_MAX_LENGTH or not (
+            payment_id.isprintable()
+        ):
+            raise InvalidArgument(
+                f"payment_id must be 1 to {PAYMENT_ID_MAX_LENGTH} printable characters"
+            )
         payment = await self._store.get_payment(payment_id)
         # Someone else's payment is indistinguishable from one that does not exist.
         if payment is None or user.user_id not in (payment.payer_user_id, payment.payee_user_id):
