@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import pathlib
 import uuid
@@ -32,13 +33,15 @@ from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
 from paygate.common import tracing
 from paygate.common.money import DEFAULT_CURRENCY
 from paygate.common.tls import channel_credentials
-from paygate.errors import PaygateError
+from paygate.errors import InvalidArgument, PaygateError
 from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_PAGE_SIZE = 20
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_AMOUNT_MINOR = 2**63 - 1  # the request's int64 field; the gateway's own limit is lower
+KEY_MAX_LENGTH = 255  # the gateway's limit on an idempotency key
 HEALTH_TIMEOUT_S = 1.0  # a health check is small: a slow answer is as bad as none
 
 StrPath = str | os.PathLike[str]
@@ -92,8 +95,8 @@ class AsyncClient:
         outbox: Outbox | None = None,
         delivery: DeliverySettings | None = None,
     ) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive number of seconds, not {timeout_s}")
         self.target = target
         self.timeout_s = timeout_s
         self.username = username
@@ -201,6 +204,9 @@ class AsyncClient:
         """
         # Chosen once, before any attempt: a retry must reuse it or money could move twice.
         key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        # Before the outbox: a queued payment that cannot even be sent would stay at the
+        # head of the payer's queue, in front of every later one.
+        check_payment_fields(payee_username, amount_minor, currency, description, key)
         if not queue_if_offline:
             return await self._create_payment(
                 key, payee_username, amount_minor, currency, description
@@ -280,13 +286,17 @@ class AsyncClient:
     async def _create_payment(
         self, key: str, payee_username: str, amount_minor: int, currency: str, description: str
     ) -> Payment:
-        request = gateway_pb2.CreatePaymentRequest(
-            idempotency_key=key,
-            payee_username=payee_username,
-            amount=amount_minor,
-            currency=currency,
-            description=description,
-        )
+        try:
+            request = gateway_pb2.CreatePaymentRequest(
+                idempotency_key=key,
+                payee_username=payee_username,
+                amount=amount_minor,
+                currency=currency,
+                description=description,
+            )
+        except (TypeError, ValueError) as exc:
+            # Only a queued row written before check_payment_fields existed gets here.
+            raise InvalidArgument(f"the payment cannot be sent: {exc}") from exc
         response: gateway_pb2.CreatePaymentResponse = await self._call(
             self._stub.CreatePayment, request
         )
@@ -352,3 +362,34 @@ class _ClientSender:
 
     async def reachable(self) -> bool:
         return await self._client.reachable()
+
+
+def check_payment_fields(
+    payee_username: object, amount_minor: object, currency: object, description: object,
+    idempotency_key: object,
+) -> None:
+    """Refuse, with InvalidArgument, a payment that could not be sent as a request at all.
+
+    The gateway checks the rest (its names, currencies and amount limit): those answers are
+    final, and a queued payment that gets one is recorded as failed.
+    """
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise InvalidArgument(
+            f"amount_minor must be a whole number of minor units (cents), not {amount_minor!r}"
+        )
+    if not 0 < amount_minor <= MAX_AMOUNT_MINOR:
+        raise InvalidArgument(f"amount_minor must be positive, not {amount_minor}")
+    fields = {"payee_username": payee_username, "currency": currency, "description": description}
+    for name, value in fields.items():
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{name} must be a string, not {type(value).__name__}")
+    if not payee_username:
+        raise InvalidArgument("payee_username is required")
+    if (
+        not isinstance(idempotency_key, str)
+        or not 0 < len(idempotency_key) <= KEY_MAX_LENGTH
+        or not idempotency_key.isprintable()
+    ):
+        raise InvalidArgument(
+            f"idempotency_key must be 1 to {KEY_MAX_LENGTH} printable characters"
+        )
