@@ -159,6 +159,23 @@ def test_sessions_are_found_until_revoked(backend: Backend) -> None:
     run(backend.gateway(backend.fresh("gateway")), body)
 
 
+def test_prune_sessions_deletes_only_sessions_expired_before_the_cutoff(backend: Backend) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        for token, expire_at_s in [("old-1", 10.0), ("old-2", 20.0), ("old-3", 30.0),
+                                   ("live", 100.0)]:
+            await store.insert_session(token, ALICE.user_id, expire_at_s)
+        await store.revoke_session("live")
+        assert await store.prune_sessions(older_than_s=25.0, limit=1) == 1
+        assert await store.prune_sessions(older_than_s=25.0, limit=10) == 1
+        assert await store.prune_sessions(older_than_s=25.0, limit=10) == 0
+        assert [await store.session(t) is None for t in ("old-1", "old-2", "old-3", "live")] == [
+            True, True, False, False
+        ]
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
 def test_begin_payment_outcomes(backend: Backend) -> None:
     async def body(store: GatewayStore) -> None:
         await with_users(store)

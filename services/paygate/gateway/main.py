@@ -59,6 +59,9 @@ _log = logging.getLogger("paygate.gateway")
 
 HOUSEKEEPING_INTERVAL_S = 60.0
 PRUNE_BATCH = 1000  # rows deleted per transaction by housekeeping
+# An expired session is kept a day, so that its token is answered "has expired" (log in
+# again) rather than "invalid" for a while; then it goes, or every login would stay forever.
+SESSION_KEPT_AFTER_EXPIRY_S = 24 * 3600.0
 DEFAULT_NAME = "gateway"
 
 
@@ -101,16 +104,20 @@ class Gateway:
         self.metrics_server.close()
 
     async def housekeeping_forever(self) -> None:
-        """Prune idempotency keys and login failures that are past their time."""
+        """Every HOUSEKEEPING_INTERVAL_S, one housekeeping pass."""
         while True:
             try:
-                cutoff = time.time() - self.config.idempotency_ttl_s
-                await prune_in_batches(self.store.prune_idempotency_keys, cutoff)
-                cutoff = time.time() - self.config.login_failure_window_s
-                await prune_in_batches(self.store.prune_login_failures, cutoff)
+                await housekeeping_pass(self.store, self.config, time.time())
             except Exception:
                 _log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+
+async def housekeeping_pass(store: GatewayStore, config: GatewayConfig, now_s: float) -> None:
+    """Prune idempotency keys, login failures and sessions that are past their time."""
+    await prune_in_batches(store.prune_idempotency_keys, now_s - config.idempotency_ttl_s)
+    await prune_in_batches(store.prune_login_failures, now_s - config.login_failure_window_s)
+    await prune_in_batches(store.prune_sessions, now_s - SESSION_KEPT_AFTER_EXPIRY_S)
 
 
 async def prune_in_batches(prune: Callable[..., Awaitable[int]], older_than_s: float) -> int:

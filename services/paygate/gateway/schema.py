@@ -94,6 +94,12 @@ SQLITE_MIGRATIONS = [
     ALTER TABLE payments ADD COLUMN one_phase INTEGER NOT NULL DEFAULT 0
         CHECK (one_phase IN (0, 1))
     """,
+    # 5: housekeeping deletes expired sessions and old login failures by time: without
+    # these, each pass read the whole table.
+    """
+    CREATE INDEX sessions_expire ON sessions (expire_at_s);
+    CREATE INDEX login_failures_at ON login_failures (failed_at_s)
+    """,
 ]
 
 
@@ -179,5 +185,10 @@ POSTGRES_MIGRATIONS = [
     # 4: whether the payment was sent as a one-phase commit.
     """
     ALTER TABLE payments ADD COLUMN one_phase BOOLEAN NOT NULL DEFAULT FALSE
+    """,
+    # 5: indexes for housekeeping's deletes by time.
+    """
+    CREATE INDEX sessions_expire ON sessions (expire_at_s);
+    CREATE INDEX login_failures_at ON login_failures (failed_at_s)
     """,
 ]

@@ -83,6 +83,7 @@ class GatewayStore(Protocol):
     async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None: ...
     async def session(self, token_hash: str) -> Session | None: ...
     async def revoke_session(self, token_hash: str) -> None: ...
+    async def prune_sessions(self, *, older_than_s: float, limit: int) -> int: ...
     async def begin_payment(
         self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
     ) -> BeginResult: ...
@@ -266,6 +267,16 @@ class SqliteGatewayStore:
             lambda conn: conn.execute(
                 "UPDATE sessions SET revoked = 1 WHERE token_hash = ?", (token_hash,)
             )
+        )
+
+    async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` sessions that expired before `older_than_s`; how many."""
+        return await self._db.transaction(
+            lambda conn: conn.execute(
+                "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions"
+                " WHERE expire_at_s < ? LIMIT ?)",
+                (older_than_s, limit),
+            ).rowcount
         )
 
     # Payments and their idempotency keys -------------------------------------------

@@ -145,6 +145,17 @@ class PostgresGatewayStore:
 
         await self._db.transaction(revoke)
 
+    async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
+        async def delete(conn: Conn) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash"
+                " FROM sessions WHERE expire_at_s < %s LIMIT %s)",
+                (older_than_s, limit),
+            )
+            return cursor.rowcount
+
+        return await self._db.transaction(delete)
+
     # Payments and their idempotency keys -------------------------------------------
 
     async def begin_payment(
