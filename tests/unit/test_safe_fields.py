@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paygate.common.logs import safe_fields
+from paygate.common.logs import LOGGED_TEXT_MAX, safe_fields
 from paygate.gen.paygate.v1 import gateway_pb2
 
 
@@ -41,3 +41,15 @@ def test_unset_fields_and_other_objects_are_left_out() -> None:
     assert safe_fields(gateway_pb2.CreatePaymentRequest(amount=0, currency="")) == {}
     assert safe_fields(None) == {}
     assert safe_fields("not a message") == {}
+
+
+def test_an_overlong_field_is_logged_cut_with_its_length() -> None:
+    key = "k" * 60_000  # refused by the gateway, but logged before it is checked
+    fields = safe_fields(gateway_pb2.CreatePaymentRequest(idempotency_key=key, amount=1))
+    assert fields == {
+        "idempotency_key": "k" * LOGGED_TEXT_MAX + "... (60000 characters)", "amount": 1
+    }
+    exactly_max = "a" * LOGGED_TEXT_MAX
+    assert safe_fields(gateway_pb2.LoginRequest(username=exactly_max)) == {
+        "username": exactly_max
+    }

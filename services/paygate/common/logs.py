@@ -35,6 +35,9 @@ SAFE_FIELDS = (
     "reason",
     "page_size",
 )
+# A field's text is logged up to this many characters: requests are checked after they are
+# logged, and a refused one may carry a name or key of up to the message size limit.
+LOGGED_TEXT_MAX = 128
 
 
 class JsonFormatter(logging.Formatter):
@@ -76,6 +79,8 @@ def safe_fields(message: Any) -> dict[str, Any]:
             continue
         for name in _loggable_names(source.DESCRIPTOR):
             value = getattr(source, name)
+            if isinstance(value, str) and len(value) > LOGGED_TEXT_MAX:
+                value = f"{value[:LOGGED_TEXT_MAX]}... ({len(value)} characters)"
             if value not in ("", 0):
                 out[name] = value
     return out
