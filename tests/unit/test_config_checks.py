@@ -59,9 +59,14 @@ BANK_A = r"\[banks.bank-a\] "
         ({"var-dir": "v"}, "unknown setting 'var-dir'; the file may set: var_dir, "),
         # Bounds: numbers above 0 unless 0 switches the setting off; addresses; names.
         ({"gateway": {"prepare_timeout_s": 0}}, GATEWAY + "prepare_timeout_s must be above 0"),
-        ({"gateway": {"batch_max_size": -1}}, GATEWAY + "batch_max_size must be above 0"),
+        ({"gateway": {"batch_max_in_flight": -1}}, GATEWAY + "batch_max_in_flight must be above 0"),
         ({"gateway": {"lease_s": float("nan")}}, GATEWAY + "lease_s must be a finite number"),
         ({"gateway": {"bcrypt_rounds": 2}}, GATEWAY + "bcrypt_rounds must be from 4 to 31, not 2"),
+        # A bank refuses batches of more than 256 calls: payments would fail under load.
+        (
+            {"gateway": {"batch_max_size": 512}},
+            GATEWAY + "batch_max_size must be from 1 to 256, not 512",
+        ),
         ({"gateway": {"grace_s": -1}}, GATEWAY + "grace_s must be at least 0, not -1"),
         ({"gateway": {"listen": "localhost"}}, GATEWAY + "listen must be HOST:PORT"),
         (

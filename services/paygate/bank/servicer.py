@@ -6,6 +6,7 @@ from paygate.bank import ledger
 from paygate.bank.ledger import Leg
 from paygate.bank.participant import Participant
 from paygate.bank.store import AccountRow
+from paygate.common.config import MAX_BATCH_SIZE
 from paygate.common.handlers import Context
 from paygate.errors import InvalidArgument, PaygateError, status_code_of
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
@@ -14,7 +15,7 @@ SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
 
 # The most transactions one batch call may carry (the gateway sends at most its own
 # batch_max_size, 128 by default); more is INVALID_ARGUMENT and nothing is applied.
-MAX_BATCH = 256
+MAX_BATCH = MAX_BATCH_SIZE
 
 _DIRECTIONS = {bank_pb2.DIRECTION_DEBIT: ledger.DEBIT, bank_pb2.DIRECTION_CREDIT: ledger.CREDIT}
 

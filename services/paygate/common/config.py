@@ -69,6 +69,9 @@ DEFAULT_GRACE_S = 5.0
 # Batches of bank calls (gateway/batching.py): at most this many calls in one batch RPC,
 # and at most this many batch RPCs on the wire per bank and operation at once.
 DEFAULT_BATCH_MAX_SIZE = 128
+# The most transactions one batch call to a bank may carry: a bank refuses a larger batch
+# (INVALID_ARGUMENT, nothing applied), so batch_max_size may not be set above it.
+MAX_BATCH_SIZE = 256
 DEFAULT_BATCH_MAX_IN_FLIGHT = 2
 DEFAULT_LOGIN_FAILURE_WINDOW_S = 15 * 60
 DEFAULT_LOGIN_MAX_FAILURES_PER_USER = 5
@@ -195,7 +198,10 @@ SET_BY_CODE = ("bank_id", "tls", "bank_addresses", "fault_injection")
 # Every number set in the file must be above 0, except these (0 switches them off), and
 # within these bounds where they have some.
 _ZERO_ALLOWED = ("session_cache_ttl_s", "grace_s")
-_BOUNDS: dict[str, tuple[float, float]] = {"bcrypt_rounds": (4, 31)}
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "bcrypt_rounds": (4, 31),
+    "batch_max_size": (1, MAX_BATCH_SIZE),
+}
 _ADDRESSES = ("listen", "metrics")
 # A bank's name is part of file names (certs/NAME.pem) and of its default schema.
 _BANK_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
