@@ -261,6 +261,19 @@ def _scrape(listen: str, *, openmetrics: bool = False) -> str:
         return str(response.read().decode())
 
 
+def test_the_2pc_counters_have_a_series_for_every_bank_from_the_start(suite: Suite) -> None:
+    """A series that first appears at 1 has no earlier sample: rate() and increase() (and so
+    the alerts) would miss the first timeout at a bank after each restart."""
+    text = _scrape(suite.config.gateway.metrics)
+    for bank in suite.config.banks:
+        for phase in ("prepare", "commit", "abort"):
+            assert f'paygate_2pc_timeouts_total{{bank="{bank}",phase="{phase}"}}' in text
+        for phase in ("commit", "abort"):
+            assert f'paygate_2pc_retries_total{{bank="{bank}",phase="{phase}"}}' in text
+    for reason in ("BANK_TIMEOUT", "BANK_UNAVAILABLE", "COORDINATOR_RESTARTED"):
+        assert f'paygate_2pc_transactions_total{{outcome="aborted",reason="{reason}"}}' in text
+
+
 def test_tracing_is_off_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (*tracing.ENDPOINT_VARIABLES, "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED"):
         monkeypatch.delenv(name, raising=False)

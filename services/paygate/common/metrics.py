@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
@@ -127,7 +127,34 @@ class CoordinatorMetrics:
     batch_size: Histogram
 
     @classmethod
-    def build(cls, registry: CollectorRegistry) -> CoordinatorMetrics:
+    def build(
+        cls,
+        registry: CollectorRegistry,
+        *,
+        banks: Iterable[str] = (),
+        abort_reasons: Iterable[str] = (),
+    ) -> CoordinatorMetrics:
+        """The families, with a series at 0 for each bank and phase, outcome and reason.
+
+        A labelled series that first appears at 1 has no earlier sample, so rate() and
+        increase() miss that first count: after each restart, the first burst of timeouts at
+        a bank would not raise PaygatePrepareTimeoutsRising. Series made at start do not.
+        """
+        metrics = cls._families(registry)
+        for bank in banks:
+            for phase in ("prepare", "commit", "abort"):
+                metrics.timeouts.labels(bank, phase)
+            for phase in ("commit", "abort"):
+                metrics.retries.labels(bank, phase)
+        metrics.transactions.labels("committed", "")
+        for reason in abort_reasons:
+            metrics.transactions.labels("aborted", reason)
+        for decision in ("commit", "abort"):
+            metrics.recovered.labels(decision)
+        return metrics
+
+    @classmethod
+    def _families(cls, registry: CollectorRegistry) -> CoordinatorMetrics:
         return cls(
             transactions=Counter(
                 "paygate_2pc_transactions",

@@ -78,6 +78,7 @@ from paygate.gateway.finisher import Finisher
 from paygate.gateway.models import Leg, Payment, TxnState, Vote
 from paygate.gateway.store import GatewayStore, Lease
 from paygate.gateway.two_phase import (
+    BUSINESS_REFUSALS,
     Decision,
     Failure,
     Participants,
@@ -90,6 +91,9 @@ _log = logging.getLogger("paygate.coordinator")
 _tracer = trace.get_tracer(__name__)
 
 PRESUMED_ABORT = "COORDINATOR_RESTARTED"
+# The reasons this coordinator aborts with (a bank's own error reason aside): the
+# paygate_2pc_transactions_total series made at start.
+ABORT_REASONS = (*BUSINESS_REFUSALS, BANK_TIMEOUT, BANK_UNAVAILABLE, PRESUMED_ABORT)
 PREPARE_TIMEOUT_MARGIN_S = 0.2
 DEFAULT_LEASE_S = 6.0
 

@@ -47,7 +47,7 @@ from paygate.common.tls import server_credentials
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.auth_interceptor import AuthInterceptor
 from paygate.gateway.banks import BankClients, BatchSettings
-from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
+from paygate.gateway.coordinator import ABORT_REASONS, Coordinator, CoordinatorSettings
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.payments import Payments, PaymentSettings
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
@@ -138,7 +138,9 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
     store = await open_gateway_store(config)
     # Observability wiring (issue 4): one registry, served on config.metrics.
     registry = new_registry()
-    coordinator_metrics = CoordinatorMetrics.build(registry)
+    coordinator_metrics = CoordinatorMetrics.build(
+        registry, banks=config.bank_addresses, abort_reasons=ABORT_REASONS
+    )
     banks = BankClients(
         config.bank_addresses,
         config.tls,
