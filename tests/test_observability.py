@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from paygate.client import AsyncClient
 from paygate.common import tracing
+from paygate.common.config import load_config
 from suite import REPO, Suite, free_ports, started_suite
 from users import PASSWORD, error_reason, new_user, unique_name
 
@@ -334,10 +335,11 @@ def prometheus_bin() -> pathlib.Path:
     "args",
     [
         ("check", "config", "ops/prometheus.yml"),
+        ("check", "config", "ops/prometheus-postgres.yml"),
         ("check", "rules", "ops/alerts.yml"),
         ("test", "rules", "ops/alerts_test.yml"),
     ],
-    ids=["check-config", "check-rules", "test-rules"],
+    ids=["check-config", "check-config-postgres", "check-rules", "test-rules"],
 )
 def test_promtool_accepts_config_and_rules(
     prometheus_bin: pathlib.Path, args: tuple[str, ...]
@@ -352,6 +354,27 @@ def test_promtool_accepts_config_and_rules(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("prometheus_yml", "config_toml", "supervisord_conf"),
+    [
+        ("prometheus.yml", None, REPO / "supervisord.conf"),
+        ("prometheus-postgres.yml", OPS / "paygate-postgres.toml", OPS / "supervisord-postgres.conf"),
+    ],
+    ids=["sqlite", "postgres"],
+)
+def test_prometheus_scrapes_every_metrics_port_of_its_deployment(
+    prometheus_yml: str, config_toml: pathlib.Path | None, supervisord_conf: pathlib.Path
+) -> None:
+    """Each program's metrics address (the config file's, or a --metrics flag in the
+    supervisord.conf) is a target, and nothing else is: a process that is not scraped can
+    be down without PaygateProcessDown firing."""
+    config = load_config(config_toml)
+    flags = re.findall(r"--metrics\s+(\S+)", supervisord_conf.read_text())
+    served = {config.gateway.metrics, *flags, *(b.metrics for b in config.banks.values())}
+    targets = set(re.findall(r'targets: \["([^"]+)"\]', (OPS / prometheus_yml).read_text()))
+    assert targets == served
 
 
 def derived_config(suite: Suite, folder: pathlib.Path) -> pathlib.Path:
