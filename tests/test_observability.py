@@ -360,7 +360,11 @@ def test_promtool_accepts_config_and_rules(
     ("prometheus_yml", "config_toml", "supervisord_conf"),
     [
         ("prometheus.yml", None, REPO / "supervisord.conf"),
-        ("prometheus-postgres.yml", OPS / "paygate-postgres.toml", OPS / "supervisord-postgres.conf"),
+        (
+            "prometheus-postgres.yml",
+            OPS / "paygate-postgres.toml",
+            OPS / "supervisord-postgres.conf",
+        ),
     ],
     ids=["sqlite", "postgres"],
 )
