@@ -34,10 +34,18 @@ run: setup
 	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisord -n -c $(CURDIR)/supervisord.conf
 
 status:
-	$(BIN)/supervisorctl -c supervisord.conf status
+	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisorctl -c $(CURDIR)/supervisord.conf status
 
+# Returns once supervisord has exited, i.e. once every program has drained and stopped.
+STOP_WAIT_S := 60
 stop:
-	$(BIN)/supervisorctl -c supervisord.conf shutdown
+	@cd $(RUN_DIR) && pid=$$(cat var/supervisord.pid 2>/dev/null || true) && \
+	$(CURDIR)/$(BIN)/supervisorctl -c $(CURDIR)/supervisord.conf shutdown && \
+	for i in $$(seq $$(( $(STOP_WAIT_S) * 10 ))); do \
+		if [ -z "$$pid" ] || ! kill -0 "$$pid" 2>/dev/null; then echo "stopped"; exit 0; fi; \
+		sleep 0.1; \
+	done; \
+	echo "supervisord (pid $$pid) still running after $(STOP_WAIT_S) s" >&2; exit 1
 
 test: setup $(BUF)
 	$(BIN)/python -m pytest

@@ -102,8 +102,8 @@ async def serve(
     await asyncio.gather(*tasks, return_exceptions=True)
     if on_stop is not None:
         await on_stop()
-    # Already on the way out: a second request to stop (Ctrl-C reaches every process of the
-    # terminal's group, then supervisord sends SIGTERM) must not kill the process mid-exit.
+    # Already on the way out: a second request to stop (a second Ctrl-C when the process
+    # runs in a terminal, or a SIGTERM after a SIGINT) must not kill the process mid-exit.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
