@@ -155,6 +155,84 @@ def test_amount_with_too_many_decimals_is_refused_without_a_call(suite: Suite, c
     assert suite.bank_account("bank-a", payer_account).balance == 20_00
 
 
+def test_a_failed_payment_is_listed_without_a_sign(suite: Suite, cli: Cli) -> None:
+    """A signed amount reads as money that moved; a failed payment moved none."""
+    payer, payee = unique_name("fay"), unique_name("gus")
+    cli.register(payer, "bank-a", cli.open_account("bank-a", "10.00"))
+    cli.register(payee, "bank-b", cli.open_account("bank-b", "0"))
+    cli.login(payer)
+    refused = cli.run("paygate", "pay", payee, "50.00")
+    assert refused.returncode == 1 and "INSUFFICIENT_FUNDS" in refused.stderr
+    cli.ok("paygate", "pay", payee, "1.00")
+    succeeded, failed = cli.ok("paygate", "payments").splitlines()  # newest first
+    assert "FAILED" in failed and f"  50.00 USD  to {payee}  [INSUFFICIENT_FUNDS]" in failed
+    assert "SUCCEEDED" in succeeded and f" -1.00 USD  to {payee}" in succeeded
+    assert " UTC  " in failed  # the time says its zone
+
+
+@pytest.mark.parametrize(
+    ("amount", "words"),
+    [("-5", "negative"), ("0", "zero"), ("0.00", "zero"), ("1000000.01", "0.01 to 1000000.00 USD")],
+)
+def test_an_amount_out_of_range_says_what_is_wrong_in_units_the_user_typed(
+    suite: Suite, cli: Cli, amount: str, words: str
+) -> None:
+    payer, payee = unique_name("hal"), unique_name("ida")
+    cli.register(payer, "bank-a", cli.open_account("bank-a", "10.00"))
+    cli.register(payee, "bank-b", cli.open_account("bank-b", "0"))
+    cli.login(payer)
+    result = cli.run("paygate", "pay", payee, amount)
+    assert result.returncode == 1 and result.stdout == ""
+    assert words in result.stderr, result.stderr
+
+
+def test_a_session_at_another_gateway_is_named(suite: Suite, cli: Cli) -> None:
+    name = unique_name("jo")
+    cli.register(name, "bank-a", cli.open_account("bank-a", "1.00"))
+    cli.login(name)
+    result = cli.run("paygate", "--gateway", "127.0.0.1:1", "balance")
+    assert result.returncode == 1
+    assert result.stderr.startswith("not logged in at 127.0.0.1:1: the saved session is")
+    assert name in result.stderr
+
+
+def test_an_unreachable_gateway_is_said_to_have_received_nothing(
+    suite: Suite, cli: Cli
+) -> None:
+    """Connection refused: the request never left, so 'may or may not have happened' would
+    be wrong and alarming."""
+    name = unique_name("kim")
+    cli.register(name, "bank-a", cli.open_account("bank-a", "1.00"))
+    cli.login(name)
+    saved = json.loads(cli.session_file.read_text())
+    cli.session_file.write_text(json.dumps({**saved, "gateway": "127.0.0.1:1"}))
+    result = cli.run("paygate", "--gateway", "127.0.0.1:1", "pay", "someone", "1.00")
+    assert result.returncode == 1
+    assert "could not be reached: nothing was paid" in result.stderr, result.stderr
+    assert "may or may not" not in result.stderr
+
+
+def test_register_without_a_terminal_asks_for_password_stdin(suite: Suite, cli: Cli) -> None:
+    account = cli.open_account("bank-a", "1.00")
+    result = cli.run(
+        "paygate", "register", unique_name("lee"), "--bank", "bank-a", "--account", account,
+        input=f"{PASSWORD}\n",
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: no terminal to ask for the password: pipe it in with --password-stdin\n"
+    )
+
+
+def test_a_corrupt_session_file_says_what_to_do(suite: Suite, cli: Cli) -> None:
+    cli.session_file.parent.mkdir(parents=True)
+    cli.session_file.write_text("{not json")
+    result = cli.run("paygate", "balance")
+    assert result.returncode == 1
+    assert "delete it and log in again" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_deposit_twice_with_one_reference_moves_money_once(suite: Suite, cli: Cli) -> None:
     number = cli.open_account("bank-a", "10.00")
     deposit = ("deposit", "--bank", "bank-a", "--account", number, "--amount", "5.25")

@@ -144,7 +144,10 @@ BAD_REGISTRATIONS = [
     bad("non-digit-account-number", INVALID, ["account_number", "digits"], account="10a001"),
     bad("35-digit-account-number", INVALID, ["account_number", "34"], account="1" * 35),
     bad("account-number-with-newline", INVALID, ["account_number"], account="100001\n"),
-    bad("unknown-account-at-known-bank", NOT_FOUND, ["987654321"], account="987654321"),
+    bad(
+        "unknown-account-at-known-bank", NOT_FOUND, ["987654321", "at bank-a"],
+        account="987654321",
+    ),
 ]
 
 

@@ -56,7 +56,10 @@ def load_session(path: pathlib.Path) -> StoredSession | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SessionFileError(f"cannot read {path}: {type(exc).__name__}") from None
+        raise SessionFileError(
+            f"cannot read the saved session {path} ({type(exc).__name__}):"
+            " delete it and log in again"
+        ) from None
 
 
 def save_session(path: pathlib.Path, session: StoredSession) -> None:

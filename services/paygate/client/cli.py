@@ -32,6 +32,7 @@ from paygate.client import (
     Client,
     PaygateError,
     Payment,
+    PaymentStatus,
     Unauthenticated,
     Unavailable,
     cli_queue,
@@ -44,6 +45,7 @@ from paygate.client._session_file import (
     save_session,
     session_path,
 )
+from paygate.client.delivery import maybe_delivered
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
 
 GATEWAY_ENV = "PAYGATE_GATEWAY"
@@ -65,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], None] = args.command
     try:
         command(args)
-    except NotLoggedIn:
-        print(NOT_LOGGED_IN, file=sys.stderr)
+    except NotLoggedIn as missing:
+        print(str(missing) or NOT_LOGGED_IN, file=sys.stderr)
         return 1
     except PaygateError as error:
         print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
@@ -212,6 +214,8 @@ def cmd_balance(args: argparse.Namespace) -> None:
 
 def cmd_pay(args: argparse.Namespace) -> None:
     amount_minor = parse_amount(args.amount, args.currency)
+    if amount_minor == 0:
+        raise CliError(f"amount {args.amount!r} is zero: a payment moves more than nothing")
     # Chosen here rather than by the library, so that it can be shown for a retry.
     key = args.idempotency_key if args.idempotency_key is not None else str(uuid.uuid4())
     if args.queue_if_offline:
@@ -228,11 +232,20 @@ def cmd_pay(args: argparse.Namespace) -> None:
                 description=args.description,
                 idempotency_key=key,
             )
-        except Unavailable:
-            print(
-                f"the payment may or may not have happened; retry with: --idempotency-key {key}",
-                file=sys.stderr,
-            )
+        except Unavailable as error:
+            if maybe_delivered(error):
+                print(
+                    "the payment may or may not have happened; retry with:"
+                    f" --idempotency-key {key}",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"the gateway at {args.gateway} could not be reached: nothing was paid."
+                    " Is it running (make run)? With --queue-if-offline the payment waits"
+                    " and is sent when the gateway is back.",
+                    file=sys.stderr,
+                )
             raise
     amount = format_amount(payment.amount_minor, payment.currency)
     print(
@@ -256,10 +269,12 @@ def describe_payment(payment: Payment, username: str) -> str:
     outgoing = payment.payer_username == username
     direction = f"to {payment.payee_username}" if outgoing else f"from {payment.payer_username}"
     amount = format_amount(payment.amount_minor, payment.currency)
-    sign = "-" if outgoing else "+"
+    # Signed only when the money moved: a failed payment moved nothing.
+    moved = payment.status == PaymentStatus.SUCCEEDED
+    sign = ("-" if outgoing else "+") if moved else " "
     line = (
-        f"{payment.create_time:%Y-%m-%d %H:%M:%S}  {payment.payment_id}  {payment.status:<9}  "
-        f"{sign}{amount} {payment.currency}  {direction}"
+        f"{payment.create_time:%Y-%m-%d %H:%M:%S} UTC  {payment.payment_id}  "
+        f"{payment.status:<9}  {sign}{amount} {payment.currency}  {direction}"
     )
     if payment.failure_reason:
         line += f"  [{payment.failure_reason}]"
@@ -293,21 +308,27 @@ def open_client(
 
 def require_session(args: argparse.Namespace) -> StoredSession:
     stored = load_session(session_path(args.environ))
-    if stored is None or not usable(stored, args.gateway):
+    if stored is None:
         raise NotLoggedIn
+    if stored.gateway != args.gateway:
+        # A token is only good at the gateway that issued it.
+        raise NotLoggedIn(
+            f"not logged in at {args.gateway}: the saved session is {stored.username}'s at"
+            f" {stored.gateway}; run `paygate --gateway {args.gateway} login USER`"
+        )
+    if stored.expired(datetime.datetime.now(datetime.UTC)):
+        raise NotLoggedIn(
+            f"the session of {stored.username} has expired: run `paygate login {stored.username}`"
+        )
     return stored
-
-
-def usable(stored: StoredSession, gateway: str) -> bool:
-    # A token is only good at the gateway that issued it, and only until it expires.
-    now = datetime.datetime.now(datetime.UTC)
-    return stored.gateway == gateway and not stored.expired(now)
 
 
 def read_password(from_stdin: bool, *, confirm: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         password = line[:-1] if line.endswith("\n") else line
+    elif not sys.stdin.isatty():
+        raise CliError("no terminal to ask for the password: pipe it in with --password-stdin")
     else:
         password = getpass.getpass("password: ")
         if confirm and getpass.getpass("password (again): ") != password:

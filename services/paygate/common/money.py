@@ -46,6 +46,8 @@ def parse_amount(text: str, currency: str = DEFAULT_CURRENCY) -> int:
     """Parse decimal text in the currency's major unit ("12.50") into minor units (1250)."""
     digits = MINOR_UNIT_DIGITS[check_currency(currency)]
     match = _DECIMAL.match(text.strip())
+    if match is None and text.strip().startswith("-"):
+        raise InvalidArgument(f"amount {text!r} is negative: amounts are positive")
     if match is None:
         raise InvalidArgument(f"amount {text!r} is not a decimal number such as 12.50")
     fraction = match.group("fraction") or ""

@@ -23,6 +23,7 @@ from prometheus_client import Histogram
 from paygate.common.config import DEFAULT_BATCH_MAX_IN_FLIGHT, DEFAULT_BATCH_MAX_SIZE, TlsFiles
 from paygate.common.tls import channel_credentials
 from paygate.errors import (
+    ACCOUNT_NOT_FOUND,
     BANK_TIMEOUT,
     BANK_UNAVAILABLE,
     ERROR_BY_STATUS,
@@ -109,7 +110,10 @@ class BankClients:
                 request, timeout=timeout_s, wait_for_ready=True
             )
         except grpc.aio.AioRpcError as exc:
-            raise self._translate(bank_id, exc) from exc
+            error = self._translate(bank_id, exc)
+            if error.reason == ACCOUNT_NOT_FOUND:  # the bank says "at this bank": which one
+                error = NotFound(f"no account {account_number} at {bank_id}", reason=error.reason)
+            raise error from exc
         account = response.account
         return BankAccount(
             account_number=account.account_number,

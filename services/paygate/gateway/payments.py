@@ -35,7 +35,7 @@ import secrets
 import time
 
 from paygate.common.metrics import PaymentMetrics, new_registry
-from paygate.common.money import check_currency
+from paygate.common.money import check_currency, format_amount
 from paygate.errors import (
     CURRENCY_MISMATCH,
     IDEMPOTENCY_KEY_IN_USE,
@@ -128,11 +128,15 @@ class Payments:
             raise InvalidArgument("payee_username is not a valid username")
         if request.payee_username == payer.username:
             raise InvalidArgument("you cannot pay yourself")
-        if not 0 < request.amount_minor <= self._settings.max_payment_minor:
-            raise InvalidArgument(
-                f"amount must be between 1 and {self._settings.max_payment_minor} minor units"
-            )
         check_currency(request.currency)
+        if not 0 < request.amount_minor <= self._settings.max_payment_minor:
+            least, most = (
+                format_amount(n, request.currency) for n in (1, self._settings.max_payment_minor)
+            )
+            raise InvalidArgument(
+                f"amount must be from {least} to {most} {request.currency}"
+                f" (1 to {self._settings.max_payment_minor} minor units)"
+            )
         if len(request.description) > DESCRIPTION_MAX_LENGTH or not (
             request.description.isprintable()
         ):
