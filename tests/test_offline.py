@@ -38,7 +38,7 @@ DELIVERED = re.compile(
     re.M,
 )
 FAILED = re.compile(
-    r"^failed #(\d+) to (\S+) (\S+) USD: \[(\w+)\] \(key (\S+), (\d+) attempt", re.M
+    r"^failed #(\d+) to (\S+) (\S+) USD: (?:[^\n]* )?\[(\w+)\] \(key (\S+), (\d+) attempt", re.M
 )
 
 # One client process of test 4: queue `count` payments through the library, print each key.
@@ -228,6 +228,7 @@ def test_a_queued_payment_refused_for_insufficient_funds_is_reported_failed_and_
     failed = [(m.group(5), m.group(4), m.group(6)) for m in FAILED.finditer(out)]
     # Attempt 2 got the final answer; there was no third.
     assert failed == [(key, "INSUFFICIENT_FUNDS", "2")], out
+    assert "insufficient funds in the payer's account [INSUFFICIENT_FUNDS]" in out  # in words
     assert cli.ok("queue", "sync") == "nothing to send\n"
     [line] = cli.queue_lines()
     assert line.split()[3:6] == ["failed", "attempts", "2"]

@@ -281,8 +281,10 @@ def print_outcome(outcome: Outcome) -> None:
         print(review_message(entry), flush=True)
     else:
         reason = entry.failure_reason or entry.payment_status
+        # The gateway's message says it in words ("no user 'nobody'"); the reason is the code.
+        said = f"{outcome.error.message} " if outcome.error is not None else ""
         print(f"failed #{entry.entry_id} to {entry.payee_username} {money(entry)}: "
-              f"[{reason}] ({attempts})", flush=True)
+              f"{said}[{reason}] ({attempts})", flush=True)
 
 
 def describe_entry(entry: QueuedPayment) -> str:
