@@ -275,6 +275,22 @@ def test_the_2pc_counters_have_a_series_for_every_bank_from_the_start(suite: Sui
         assert f'paygate_2pc_transactions_total{{outcome="aborted",reason="{reason}"}}' in text
 
 
+def test_a_banks_money_is_reported_per_currency(suite: Suite) -> None:
+    """USD and EUR at one bank are two series: a sum of both would mean nothing."""
+    suite.admin_open_account("bank-a", 12_34, currency="EUR")
+
+    def eur_posted() -> float | None:
+        text = _scrape(suite.config.banks["bank-a"].metrics)
+        found = re.search(r'^paygate_bank_money_minor\{currency="EUR",kind="posted"\} (\S+)$',
+                          text, re.M)
+        return float(found.group(1)) if found and float(found.group(1)) >= 12_34 else None
+
+    eventually(eur_posted, what="bank-a's EUR money in its metrics")
+    usd = re.search(r'^paygate_bank_money_minor\{currency="USD",kind="posted"\} (\S+)$',
+                    _scrape(suite.config.banks["bank-a"].metrics), re.M)
+    assert usd is not None and float(usd.group(1)) > 0  # the demo accounts
+
+
 def test_tracing_is_off_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (*tracing.ENDPOINT_VARIABLES, "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED"):
         monkeypatch.delenv(name, raising=False)

@@ -684,6 +684,19 @@ def test_concurrent_deposits_and_openings_happen_once_each(backend: Backend) -> 
     run(backend.ledger(backend.fresh("bank")), body)
 
 
+def test_money_is_summed_per_currency(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        payer, payee = await open_accounts(store, 30_00, 5_00)
+        await store.transaction(lambda tx: ledger.open_account(tx, "EUR", 7_00))
+        await store.transaction(lambda tx: ledger.open_account(tx, "JPY", 900))
+        legs = [debit(payer, 12_00), credit(payee, 12_00)]
+        assert (await store.transaction(lambda tx: ledger.prepare(tx, "h1", legs))).yes
+        money = await store.read(lambda tx: tx.money_by_currency())
+        assert money == {"USD": (35_00, 12_00), "EUR": (7_00, 0), "JPY": (900, 0)}
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
 def test_the_audit_carries_the_journal_from_one_pass_to_the_next(backend: Backend) -> None:
     async def body(store: LedgerStore) -> None:
         payer, payee = await open_accounts(store, 30_00, 0)

@@ -118,11 +118,12 @@ class Participant:
         return [outcome if isinstance(outcome, PaygateError) else None for outcome in outcomes]
 
     async def refresh_metrics(self) -> None:
-        """Set the holds and money gauges from the ledger's totals (one read transaction)."""
-        totals = await self._store.read(lambda tx: tx.totals())
+        """Set the holds and money gauges from the ledger (one read transaction)."""
+        totals, money = await self._store.read(lambda tx: (tx.totals(), tx.money_by_currency()))
         self._metrics.holds.labels("pending").set(totals.prepared_transactions)
-        self._metrics.money_minor.labels("posted").set(totals.balance)
-        self._metrics.money_minor.labels("pending").set(totals.pending_debit)
+        for currency, (posted, held) in money.items():
+            self._metrics.money_minor.labels("posted", currency).set(posted)
+            self._metrics.money_minor.labels("pending", currency).set(held)
 
     async def audit(self, *, full: bool = False) -> Totals:
         """Audit the ledger; a failure keeps the bank NOT_SERVING until one passes.

@@ -144,6 +144,10 @@ class LedgerTx(Protocol):
     ) -> None: ...
     def journal_sum(self, account_number: str) -> int: ...
     def totals(self) -> Totals: ...
+    def money_by_currency(self) -> dict[str, tuple[int, int]]:
+        """Per currency: the sum of posted balances and of pending debits (for metrics:
+        amounts in different currencies are never added up)."""
+        ...
     def journal(self, since: JournalMark) -> JournalMark:
         """The journal summed up to its last entry, reading only what follows `since` where
         the store can tell that nothing before it can still appear."""
@@ -273,6 +277,12 @@ class SqliteLedgerTx:
             (account_number,),
         ).fetchone()
         return int(row[0])
+
+    def money_by_currency(self) -> dict[str, tuple[int, int]]:
+        rows = self._conn.execute(
+            "SELECT currency, SUM(balance), SUM(pending_debit) FROM accounts GROUP BY currency"
+        ).fetchall()
+        return {str(currency): (int(balance), int(held)) for currency, balance, held in rows}
 
     def totals(self) -> Totals:
         balance, pending_debit, pending_credit = self._conn.execute(

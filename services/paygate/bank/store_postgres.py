@@ -208,6 +208,12 @@ class PostgresLedgerTx:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def money_by_currency(self) -> dict[str, tuple[int, int]]:
+        rows = self._conn.execute(
+            "SELECT currency, SUM(balance), SUM(pending_debit) FROM accounts GROUP BY currency"
+        ).fetchall()
+        return {str(currency): (int(balance), int(held)) for currency, balance, held in rows}
+
     def totals(self) -> Totals:
         # SUM of BIGINT is NUMERIC in PostgreSQL: int() brings every sum back to int.
         balance, pending_debit, pending_credit = self._one(

@@ -268,8 +268,9 @@ class BankMetrics:
             ),
             money_minor=Gauge(
                 "paygate_bank_money_minor",
-                "Money at this bank in minor units: posted balances, and pending (held) debits.",
-                ("kind",),
+                "Money at this bank in minor units of each currency: posted balances, and"
+                " pending (held) debits.",
+                ("kind", "currency"),
                 registry=registry,
             ),
         )
