@@ -40,8 +40,6 @@ from paygate.client.outbox_models import (
 )
 from paygate.client.outbox_store import Blocked, this_process_lease
 from paygate.errors import (
-    BANK_TIMEOUT,
-    BANK_UNAVAILABLE,
     Aborted,
     NotFound,
     PaygateError,
@@ -57,9 +55,10 @@ MAX_WAIT_S = 24 * 3600.0
 # connect, or not resolve the name): the request was never written to a socket.
 NEVER_SENT_MARKERS = ("failed to connect to all addresses", "errors resolving",
                       "dns resolution failed")
-# Answers of the gateway that say this payment was aborted before the commit decision and
-# its key released (docs/protocol.md, Idempotency); a refused token runs nothing either.
-NOTHING_RAN_REASONS = frozenset({BANK_UNAVAILABLE, BANK_TIMEOUT})
+# BANK_UNAVAILABLE and BANK_TIMEOUT are not among the answers that say nothing ran: for a
+# payment between two banks they mean an abort before the decision, but for one within one
+# bank (a one-phase commit) the bank may commit after the gateway answered, and the key
+# stays in use until the gateway knows (docs/protocol.md, "One bank").
 
 _log = logging.getLogger("paygate.client.outbox")
 
@@ -134,8 +133,8 @@ def verdict_of_error(error: PaygateError) -> Verdict:
 def maybe_delivered(error: PaygateError) -> bool:
     """Whether the request of an attempt that ended in this error may have reached the
     gateway and run there. When unsure: yes (a deadline, a dropped connection, no status)."""
-    if isinstance(error, Unauthenticated) or error.reason in NOTHING_RAN_REASONS:
-        return False
+    if isinstance(error, Unauthenticated):
+        return False  # the gateway refused the token before running anything
     if isinstance(error, Unavailable) and error.reason == "UNAVAILABLE":
         # No ErrorInfo: the status came from the client's own channel, not the gateway.
         message = error.message.lower()
