@@ -39,10 +39,12 @@ status:
 # Returns once supervisord has exited, i.e. once every program has drained and stopped.
 STOP_WAIT_S := 60
 stop:
-	@cd $(RUN_DIR) && pid=$$(cat var/supervisord.pid 2>/dev/null || true) && \
-	$(CURDIR)/$(BIN)/supervisorctl -c $(CURDIR)/supervisord.conf shutdown && \
+	@cd $(RUN_DIR) || exit 1; \
+	pid=$$(cat var/supervisord.pid 2>/dev/null); \
+	$(CURDIR)/$(BIN)/supervisorctl -c $(CURDIR)/supervisord.conf shutdown || exit 1; \
+	[ -n "$$pid" ] || exit 0; \
 	for i in $$(seq $$(( $(STOP_WAIT_S) * 10 ))); do \
-		if [ -z "$$pid" ] || ! kill -0 "$$pid" 2>/dev/null; then echo "stopped"; exit 0; fi; \
+		kill -0 "$$pid" 2>/dev/null || { echo "stopped"; exit 0; }; \
 		sleep 0.1; \
 	done; \
 	echo "supervisord (pid $$pid) still running after $(STOP_WAIT_S) s" >&2; exit 1
