@@ -178,6 +178,17 @@ def test_bad_payment_input_is_rejected_and_records_nothing(
         assert alice.pay(bob, 1_00, key=key).status == pb.PAYMENT_STATUS_SUCCEEDED
 
 
+def test_a_description_keeps_emoji_no_break_spaces_and_direction_marks(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    alice = new_user(suite, channel, "bank-a", 10_00)
+    bob = new_user(suite, channel, "bank-b", 0)
+    description = "\U0001f469\u200d\U0001f4bb 12\u00a0\u20ac \u200fשלום"
+    payment = alice.pay(bob, 1_00, description=description)
+    assert payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    assert alice.get_payment(payment.payment_id).description == description
+
+
 def test_unknown_payee_is_not_found(suite: Suite, channel: grpc.Channel) -> None:
     alice = new_user(suite, channel, "bank-a", 10_00)
     with pytest.raises(grpc.RpcError) as info:

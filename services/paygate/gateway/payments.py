@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import secrets
 import time
+import unicodedata
 
 from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.common.money import check_currency, format_amount
@@ -85,11 +86,17 @@ def decode_page_token(token: str) -> int | None:
             raise ValueError(token)
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         version, _, seq = text.partition(":")
-        if version != "v1" or not seq.isdigit() or int(seq) > MAX_SEQ:
+        if version != "v1" or not (seq.isascii() and seq.isdigit()) or int(seq) > MAX_SEQ:
             raise ValueError(text)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument("page_token is not a token returned by ListPayments") from None
+
+
+def has_control_characters(text: str) -> bool:
+    """Control characters (NUL, line breaks, tabs, escapes) and line or paragraph
+    separators; emoji sequences, no-break spaces and direction marks are text."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
 
 
 class Payments:
@@ -137,11 +144,11 @@ class Payments:
                 f"amount must be from {least} to {most} {request.currency}"
                 f" (1 to {self._settings.max_payment_minor} minor units)"
             )
-        if len(request.description) > DESCRIPTION_MAX_LENGTH or not (
-            request.description.isprintable()
+        if len(request.description) > DESCRIPTION_MAX_LENGTH or has_control_characters(
+            request.description
         ):
             raise InvalidArgument(
-                f"description must be at most {DESCRIPTION_MAX_LENGTH} printable characters"
+                f"description must be at most {DESCRIPTION_MAX_LENGTH} characters on one line"
                 " (no line breaks or control characters)"
             )
 
