@@ -15,7 +15,7 @@ import grpc
 import pytest
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
-from suite import GATEWAY, Suite
+from suite import BIN, GATEWAY, Suite
 from users import PASSWORD, RPC_TIMEOUT_S, unique_name
 
 pytestmark = pytest.mark.suite
@@ -214,9 +214,12 @@ def test_an_unreachable_gateway_is_said_to_have_received_nothing(
 
 def test_register_without_a_terminal_asks_for_password_stdin(suite: Suite, cli: Cli) -> None:
     account = cli.open_account("bank-a", "1.00")
-    result = cli.run(
-        "paygate", "register", unique_name("lee"), "--bank", "bank-a", "--account", account,
-        input=f"{PASSWORD}\n",
+    # A session of its own: no controlling terminal, as under cron or CI.
+    result = subprocess.run(
+        [str(BIN / "paygate"), "register", unique_name("lee"), "--bank", "bank-a",
+         "--account", account],
+        cwd=suite.dir, env=cli.env, input=f"{PASSWORD}\n", capture_output=True, text=True,
+        timeout=60, check=False, start_new_session=True,
     )
     assert result.returncode == 1
     assert result.stderr == (

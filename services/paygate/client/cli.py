@@ -327,15 +327,26 @@ def read_password(from_stdin: bool, *, confirm: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         password = line[:-1] if line.endswith("\n") else line
-    elif not sys.stdin.isatty():
+    elif not has_terminal():
+        # getpass would fall back to reading standard input, with a warning, and end in a
+        # traceback at its end: say what to do instead.
         raise CliError("no terminal to ask for the password: pipe it in with --password-stdin")
     else:
-        password = getpass.getpass("password: ")
+        password = getpass.getpass("password: ")  # on the terminal, whatever stdin is
         if confirm and getpass.getpass("password (again): ") != password:
             raise CliError("the passwords do not match")
     if not password:
         raise CliError("empty password")
     return password
+
+
+def has_terminal() -> bool:
+    """Whether this process has a terminal to ask on (getpass asks on /dev/tty)."""
+    try:
+        with open("/dev/tty", "rb"):
+            return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
