@@ -14,7 +14,7 @@
 
 Each error carries a `reason` (an UPPER_SNAKE string) that travels as a
 `google.rpc.ErrorInfo` in the gRPC status details. STATUS_BY_ERROR is the one
-table that maps errors to gRPC status codes; `paygate.common.grpc_errors` applies
+table that maps errors to gRPC status codes; `paygate.common.error_interceptor` applies
 it on the servers and `paygate.client` maps statuses back to these classes.
 """
 
