@@ -382,6 +382,26 @@ def test_list_payments_pages_newest_first_for_both_parties(backend: Backend) -> 
     run(backend.gateway(backend.fresh("gateway")), body)
 
 
+def test_count_unfinished_counts_only_unfinished_payments_created_before_the_cutoff(
+    backend: Backend,
+) -> None:
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        created_us = []
+        for n, final in enumerate([False, False, True]):
+            p = dataclasses.replace(payment(ALICE, BOB), create_time_us=1_000_000 * (n + 1))
+            await store.begin_payment(f"count-{n}", "h", p)
+            if final:
+                await store.decide_commit(p.payment_id)
+                await store.finish(p.payment_id, TxnState.COMMITTED)
+            created_us.append(p.create_time_us)
+        assert await store.count_unfinished(created_before_us=created_us[0]) == 0
+        assert await store.count_unfinished(created_before_us=created_us[1]) == 1
+        assert await store.count_unfinished(created_before_us=10_000_000) == 2  # not the third
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
 def test_claim_unfinished_oldest_first_up_to_the_limit(backend: Backend) -> None:
     async def body(store: GatewayStore) -> None:
         await with_users(store)

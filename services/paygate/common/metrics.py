@@ -183,7 +183,8 @@ class CoordinatorMetrics:
             ),
             in_doubt=Gauge(
                 "paygate_2pc_in_doubt",
-                "Unfinished transactions that no request is driving, at the last recovery pass.",
+                "Unfinished transactions older than a request drives one (recovery's to"
+                " finish), counted every recovery interval.",
                 registry=registry,
             ),
             recovered=Counter(

@@ -115,6 +115,13 @@ class CoordinatorSettings:
     # Payments within one bank as a one-phase commit (module docstring).
     one_phase: bool = True
 
+    @property
+    def request_drive_s(self) -> float:
+        """The longest a request drives its payment: the prepares, then the commit attempts
+        with their backoffs. An unfinished payment older than this waits for recovery."""
+        phase_two_s = self.delivery_attempts * (self.bank_call_timeout_s + self.backoff_max_s)
+        return self.prepare_timeout_s + PREPARE_TIMEOUT_MARGIN_S + phase_two_s
+
 
 class Coordinator:
     def __init__(
@@ -515,7 +522,6 @@ class Coordinator:
             limit=self._settings.recovery_batch,
         )
         orphans = [p for p in claimed if p.payment_id not in self._driving]
-        self._metrics.in_doubt.set(len(orphans))
         limit = asyncio.Semaphore(self._settings.recovery_concurrency)
 
         async def recover(payment: Payment) -> None:
@@ -574,6 +580,22 @@ class Coordinator:
                 await self.recover_once()
             except Exception:
                 _log.exception("recovery pass failed")
+            await asyncio.sleep(self._settings.recovery_interval_s)
+
+    async def count_in_doubt(self) -> int:
+        """Set paygate_2pc_in_doubt: the unfinished payments older than a request drives
+        one. Its own loop, so that a recovery pass waiting on a dead bank does not stop it."""
+        created_before_s = time.time() - self._settings.request_drive_s
+        count = await self._store.count_unfinished(created_before_us=int(created_before_s * 1e6))
+        self._metrics.in_doubt.set(count)
+        return count
+
+    async def count_in_doubt_forever(self) -> None:
+        while True:
+            try:
+                await self.count_in_doubt()
+            except Exception:
+                _log.exception("counting transactions in doubt failed")
             await asyncio.sleep(self._settings.recovery_interval_s)
 
     async def _finish_claimed(self, payment_id: str, final: TxnState) -> None:

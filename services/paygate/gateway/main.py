@@ -216,6 +216,7 @@ async def run(suite: SuiteConfig, name: str) -> None:
         grace_s=gateway.config.grace_s,
         background=[
             gateway.coordinator.recover_forever,
+            gateway.coordinator.count_in_doubt_forever,
             gateway.housekeeping_forever,
             lambda: monitor_health(gateway.server, gateway.store.healthy),
         ],

@@ -104,6 +104,7 @@ class GatewayStore(Protocol):
         self, owner: str, *, now_s: float, lease_s: float, limit: int
     ) -> list[Payment]: ...
     async def renew_lease(self, payment_id: str, lease: Lease) -> bool: ...
+    async def count_unfinished(self, *, created_before_us: int) -> int: ...
     async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int: ...
     async def login_failures(self, keys: list[str], *, since_s: float) -> list[list[float]]: ...
     async def record_login_failure(self, keys: list[str], at_s: float) -> None: ...
@@ -413,6 +414,16 @@ class SqliteGatewayStore:
             return [(int(row[0]), _payment(row[1:])) for row in rows]
 
         return await self._db.read(select)
+
+    async def count_unfinished(self, *, created_before_us: int) -> int:
+        """How many payments created before `created_before_us` have no final state yet."""
+        return await self._db.read(
+            lambda conn: int(conn.execute(
+                f"SELECT COUNT(*) FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+                " AND create_time_us < ?",
+                (created_before_us,),
+            ).fetchone()[0])
+        )
 
     async def claim_unfinished(
         self, owner: str, *, now_s: float, lease_s: float, limit: int

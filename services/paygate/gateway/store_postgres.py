@@ -279,6 +279,18 @@ class PostgresGatewayStore:
 
         return await self._db.transaction(select)
 
+    async def count_unfinished(self, *, created_before_us: int) -> int:
+        async def count(conn: Conn) -> int:
+            cursor = await conn.execute(
+                f"SELECT COUNT(*) FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+                " AND create_time_us < %s",
+                (created_before_us,),
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._db.transaction(count)
+
     async def claim_unfinished(
         self, owner: str, *, now_s: float, lease_s: float, limit: int
     ) -> list[Payment]:
