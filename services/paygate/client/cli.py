@@ -234,9 +234,12 @@ def cmd_pay(args: argparse.Namespace) -> None:
             )
         except Unavailable as error:
             if maybe_delivered(error):
+                # Between two banks a bank's error means aborted; within one bank the bank
+                # may still commit. The retry with the key answers either way.
                 print(
-                    "the payment may or may not have happened; retry with:"
-                    f" --idempotency-key {key}",
+                    "the payment did not complete now; it may still go through. Retry with"
+                    f" --idempotency-key {key}: the retry answers it if it went through, or"
+                    " makes it, once",
                     file=sys.stderr,
                 )
             else:

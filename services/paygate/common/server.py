@@ -94,8 +94,11 @@ async def serve(
     await server.set_serving(True)
     _log.info("serving", extra={"fields": {"port": server.port, "service": server.service_name}})
     await stop.wait()
-    _log.info("shutting down", extra={"fields": {"grace_s": grace_s}})
     await server.set_serving(False)
+    _log.info(
+        "shutting down: health NOT_SERVING, draining calls",
+        extra={"fields": {"grace_s": grace_s}},
+    )
     await server.grpc_server.stop(grace_s)
     for task in tasks:
         task.cancel()
