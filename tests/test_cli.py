@@ -155,6 +155,22 @@ def test_amount_with_too_many_decimals_is_refused_without_a_call(suite: Suite, c
     assert suite.bank_account("bank-a", payer_account).balance == 20_00
 
 
+def test_paying_again_with_the_same_key_says_replayed_and_moves_money_once(
+    suite: Suite, cli: Cli
+) -> None:
+    payer, payee = unique_name("max"), unique_name("ned")
+    payer_account = cli.open_account("bank-a", "10.00")
+    cli.register(payer, "bank-a", payer_account)
+    cli.register(payee, "bank-b", cli.open_account("bank-b", "0"))
+    cli.login(payer)
+    key = str(uuid.uuid4())
+    first = cli.ok("paygate", "pay", payee, "2.00", "--idempotency-key", key)
+    again = cli.ok("paygate", "pay", payee, "2.00", "--idempotency-key", key)
+    assert "replayed" not in first
+    assert again.startswith(first.rstrip("\n")) and "(replayed: " in again
+    assert suite.bank_account("bank-a", payer_account).balance == 8_00
+
+
 def test_a_failed_payment_is_listed_without_a_sign(suite: Suite, cli: Cli) -> None:
     """A signed amount reads as money that moved; a failed payment moved none."""
     payer, payee = unique_name("fay"), unique_name("gus")

@@ -19,7 +19,7 @@ import grpc
 import pytest
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import Suite
-from users import TestUser, error_reason, new_user
+from users import RPC_TIMEOUT_S, TestUser, error_reason, new_user
 
 pytestmark = pytest.mark.suite
 
@@ -221,6 +221,36 @@ def test_insufficient_funds_is_a_final_answer_kept_by_the_key(
         pb.PAYMENT_STATUS_FAILED,
         "INSUFFICIENT_FUNDS",
     )
+
+
+def replayed_header(call: grpc.Call) -> list[str]:
+    """The values of the Idempotent-Replayed header in a call's response metadata."""
+    return [v for k, v in call.initial_metadata() or () if k == "idempotent-replayed"]
+
+
+def test_an_answer_given_again_from_the_key_says_it_is_replayed(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    """Stripe's Idempotent-Replayed: on the answers a key gives again, payments and errors."""
+    alice = new_user(suite, channel, "bank-a", 10_00)
+    bob = new_user(suite, channel, "bank-b", 0)
+    key, refused_key = uuid.uuid4().hex, uuid.uuid4().hex
+    answers = []
+    for _ in range(2):
+        request = pb.CreatePaymentRequest(
+            idempotency_key=key, payee_username=bob.username, amount=3_00, currency="USD"
+        )
+        response, call = alice.stub.CreatePayment.with_call(
+            request, metadata=alice.metadata, timeout=RPC_TIMEOUT_S
+        )
+        answers.append((response.payment.payment_id, replayed_header(call)))
+    assert answers[0][1] == [] and answers[1] == (answers[0][0], ["true"])
+    for replay in (False, True):
+        with pytest.raises(grpc.RpcError) as info:
+            alice.pay(bob, 50_00, key=refused_key)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert replayed_header(info.value) == (["true"] if replay else [])  # type: ignore[arg-type]
+    assert_settled(alice, 7_00)
 
 
 def test_same_key_other_parameters_is_a_mismatch(suite: Suite, channel: grpc.Channel) -> None:

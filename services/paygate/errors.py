@@ -23,6 +23,9 @@ from __future__ import annotations
 import grpc
 
 ERROR_DOMAIN = "paygate.dev"
+# Response metadata of a CreatePayment answered again from its idempotency key (a payment or
+# a final error), as Stripe's Idempotent-Replayed header: the money moved only the first time.
+IDEMPOTENT_REPLAYED_HEADER = "idempotent-replayed"
 
 
 class PaygateError(Exception):

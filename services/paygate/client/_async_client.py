@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import pathlib
@@ -33,7 +34,7 @@ from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
 from paygate.common import tracing
 from paygate.common.money import DEFAULT_CURRENCY
 from paygate.common.tls import channel_credentials
-from paygate.errors import InvalidArgument, PaygateError
+from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument, PaygateError
 from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -297,10 +298,14 @@ class AsyncClient:
         except (TypeError, ValueError) as exc:
             # Only a queued row written before check_payment_fields existed gets here.
             raise InvalidArgument(f"the payment cannot be sent: {exc}") from exc
-        response: gateway_pb2.CreatePaymentResponse = await self._call(
-            self._stub.CreatePayment, request
-        )
-        return Payment.from_proto(response.payment)
+        call = self._stub.CreatePayment(request, timeout=self.timeout_s)
+        try:
+            response: gateway_pb2.CreatePaymentResponse = await call
+            metadata = await call.initial_metadata()
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        replayed = (IDEMPOTENT_REPLAYED_HEADER, "true") in list(metadata or ())
+        return dataclasses.replace(Payment.from_proto(response.payment), replayed=replayed)
 
     async def get_payment(self, payment_id: str) -> Payment:
         request = gateway_pb2.GetPaymentRequest(payment_id=payment_id)

@@ -43,6 +43,9 @@ class Payment:
     description: str
     create_time: datetime.datetime
     failure_reason: str
+    # True when CreatePayment answered again from the idempotency key: this payment was
+    # made by an earlier call, and nothing moved this time.
+    replayed: bool = False
 
     @classmethod
     def from_proto(cls, message: gateway_pb2.Payment) -> Payment:

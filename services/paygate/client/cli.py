@@ -251,9 +251,10 @@ def cmd_pay(args: argparse.Namespace) -> None:
                 )
             raise
     amount = format_amount(payment.amount_minor, payment.currency)
+    replayed = " (replayed: this key's payment, made before; nothing moved now)"
     print(
         f"paid {payment.payee_username} {amount} {payment.currency}: "
-        f"payment {payment.payment_id} {payment.status}"
+        f"payment {payment.payment_id} {payment.status}{replayed if payment.replayed else ''}"
     )
 
 

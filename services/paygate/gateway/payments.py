@@ -34,6 +34,7 @@ import hashlib
 import secrets
 import time
 import unicodedata
+from collections.abc import Callable
 
 from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.common.money import check_currency, format_amount
@@ -152,12 +153,18 @@ class Payments:
                 " (no line breaks or control characters)"
             )
 
-    async def create(self, payer: User, request: PaymentRequest) -> Payment:
+    async def create(
+        self, payer: User, request: PaymentRequest, *, on_replay: Callable[[], None] | None = None
+    ) -> Payment:
+        """Make the payment, or answer again what its idempotency key was answered; then
+        `on_replay` is called first (the servicer says so in the response's metadata)."""
         outcome = ["rejected"]
         try:
             return await self._create(payer, request, outcome)
         finally:
             self._metrics.payments.labels(outcome[0]).inc()
+            if outcome[0] == "replayed" and on_replay is not None:
+                on_replay()
 
     async def _create(self, payer: User, request: PaymentRequest, outcome: list[str]) -> Payment:
         """CreatePayment; sets outcome[0] to the payments_total outcome as it learns it."""

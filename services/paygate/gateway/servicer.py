@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 
 from paygate.common.handlers import Context
-from paygate.errors import InvalidArgument
+from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument
 from paygate.gateway.accounts import Accounts
 from paygate.gateway.auth_interceptor import PRINCIPAL
 from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus
@@ -95,16 +95,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def CreatePayment(
         self, request: gateway_pb2.CreatePaymentRequest, context: Context
     ) -> gateway_pb2.CreatePaymentResponse:
-        payment = await self._payments.create(
-            PRINCIPAL.get().user,
-            PaymentRequest(
-                idempotency_key=request.idempotency_key,
-                payee_username=bounded(request.payee_username, "payee_username"),
-                amount_minor=request.amount,
-                currency=bounded(request.currency, "currency"),
-                description=request.description,
-            ),
-        )
+        replayed: list[bool] = []
+        try:
+            payment = await self._payments.create(
+                PRINCIPAL.get().user,
+                PaymentRequest(
+                    idempotency_key=request.idempotency_key,
+                    payee_username=bounded(request.payee_username, "payee_username"),
+                    amount_minor=request.amount,
+                    currency=bounded(request.currency, "currency"),
+                    description=request.description,
+                ),
+                on_replay=lambda: replayed.append(True),
+            )
+        finally:
+            if replayed:  # Stripe's Idempotent-Replayed header, on answers and errors alike
+                await context.send_initial_metadata(((IDEMPOTENT_REPLAYED_HEADER, "true"),))
         return gateway_pb2.CreatePaymentResponse(payment=payment_message(payment))
 
     async def GetPayment(
