@@ -203,7 +203,7 @@ def test_a_payment_whose_answer_was_lost_is_delivered_once(
     out = cli.ok("queue", "sync")
     sent = delivered(out)
     assert list(sent) == [key], out
-    assert "(key " + key + ", 2 attempt" in out
+    assert "(key " + key + ", 2 attempt(s), replayed)" in out  # made by the first attempt
     assert bob.bank_account().balance == 7_00  # and not a second time
     assert alice.bank_account().balance == 43_00
     assert [p.payment_id for p in all_payments(alice)] == [sent[key]]

@@ -275,8 +275,11 @@ def print_outcome(outcome: Outcome) -> None:
     entry = outcome.entry
     attempts = f"key {entry.idempotency_key}, {entry.attempts} attempt(s)"
     if entry.state == EntryState.SUCCEEDED:
+        # Replayed: an earlier attempt made it (its answer was lost); it was not made twice.
+        replayed = ", replayed" if outcome.payment is not None and outcome.payment.replayed else ""
         print(f"delivered #{entry.entry_id} to {entry.payee_username} {money(entry)}: "
-              f"payment {entry.payment_id} {entry.payment_status} ({attempts})", flush=True)
+              f"payment {entry.payment_id} {entry.payment_status} ({attempts}{replayed})",
+              flush=True)
     elif entry.state == EntryState.NEEDS_REVIEW:
         print(review_message(entry), flush=True)
     else:
