@@ -157,13 +157,13 @@ class Accounts:
         # known without the database or bcrypt (which raises on passwords over 72 bytes).
         if not USERNAME_PATTERN.fullmatch(username) or len(password.encode()) > PASSWORD_MAX_BYTES:
             raise Unauthenticated(BAD_LOGIN)
-        await self._throttle.check(username, peer)
-        found = await self._store.user_by_username(username)
-        hashed = found[1] if found else None
-        if not await self._hasher.check(password.encode(), hashed) or found is None:
-            await self._throttle.failed(username, peer)
-            raise Unauthenticated(BAD_LOGIN)
-        await self._throttle.succeeded(username)
+        async with self._throttle.attempt(username, peer):
+            found = await self._store.user_by_username(username)
+            hashed = found[1] if found else None
+            if not await self._hasher.check(password.encode(), hashed) or found is None:
+                await self._throttle.failed(username, peer)
+                raise Unauthenticated(BAD_LOGIN)
+            await self._throttle.succeeded(username)
         token = secrets.token_urlsafe(32)
         expire_at_s = time.time() + self._settings.token_ttl_s
         await self._store.insert_session(token_hash(token), found[0].user_id, expire_at_s)

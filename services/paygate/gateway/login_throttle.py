@@ -5,14 +5,21 @@ that does not exist is throttled exactly like one that does (the key is the name
 so the throttle cannot be used to find out which usernames exist. A successful login clears
 the failures of its username, not those of its address (one good account must not let an
 address go on guessing the passwords of others).
+
+Attempts in flight count too: a failure is recorded only after bcrypt, so without them many
+guesses sent at once would all pass the check before the first failure was written. Each
+attempt counts the attempts of its keys already running in this process as failures ahead
+of it (attempt()); replicas each count their own.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from paygate.errors import ResourceExhausted
 from paygate.gateway.store import GatewayStore
@@ -41,24 +48,41 @@ class LoginThrottle:
         self._store = store
         self._settings = settings
         self._clock = clock
+        self._in_flight: collections.Counter[str] = collections.Counter()
 
     def _keys(self, username: str, peer: str) -> list[str]:
         return [f"user:{username}", f"address:{peer_address(peer)}"]
 
-    async def check(self, username: str, peer: str) -> None:
+    @contextlib.asynccontextmanager
+    async def attempt(self, username: str, peer: str) -> AsyncIterator[None]:
+        """Check the throttle for one login, counting the attempts already running as
+        failures ahead of this one; the login's failed() or succeeded() goes inside."""
+        keys = self._keys(username, peer)
+        ahead = [self._in_flight[key] for key in keys]  # no await before the counts go up
+        self._in_flight.update(keys)
+        try:
+            await self._check(keys, ahead)
+            yield
+        finally:
+            self._in_flight.subtract(keys)
+            for key in keys:
+                if self._in_flight[key] <= 0:
+                    del self._in_flight[key]
+
+    async def _check(self, keys: list[str], ahead: list[int]) -> None:
         """Raise ResourceExhausted, with the wait, while either key is over its limit."""
         now = self._clock()
         window_s = self._settings.window_s
         limits = [self._settings.max_failures_per_user, self._settings.max_failures_per_address]
-        failures = await self._store.login_failures(
-            self._keys(username, peer), since_s=now - window_s
-        )
+        failures = await self._store.login_failures(keys, since_s=now - window_s)
         wait_s = 0.0
-        for times, limit in zip(failures, limits, strict=True):
+        for times, running, limit in zip(failures, ahead, limits, strict=True):
             if len(times) >= limit:
                 # Allowed again when enough of the failures have left the window.
                 release_at_s = times[len(times) - limit] + window_s
                 wait_s = max(wait_s, release_at_s - now)
+            elif len(times) + running >= limit:
+                wait_s = max(wait_s, 1.0)  # the attempts ahead end within a bcrypt or so
         if wait_s > 0:
             raise ResourceExhausted(
                 f"too many failed logins; retry in {math.ceil(wait_s)} s"
