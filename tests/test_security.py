@@ -6,6 +6,7 @@ test_zz_no_secrets_leaked.py (it runs last, after every other test has used the 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import pathlib
 import signal
@@ -18,6 +19,8 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from paygate.errors import BANK_UNAVAILABLE, Unavailable
+from paygate.gateway.banks import BankClients
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
@@ -49,6 +52,28 @@ def _bank_call_with(suite: Suite, key_pem: bytes, cert_pem: bytes) -> grpc.RpcEr
                 bank_pb2.GetAccountRequest(account_number="100001"), timeout=RPC_TIMEOUT_S
             )
     return info.value
+
+
+def test_the_gateway_refuses_a_bank_whose_certificate_names_another_bank(suite: Suite) -> None:
+    """Every certificate of the suite also names 127.0.0.1: the gateway must check that the
+    bank it dials is that bank (a DNS name in its certificate), or bank-b, or anyone with a
+    certificate of the CA, could answer as bank-a and vote yes without holding money."""
+    account = suite.admin_open_account("bank-b", 1_00)
+    tls = suite.config.tls_for("gateway")
+    impostor = suite.config.banks["bank-b"].listen  # bank-b, dialled as bank-a
+
+    async def get_account_as(bank_id: str) -> str:
+        banks = BankClients({bank_id: impostor}, tls)
+        try:
+            found = await banks.get_account(bank_id, account, timeout_s=2.0)
+            return found.account_number
+        except Unavailable as error:
+            return error.reason
+        finally:
+            await banks.close()
+
+    assert asyncio.run(get_account_as("bank-b")) == account  # the real bank-b answers
+    assert asyncio.run(get_account_as("bank-a")) == BANK_UNAVAILABLE
 
 
 def test_a_self_signed_client_certificate_fails_the_handshake(suite: Suite) -> None:

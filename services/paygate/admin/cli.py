@@ -22,7 +22,7 @@ import grpc
 from paygate.client._errors import error_from_rpc
 from paygate.common.config import ConfigError, SuiteConfig, load_config
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
-from paygate.common.tls import InsecureKeyFile, channel_credentials
+from paygate.common.tls import InsecureKeyFile, channel_credentials, expect_server_identity
 from paygate.errors import PaygateError
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 
@@ -147,7 +147,8 @@ def bank_stub(args: argparse.Namespace) -> Iterator[Any]:
         credentials = channel_credentials(tls.ca, client=tls)
     except FileNotFoundError as exc:
         raise AdminError(f"cannot read {exc.filename}: run `python ops/gen_certs.py`") from exc
-    with grpc.secure_channel(bank.listen, credentials) as channel:
+    options = [expect_server_identity(args.bank)]
+    with grpc.secure_channel(bank.listen, credentials, options=options) as channel:
         # The generated stub is untyped; every response is annotated where it is used.
         yield bank_pb2_grpc.BankServiceStub(channel)  # type: ignore[no-untyped-call]
 

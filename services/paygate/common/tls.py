@@ -51,6 +51,15 @@ def channel_credentials(
     )
 
 
+def expect_server_identity(identity: str) -> tuple[str, str]:
+    """The channel option that checks the server's certificate names `identity` (a DNS
+    name in its subject alternative names), whatever address it is dialled at.
+
+    Every certificate of the suite's CA also names localhost and 127.0.0.1: without this
+    option, any of them (another bank's, the admin's) would pass for the bank dialled."""
+    return ("grpc.ssl_target_name_override", identity)
+
+
 def peer_identity(context: Context) -> str | None:
     """The common name of the peer's verified client certificate, or None without one."""
     auth = context.auth_context()

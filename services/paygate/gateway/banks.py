@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import Histogram
 
 from paygate.common.config import DEFAULT_BATCH_MAX_IN_FLIGHT, DEFAULT_BATCH_MAX_SIZE, TlsFiles
-from paygate.common.tls import channel_credentials
+from paygate.common.tls import channel_credentials, expect_server_identity
 from paygate.errors import (
     ACCOUNT_NOT_FOUND,
     BANK_TIMEOUT,
@@ -77,7 +77,10 @@ class BankClients:
         credentials = channel_credentials(tls.ca, client=tls)
         self._channels = {
             bank_id: grpc.aio.secure_channel(
-                address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+                address,
+                credentials,
+                options=[*CHANNEL_OPTIONS, expect_server_identity(bank_id)],
+                interceptors=interceptors,
             )
             for bank_id, address in addresses.items()
         }
