@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import pathlib
 
+import pytest
 from paygate.errors import ResourceExhausted
-from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
+from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings, peer_address
 from paygate.gateway.store import SqliteGatewayStore
 
 SETTINGS = ThrottleSettings(window_s=900, max_failures_per_user=5, max_failures_per_address=50)
@@ -83,3 +84,21 @@ def test_an_attempt_that_ended_is_no_longer_ahead(tmp_path: pathlib.Path) -> Non
         return allowed
 
     assert asyncio.run(scenario()) == [True] * 5 + [False] * 2
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        ("ipv4:10.0.0.7:4242", "ipv4:10.0.0.7"),
+        # One host usually has a whole /64: its addresses are one key.
+        ("ipv6:[2001:db8::5]:4242", "ipv6:2001:db8::/64"),
+        ("ipv6:[2001:db8::ffff:1]:1", "ipv6:2001:db8::/64"),
+        ("ipv6:%5B2001:db8::9%5D:77", "ipv6:2001:db8::/64"),  # as gRPC may escape it
+        ("ipv6:[2001:db8:0:1::5]:1", "ipv6:2001:db8:0:1::/64"),  # another /64
+        # The same IPv4 client over an IPv6 socket is the same key.
+        ("ipv6:[::ffff:10.0.0.7]:1", "ipv4:10.0.0.7"),
+        ("unix:/tmp/socket", "unix:/tmp/socket"),
+    ],
+)
+def test_a_client_address_is_keyed_by_what_one_client_controls(peer: str, key: str) -> None:
+    assert peer_address(peer) == key

@@ -17,8 +17,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import ipaddress
 import math
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 
 from paygate.errors import ResourceExhausted
@@ -33,9 +35,26 @@ class ThrottleSettings:
 
 
 def peer_address(peer: str) -> str:
-    """'ipv4:127.0.0.1:50292' -> 'ipv4:127.0.0.1'; 'ipv6:[::1]:4242' -> 'ipv6:[::1]'."""
+    """The throttle's key for a client address: gRPC's peer string without its port, an
+    IPv6 address as its /64 network (one host is usually given a whole /64, so counting
+    single addresses would let it try without limit), an IPv4-mapped IPv6 address as IPv4.
+
+    'ipv4:127.0.0.1:50292' -> 'ipv4:127.0.0.1'; 'ipv6:[2001:db8::5]:4242' ->
+    'ipv6:2001:db8::/64'; 'ipv6:[::ffff:10.0.0.1]:1' -> 'ipv4:10.0.0.1'.
+    """
     address, _, port = peer.rpartition(":")
-    return address if address and port.isdigit() else peer
+    if not (address and port.isdigit()):
+        return peer
+    family, _, host = address.partition(":")
+    if family != "ipv6":
+        return address
+    try:
+        ip = ipaddress.IPv6Address(urllib.parse.unquote(host).strip("[]").partition("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return f"ipv4:{ip.ipv4_mapped}"
+    return f"ipv6:{ipaddress.IPv6Network((ip, 64), strict=False)}"
 
 
 class LoginThrottle:
