@@ -87,6 +87,27 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+# Every link code the banks gave the tests: secrets, which no log may hold.
+ISSUED_LINK_CODES: list[str] = []
+
+
+class OpenedAccount(str):
+    """An account number (a str, as the tests pass it around) with its link code."""
+
+    link_code: str
+
+    def __new__(cls, number: str, link_code: str) -> OpenedAccount:
+        opened = super().__new__(cls, number)
+        opened.link_code = link_code
+        return opened
+
+
+def link_code_of(account: str) -> str:
+    """The link code of an account the tests opened; for any other number, a code that
+    is not its code (the bank then answers exactly as for an unknown account)."""
+    return account.link_code if isinstance(account, OpenedAccount) else "NOT-THE-CODE"
+
+
 def load_gen_certs() -> ModuleType:
     """ops/gen_certs.py is a script, not a package module: import it by path."""
     path = REPO / "ops" / "gen_certs.py"
@@ -452,14 +473,18 @@ class Suite:
 
     # Bank operations as the operator ---------------------------------------------------
 
-    def admin_open_account(self, bank_id: str, balance_minor: int, currency: str = "USD") -> str:
-        """Open an account at `bank_id` with the admin certificate; returns its number."""
+    def admin_open_account(
+        self, bank_id: str, balance_minor: int, currency: str = "USD"
+    ) -> OpenedAccount:
+        """Open an account at `bank_id` with the admin certificate; returns its number,
+        which carries the account's link code for registering with it."""
         with self.bank_channel_sync(bank_id) as channel:
             response = bank_pb2_grpc.BankServiceStub(channel).OpenAccount(
                 bank_pb2.OpenAccountRequest(currency=currency, initial_balance=balance_minor),
                 timeout=DEFAULT_RPC_TIMEOUT_S,
             )
-        return str(response.account.account_number)
+        ISSUED_LINK_CODES.append(response.link_code)
+        return OpenedAccount(response.account.account_number, response.link_code)
 
     def admin_deposit(
         self, bank_id: str, account_number: str, amount_minor: int, reference: str,

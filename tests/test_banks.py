@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
-from suite import BANKS, Suite
+from suite import BANKS, ISSUED_LINK_CODES, Suite
 
 pytestmark = pytest.mark.suite
 
@@ -161,6 +161,50 @@ def test_gateway_identity_may_not_deposit(suite: Suite) -> None:
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_reason(caught.value) == "PERMISSION_DENIED"
     assert suite.bank_account("bank-b", number).balance == 3_00
+
+
+def test_only_the_gateway_checks_link_codes_and_only_operators_issue_them(
+    suite: Suite,
+) -> None:
+    """An operator's certificate cannot be used to guess codes, nor the gateway's to
+    replace one (and so take over an account)."""
+    account = suite.admin_open_account("bank-a", 1_00)
+    link = bank_pb2.LinkAccountRequest(account_number=account, link_code=account.link_code)
+    issue = bank_pb2.IssueLinkCodeRequest(account_number=account)
+    with suite.bank_channel_sync("bank-a") as admin_channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            bank_pb2_grpc.BankServiceStub(admin_channel).LinkAccount(link, timeout=RPC_TIMEOUT_S)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with suite.bank_channel_sync("bank-a", identity="gateway") as gateway_channel:
+        stub = bank_pb2_grpc.BankServiceStub(gateway_channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.IssueLinkCode(issue, timeout=RPC_TIMEOUT_S)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # The code still links: nothing was replaced.
+        assert stub.LinkAccount(link, timeout=RPC_TIMEOUT_S).account.account_number == account
+
+
+def test_a_new_link_code_replaces_the_old_one(suite: Suite) -> None:
+    account = suite.admin_open_account("bank-c", 1_00)
+    with suite.bank_channel_sync("bank-c") as admin_channel:
+        issued = bank_pb2_grpc.BankServiceStub(admin_channel).IssueLinkCode(
+            bank_pb2.IssueLinkCodeRequest(account_number=account), timeout=RPC_TIMEOUT_S
+        ).link_code
+    ISSUED_LINK_CODES.append(issued)
+    assert issued and issued != account.link_code
+    with suite.bank_channel_sync("bank-c", identity="gateway") as gateway_channel:
+        stub = bank_pb2_grpc.BankServiceStub(gateway_channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.LinkAccount(
+                bank_pb2.LinkAccountRequest(account_number=account, link_code=account.link_code),
+                timeout=RPC_TIMEOUT_S,
+            )
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        linked = stub.LinkAccount(
+            bank_pb2.LinkAccountRequest(account_number=account, link_code=issued),
+            timeout=RPC_TIMEOUT_S,
+        )
+        assert linked.account.balance == 1_00
 
 
 def test_admin_identity_may_not_prepare(suite: Suite) -> None:

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
-from suite import BIN, GATEWAY, Suite
+from suite import BIN, GATEWAY, ISSUED_LINK_CODES, OpenedAccount, Suite, link_code_of
 from users import PASSWORD, RPC_TIMEOUT_S, unique_name
 
 pytestmark = pytest.mark.suite
@@ -43,15 +43,17 @@ class Cli:
         assert result.returncode == 0, f"{program} {args}: {result.stderr}"
         return result.stdout
 
-    def open_account(self, bank_id: str, balance: str) -> str:
-        number = self.ok("paygate-admin", "open-account", "--bank", bank_id, "--balance", balance)
-        assert re.fullmatch(r"[0-9]+\n", number), number
-        return number.strip()
+    def open_account(self, bank_id: str, balance: str) -> OpenedAccount:
+        printed = self.ok("paygate-admin", "open-account", "--bank", bank_id, "--balance", balance)
+        found = re.fullmatch(r"([0-9]+) ([0-9A-Z]{4}(?:-[0-9A-Z]{4}){3})\n", printed)
+        assert found, printed
+        ISSUED_LINK_CODES.append(found.group(2))
+        return OpenedAccount(found.group(1), found.group(2))
 
     def register(self, username: str, bank_id: str, account: str) -> str:
         return self.ok(
             "paygate", "register", username, "--bank", bank_id, "--account", account,
-            "--password-stdin", input=f"{PASSWORD}\n",
+            "--link-code", link_code_of(account), "--password-stdin", input=f"{PASSWORD}\n",
         )
 
     def login(self, username: str) -> str:
@@ -171,6 +173,20 @@ def test_paying_again_with_the_same_key_says_replayed_and_moves_money_once(
     assert suite.bank_account("bank-a", payer_account).balance == 8_00
 
 
+def test_an_operator_replaces_a_lost_link_code(suite: Suite, cli: Cli) -> None:
+    account = cli.open_account("bank-a", "3.00")
+    printed = cli.ok("paygate-admin", "link-code", "--bank", "bank-a", "--account", account)
+    assert re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4}){3}\n", printed), printed
+    ISSUED_LINK_CODES.append(printed.strip())
+    refused = cli.run(
+        "paygate", "register", unique_name("oli"), "--bank", "bank-a", "--account", account,
+        "--link-code", account.link_code, "--password-stdin", input=f"{PASSWORD}\n",
+    )
+    assert refused.returncode == 1 and "with this link code" in refused.stderr
+    renewed = OpenedAccount(account, printed.strip())
+    assert cli.register(unique_name("oli"), "bank-a", renewed).startswith("registered ")
+
+
 def test_a_failed_payment_is_listed_without_a_sign(suite: Suite, cli: Cli) -> None:
     """A signed amount reads as money that moved; a failed payment moved none."""
     payer, payee = unique_name("fay"), unique_name("gus")
@@ -233,7 +249,7 @@ def test_register_without_a_terminal_asks_for_password_stdin(suite: Suite, cli: 
     # A session of its own: no controlling terminal, as under cron or CI.
     result = subprocess.run(
         [str(BIN / "paygate"), "register", unique_name("lee"), "--bank", "bank-a",
-         "--account", account],
+         "--account", account, "--link-code", account.link_code],
         cwd=suite.dir, env=cli.env, input=f"{PASSWORD}\n", capture_output=True, text=True,
         timeout=60, check=False, start_new_session=True,
     )

@@ -93,7 +93,7 @@ def fuzz(suite: Suite) -> Iterator[Fuzz]:
 GATEWAY = "/paygate.v1.GatewayService/"
 GATEWAY_REQUESTS = {
     "Register": st.builds(pb.RegisterRequest, username=texts, password=texts, bank_id=texts,
-                          account_number=texts),
+                          account_number=texts, link_code=texts),
     "Login": st.builds(pb.LoginRequest, username=texts, password=texts),
     "Logout": st.just(pb.LogoutRequest()),
     "GetBalance": st.just(pb.GetBalanceRequest()),

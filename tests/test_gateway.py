@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
-from suite import GATEWAY, Suite, load_gen_certs
+from suite import GATEWAY, Suite, link_code_of, load_gen_certs
 from users import PASSWORD, error_reason, new_user, unique_name
 
 pytestmark = pytest.mark.suite
@@ -55,10 +55,11 @@ def bearer(token: str) -> list[tuple[str, str]]:
 
 def register(
     stub: pbg.GatewayServiceStub, username: str, account: str,
-    password: str = PASSWORD, bank_id: str = "bank-a",
+    password: str = PASSWORD, bank_id: str = "bank-a", link_code: str | None = None,
 ) -> pb.RegisterResponse:
     request = pb.RegisterRequest(
-        username=username, password=password, bank_id=bank_id, account_number=account
+        username=username, password=password, bank_id=bank_id, account_number=account,
+        link_code=link_code_of(account) if link_code is None else link_code,
     )
     return stub.Register(request, timeout=RPC_TIMEOUT_S)
 
@@ -148,6 +149,12 @@ BAD_REGISTRATIONS = [
         "unknown-account-at-known-bank", NOT_FOUND, ["987654321", "at bank-a"],
         account="987654321",
     ),
+    # The proof of holding the account: its bank's link code.
+    bad("no-link-code", INVALID, ["link_code"], link_code=""),
+    bad("65-character-link-code", INVALID, ["link_code", "64"], link_code="C" * 65),
+    bad("link-code-with-newline", INVALID, ["link_code"], link_code="ABCD\n"),
+    bad("wrong-link-code", NOT_FOUND, ["with this link code", "at bank-a"],
+        link_code="AAAA-AAAA-AAAA-AAAA"),
 ]
 
 
@@ -162,6 +169,7 @@ def test_bad_registration_is_refused_and_creates_nothing(
     error = failure(
         register, stub, username, fields.get("account", fresh_account),
         password=fields.get("password", PASSWORD), bank_id=fields.get("bank_id", "bank-a"),
+        link_code=fields.get("link_code"),
     )
     assert error.code() == code, error.details()
     for word in words:
@@ -191,6 +199,36 @@ def test_password_length_is_counted_in_bytes(
     name = unique_name("pw")
     register(stub, name, suite.admin_open_account("bank-a", 2_00), password=password)
     assert balance(stub, login(stub, name, password)).balance == 2_00
+
+
+def test_a_wrong_link_code_is_answered_as_an_unknown_account(
+    suite: Suite, stub: pbg.GatewayServiceStub
+) -> None:
+    """Whether the account exists must not show: otherwise Register would list the bank's
+    accounts for anyone who asks."""
+    real = suite.admin_open_account("bank-b", 5_00)
+    unknown = str(int(real) + 10_000)
+    answers = []
+    for account in (real, unknown):
+        error = failure(register, stub, unique_name("guess"), account, bank_id="bank-b",
+                        link_code="AAAA-AAAA-AAAA-AAAA")
+        answers.append((error.code(), error.details().replace(account, "N"),
+                        error_reason(error)))
+    assert answers[0] == answers[1] == (
+        CODE.NOT_FOUND, "no account N with this link code at bank-b", "ACCOUNT_NOT_FOUND"
+    )
+
+
+def test_a_demo_account_registers_with_its_published_link_code(
+    suite: Suite, stub: pbg.GatewayServiceStub
+) -> None:
+    """ops/demo-accounts/ gives each demo account a code (as the README's quick start uses)."""
+    assert failure(
+        register, stub, unique_name("demo"), "300004", bank_id="bank-c", link_code="DEMO-300003"
+    ).code() == CODE.NOT_FOUND  # another account's code
+    name = unique_name("demo")
+    register(stub, name, "300004", bank_id="bank-c", link_code="DEMO-300004")
+    assert balance(stub, login(stub, name)).balance == 0  # the fourth demo account is empty
 
 
 def test_account_already_linked_is_already_exists(

@@ -172,7 +172,7 @@ def test_one_payment_is_one_trace_across_client_gateway_and_both_banks(
     async def pay() -> tuple[str, str]:
         ca = suite.config.certs_dir / "ca.pem"
         async with AsyncClient(suite.gateway_target, ca_cert=ca) as client:
-            await client.register(alice, PASSWORD, "bank-a", account)
+            await client.register(alice, PASSWORD, "bank-a", account, link_code=account.link_code)
             session = await client.login(alice, PASSWORD)
             payment = await client.pay(bob.username, 12_34)
             return payment.payment_id, session.access_token

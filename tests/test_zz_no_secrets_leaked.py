@@ -15,7 +15,7 @@ import uuid
 import grpc
 import pytest
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
-from suite import Suite
+from suite import ISSUED_LINK_CODES, Suite
 from users import ISSUED_TOKENS, PASSWORD, new_user
 
 pytestmark = pytest.mark.suite
@@ -44,7 +44,8 @@ def test_no_password_or_token_in_any_log_or_database(
                 username=user.username + "x",
                 password=password,
                 bank_id="bank-a",
-                account_number=suite.admin_open_account("bank-a", 0),
+                account_number=(account := suite.admin_open_account("bank-a", 0)),
+                link_code=account.link_code,
             ),
             timeout=10,
         )
@@ -67,7 +68,8 @@ def test_no_password_or_token_in_any_log_or_database(
         )
 
     secrets = [
-        s.encode() for s in [*TYPED_PASSWORDS, password, wrong_password, token, *ISSUED_TOKENS]
+        s.encode() for s in [*TYPED_PASSWORDS, password, wrong_password, token, *ISSUED_TOKENS,
+                            *ISSUED_LINK_CODES]
     ]
     roots = {tmp_path_factory.getbasetemp(), suite.dir}
     files = sorted({f for root in roots for f in _files(root)})

@@ -104,7 +104,8 @@ def new_user(
     username = unique_name(prefix)
     stub.Register(
         pb.RegisterRequest(
-            username=username, password=PASSWORD, bank_id=bank_id, account_number=account
+            username=username, password=PASSWORD, bank_id=bank_id, account_number=account,
+            link_code=account.link_code,
         ),
         timeout=RPC_TIMEOUT_S,
     )

@@ -1,6 +1,7 @@
 """paygate-admin: operators open accounts and deposit money at a bank, over mutual TLS.
 
-    paygate-admin open-account --bank bank-a --balance 100.00
+    paygate-admin open-account --bank bank-a --balance 100.00   (prints NUMBER LINK_CODE)
+    paygate-admin link-code --bank bank-a --account 100005     (a new link code)
     paygate-admin deposit --bank bank-a --account 100001 --amount 5.00 --reference R-1
     paygate-admin account --bank bank-a --account 100001
 
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    open_account = commands.add_parser("open-account", help="open an account; prints its number")
+    open_account = commands.add_parser(
+        "open-account", help="open an account; prints its number and its link code"
+    )
     open_account.add_argument("--bank", required=True)
     open_account.add_argument("--balance", required=True, help="initial balance, e.g. 100.00")
     open_account.add_argument("--currency", default=DEFAULT_CURRENCY)
@@ -77,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deposit.add_argument("--currency", default=DEFAULT_CURRENCY)
     deposit.set_defaults(command=cmd_deposit)
+
+    link_code = commands.add_parser(
+        "link-code", help="give an account a new link code (the old one stops working)"
+    )
+    link_code.add_argument("--bank", required=True)
+    link_code.add_argument("--account", required=True)
+    link_code.set_defaults(command=cmd_link_code)
 
     account = commands.add_parser("account", help="show an account's balances")
     account.add_argument("--bank", required=True)
@@ -98,8 +108,17 @@ def cmd_open_account(args: argparse.Namespace) -> None:
     )
     with bank_stub(args) as stub:
         response: bank_pb2.OpenAccountResponse = call(stub.OpenAccount, request, args.timeout)
-    # Only the number, so that scripts can capture it: ACCOUNT=$(paygate-admin open-account ...)
-    print(response.account.account_number)
+    # One line, for scripts: read -r ACCOUNT CODE <<< "$(paygate-admin open-account ...)".
+    # The link code goes to the account holder, who registers with it; the bank keeps
+    # only its hash, so this is the one time it is shown (link-code issues a new one).
+    print(f"{response.account.account_number} {response.link_code}")
+
+
+def cmd_link_code(args: argparse.Namespace) -> None:
+    request = bank_pb2.IssueLinkCodeRequest(account_number=args.account)
+    with bank_stub(args) as stub:
+        response: bank_pb2.IssueLinkCodeResponse = call(stub.IssueLinkCode, request, args.timeout)
+    print(response.link_code)
 
 
 def cmd_deposit(args: argparse.Namespace) -> None:

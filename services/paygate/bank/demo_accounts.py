@@ -4,8 +4,10 @@
     [[accounts]]
     account_number = "100001"
     balance = "1000.00"      # decimal text in the major unit
+    link_code = "DEMO-100001" # the code to register with; public, as the demo money is
 
-Loading is idempotent: an account that already exists is left as it is.
+Loading is idempotent: an account that already exists keeps its balance; it gets the
+file's link code if it has none yet (a bank file made before link codes existed).
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ async def load_demo_accounts(participant: Participant, path: pathlib.Path) -> in
     opened = 0
     for entry in data.get("accounts", []):
         balance = parse_amount(str(entry["balance"]), currency)
+        number = str(entry["account_number"])
+        link_code = str(entry["link_code"]) if "link_code" in entry else None
         try:
-            await participant.open_account(currency, balance, str(entry["account_number"]))
+            await participant.open_account(currency, balance, number, link_code)
         except AlreadyExists:
+            if link_code is not None and not await participant.has_link_code(number):
+                await participant.issue_link_code(number, link_code)
             continue
         opened += 1
     return opened

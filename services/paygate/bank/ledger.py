@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 
 from paygate.bank.store import AccountRow, HoldRow, JournalMark, LedgerTx, Totals
 from paygate.common.invariants import check
@@ -39,6 +40,7 @@ FIRST_ACCOUNT_NUMBER = 100001
 MAX_LEGS = 2
 MAX_AMOUNT_MINOR = 10**15
 MAX_ID_LENGTH = 255
+MAX_LINK_CODE_LENGTH = 64
 DEBIT = "debit"
 CREDIT = "credit"
 
@@ -134,7 +136,11 @@ def _apply(
 
 
 def open_account(
-    tx: LedgerTx, currency: str, initial_balance_minor: int, account_number: str | None = None
+    tx: LedgerTx,
+    currency: str,
+    initial_balance_minor: int,
+    account_number: str | None = None,
+    link_code_hash: str | None = None,
 ) -> AccountRow:
     check_currency(currency)
     if initial_balance_minor < 0 or initial_balance_minor > MAX_AMOUNT_MINOR:
@@ -145,12 +151,45 @@ def open_account(
     elif tx.get_account(account_number) is not None:
         raise AlreadyExists(f"account {account_number} already exists")
     tx.insert_account(account_number, currency)
+    if link_code_hash is not None:
+        tx.set_link_code_hash(account_number, link_code_hash)
     if initial_balance_minor:
         tx.insert_entry(account_number, initial_balance_minor, "open", f"open:{account_number}")
         return _apply(tx, account_number, balance=initial_balance_minor)
     account = tx.get_account(account_number)
     assert account is not None
     return account
+
+
+def hash_link_code(link_code: str) -> str:
+    """What the bank keeps of a link code. Codes are random (80 bits from the bank, or the
+    operator's own for demo accounts), so one SHA-256 is enough: there is no dictionary."""
+    return hashlib.sha256(link_code.encode()).hexdigest()
+
+
+def check_link_code(tx: LedgerTx, account_number: str, link_code: str) -> AccountRow:
+    """The account, if `link_code` is its code. One answer for no such account, no code
+    and a wrong code, so that the call cannot be used to find out which accounts exist."""
+    validate_id(account_number, "account_number")
+    if not 0 < len(link_code) <= MAX_LINK_CODE_LENGTH or not link_code.isprintable():
+        raise InvalidArgument(
+            f"link_code must be 1 to {MAX_LINK_CODE_LENGTH} printable characters"
+        )
+    account = tx.get_account(account_number)
+    stored = tx.get_link_code_hash(account_number) if account is not None else None
+    if account is None or stored is None or not hmac.compare_digest(
+        stored, hash_link_code(link_code)
+    ):
+        raise NotFound(
+            f"no account {account_number} with this link code at this bank",
+            reason=ACCOUNT_NOT_FOUND,
+        )
+    return account
+
+
+def set_link_code(tx: LedgerTx, account_number: str, link_code_hash: str) -> None:
+    get_account(tx, account_number)  # NotFound for an unknown account
+    tx.set_link_code_hash(account_number, link_code_hash)
 
 
 def get_account(tx: LedgerTx, account_number: str) -> AccountRow:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -28,6 +29,16 @@ from paygate.errors import PaygateError
 T = TypeVar("T")
 
 _log = logging.getLogger("paygate.bank")
+
+
+# Link codes are read out and typed by people: groups of an alphabet without look-alikes
+# (Crockford's base 32), 16 characters = 80 random bits.
+_LINK_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_link_code() -> str:
+    chars = "".join(secrets.choice(_LINK_CODE_ALPHABET) for _ in range(16))
+    return "-".join(chars[i : i + 4] for i in range(0, 16, 4))
 
 
 class Participant:
@@ -47,13 +58,40 @@ class Participant:
         return await self._store.read(lambda tx: ledger.get_account(tx, account_number))
 
     async def open_account(
-        self, currency: str, initial_balance_minor: int, account_number: str | None = None
-    ) -> AccountRow:
+        self,
+        currency: str,
+        initial_balance_minor: int,
+        account_number: str | None = None,
+        link_code: str | None = None,
+    ) -> tuple[AccountRow, str]:
+        """Open an account; return it and its link code (`link_code`, or a new one)."""
+        code = link_code if link_code is not None else new_link_code()
+        hashed = ledger.hash_link_code(code)
         account = await self._store.transaction(
-            lambda tx: ledger.open_account(tx, currency, initial_balance_minor, account_number)
+            lambda tx: ledger.open_account(
+                tx, currency, initial_balance_minor, account_number, hashed
+            )
         )
         _log.info("account opened", extra={"fields": {"account_number": account.account_number}})
-        return account
+        return account, code
+
+    async def link_account(self, account_number: str, link_code: str) -> AccountRow:
+        return await self._store.read(
+            lambda tx: ledger.check_link_code(tx, account_number, link_code)
+        )
+
+    async def has_link_code(self, account_number: str) -> bool:
+        return await self._store.read(lambda tx: tx.get_link_code_hash(account_number)) is not None
+
+    async def issue_link_code(self, account_number: str, link_code: str | None = None) -> str:
+        """Give the account a new link code (`link_code`, or a random one); return it."""
+        code = link_code if link_code is not None else new_link_code()
+        hashed = ledger.hash_link_code(code)
+        await self._store.transaction(lambda tx: ledger.set_link_code(tx, account_number, hashed))
+        _log.info(
+            "link code issued", extra={"fields": {"account_number": account_number}}
+        )
+        return code
 
     async def deposit(
         self, account_number: str, amount_minor: int, currency: str, reference: str

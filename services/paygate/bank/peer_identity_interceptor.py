@@ -24,6 +24,8 @@ ADMIN = "admin"
 ALLOWED: Mapping[str, frozenset[str]] = {
     "GetAccount": frozenset({GATEWAY, ADMIN}),
     "OpenAccount": frozenset({ADMIN}),
+    "LinkAccount": frozenset({GATEWAY}),
+    "IssueLinkCode": frozenset({ADMIN}),
     "Deposit": frozenset({ADMIN}),
     "Prepare": frozenset({GATEWAY}),
     "Commit": frozenset({GATEWAY}),

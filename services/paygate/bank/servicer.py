@@ -66,8 +66,24 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
     async def OpenAccount(
         self, request: bank_pb2.OpenAccountRequest, context: Context
     ) -> bank_pb2.OpenAccountResponse:
-        account = await self._bank.open_account(request.currency, request.initial_balance)
-        return bank_pb2.OpenAccountResponse(account=account_message(account))
+        account, link_code = await self._bank.open_account(
+            request.currency, request.initial_balance
+        )
+        return bank_pb2.OpenAccountResponse(
+            account=account_message(account), link_code=link_code
+        )
+
+    async def LinkAccount(
+        self, request: bank_pb2.LinkAccountRequest, context: Context
+    ) -> bank_pb2.LinkAccountResponse:
+        account = await self._bank.link_account(request.account_number, request.link_code)
+        return bank_pb2.LinkAccountResponse(account=account_message(account))
+
+    async def IssueLinkCode(
+        self, request: bank_pb2.IssueLinkCodeRequest, context: Context
+    ) -> bank_pb2.IssueLinkCodeResponse:
+        link_code = await self._bank.issue_link_code(request.account_number)
+        return bank_pb2.IssueLinkCodeResponse(link_code=link_code)
 
     async def Deposit(
         self, request: bank_pb2.DepositRequest, context: Context

@@ -63,6 +63,11 @@ MIGRATIONS = [
         created_at TEXT NOT NULL
     )
     """,
+    # 2: the hash of each account's link code, the holder's proof at registration (NULL:
+    # no code yet; the account cannot be linked until an operator issues one).
+    """
+    ALTER TABLE accounts ADD COLUMN link_code_hash TEXT
+    """,
 ]
 
 
@@ -127,6 +132,8 @@ class LedgerTx(Protocol):
     def get_account(self, account_number: str) -> AccountRow | None: ...
     def max_account_number(self) -> int | None: ...
     def insert_account(self, account_number: str, currency: str) -> None: ...
+    def get_link_code_hash(self, account_number: str) -> str | None: ...
+    def set_link_code_hash(self, account_number: str, link_code_hash: str) -> None: ...
     def add_to_account(
         self, account_number: str, *, balance: int, pending_debit: int, pending_credit: int
     ) -> None: ...
@@ -198,6 +205,18 @@ class SqliteLedgerTx:
             "INSERT INTO accounts (account_number, currency, balance, created_at)"
             " VALUES (?, ?, 0, ?)",
             (account_number, currency, _now()),
+        )
+
+    def get_link_code_hash(self, account_number: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT link_code_hash FROM accounts WHERE account_number = ?", (account_number,)
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def set_link_code_hash(self, account_number: str, link_code_hash: str) -> None:
+        self._conn.execute(
+            "UPDATE accounts SET link_code_hash = ? WHERE account_number = ?",
+            (link_code_hash, account_number),
         )
 
     def add_to_account(

@@ -95,6 +95,10 @@ MIGRATIONS = [
         created_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )
     """,
+    # 2: the hash of each account's link code (NULL: none yet).
+    """
+    ALTER TABLE accounts ADD COLUMN link_code_hash TEXT
+    """,
 ]
 
 # Account numbers the bank assigns are decimal; a longer or non-numeric number (opened with
@@ -127,6 +131,18 @@ class PostgresLedgerTx:
         self._conn.execute(
             "INSERT INTO accounts (account_number, currency, balance) VALUES (%s, %s, 0)",
             (account_number, currency),
+        )
+
+    def get_link_code_hash(self, account_number: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT link_code_hash FROM accounts WHERE account_number = %s", (account_number,)
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def set_link_code_hash(self, account_number: str, link_code_hash: str) -> None:
+        self._conn.execute(
+            "UPDATE accounts SET link_code_hash = %s WHERE account_number = %s",
+            (link_code_hash, account_number),
         )
 
     def add_to_account(

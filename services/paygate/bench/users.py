@@ -76,12 +76,13 @@ class BankAdmin:
     def bank_ids(self) -> list[str]:
         return sorted(self._stubs)
 
-    async def open_account(self, bank_id: str, balance_minor: int) -> str:
+    async def open_account(self, bank_id: str, balance_minor: int) -> tuple[str, str]:
+        """A new funded account: its number and its link code."""
         request = bank_pb2.OpenAccountRequest(currency=CURRENCY, initial_balance=balance_minor)
         response: bank_pb2.OpenAccountResponse = await self._stubs[bank_id].OpenAccount(
             request, timeout=self._timeout_s
         )
-        return str(response.account.account_number)
+        return str(response.account.account_number), str(response.link_code)
 
     async def account(self, bank_id: str, account_number: str) -> AccountState:
         request = bank_pb2.GetAccountRequest(account_number=account_number)
@@ -114,10 +115,10 @@ async def create_users(
     async def one(index: int) -> BenchUser:
         bank_id = banks[index % len(banks)]
         async with slots:
-            account = await admin.open_account(bank_id, balance_minor)
+            account, link_code = await admin.open_account(bank_id, balance_minor)
             username = f"bench-{run_id}-{index}"
             async with AsyncClient(gateway_target, ca_cert=ca_cert, timeout_s=timeout_s) as c:
-                await c.register(username, password, bank_id, account)
+                await c.register(username, password, bank_id, account, link_code=link_code)
                 session = await c.login(username, password)
         return BenchUser(username, bank_id, account, session.access_token, password)
 

@@ -158,6 +158,7 @@ class Workload:
                 password=(password := secrets.token_urlsafe(18)),
                 bank_id=bank_id,
                 account_number=account.account_number,
+                link_code=opened.link_code,
             ),
             timeout=SETUP_TIMEOUT_S,
         )

@@ -133,10 +133,13 @@ class AsyncClient:
             await self._channel.close()
 
     async def register(
-        self, username: str, password: str, bank_id: str, account_number: str
+        self, username: str, password: str, bank_id: str, account_number: str, *, link_code: str
     ) -> RegisteredUser:
+        """Create a user linked to an account; `link_code` is the code its bank gave the
+        account holder (the proof that the account is theirs)."""
         request = gateway_pb2.RegisterRequest(
-            username=username, password=password, bank_id=bank_id, account_number=account_number
+            username=username, password=password, bank_id=bank_id,
+            account_number=account_number, link_code=link_code,
         )
         response: gateway_pb2.RegisterResponse = await self._call(self._stub.Register, request)
         return RegisteredUser.from_proto(response)

@@ -83,9 +83,11 @@ class Client:
             self._runner.close()
 
     def register(
-        self, username: str, password: str, bank_id: str, account_number: str
+        self, username: str, password: str, bank_id: str, account_number: str, *, link_code: str
     ) -> RegisteredUser:
-        return self._runner.run(self._client.register(username, password, bank_id, account_number))
+        return self._runner.run(
+            self._client.register(username, password, bank_id, account_number, link_code=link_code)
+        )
 
     def login(self, username: str, password: str) -> Session:
         return self._runner.run(self._client.login(username, password))

@@ -1,6 +1,6 @@
 """paygate: the command-line client of the Paygate gateway, a thin layer over Client.
 
-    paygate register alice --bank bank-a --account 100001
+    paygate register alice --bank bank-a --account 100001 --link-code DEMO-100001
     paygate login alice
     paygate balance
     paygate pay bob 12.50 --description lunch
@@ -113,6 +113,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     register.add_argument("--bank", required=True, help="bank id, for example bank-a")
     register.add_argument("--account", required=True, help="account number at that bank")
     register.add_argument(
+        "--link-code", required=True,
+        help="the account's link code, from the bank (proves the account is yours)",
+    )
+    register.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     register.set_defaults(command=cmd_register)
@@ -165,7 +169,9 @@ def positive_int(text: str) -> int:
 def cmd_register(args: argparse.Namespace) -> None:
     password = read_password(args.password_stdin, confirm=True)
     with open_client(args) as client:
-        user = client.register(args.username, password, args.bank, args.account)
+        user = client.register(
+            args.username, password, args.bank, args.account, link_code=args.link_code
+        )
     print(f"registered {args.username}: {user.bank_id} account {user.account_number}")
 
 

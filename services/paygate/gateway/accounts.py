@@ -39,6 +39,7 @@ ACCOUNT_NUMBER_PATTERN = re.compile(r"[0-9]{1,34}")
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores anything past 72 bytes: refuse rather than truncate
 BANK_ID_MAX_LENGTH = 64
+LINK_CODE_MAX_LENGTH = 64
 BAD_LOGIN = "invalid username or password"
 
 
@@ -121,7 +122,7 @@ class Accounts:
         )
 
     async def register(
-        self, username: str, password: str, bank_id: str, account_number: str
+        self, username: str, password: str, bank_id: str, account_number: str, link_code: str
     ) -> User:
         validate_username(username)
         encoded = validate_password(password)
@@ -131,12 +132,18 @@ class Accounts:
             raise InvalidArgument(f"bank_id must be at most {BANK_ID_MAX_LENGTH} characters")
         if not ACCOUNT_NUMBER_PATTERN.fullmatch(account_number):
             raise InvalidArgument("account_number must be 1 to 34 digits")
+        if not 0 < len(link_code) <= LINK_CODE_MAX_LENGTH or not link_code.isprintable():
+            raise InvalidArgument(
+                f"link_code must be 1 to {LINK_CODE_MAX_LENGTH} printable characters: the"
+                " code the bank gave the account holder"
+            )
         if not self._banks.knows(bank_id):
             raise NotFound(f"unknown bank {bank_id!r}; banks: {', '.join(self._banks.bank_ids)}")
         if await self._store.user_by_username(username) is not None:
             raise AlreadyExists(f"username {username!r} is taken")
-        account = await self._banks.get_account(
-            bank_id, account_number, timeout_s=self._settings.bank_call_timeout_s
+        # The proof that the caller holds the account: its bank checks the link code.
+        account = await self._banks.link_account(
+            bank_id, account_number, link_code, timeout_s=self._settings.bank_call_timeout_s
         )
         user = User(
             user_id=f"usr_{uuid.uuid4().hex}",

@@ -118,13 +118,26 @@ class BankClients:
             if error.reason == ACCOUNT_NOT_FOUND:  # the bank says "at this bank": which one
                 error = NotFound(f"no account {account_number} at {bank_id}", reason=error.reason)
             raise error from exc
-        account = response.account
-        return BankAccount(
-            account_number=account.account_number,
-            currency=account.currency,
-            balance_minor=account.balance,
-            available_minor=account.available,
-        )
+        return _bank_account(response.account)
+
+    async def link_account(
+        self, bank_id: str, account_number: str, link_code: str, *, timeout_s: float
+    ) -> BankAccount:
+        """The account, once its bank confirms that `link_code` is its code."""
+        request = bank_pb2.LinkAccountRequest(account_number=account_number, link_code=link_code)
+        try:
+            response = await self._stubs[bank_id].LinkAccount(
+                request, timeout=timeout_s, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            error = self._translate(bank_id, exc)
+            if error.reason == ACCOUNT_NOT_FOUND:  # no such account, or not that code
+                error = NotFound(
+                    f"no account {account_number} with this link code at {bank_id}",
+                    reason=error.reason,
+                )
+            raise error from exc
+        return _bank_account(response.account)
 
     async def prepare(
         self,
@@ -237,6 +250,15 @@ class BankClients:
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return self._deadline_error(bank_id)
         return _error(bank_id, exc.code(), exc.details() or "", _reason(exc))
+
+
+def _bank_account(account: bank_pb2.Account) -> BankAccount:
+    return BankAccount(
+        account_number=account.account_number,
+        currency=account.currency,
+        balance_minor=account.balance,
+        available_minor=account.available,
+    )
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str:

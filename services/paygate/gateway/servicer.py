@@ -63,6 +63,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             bounded(request.password, "password"),
             bounded(request.bank_id, "bank_id"),
             bounded(request.account_number, "account_number"),
+            bounded(request.link_code, "link_code"),
         )
         return gateway_pb2.RegisterResponse(
             user_id=user.user_id, bank_id=user.bank_id, account_number=user.account_number

@@ -22,16 +22,18 @@ PAYMENT_STATUS_SUCCEEDED: PaymentStatus
 PAYMENT_STATUS_FAILED: PaymentStatus
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("username", "password", "bank_id", "account_number")
+    __slots__ = ("username", "password", "bank_id", "account_number", "link_code")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     BANK_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    LINK_CODE_FIELD_NUMBER: _ClassVar[int]
     username: str
     password: str
     bank_id: str
     account_number: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., bank_id: _Optional[str] = ..., account_number: _Optional[str] = ...) -> None: ...
+    link_code: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., bank_id: _Optional[str] = ..., account_number: _Optional[str] = ..., link_code: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("user_id", "bank_id", "account_number")

@@ -80,7 +80,8 @@ class GatewayServiceServicer:
 
     def Register(self, request, context):
         """Register links a new gateway user to an existing bank account that no
-        other user has linked yet. The bank confirms that the account exists.
+        other user has linked yet. The bank confirms that the account exists and
+        that the caller knows its link code (given by the bank to the holder).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

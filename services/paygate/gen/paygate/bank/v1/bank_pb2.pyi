@@ -62,10 +62,38 @@ class OpenAccountRequest(_message.Message):
     def __init__(self, currency: _Optional[str] = ..., initial_balance: _Optional[int] = ...) -> None: ...
 
 class OpenAccountResponse(_message.Message):
+    __slots__ = ("account", "link_code")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    LINK_CODE_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    link_code: str
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., link_code: _Optional[str] = ...) -> None: ...
+
+class LinkAccountRequest(_message.Message):
+    __slots__ = ("account_number", "link_code")
+    ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    LINK_CODE_FIELD_NUMBER: _ClassVar[int]
+    account_number: str
+    link_code: str
+    def __init__(self, account_number: _Optional[str] = ..., link_code: _Optional[str] = ...) -> None: ...
+
+class LinkAccountResponse(_message.Message):
     __slots__ = ("account",)
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     account: Account
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class IssueLinkCodeRequest(_message.Message):
+    __slots__ = ("account_number",)
+    ACCOUNT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    account_number: str
+    def __init__(self, account_number: _Optional[str] = ...) -> None: ...
+
+class IssueLinkCodeResponse(_message.Message):
+    __slots__ = ("link_code",)
+    LINK_CODE_FIELD_NUMBER: _ClassVar[int]
+    link_code: str
+    def __init__(self, link_code: _Optional[str] = ...) -> None: ...
 
 class DepositRequest(_message.Message):
     __slots__ = ("account_number", "amount", "currency", "reference")

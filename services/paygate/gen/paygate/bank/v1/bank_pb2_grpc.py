@@ -45,6 +45,16 @@ class BankServiceStub:
                 request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.OpenAccountRequest.SerializeToString,
                 response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.OpenAccountResponse.FromString,
                 _registered_method=True)
+        self.LinkAccount = channel.unary_unary(
+                '/paygate.bank.v1.BankService/LinkAccount',
+                request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.LinkAccountRequest.SerializeToString,
+                response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.LinkAccountResponse.FromString,
+                _registered_method=True)
+        self.IssueLinkCode = channel.unary_unary(
+                '/paygate.bank.v1.BankService/IssueLinkCode',
+                request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.IssueLinkCodeRequest.SerializeToString,
+                response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.IssueLinkCodeResponse.FromString,
+                _registered_method=True)
         self.Deposit = channel.unary_unary(
                 '/paygate.bank.v1.BankService/Deposit',
                 request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.DepositRequest.SerializeToString,
@@ -94,7 +104,24 @@ class BankServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def OpenAccount(self, request, context):
-        """OpenAccount opens a new account with an initial balance (operators only).
+        """OpenAccount opens a new account with an initial balance, and returns its
+        link code (operators only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LinkAccount(self, request, context):
+        """LinkAccount checks that the caller knows an account's link code, the proof
+        that a gateway user holds the account they register with (gateway only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueLinkCode(self, request, context):
+        """IssueLinkCode gives an account a new link code, replacing the old one
+        (operators only: for a lost code, or an account opened without one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +196,16 @@ def add_BankServiceServicer_to_server(servicer, server):
                     servicer.OpenAccount,
                     request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.OpenAccountRequest.FromString,
                     response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.OpenAccountResponse.SerializeToString,
+            ),
+            'LinkAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkAccount,
+                    request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.LinkAccountRequest.FromString,
+                    response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.LinkAccountResponse.SerializeToString,
+            ),
+            'IssueLinkCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueLinkCode,
+                    request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.IssueLinkCodeRequest.FromString,
+                    response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.IssueLinkCodeResponse.SerializeToString,
             ),
             'Deposit': grpc.unary_unary_rpc_method_handler(
                     servicer.Deposit,
@@ -261,6 +298,60 @@ class BankService:
             '/paygate.bank.v1.BankService/OpenAccount',
             paygate_dot_bank_dot_v1_dot_bank__pb2.OpenAccountRequest.SerializeToString,
             paygate_dot_bank_dot_v1_dot_bank__pb2.OpenAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.bank.v1.BankService/LinkAccount',
+            paygate_dot_bank_dot_v1_dot_bank__pb2.LinkAccountRequest.SerializeToString,
+            paygate_dot_bank_dot_v1_dot_bank__pb2.LinkAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueLinkCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.bank.v1.BankService/IssueLinkCode',
+            paygate_dot_bank_dot_v1_dot_bank__pb2.IssueLinkCodeRequest.SerializeToString,
+            paygate_dot_bank_dot_v1_dot_bank__pb2.IssueLinkCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
