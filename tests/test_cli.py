@@ -259,6 +259,21 @@ def test_register_without_a_terminal_asks_for_password_stdin(suite: Suite, cli: 
     )
 
 
+def test_register_without_a_link_code_or_a_terminal_says_to_pass_one(
+    suite: Suite, cli: Cli
+) -> None:
+    account = cli.open_account("bank-a", "1.00")
+    result = subprocess.run(
+        [str(BIN / "paygate"), "register", unique_name("pat"), "--bank", "bank-a",
+         "--account", account, "--password-stdin"],
+        cwd=suite.dir, env=cli.env, input=f"{PASSWORD}\n", capture_output=True, text=True,
+        timeout=60, check=False, start_new_session=True,
+    )
+    assert (result.returncode, result.stderr) == (
+        1, "error: no terminal to ask for the account's link code: pass --link-code\n"
+    )
+
+
 def test_a_corrupt_session_file_says_what_to_do(suite: Suite, cli: Cli) -> None:
     cli.session_file.parent.mkdir(parents=True)
     cli.session_file.write_text("{not json")

@@ -704,6 +704,23 @@ def test_concurrent_deposits_and_openings_happen_once_each(backend: Backend) -> 
     run(backend.ledger(backend.fresh("bank")), body)
 
 
+def test_link_code_hashes_are_kept_and_replaced(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> list[str | None]:
+        [number] = await open_accounts(store, 0)
+        coded = await store.transaction(
+            lambda tx: ledger.open_account(tx, "USD", 0, None, "h1")
+        )
+        before = await store.read(lambda tx: [
+            tx.get_link_code_hash(number), tx.get_link_code_hash(coded.account_number),
+            tx.get_link_code_hash("no-such-account"),
+        ])
+        await store.transaction(lambda tx: ledger.set_link_code(tx, number, "h2"))
+        after = await store.read(lambda tx: tx.get_link_code_hash(number))
+        return [*before, after]
+
+    assert run(backend.ledger(backend.fresh("bank")), body) == [None, "h1", None, "h2"]
+
+
 def test_money_is_summed_per_currency(backend: Backend) -> None:
     async def body(store: LedgerStore) -> None:
         payer, payee = await open_accounts(store, 30_00, 5_00)

@@ -163,28 +163,38 @@ def open_account(
 
 def hash_link_code(link_code: str) -> str:
     """What the bank keeps of a link code. Codes are random (80 bits from the bank, or the
-    operator's own for demo accounts), so one SHA-256 is enough: there is no dictionary."""
-    return hashlib.sha256(link_code.encode()).hexdigest()
+    operator's own for demo accounts), so one SHA-256 is enough: there is no dictionary.
+    People type them: case, spaces and dashes do not matter ("7k2m qd9x..." is the code)."""
+    canonical = "".join(c for c in link_code.upper() if c not in " -")
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# Compared against when an account has no code or does not exist, so that every refusal
+# does the same work (no hash of any code: it never matches).
+_NO_LINK_CODE = "0" * 64
 
 
 def check_link_code(tx: LedgerTx, account_number: str, link_code: str) -> AccountRow:
-    """The account, if `link_code` is its code. One answer for no such account, no code
-    and a wrong code, so that the call cannot be used to find out which accounts exist."""
+    """The account, if `link_code` is its code. One answer, after the same work, for no such
+    account, an account without a code and a wrong code, so that the call cannot be used to
+    find out which accounts exist."""
     validate_id(account_number, "account_number")
     if not 0 < len(link_code) <= MAX_LINK_CODE_LENGTH or not link_code.isprintable():
         raise InvalidArgument(
             f"link_code must be 1 to {MAX_LINK_CODE_LENGTH} printable characters"
         )
-    account = tx.get_account(account_number)
-    stored = tx.get_link_code_hash(account_number) if account is not None else None
-    if account is None or stored is None or not hmac.compare_digest(
-        stored, hash_link_code(link_code)
-    ):
+    stored = tx.get_link_code_hash(account_number)  # None: no account, or no code
+    matches = hmac.compare_digest(stored or _NO_LINK_CODE, hash_link_code(link_code))
+    if stored is None or not matches:
         raise NotFound(
             f"no account {account_number} with this link code at this bank",
             reason=ACCOUNT_NOT_FOUND,
         )
-    return account
+    return get_account(tx, account_number)
+
+
+def has_link_code(tx: LedgerTx, account_number: str) -> bool:
+    return tx.get_link_code_hash(account_number) is not None
 
 
 def set_link_code(tx: LedgerTx, account_number: str, link_code_hash: str) -> None:

@@ -81,7 +81,7 @@ class Participant:
         )
 
     async def has_link_code(self, account_number: str) -> bool:
-        return await self._store.read(lambda tx: tx.get_link_code_hash(account_number)) is not None
+        return await self._store.read(lambda tx: ledger.has_link_code(tx, account_number))
 
     async def issue_link_code(self, account_number: str, link_code: str | None = None) -> str:
         """Give the account a new link code (`link_code`, or a random one); return it."""

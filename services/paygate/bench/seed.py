@@ -9,8 +9,9 @@ stop all`) or before they first start: it refuses a database file that any proce
 open. It writes what the real code would have written, in bulk:
 
 - at each bank (the config's banks, accounts spread over them in turn): the accounts, each
-  with its opening journal entry, as ledger.open_account writes them; numbers continue
-  after the highest existing account and the bank's demo accounts;
+  with its opening journal entry, as ledger.open_account writes them (without a link code:
+  each is linked to its gateway user already); numbers continue after the highest existing
+  account and the bank's demo accounts;
 - at the gateway: one user per account (`PREFIX0`, `PREFIX1`, ...). bcrypt is run once and
   that one hash is stored for every user (thousands of hashes would take hours at the
   config's rounds); the password is $PAYGATE_SEED_PASSWORD, or a random one never shown;

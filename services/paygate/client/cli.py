@@ -113,8 +113,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     register.add_argument("--bank", required=True, help="bank id, for example bank-a")
     register.add_argument("--account", required=True, help="account number at that bank")
     register.add_argument(
-        "--link-code", required=True,
-        help="the account's link code, from the bank (proves the account is yours)",
+        "--link-code",
+        help="the account's link code, from the bank (proves the account is yours);"
+        " asked for when not given",
     )
     register.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
@@ -167,10 +168,15 @@ def positive_int(text: str) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> None:
+    link_code = args.link_code
+    if link_code is None:
+        if not has_terminal():
+            raise CliError("no terminal to ask for the account's link code: pass --link-code")
+        link_code = getpass.getpass("link code (from your bank): ")
     password = read_password(args.password_stdin, confirm=True)
     with open_client(args) as client:
         user = client.register(
-            args.username, password, args.bank, args.account, link_code=args.link_code
+            args.username, password, args.bank, args.account, link_code=link_code
         )
     print(f"registered {args.username}: {user.bank_id} account {user.account_number}")
 
