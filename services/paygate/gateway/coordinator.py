@@ -59,7 +59,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from opentelemetry import trace
 
@@ -575,12 +575,7 @@ class Coordinator:
                     self._metrics.recovered.labels("commit" if commit else "abort").inc()
 
     async def recover_forever(self) -> None:
-        while True:
-            try:
-                await self.recover_once()
-            except Exception:
-                _log.exception("recovery pass failed")
-            await asyncio.sleep(self._settings.recovery_interval_s)
+        await self._every_recovery_interval(self.recover_once, "recovery pass")
 
     async def count_in_doubt(self) -> int:
         """Set paygate_2pc_in_doubt: the unfinished payments older than a request drives
@@ -591,11 +586,14 @@ class Coordinator:
         return count
 
     async def count_in_doubt_forever(self) -> None:
+        await self._every_recovery_interval(self.count_in_doubt, "counting transactions in doubt")
+
+    async def _every_recovery_interval(self, job: Callable[[], Awaitable[int]], what: str) -> None:
         while True:
             try:
-                await self.count_in_doubt()
+                await job()
             except Exception:
-                _log.exception("counting transactions in doubt failed")
+                _log.exception("%s failed", what)
             await asyncio.sleep(self._settings.recovery_interval_s)
 
     async def _finish_claimed(self, payment_id: str, final: TxnState) -> None:
