@@ -272,13 +272,7 @@ class SqliteGatewayStore:
 
     async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` sessions that expired before `older_than_s`; how many."""
-        return await self._db.transaction(
-            lambda conn: conn.execute(
-                "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions"
-                " WHERE expire_at_s < ? LIMIT ?)",
-                (older_than_s, limit),
-            ).rowcount
-        )
+        return await self._delete_some("sessions", "expire_at_s < ?", older_than_s, limit)
 
     # Payments and their idempotency keys -------------------------------------------
 
@@ -459,12 +453,8 @@ class SqliteGatewayStore:
 
     async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` completed keys created before `older_than_s`; how many."""
-        return await self._db.transaction(
-            lambda conn: conn.execute(
-                "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys"
-                " WHERE created_at_s < ? AND state = 'completed' LIMIT ?)",
-                (older_than_s, limit),
-            ).rowcount
+        return await self._delete_some(
+            "idempotency_keys", "created_at_s < ? AND state = 'completed'", older_than_s, limit
         )
 
     # Login throttle -----------------------------------------------------------------
@@ -502,11 +492,17 @@ class SqliteGatewayStore:
 
     async def prune_login_failures(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` failures older than `older_than_s`; how many."""
+        return await self._delete_some("login_failures", "failed_at_s < ?", older_than_s, limit)
+
+    async def _delete_some(self, table: str, where: str, before: float, limit: int) -> int:
+        """Housekeeping's bounded delete: up to `limit` rows of `table` matching `where`
+        (one `?`, bound to `before`), in one transaction; how many. Table and condition
+        are this module's constants, never input."""
         return await self._db.transaction(
             lambda conn: conn.execute(
-                "DELETE FROM login_failures WHERE rowid IN (SELECT rowid FROM login_failures"
-                " WHERE failed_at_s < ? LIMIT ?)",
-                (older_than_s, limit),
+                f"DELETE FROM {table} WHERE rowid IN"
+                f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
+                (before, limit),
             ).rowcount
         )
 

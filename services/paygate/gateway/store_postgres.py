@@ -146,15 +146,7 @@ class PostgresGatewayStore:
         await self._db.transaction(revoke)
 
     async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
-        async def delete(conn: Conn) -> int:
-            cursor = await conn.execute(
-                "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash"
-                " FROM sessions WHERE expire_at_s < %s LIMIT %s)",
-                (older_than_s, limit),
-            )
-            return cursor.rowcount
-
-        return await self._db.transaction(delete)
+        return await self._delete_some("sessions", "expire_at_s < %s", older_than_s, limit)
 
     # Payments and their idempotency keys -------------------------------------------
 
@@ -324,16 +316,9 @@ class PostgresGatewayStore:
         return await self._db.transaction(renew)
 
     async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
-        async def delete(conn: Conn) -> int:
-            cursor = await conn.execute(
-                "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid"
-                " FROM idempotency_keys WHERE created_at_s < %s AND state = 'completed'"
-                " LIMIT %s))",
-                (older_than_s, limit),
-            )
-            return cursor.rowcount
-
-        return await self._db.transaction(delete)
+        return await self._delete_some(
+            "idempotency_keys", "created_at_s < %s AND state = 'completed'", older_than_s, limit
+        )
 
     # Login throttle -----------------------------------------------------------------
 
@@ -370,11 +355,16 @@ class PostgresGatewayStore:
         await self._db.transaction(delete)
 
     async def prune_login_failures(self, *, older_than_s: float, limit: int) -> int:
+        return await self._delete_some("login_failures", "failed_at_s < %s", older_than_s, limit)
+
+    async def _delete_some(self, table: str, where: str, before: float, limit: int) -> int:
+        """Housekeeping's bounded delete (see the SQLite store); ctid is the row's address."""
+
         async def delete(conn: Conn) -> int:
             cursor = await conn.execute(
-                "DELETE FROM login_failures WHERE ctid = ANY(ARRAY(SELECT ctid"
-                " FROM login_failures WHERE failed_at_s < %s LIMIT %s))",
-                (older_than_s, limit),
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid"
+                f" FROM {table} WHERE {where} LIMIT %s))",
+                (before, limit),
             )
             return cursor.rowcount
 
