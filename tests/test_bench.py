@@ -112,6 +112,38 @@ def test_short_run_reports_rates_latencies_cpu_and_conserved_money(
 
 
 @pytest.mark.suite
+def test_the_ceiling_looks_up_payments_through_the_gateway_alone(
+    suite: Suite, tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, stderr = bench(
+        suite, "--ceiling", "--duration", "2", "--warmup", "0.5", "--concurrency", "4",
+        "--out", str(out),
+    )
+    assert code == 0, stdout + stderr
+    report = json.loads(out.read_text())
+
+    ceiling, baseline = report["ceiling"], report["baseline"]
+    assert ceiling["ok"] > 0 and ceiling["outcomes"] == {"OK": ceiling["ok"]}, ceiling
+    assert report["ceiling_ratio"] == pytest.approx(
+        ceiling["ok_per_s"] / baseline["ok_per_s"], abs=1e-3
+    )
+    assert report["settings"]["ceiling"] is True
+    # The gateway served every lookup itself: no bank did the work of a call.
+    cpu = ceiling["cpu"]
+    assert cpu["gateway"]["cpu_s"] > 0
+    for bank in BANKS:
+        assert cpu[bank]["cpu_s"] < cpu["gateway"]["cpu_s"] / 5, cpu
+    assert ceiling["cpu_ms_per_call"]["gateway"] == pytest.approx(
+        cpu["gateway"]["cpu_s"] * 1000 / ceiling["ok"], abs=1e-3
+    )
+    # The payments made for the lookups went round a ring: every balance is where it began.
+    money = report["money"]
+    assert money["ok"] and money["balances_match_acknowledged_payments"] == "ok", money
+    assert "ceiling   GetPayment calls/s / baseline calls/s" in stdout
+
+
+@pytest.mark.suite
 def test_a_run_longer_than_a_token_logs_in_again(tmp_path: pathlib.Path) -> None:
     # Tokens live 2 s here: they expire in the middle of the measured window.
     settings = {**SHARED_GATEWAY_SETTINGS, "token_ttl_s": 2}

@@ -13,6 +13,14 @@ memory of the programs every --memory-interval seconds in it; wait for the
 last holds to resolve and check that the bench users' money is conserved. It prints a
 summary and writes a JSON report (--out).
 
+With --ceiling, one more phase before the payments: the same callers, on the same client
+connections, call GetPayment on the gateway (each a payment its user made before the run:
+the users pay each other in a ring, one minor unit each, so every balance ends where it
+began). That is the cheapest authenticated call the gateway serves, through every piece a
+payment passes on its way in and out, with no bank call and no write; its rate over the
+baseline's is the most that payments/s over baseline calls/s could reach with this
+gateway's per-call stack, whatever the payment protocol did.
+
 Exit status: 0 when the money check holds and payments succeeded, 1 when not, 2 when the
 run could not be made (the suite is not reachable, bad flags).
 """
@@ -37,6 +45,7 @@ import grpc
 from paygate.bench import batches, procstat, report
 from paygate.bench.echo import start_echo_server
 from paygate.bench.load import (
+    CEILING,
     ECHO,
     PAYMENTS,
     LoadResult,
@@ -55,7 +64,7 @@ from paygate.bench.users import (
     pending_minor,
     snapshot,
 )
-from paygate.client import AsyncClient
+from paygate.client import AsyncClient, PaymentStatus
 from paygate.client._target import channel_target
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.errors import PaygateError
@@ -128,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
         help=f"deadline of every call (default {DEFAULT_TIMEOUT_S:.0f})")
     add("--no-baseline", action="store_true", help="skip the baseline (e.g. for --rate runs)")
+    add("--ceiling", action="store_true",
+        help="also measure GetPayment through the gateway, the bound of any payment path "
+        "through its per-call stack (one more warm-up and window, before the payments)")
     add("--seed", type=int, default=0, help="seed of the payees' choice (default 0)")
     add("--config", default=os.environ.get(CONFIG_ENV) or None, metavar="TOML",
         help=f"the suite's config file (default ${CONFIG_ENV}, else the built-in defaults)")
@@ -204,6 +216,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         spec = base_spec(args, gateway, ca_cert, users)
         baseline = None if args.no_baseline else await run_baseline(args, config, spec)
         programs = split_names(args.programs) or ["gateway", *sorted(config.banks)]
+        ceiling = await run_ceiling(args, spec, programs) if args.ceiling else None
         pids, pid_problem = await asyncio.to_thread(
             procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
         )
@@ -242,6 +255,8 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "payments": payments,
         "baseline": baseline,
         "ratio": report.ratio(payments, baseline),
+        "ceiling": ceiling,
+        "ceiling_ratio": report.ratio(ceiling, baseline) if ceiling else None,
         "cpu": cpu,
         "cpu_problem": pid_problem or None,
         "memory": memory,
@@ -290,6 +305,45 @@ async def run_baseline(
         samples.first, samples.last, samples.seconds
     )
     return summary
+
+
+async def run_ceiling(
+    args: argparse.Namespace, spec: LoadSpec, programs: Sequence[str]
+) -> dict[str, Any]:
+    """The same callers calling GetPayment on the gateway, as fast as they can."""
+    payment_ids = await ring_payments(spec)
+    ceiling_spec = dataclasses.replace(
+        spec, kind=CEILING, rate_per_s=0.0, payment_ids=tuple(payment_ids)
+    )
+    pids, _ = await asyncio.to_thread(
+        procstat.supervisor_pids, args.supervisor_conf, args.supervisor_dir, programs
+    )
+    result, window_s, samples = await measured(
+        scheduled(ceiling_spec, args), args.processes, pids
+    )
+    summary = report.summarize(result, window_s)
+    summary["cpu"] = procstat.fold_commands(
+        procstat.window(samples.first, samples.last, pids, samples.seconds)
+    )
+    summary["cpu_ms_per_call"] = cpu_per_payment(summary["cpu"], summary["ok"])
+    return summary
+
+
+async def ring_payments(spec: LoadSpec) -> list[str]:
+    """Each user pays the next one a minor unit (the last pays the first): every balance
+    ends where it began. The ids, in the users' order, are what the ceiling looks up."""
+    users = spec.users
+    ids = []
+    for index, user in enumerate(users):
+        payee = users[(index + 1) % len(users)]
+        async with AsyncClient(
+            spec.target, ca_cert=spec.ca_cert, access_token=user.token, timeout_s=spec.timeout_s
+        ) as client:
+            payment = await client.pay(payee.username, 1)
+        if payment.status != PaymentStatus.SUCCEEDED:
+            raise BenchError(f"a payment for the ceiling ended {payment.status}")
+        ids.append(payment.payment_id)
+    return ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,6 +465,7 @@ def settings(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "amount_minor": args.amount,
         "timeout_s": args.timeout,
         "seed": args.seed,
+        "ceiling": args.ceiling,
         "gateway": args.gateway or client_target(config.gateway.listen),
         "programs": split_names(args.programs) or ["gateway", *sorted(config.banks)],
         "bcrypt_rounds": config.gateway.bcrypt_rounds,

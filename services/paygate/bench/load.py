@@ -5,6 +5,10 @@ paygate.client.AsyncClient: OpenTelemetry, logging, bearer token):
 
     payments   AsyncClient.pay from a bench user to another one, a fresh idempotency key each
     echo       the baseline's trivial RPC on the bench's echo server (echo.py)
+    ceiling    GetPayment of a payment the caller made before the run: the cheapest
+               authenticated call through the same gateway (TLS, every interceptor, the
+               token check, one database read, no bank call). No payment path through
+               this gateway can go faster, so its rate bounds the payments' from above.
 
 Callers share `channels` clients in turn, as an application would. A call counts in the
 window when it completes inside it; calls that end after the window still end (their
@@ -38,6 +42,7 @@ from paygate.gen.paygate.v1 import gateway_pb2
 
 PAYMENTS = "payments"
 ECHO = "echo"
+CEILING = "ceiling"
 # Outcomes after which the bench knows that no money moved.
 NOTHING_MOVED = frozenset(
     {
@@ -81,6 +86,8 @@ class LoadSpec:
     rate_per_s: float = 0.0  # 0: as fast as the callers can
     amount_minor: int = 1
     seed: int = 0
+    # With kind CEILING: the id of a payment each of `users` made, in the same order.
+    payment_ids: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -176,6 +183,8 @@ def _caller(spec: LoadSpec, result: LoadResult) -> tuple[Call, Callable[[], Awai
         return _payment_caller(spec, result)
     if spec.kind == ECHO:
         return _echo_caller(spec)
+    if spec.kind == CEILING:
+        return _ceiling_caller(spec)
     raise ValueError(f"unknown load kind {spec.kind!r}")
 
 
@@ -185,12 +194,7 @@ def _payment_caller(
     users = spec.users
     if len(users) < 2:
         raise ValueError("payments need at least two users")
-    clients = [
-        AsyncClient(
-            spec.target, ca_cert=spec.ca_cert, access_token=user.token, timeout_s=spec.timeout_s
-        )
-        for user in users[: spec.channels]
-    ]
+    clients = _user_clients(spec)
 
     renewing = [asyncio.Lock() for _ in clients]
 
@@ -229,6 +233,36 @@ def _payment_caller(
             await client.close()
 
     return pay, close
+
+
+def _user_clients(spec: LoadSpec) -> list[AsyncClient]:
+    """One client (one connection) per user, as far as `channels` goes."""
+    return [
+        AsyncClient(
+            spec.target, ca_cert=spec.ca_cert, access_token=user.token, timeout_s=spec.timeout_s
+        )
+        for user in spec.users[: spec.channels]
+    ]
+
+
+def _ceiling_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    if len(spec.payment_ids) != len(spec.users):
+        raise ValueError("the ceiling needs one payment id per user")
+    clients = _user_clients(spec)
+
+    async def look_up(index: int, rng: random.Random) -> str:
+        slot = index % len(clients)
+        try:
+            await clients[slot].get_payment(spec.payment_ids[slot])
+        except PaygateError as error:
+            return _code_name(error)
+        return "OK"
+
+    async def close() -> None:
+        for client in clients:
+            await client.close()
+
+    return look_up, close
 
 
 def _echo_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:

@@ -126,6 +126,13 @@ def text(report: Mapping[str, Any]) -> str:
     if report.get("baseline"):
         lines.append(_line("baseline", report["baseline"]))
         lines.append(f"ratio     payments/s / baseline calls/s = {report['ratio']}")
+    if report.get("ceiling"):
+        lines.append(_line("ceiling", report["ceiling"]))
+        if report.get("ceiling_ratio") is not None:
+            lines.append(
+                f"ceiling   GetPayment calls/s / baseline calls/s = {report['ceiling_ratio']}"
+                " (the most the ratio could be through this gateway's per-call stack)"
+            )
     cpu = report.get("cpu") or {}
     if cpu:
         parts = [
