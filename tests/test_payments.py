@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from paygate.bank import ledger
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import Suite
 from users import RPC_TIMEOUT_S, TestUser, error_reason, new_user
@@ -220,6 +221,45 @@ def test_insufficient_funds_is_a_final_answer_kept_by_the_key(
     assert (failed.status, failed.failure_reason) == (
         pb.PAYMENT_STATUS_FAILED,
         "INSUFFICIENT_FUNDS",
+    )
+
+
+def test_no_account_is_credited_past_the_balance_limit(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    # In yen, so that the huge balance stays out of the USD totals other tests look at.
+    limit = ledger.MAX_BALANCE_MINOR
+    payee = new_user(suite, channel, "bank-b", ledger.MAX_AMOUNT_MINOR - 50, currency="JPY")
+    for _ in range(limit // ledger.MAX_AMOUNT_MINOR - 1):
+        suite.admin_deposit("bank-b", payee.account_number, ledger.MAX_AMOUNT_MINOR,
+                            reference=uuid.uuid4().hex, currency="JPY")
+    assert_settled(payee, limit - 50)
+    across = new_user(suite, channel, "bank-a", 1_000, currency="JPY")
+    within = new_user(suite, channel, "bank-b", 1_000, currency="JPY")
+
+    # Two banks (two-phase) and one bank (one-phase): the payee's bank votes no, nothing moves.
+    for payer in (across, within):
+        with pytest.raises(grpc.RpcError) as info:
+            payer.pay(payee, 51, currency="JPY")
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(info.value) == "BALANCE_LIMIT_EXCEEDED"
+        assert "cannot hold" in info.value.details()
+        assert_settled(payer, 1_000)
+    assert_settled(payee, limit - 50)
+
+    # Up to the limit exactly is fine; then even a deposit of one more unit is refused.
+    assert across.pay(payee, 50, currency="JPY").status == pb.PAYMENT_STATUS_SUCCEEDED
+    assert_settled(payee, limit)
+    with pytest.raises(grpc.RpcError) as info:
+        suite.admin_deposit("bank-b", payee.account_number, 1, reference=uuid.uuid4().hex,
+                            currency="JPY")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(info.value) == "BALANCE_LIMIT_EXCEEDED"
+    assert_settled(payee, limit)
+    [failed, *_] = within.list_payments().payments
+    assert (failed.status, failed.failure_reason) == (
+        pb.PAYMENT_STATUS_FAILED,
+        "BALANCE_LIMIT_EXCEEDED",
     )
 
 

@@ -704,6 +704,44 @@ def test_concurrent_deposits_and_openings_happen_once_each(backend: Backend) -> 
     run(backend.ledger(backend.fresh("bank")), body)
 
 
+def test_credits_pending_or_posted_stop_at_the_balance_limit(backend: Backend) -> None:
+    limit = ledger.MAX_BALANCE_MINOR
+
+    async def body(store: LedgerStore) -> None:
+        payer, payee = await open_accounts(store, 10_00, ledger.MAX_AMOUNT_MINOR)
+        for i in range(limit // ledger.MAX_AMOUNT_MINOR - 2):
+            await store.transaction(
+                lambda tx, i=i: ledger.deposit(tx, payee, ledger.MAX_AMOUNT_MINOR, "USD", f"f{i}")
+            )
+        await store.transaction(
+            lambda tx: ledger.deposit(tx, payee, ledger.MAX_AMOUNT_MINOR - 5_00, "USD", "last")
+        )
+        assert await account(store, payee) == (limit - 5_00, 0, 0)
+        # A pending credit counts: 3.00 held for the payee leaves room for 2.00 more.
+        held = await store.transaction(
+            lambda tx: ledger.prepare(tx, "held", [debit(payer, 3_00), credit(payee, 3_00)])
+        )
+        assert held.yes
+        refused = await store.transaction(
+            lambda tx: ledger.prepare(tx, "over", [debit(payer, 2_01), credit(payee, 2_01)])
+        )
+        assert (refused.yes, refused.reason) == (False, "BALANCE_LIMIT_EXCEEDED")
+        with pytest.raises(FailedPrecondition) as info:
+            await store.transaction(lambda tx: ledger.deposit(tx, payee, 2_01, "USD", "over"))
+        assert info.value.reason == "BALANCE_LIMIT_EXCEEDED"
+        # Nothing of the refusals was written: the reference is still free, nothing is held.
+        assert await account(store, payer) == (10_00, 3_00, 0)
+        assert await account(store, payee) == (limit - 5_00, 0, 3_00)
+        assert await store.read(lambda tx: tx.get_deposit("over")) is None
+        await store.transaction(lambda tx: ledger.deposit(tx, payee, 2_00, "USD", "fits"))
+        assert await store.transaction(lambda tx: ledger.commit(tx, "held")) is True
+        assert await account(store, payee) == (limit, 0, 0)
+        totals, journal = await store.read(ledger.audit)
+        assert totals.balance == journal.total == limit + 7_00
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
 def test_link_code_hashes_are_kept_and_replaced(backend: Backend) -> None:
     async def body(store: LedgerStore) -> list[str | None]:
         [number] = await open_accounts(store, 0)

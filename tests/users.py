@@ -96,10 +96,15 @@ class TestUser:
 
 
 def new_user(
-    suite: Suite, channel: grpc.Channel, bank_id: str, balance_minor: int, prefix: str = "u"
+    suite: Suite,
+    channel: grpc.Channel,
+    bank_id: str,
+    balance_minor: int,
+    prefix: str = "u",
+    currency: str = "USD",
 ) -> TestUser:
     """Open a funded account at `bank_id`, register a new user on it and log in."""
-    account = suite.admin_open_account(bank_id, balance_minor)
+    account = suite.admin_open_account(bank_id, balance_minor, currency=currency)
     stub = pbg.GatewayServiceStub(channel)
     username = unique_name(prefix)
     stub.Register(

@@ -97,6 +97,7 @@ ERROR_BY_STATUS: dict[grpc.StatusCode, type[PaygateError]] = {
 # Reasons that travel in google.rpc.ErrorInfo. Named here so that servers, clients and
 # tests agree on the spelling.
 INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
 CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
 IDEMPOTENCY_KEY_MISMATCH = "IDEMPOTENCY_KEY_MISMATCH"
 IDEMPOTENCY_KEY_IN_USE = "IDEMPOTENCY_KEY_IN_USE"

@@ -13,6 +13,10 @@ funds (available = balance - pending debits), a pending credit marks the payee's
 flight. Commit and Abort are idempotent, and each refuses the other's finished state, so a
 hold resolves at most once. Every write checks the ledger's invariants before it commits;
 the checks stay on in production (paygate.common.invariants).
+
+An account holds at most MAX_BALANCE_MINOR, its pending credits included: a deposit past it
+is refused and a Prepare that would credit past it votes no (BALANCE_LIMIT_EXCEEDED). So a
+Commit, which the bank must never refuse after its yes, can never overflow a balance.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from paygate.common.invariants import check
 from paygate.common.money import check_currency
 from paygate.errors import (
     ACCOUNT_NOT_FOUND,
+    BALANCE_LIMIT_EXCEEDED,
     CURRENCY_MISMATCH,
     INSUFFICIENT_FUNDS,
     TRANSACTION_ABORTED,
@@ -39,6 +44,10 @@ from paygate.errors import (
 FIRST_ACCOUNT_NUMBER = 100001
 MAX_LEGS = 2
 MAX_AMOUNT_MINOR = 10**15
+# Far below a signed 64-bit integer (9.2 * 10**18), which a balance must never pass: SQLite
+# would silently store the sum as a float, and PostgreSQL would fail the write. Leaves room
+# for 92 accounts at the limit before a bank-wide SUM in SQLite could overflow.
+MAX_BALANCE_MINOR = 10**17
 MAX_ID_LENGTH = 255
 MAX_LINK_CODE_LENGTH = 64
 DEBIT = "debit"
@@ -230,6 +239,11 @@ def deposit(
             f"account {account_number} is in {account.currency}, not {currency}",
             reason=CURRENCY_MISMATCH,
         )
+    if not can_credit(account, amount_minor):
+        raise FailedPrecondition(
+            f"account {account_number} would hold more than {MAX_BALANCE_MINOR} minor units",
+            reason=BALANCE_LIMIT_EXCEEDED,
+        )
     tx.insert_deposit(reference, account_number, amount_minor, currency)
     tx.insert_entry(account_number, amount_minor, "deposit", reference)
     return _apply(tx, account_number, balance=amount_minor), False
@@ -311,7 +325,15 @@ def _refusal(tx: LedgerTx, legs: list[Leg]) -> str:
             return CURRENCY_MISMATCH
         if leg.direction == DEBIT and account.available < leg.amount_minor:
             return INSUFFICIENT_FUNDS
+        if leg.direction == CREDIT and not can_credit(account, leg.amount_minor):
+            return BALANCE_LIMIT_EXCEEDED
     return ""
+
+
+def can_credit(account: AccountRow, amount_minor: int) -> bool:
+    """Whether the account can take `amount_minor` more, on top of the credits it has
+    pending (each of which may still be posted)."""
+    return account.balance + account.pending_credit + amount_minor <= MAX_BALANCE_MINOR
 
 
 def commit(tx: LedgerTx, transaction_id: str) -> bool:

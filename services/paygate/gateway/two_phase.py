@@ -11,6 +11,7 @@ from typing import Protocol
 
 from paygate.errors import (
     ACCOUNT_NOT_FOUND,
+    BALANCE_LIMIT_EXCEEDED,
     BANK_UNAVAILABLE,
     CURRENCY_MISMATCH,
     INSUFFICIENT_FUNDS,
@@ -25,6 +26,7 @@ BUSINESS_REFUSALS = {
     INSUFFICIENT_FUNDS: "insufficient funds in the payer's account",
     CURRENCY_MISMATCH: "the payment's currency does not match an account's currency",
     ACCOUNT_NOT_FOUND: "an account of this payment no longer exists at its bank",
+    BALANCE_LIMIT_EXCEEDED: "the payee's account cannot hold that much more",
 }
 
 
