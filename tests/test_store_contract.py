@@ -742,6 +742,40 @@ def test_credits_pending_or_posted_stop_at_the_balance_limit(backend: Backend) -
     run(backend.ledger(backend.fresh("bank")), body)
 
 
+def test_bank_wide_sums_are_exact_past_a_64_bit_integer(backend: Backend) -> None:
+    # 93 accounts at the balance limit hold more than 2**63 - 1 together: the audit and the
+    # metrics must still add them up exactly (SQLite's SUM would fail; a float would round).
+    limit, count = ledger.MAX_BALANCE_MINOR, 93
+    assert count * limit > 2**63 - 1
+
+    async def body(store: LedgerStore) -> None:
+        numbers = await open_accounts(store, *[0] * count)
+
+        def fill(tx: Any) -> None:
+            # Straight to the store, as the ledger would after 100 deposits to each account.
+            for number in numbers:
+                tx.add_to_account(number, balance=limit, pending_debit=0, pending_credit=0)
+                tx.insert_entry(number, limit, "deposit", f"fill-{number}")
+
+        await store.transaction(fill)
+        legs = [debit(numbers[0], 5), credit(numbers[1], 5)]
+        refused = await store.transaction(lambda tx: ledger.prepare(tx, "t", legs))
+        assert (refused.yes, refused.reason) == (False, "BALANCE_LIMIT_EXCEEDED")
+        assert (await store.transaction(lambda tx: ledger.prepare(tx, "u", legs[:1]))).yes
+        totals, journal = await store.read(ledger.audit)
+        assert totals.balance == journal.total == count * limit
+        assert totals.pending_debit == totals.prepared_debit_holds == 5
+        assert await store.read(lambda tx: tx.money_by_currency()) == {"USD": (count * limit, 5)}
+        # An incremental pass from that mark adds the debit's negative entry exactly.
+        assert await store.transaction(lambda tx: ledger.commit(tx, "u")) is True
+        following = await store.read(lambda tx: tx.journal(journal))
+        assert following.total == count * limit - 5
+        totals, _ = await store.read(ledger.audit)
+        assert totals.balance == count * limit - 5
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
 def test_link_code_hashes_are_kept_and_replaced(backend: Backend) -> None:
     async def body(store: LedgerStore) -> list[str | None]:
         [number] = await open_accounts(store, 0)

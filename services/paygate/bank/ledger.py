@@ -16,7 +16,8 @@ the checks stay on in production (paygate.common.invariants).
 
 An account holds at most MAX_BALANCE_MINOR, its pending credits included: a deposit past it
 is refused and a Prepare that would credit past it votes no (BALANCE_LIMIT_EXCEEDED). So a
-Commit, which the bank must never refuse after its yes, can never overflow a balance.
+Commit, which the bank must never refuse after its yes, cannot overflow the balance of a
+hold prepared under the limit (holds prepared by a version without it are posted as before).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ FIRST_ACCOUNT_NUMBER = 100001
 MAX_LEGS = 2
 MAX_AMOUNT_MINOR = 10**15
 # Far below a signed 64-bit integer (9.2 * 10**18), which a balance must never pass: SQLite
-# would silently store the sum as a float, and PostgreSQL would fail the write. Leaves room
-# for 92 accounts at the limit before a bank-wide SUM in SQLite could overflow.
+# would silently store the sum as a float, and PostgreSQL would fail the write. (Bank-wide
+# totals may pass it: the stores sum them exactly, store.exact_sum.)
 MAX_BALANCE_MINOR = 10**17
 MAX_ID_LENGTH = 255
 MAX_LINK_CODE_LENGTH = 64

@@ -173,8 +173,30 @@ class LedgerStore(Protocol):
     async def healthy(self) -> bool: ...
 
 
+# SQLite's SUM fails on passing a signed 64-bit integer, and a bank's total can (each account
+# may hold up to ledger.MAX_BALANCE_MINOR, and there may be many). So a bank-wide sum is
+# taken in two parts, the quotient and the remainder of each value by SUM_SPLIT, which
+# cannot overflow below a billion rows, and the parts are joined in Python: exact at any size.
+SUM_SPLIT = 10**9
+
+
+def exact_sum(expression: str) -> str:
+    """The two columns of an exact sum of `expression`; join them with `joined_sums`."""
+    return (
+        f"COALESCE(SUM(({expression}) / {SUM_SPLIT}), 0),"
+        f" COALESCE(SUM(({expression}) % {SUM_SPLIT}), 0)"
+    )
+
+
+def joined_sums(parts: Sequence[int]) -> list[int]:
+    """[quotient, remainder, quotient, remainder, ...] -> the sums. SQLite's integer `/`
+    truncates toward zero and `%` takes the dividend's sign, so q * SUM_SPLIT + r is exact
+    for negative values too."""
+    return [q * SUM_SPLIT + r for q, r in zip(parts[0::2], parts[1::2], strict=True)]
+
+
 JOURNAL_SINCE_SQL = (
-    "SELECT MAX(entry_id), COALESCE(SUM(amount), 0) FROM entries WHERE entry_id > ?"
+    f"SELECT MAX(entry_id), {exact_sum('amount')} FROM entries WHERE entry_id > ?"
 )
 
 
@@ -299,22 +321,31 @@ class SqliteLedgerTx:
 
     def money_by_currency(self) -> dict[str, tuple[int, int]]:
         rows = self._conn.execute(
-            "SELECT currency, SUM(balance), SUM(pending_debit) FROM accounts GROUP BY currency"
+            f"SELECT currency, {exact_sum('balance')}, {exact_sum('pending_debit')}"
+            " FROM accounts GROUP BY currency"
         ).fetchall()
-        return {str(currency): (int(balance), int(held)) for currency, balance, held in rows}
+        money = {}
+        for currency, *parts in rows:
+            balance, held = joined_sums(parts)
+            money[str(currency)] = (balance, held)
+        return money
 
     def totals(self) -> Totals:
-        balance, pending_debit, pending_credit = self._conn.execute(
-            "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(pending_debit), 0),"
-            " COALESCE(SUM(pending_credit), 0) FROM accounts"
-        ).fetchone()
-        debit, credit, count = self._conn.execute(
-            "SELECT COALESCE(SUM(CASE WHEN h.direction = 'debit' THEN h.amount END), 0),"
-            " COALESCE(SUM(CASE WHEN h.direction = 'credit' THEN h.amount END), 0),"
+        balance, pending_debit, pending_credit = joined_sums(
+            self._conn.execute(
+                f"SELECT {exact_sum('balance')}, {exact_sum('pending_debit')},"
+                f" {exact_sum('pending_credit')} FROM accounts"
+            ).fetchone()
+        )
+        debit_holds = "CASE WHEN h.direction = 'debit' THEN h.amount END"
+        credit_holds = "CASE WHEN h.direction = 'credit' THEN h.amount END"
+        *parts, count = self._conn.execute(
+            f"SELECT {exact_sum(debit_holds)}, {exact_sum(credit_holds)},"
             " COUNT(DISTINCT t.transaction_id)"
             " FROM transactions t JOIN holds h ON h.transaction_id = t.transaction_id"
             " WHERE t.state = 'prepared'"
         ).fetchone()
+        debit, credit = joined_sums(parts)
         return Totals(
             balance=balance,
             pending_debit=pending_debit,
@@ -331,9 +362,10 @@ class SqliteLedgerTx:
         (highest,) = self._conn.execute("SELECT MAX(entry_id) FROM entries").fetchone()
         if highest is None or highest < since.entry_id:
             since = JournalMark()  # entries were removed behind the bank's back: sum them all
-        last, added = self._conn.execute(JOURNAL_SINCE_SQL, (since.entry_id,)).fetchone()
+        last, *parts = self._conn.execute(JOURNAL_SINCE_SQL, (since.entry_id,)).fetchone()
         if last is None:
             return since
+        [added] = joined_sums(parts)
         return JournalMark(entry_id=last, total=since.total + added)
 
 
