@@ -151,11 +151,13 @@ def test_a_run_longer_than_a_token_logs_in_again(tmp_path: pathlib.Path) -> None
         out = tmp_path / "bench.json"
         code, stdout, stderr = bench(
             suite, "--duration", "4", "--warmup", "0.5", "--concurrency", "4",
-            "--no-baseline", "--out", str(out),
+            "--no-baseline", "--ceiling", "--out", str(out),
         )
         assert code == 0, stdout + stderr
-        payments = json.loads(out.read_text())["payments"]
-        assert payments["ok"] > 0 and payments["outcomes"] == {"OK": payments["ok"]}, payments
+        report = json.loads(out.read_text())
+        for phase in ("ceiling", "payments"):
+            summary = report[phase]
+            assert summary["ok"] > 0 and summary["outcomes"] == {"OK": summary["ok"]}, summary
         assert "money     ok" in stdout
 
 

@@ -13,13 +13,13 @@ memory of the programs every --memory-interval seconds in it; wait for the
 last holds to resolve and check that the bench users' money is conserved. It prints a
 summary and writes a JSON report (--out).
 
-With --ceiling, one more phase before the payments: the same callers, on the same client
-connections, call GetPayment on the gateway (each a payment its user made before the run:
-the users pay each other in a ring, one minor unit each, so every balance ends where it
-began). That is the cheapest authenticated call the gateway serves, through every piece a
-payment passes on its way in and out, with no bank call and no write; its rate over the
-baseline's is the most that payments/s over baseline calls/s could reach with this
-gateway's per-call stack, whatever the payment protocol did.
+With --ceiling, one more phase before the payments: the same callers, with the same client
+stack and one connection per user as the payers, call GetPayment on the gateway (each a
+payment its user made before the run: the users pay each other in a ring, one minor unit
+each, so every balance ends where it began). That is the cheapest authenticated call the
+gateway serves, through every piece a payment passes on its way in and out, with no bank
+call and no write; its rate over the baseline's is the most that payments/s over baseline
+calls/s could reach with this gateway's per-call stack, whatever the payment protocol did.
 
 Exit status: 0 when the money check holds and payments succeeded, 1 when not, 2 when the
 run could not be made (the suite is not reachable, bad flags).
@@ -32,6 +32,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import multiprocessing
 import os
 import pathlib
@@ -50,6 +51,7 @@ from paygate.bench.load import (
     PAYMENTS,
     LoadResult,
     LoadSpec,
+    UserClients,
     load_in_process,
     run_load,
     split,
@@ -64,7 +66,7 @@ from paygate.bench.users import (
     pending_minor,
     snapshot,
 )
-from paygate.client import AsyncClient, PaymentStatus
+from paygate.client import AsyncClient, Payment, PaymentStatus
 from paygate.client._target import channel_target
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.errors import PaygateError
@@ -333,17 +335,22 @@ async def ring_payments(spec: LoadSpec) -> list[str]:
     """Each user pays the next one a minor unit (the last pays the first): every balance
     ends where it began. The ids, in the users' order, are what the ceiling looks up."""
     users = spec.users
+    clients = UserClients(dataclasses.replace(spec, channels=len(users)))
     ids = []
-    for index, user in enumerate(users):
-        payee = users[(index + 1) % len(users)]
-        async with AsyncClient(
-            spec.target, ca_cert=spec.ca_cert, access_token=user.token, timeout_s=spec.timeout_s
-        ) as client:
-            payment = await client.pay(payee.username, 1)
-        if payment.status != PaymentStatus.SUCCEEDED:
-            raise BenchError(f"a payment for the ceiling ended {payment.status}")
-        ids.append(payment.payment_id)
+    try:
+        for index in range(len(users)):
+            pay_next = functools.partial(_pay_one_unit, users[(index + 1) % len(users)].username)
+            payment = await clients.call(index, pay_next)
+            if payment.status != PaymentStatus.SUCCEEDED:
+                raise BenchError(f"a payment for the ceiling ended {payment.status}")
+            ids.append(payment.payment_id)
+    finally:
+        await clients.close()
     return ids
+
+
+async def _pay_one_unit(payee: str, client: AsyncClient) -> Payment:
+    return await client.pay(payee, 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -188,37 +188,56 @@ def _caller(spec: LoadSpec, result: LoadResult) -> tuple[Call, Callable[[], Awai
     raise ValueError(f"unknown load kind {spec.kind!r}")
 
 
+class UserClients:
+    """One client (one connection) per user, as far as `channels` goes, each logging its user
+    in again when a run outlives the token's lifetime."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.users = spec.users[: spec.channels]
+        self.clients = [
+            AsyncClient(
+                spec.target, ca_cert=spec.ca_cert, access_token=user.token,
+                timeout_s=spec.timeout_s,
+            )
+            for user in self.users
+        ]
+        self._renewing = [asyncio.Lock() for _ in self.clients]
+
+    async def call(self, slot: int, fn: Callable[[AsyncClient], Awaitable[Any]]) -> Any:
+        """fn(the slot's client); once more after logging in again if the token was refused
+        (refused at authentication, so nothing was started), as a client would."""
+        client = self.clients[slot]
+        token = client.access_token
+        try:
+            return await fn(client)
+        except PaygateError as error:
+            if _code_name(error) != "UNAUTHENTICATED":
+                raise
+        # One login per expired token, however many of the user's calls were refused.
+        async with self._renewing[slot]:
+            if client.access_token == token:
+                await client.login(self.users[slot].username, self.users[slot].password)
+        return await fn(client)
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
 def _payment_caller(
     spec: LoadSpec, result: LoadResult
 ) -> tuple[Call, Callable[[], Awaitable[None]]]:
     users = spec.users
     if len(users) < 2:
         raise ValueError("payments need at least two users")
-    clients = _user_clients(spec)
-
-    renewing = [asyncio.Lock() for _ in clients]
-
-    async def log_in_again(slot: int, expired: str | None) -> None:
-        # One login per expired token, however many of the user's calls were refused.
-        async with renewing[slot]:
-            if clients[slot].access_token == expired:
-                await clients[slot].login(users[slot].username, users[slot].password)
+    clients = UserClients(spec)
 
     async def pay(index: int, rng: random.Random) -> str:
-        slot = index % len(clients)
+        slot = index % len(clients.clients)
         payer = users[slot]
         payee = users[(slot + rng.randrange(1, len(users))) % len(users)]
         try:
-            token = clients[slot].access_token
-            try:
-                await clients[slot].pay(payee.username, spec.amount_minor)
-            except PaygateError as error:
-                # A run longer than a token's lifetime: log in again and pay once more, as
-                # a client would (refused at authentication, nothing was started).
-                if _code_name(error) != "UNAUTHENTICATED":
-                    raise
-                await log_in_again(slot, token)
-                await clients[slot].pay(payee.username, spec.amount_minor)
+            await clients.call(slot, lambda client: client.pay(payee.username, spec.amount_minor))
         except PaygateError as error:
             code = _code_name(error)
             if code not in NOTHING_MOVED:
@@ -228,41 +247,24 @@ def _payment_caller(
         result.net_minor[payee.username] += spec.amount_minor
         return "OK"
 
-    async def close() -> None:
-        for client in clients:
-            await client.close()
-
-    return pay, close
-
-
-def _user_clients(spec: LoadSpec) -> list[AsyncClient]:
-    """One client (one connection) per user, as far as `channels` goes."""
-    return [
-        AsyncClient(
-            spec.target, ca_cert=spec.ca_cert, access_token=user.token, timeout_s=spec.timeout_s
-        )
-        for user in spec.users[: spec.channels]
-    ]
+    return pay, clients.close
 
 
 def _ceiling_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:
     if len(spec.payment_ids) != len(spec.users):
         raise ValueError("the ceiling needs one payment id per user")
-    clients = _user_clients(spec)
+    clients = UserClients(spec)
 
     async def look_up(index: int, rng: random.Random) -> str:
-        slot = index % len(clients)
+        slot = index % len(clients.clients)
+        payment_id = spec.payment_ids[slot]
         try:
-            await clients[slot].get_payment(spec.payment_ids[slot])
+            await clients.call(slot, lambda client: client.get_payment(payment_id))
         except PaygateError as error:
             return _code_name(error)
         return "OK"
 
-    async def close() -> None:
-        for client in clients:
-            await client.close()
-
-    return look_up, close
+    return look_up, clients.close
 
 
 def _echo_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:
