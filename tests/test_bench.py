@@ -129,6 +129,9 @@ def test_the_ceiling_looks_up_payments_through_the_gateway_alone(
         ceiling["ok_per_s"] / baseline["ok_per_s"], abs=1e-3
     )
     assert report["settings"]["ceiling"] is True
+    assert report["payments_per_ceiling"] == pytest.approx(
+        report["payments"]["ok_per_s"] / ceiling["ok_per_s"], abs=1e-3
+    )
     # The gateway served every lookup itself: no bank did the work of a call.
     cpu = ceiling["cpu"]
     assert cpu["gateway"]["cpu_s"] > 0

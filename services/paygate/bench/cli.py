@@ -259,6 +259,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "ratio": report.ratio(payments, baseline),
         "ceiling": ceiling,
         "ceiling_ratio": report.ratio(ceiling, baseline) if ceiling else None,
+        "payments_per_ceiling": report.ratio(payments, ceiling),
         "cpu": cpu,
         "cpu_problem": pid_problem or None,
         "memory": memory,

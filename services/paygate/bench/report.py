@@ -133,6 +133,9 @@ def text(report: Mapping[str, Any]) -> str:
                 f"ceiling   GetPayment calls/s / baseline calls/s = {report['ceiling_ratio']}"
                 " (the most the ratio could be through this gateway's per-call stack)"
             )
+        lines.append(
+            f"          payments/s / GetPayment calls/s = {report['payments_per_ceiling']}"
+        )
     cpu = report.get("cpu") or {}
     if cpu:
         parts = [
