@@ -88,6 +88,26 @@ def test_payment_within_one_bank(suite: Suite, channel: grpc.Channel) -> None:
     assert_settled(dave, 10_00)
 
 
+def test_long_descriptions_split_a_page_instead_of_breaking_the_list(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    # 60 payments of 500 four-byte characters each (~130 KB) would not fit in one answer of
+    # the gateway's 64 KiB: the page ends early, and paging still returns every payment once.
+    alice = new_user(suite, channel, "bank-a", 100_00)
+    bob = new_user(suite, channel, "bank-b", 0)
+    ids = {alice.pay(bob, 1, description="\U0001f4b8" * 500).payment_id for _ in range(60)}
+    pages, seen, token = [], [], ""
+    while True:
+        page = bob.list_payments(page_size=100, page_token=token)
+        pages.append(len(page.payments))
+        seen += [p.payment_id for p in page.payments]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(pages) >= 2 and all(count > 0 for count in pages), pages
+    assert len(seen) == len(set(seen)) and set(seen) == ids
+
+
 def test_a_stranger_sees_no_payment(suite: Suite, channel: grpc.Channel) -> None:
     alice = new_user(suite, channel, "bank-a", 10_00)
     bob = new_user(suite, channel, "bank-b", 0)

@@ -184,7 +184,10 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
     payments = Payments(
         store,
         coordinator,
-        PaymentSettings(max_payment_minor=config.max_payment_minor),
+        PaymentSettings(
+            max_payment_minor=config.max_payment_minor,
+            max_message_bytes=config.max_message_bytes,
+        ),
         PaymentMetrics.build(registry),
     )
     servicer = GatewayServicer(accounts, payments)

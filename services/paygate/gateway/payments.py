@@ -36,6 +36,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 
+from paygate.common.config import DEFAULT_MAX_MESSAGE_BYTES
 from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.common.money import check_currency, format_amount
 from paygate.errors import (
@@ -62,9 +63,18 @@ MAX_SEQ = 2**63 - 1  # a payment's sequence number is a signed 64-bit integer in
 PAYEE_CACHE_SIZE = 10_000
 
 
+# What a payment adds to a ListPayments answer beside the payment itself (its field's tag
+# and length), and the room kept for the rest of the answer (the next page's token).
+PAGE_ITEM_OVERHEAD_BYTES = 4
+PAGE_HEADROOM_BYTES = 256
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PaymentSettings:
     max_payment_minor: int
+    # The largest message the gateway sends: a page of payments stops before it (page_size
+    # 100 of 500-character descriptions in 4-byte characters would be ~200 KiB).
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def request_hash(request: PaymentRequest) -> str:
@@ -256,12 +266,30 @@ class Payments:
             raise NotFound(f"no payment {payment_id}")
         return payment
 
-    async def list(self, user: User, page_size: int, page_token: str) -> tuple[list[Payment], str]:
+    async def list(
+        self,
+        user: User,
+        page_size: int,
+        page_token: str,
+        size_of: Callable[[Payment], int] = lambda payment: 0,
+    ) -> tuple[list[Payment], str]:
+        """A page of the user's payments, newest first, and the next page's token.
+
+        `size_of` gives a payment's encoded size: a page also ends before its payments would
+        pass the largest message the gateway sends, so that nobody can make another user's
+        list unreadable by paying them many payments with long descriptions."""
         if page_size < 0:
             raise InvalidArgument("page_size must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         before = decode_page_token(page_token)
         rows = await self._store.list_payments(user.user_id, before_seq=before, limit=size + 1)
-        page = rows[:size]
-        next_token = encode_page_token(page[-1][0]) if len(rows) > size else ""
+        page, more = rows[:size], len(rows) > size
+        budget = self._settings.max_message_bytes - PAGE_HEADROOM_BYTES
+        used = 0
+        for count, (_, payment) in enumerate(page):
+            used += size_of(payment) + PAGE_ITEM_OVERHEAD_BYTES
+            if count > 0 and used > budget:
+                page, more = page[:count], True
+                break
+        next_token = encode_page_token(page[-1][0]) if more else ""
         return [payment for _, payment in page], next_token

@@ -124,7 +124,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.ListPaymentsRequest, context: Context
     ) -> gateway_pb2.ListPaymentsResponse:
         payments, next_token = await self._payments.list(
-            PRINCIPAL.get().user, request.page_size, request.page_token
+            PRINCIPAL.get().user,
+            request.page_size,
+            request.page_token,
+            size_of=lambda payment: payment_message(payment).ByteSize(),
         )
         return gateway_pb2.ListPaymentsResponse(
             payments=[payment_message(p) for p in payments], next_page_token=next_token
