@@ -28,6 +28,7 @@ from paygate.common.metrics import BankMetrics, GrpcMetrics, new_registry, start
 from paygate.common.metrics_interceptor import MetricsInterceptor
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
+from paygate.common.stream_limit_interceptor import StreamLimitInterceptor
 from paygate.common.tls import server_credentials
 from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
 
@@ -63,9 +64,10 @@ async def build_bank(
         credentials=server_credentials(config.tls, require_client_cert=True),
         service_name=SERVICE_NAME,
         add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
-        # Outermost first: the call's span, its metrics and log line (inside the span), map
-        # errors to statuses, then authorize the peer.
+        # Outermost first: the cap on open streams, the call's span, its metrics and log line
+        # (inside the span), map errors to statuses, then authorize the peer.
         interceptors=[
+            StreamLimitInterceptor(),
             tracing.server_interceptor(),
             MetricsInterceptor(GrpcMetrics.build(registry, "server")),
             LoggingInterceptor(),

@@ -43,6 +43,7 @@ from paygate.common.metrics import (
 from paygate.common.metrics_interceptor import MetricsInterceptor
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
+from paygate.common.stream_limit_interceptor import StreamLimitInterceptor
 from paygate.common.tls import server_credentials
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.auth_interceptor import AuthInterceptor
@@ -196,9 +197,11 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         credentials=server_credentials(config.tls, require_client_cert=False),
         service_name=SERVICE_NAME,
         add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
-        # Outermost first: the call's span, its metrics and log line (both inside the span,
-        # for exemplars and trace ids), map errors to statuses, then authenticate.
+        # Outermost first: the cap on open streams (health Watch and reflection need no
+        # token), the call's span, its metrics and log line (both inside the span, for
+        # exemplars and trace ids), map errors to statuses, then authenticate.
         interceptors=[
+            StreamLimitInterceptor(),
             tracing.server_interceptor(),
             MetricsInterceptor(GrpcMetrics.build(registry, "server")),
             LoggingInterceptor(),
