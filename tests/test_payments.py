@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from paygate.bank import ledger
+from paygate.common.money import MAX_AMOUNT_MINOR
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import Suite
 from users import RPC_TIMEOUT_S, TestUser, error_reason, new_user
@@ -249,9 +250,9 @@ def test_no_account_is_credited_past_the_balance_limit(
 ) -> None:
     # In yen, so that the huge balance stays out of the USD totals other tests look at.
     limit = ledger.MAX_BALANCE_MINOR
-    payee = new_user(suite, channel, "bank-b", ledger.MAX_AMOUNT_MINOR - 50, currency="JPY")
-    for _ in range(limit // ledger.MAX_AMOUNT_MINOR - 1):
-        suite.admin_deposit("bank-b", payee.account_number, ledger.MAX_AMOUNT_MINOR,
+    payee = new_user(suite, channel, "bank-b", MAX_AMOUNT_MINOR - 50, currency="JPY")
+    for _ in range(limit // MAX_AMOUNT_MINOR - 1):
+        suite.admin_deposit("bank-b", payee.account_number, MAX_AMOUNT_MINOR,
                             reference=uuid.uuid4().hex, currency="JPY")
     assert_settled(payee, limit - 50)
     across = new_user(suite, channel, "bank-a", 1_000, currency="JPY")

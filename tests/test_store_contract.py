@@ -25,8 +25,9 @@ from paygate.bank import store as sqlite_ledger
 from paygate.bank import store_postgres as postgres_ledger
 from paygate.bank.store import LedgerStore
 from paygate.common.database_url import DatabaseLocation, PostgresUrl
+from paygate.common.money import MAX_AMOUNT_MINOR
 from paygate.common.postgres import drop_schema
-from paygate.errors import AlreadyExists, FailedPrecondition
+from paygate.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from paygate.gateway import store as sqlite_gateway
 from paygate.gateway import store_postgres as postgres_gateway
 from paygate.gateway.main import prune_in_batches
@@ -708,13 +709,15 @@ def test_credits_pending_or_posted_stop_at_the_balance_limit(backend: Backend) -
     limit = ledger.MAX_BALANCE_MINOR
 
     async def body(store: LedgerStore) -> None:
-        payer, payee = await open_accounts(store, 10_00, ledger.MAX_AMOUNT_MINOR)
-        for i in range(limit // ledger.MAX_AMOUNT_MINOR - 2):
+        with pytest.raises(InvalidArgument, match="0 to 1000000000000000 minor units"):
+            await store.transaction(lambda tx: ledger.open_account(tx, "USD", MAX_AMOUNT_MINOR + 1))
+        payer, payee = await open_accounts(store, 10_00, MAX_AMOUNT_MINOR)
+        for i in range(limit // MAX_AMOUNT_MINOR - 2):
             await store.transaction(
-                lambda tx, i=i: ledger.deposit(tx, payee, ledger.MAX_AMOUNT_MINOR, "USD", f"f{i}")
+                lambda tx, i=i: ledger.deposit(tx, payee, MAX_AMOUNT_MINOR, "USD", f"f{i}")
             )
         await store.transaction(
-            lambda tx: ledger.deposit(tx, payee, ledger.MAX_AMOUNT_MINOR - 5_00, "USD", "last")
+            lambda tx: ledger.deposit(tx, payee, MAX_AMOUNT_MINOR - 5_00, "USD", "last")
         )
         assert await account(store, payee) == (limit - 5_00, 0, 0)
         # A pending credit counts: 3.00 held for the payee leaves room for 2.00 more.

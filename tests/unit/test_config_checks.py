@@ -67,6 +67,11 @@ BANK_A = r"\[banks.bank-a\] "
             {"gateway": {"batch_max_size": 512}},
             GATEWAY + "batch_max_size must be from 1 to 256, not 512",
         ),
+        # A bank refuses a leg over 10**15 minor units: such payments would never end.
+        (
+            {"gateway": {"max_payment_minor": 10**15 + 1}},
+            GATEWAY + "max_payment_minor must be from 1 to 1000000000000000, not 1000000000000001",
+        ),
         ({"gateway": {"grace_s": -1}}, GATEWAY + "grace_s must be at least 0, not -1"),
         ({"gateway": {"listen": "localhost"}}, GATEWAY + "listen must be HOST:PORT"),
         (

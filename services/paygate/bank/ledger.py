@@ -28,7 +28,7 @@ import hmac
 
 from paygate.bank.store import AccountRow, HoldRow, JournalMark, LedgerTx, Totals
 from paygate.common.invariants import check
-from paygate.common.money import check_currency
+from paygate.common.money import MAX_AMOUNT_MINOR, check_currency
 from paygate.errors import (
     ACCOUNT_NOT_FOUND,
     BALANCE_LIMIT_EXCEEDED,
@@ -44,7 +44,6 @@ from paygate.errors import (
 
 FIRST_ACCOUNT_NUMBER = 100001
 MAX_LEGS = 2
-MAX_AMOUNT_MINOR = 10**15
 # Far below a signed 64-bit integer (9.2 * 10**18), which a balance must never pass: SQLite
 # would silently store the sum as a float, and PostgreSQL would fail the write. (Bank-wide
 # totals may pass it: the stores sum them exactly, store.exact_sum.)
@@ -154,7 +153,10 @@ def open_account(
 ) -> AccountRow:
     check_currency(currency)
     if initial_balance_minor < 0 or initial_balance_minor > MAX_AMOUNT_MINOR:
-        raise InvalidArgument("initial balance must be zero or positive")
+        raise InvalidArgument(
+            f"initial balance must be 0 to {MAX_AMOUNT_MINOR} minor units,"
+            f" not {initial_balance_minor}"
+        )
     if account_number is None:
         highest = tx.max_account_number()
         account_number = str(FIRST_ACCOUNT_NUMBER if highest is None else highest + 1)

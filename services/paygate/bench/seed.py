@@ -55,6 +55,7 @@ from paygate.bank.store import MIGRATIONS as BANK_MIGRATIONS
 from paygate.bank.store import SqliteLedgerTx
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.common.invariants import InvariantViolation
+from paygate.common.money import MAX_AMOUNT_MINOR
 from paygate.common.sqlite import Database
 from paygate.gateway.accounts import USERNAME_PATTERN
 from paygate.gateway.models import PaymentRequest
@@ -153,8 +154,8 @@ def settings_of(args: argparse.Namespace, config: SuiteConfig) -> Settings:
     limits = [
         (2 <= args.accounts <= MAX_ACCOUNTS, f"--accounts: 2 to {MAX_ACCOUNTS}"),
         (0 <= args.payments <= MAX_PAYMENTS, f"--payments: 0 to {MAX_PAYMENTS}"),
-        (1 <= args.max_amount <= args.balance <= ledger.MAX_AMOUNT_MINOR,
-         f"--max-amount and --balance: 1 <= max-amount <= balance <= {ledger.MAX_AMOUNT_MINOR}"),
+        (1 <= args.max_amount <= args.balance <= MAX_AMOUNT_MINOR,
+         f"--max-amount and --balance: 1 <= max-amount <= balance <= {MAX_AMOUNT_MINOR}"),
         (0 < span_s < config.gateway.idempotency_ttl_s,
          f"--span-hours: above 0, below the key TTL ({config.gateway.idempotency_ttl_s} s)"),
         (100 <= args.chunk <= MAX_CHUNK, f"--chunk: 100 to {MAX_CHUNK}"),

@@ -44,6 +44,7 @@ from paygate.common.config_checks import (
     check_value,
 )
 from paygate.common.database_url import DatabaseLocation, PostgresUrl, database_location
+from paygate.common.money import MAX_AMOUNT_MINOR
 
 __all__ = ["ConfigError", "SuiteConfig", "load_config", "read_config_file"]
 
@@ -201,6 +202,8 @@ _ZERO_ALLOWED = ("session_cache_ttl_s", "grace_s")
 _BOUNDS: dict[str, tuple[float, float]] = {
     "bcrypt_rounds": (4, 31),
     "batch_max_size": (1, MAX_BATCH_SIZE),
+    # A bank refuses a larger leg: such a payment would be retried forever as BANK_UNAVAILABLE.
+    "max_payment_minor": (1, MAX_AMOUNT_MINOR),
 }
 _ADDRESSES = ("listen", "metrics")
 # A bank's name is part of file names (certs/NAME.pem) and of its default schema.

@@ -80,8 +80,17 @@ def check_table(
 
 def check_bounds(where: str, value: float, least: float, most: float | None = None) -> None:
     if value < least or (most is not None and value > most):
-        bounds = f"at least {least:g}" if most is None else f"from {least:g} to {most:g}"
+        bounds = (
+            f"at least {_number(least)}"
+            if most is None
+            else f"from {_number(least)} to {_number(most)}"
+        )
         raise ConfigError(f"{where} must be {bounds}, not {value!r}")
+
+
+def _number(value: float) -> str:
+    """A bound as written: 1000000000000000, not 1e+15; 0.5, not 0.500000."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def check_positive(where: str, value: float) -> None:

@@ -11,6 +11,10 @@ import re
 
 from paygate.errors import InvalidArgument
 
+# The most one amount may be anywhere: a payment, a leg of a bank transaction, a deposit, an
+# opening balance (10,000,000,000,000.00 in a currency of two decimals).
+MAX_AMOUNT_MINOR = 10**15
+
 # ISO-4217 codes accepted by Paygate, with the number of digits after the decimal point.
 MINOR_UNIT_DIGITS: dict[str, int] = {
     "USD": 2,
