@@ -427,6 +427,31 @@ def test_claim_unfinished_oldest_first_up_to_the_limit(backend: Backend) -> None
     run(backend.gateway(backend.fresh("gateway")), body)
 
 
+def test_claims_go_round_the_unfinished_payments_not_back_to_the_oldest(
+    backend: Backend,
+) -> None:
+    # Payments a bank cannot take (it is down) stay unfinished, and recovery claims them again
+    # every pass: the ones it tried last must come last, or a few hundred of them would fill
+    # every claim and the payments behind them would wait for the dead bank.
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        ps = [payment(ALICE, BOB) for _ in range(3)]
+        for i, p in enumerate(ps):
+            await store.begin_payment(f"k{i}", "h", p)
+            await store.decide_commit(p.payment_id)
+        now_s = time.time()
+        await store.claim_unfinished("g1", now_s=now_s, lease_s=10, limit=10)
+        turns = []
+        for turn in range(1, 5):
+            [claimed] = await store.claim_unfinished(
+                "g1", now_s=now_s + turn, lease_s=10, limit=1
+            )
+            turns.append(claimed.payment_id)
+        assert turns == [p.payment_id for p in (*ps, ps[0])]
+
+    run(backend.gateway(backend.fresh("gateway")), body)
+
+
 def test_a_live_lease_is_kept_and_an_expired_one_taken_over(backend: Backend) -> None:
     async def body(store: GatewayStore) -> None:
         await with_users(store)

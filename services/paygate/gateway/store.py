@@ -33,14 +33,18 @@ _PAYMENT_COLUMNS = (
 )
 _USER_COLUMNS = "user_id, username, bank_id, account_number, currency, role"
 
-# Recovery's claim: the oldest unfinished payments that are free or already the owner's.
-# Through the partial index payments_unfinished, so its cost does not grow with the number
-# of finished payments (tests/unit/test_gateway_store_plans.py checks the plan).
+# Recovery's claim: the unfinished payments that are free or already the owner's, those
+# leased longest ago first (oldest first among equals). Not simply the oldest: payments
+# stuck at a dead bank, which recovery tries again and again (and so leases again and
+# again), would then fill every claim and starve the ones behind them. Through a partial
+# index of unfinished payments, so its cost does not grow with the number of finished
+# payments (tests/unit/test_gateway_store_plans.py checks the plan).
 CLAIM_SQL = (
     "UPDATE payments SET lease_owner = ?, lease_expires_at_s = ?"
     f" WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
     " AND (lease_owner IS NULL OR lease_expires_at_s <= ? OR lease_owner = ?)"
-    f" ORDER BY seq LIMIT ?) RETURNING seq, {_PAYMENT_COLUMNS}"
+    " ORDER BY lease_expires_at_s NULLS FIRST, seq LIMIT ?)"
+    f" RETURNING seq, {_PAYMENT_COLUMNS}"
 )
 
 
@@ -422,7 +426,8 @@ class SqliteGatewayStore:
     async def claim_unfinished(
         self, owner: str, *, now_s: float, lease_s: float, limit: int
     ) -> list[Payment]:
-        """Lease to `owner` the oldest unfinished payments that are free or already its own.
+        """Lease to `owner` the unfinished payments that are free or already its own, those
+        leased longest ago first (CLAIM_SQL).
 
         Free: no lease, or one that expired by `now_s`. SQLite serializes writers, so the
         conditional UPDATE alone makes two claimers take disjoint rows.

@@ -286,14 +286,15 @@ class PostgresGatewayStore:
     async def claim_unfinished(
         self, owner: str, *, now_s: float, lease_s: float, limit: int
     ) -> list[Payment]:
-        """Lease to `owner` the oldest unfinished payments that are free or already its own."""
+        """Lease to `owner` the unfinished payments that are free or already its own, those
+        leased longest ago first (see the SQLite store's CLAIM_SQL for why)."""
 
         async def claim(conn: Conn) -> list[Payment]:
             cursor = await conn.execute(
                 "UPDATE payments SET lease_owner = %s, lease_expires_at_s = %s"
                 f" WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
                 " AND (lease_owner IS NULL OR lease_expires_at_s <= %s OR lease_owner = %s)"
-                " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " ORDER BY lease_expires_at_s NULLS FIRST, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
                 f" RETURNING seq, {_PAYMENT_COLUMNS}",
                 (owner, now_s + lease_s, now_s, owner, limit),
             )
