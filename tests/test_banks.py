@@ -90,6 +90,12 @@ def test_reference_reused_for_another_deposit_is_refused(suite: Suite) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         suite.admin_deposit("bank-c", number, 6_00, ref)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "IDEMPOTENCY_KEY_MISMATCH"
+    # An account number that is not one is refused as such, whatever the reference.
+    with pytest.raises(grpc.RpcError) as caught:
+        suite.admin_deposit("bank-c", "", 5_00, ref)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "account_number" in (caught.value.details() or "")
     assert suite.bank_account("bank-c", number).balance == 5_00
 
 

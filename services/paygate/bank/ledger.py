@@ -33,6 +33,7 @@ from paygate.errors import (
     ACCOUNT_NOT_FOUND,
     BALANCE_LIMIT_EXCEEDED,
     CURRENCY_MISMATCH,
+    IDEMPOTENCY_KEY_MISMATCH,
     INSUFFICIENT_FUNDS,
     TRANSACTION_ABORTED,
     TRANSACTION_COMMITTED,
@@ -227,13 +228,16 @@ def deposit(
 ) -> tuple[AccountRow, bool]:
     """Credit an account, once per reference. Returns the account and whether it was a replay."""
     validate_id(reference, "reference")
+    validate_id(account_number, "account_number")
     validate_amount(amount_minor)
     check_currency(currency)
     previous = tx.get_deposit(reference)
     if previous is not None:
         if previous != (account_number, amount_minor, currency):
+            # The reference is the deposit's idempotency key: same meaning, same reason.
             raise FailedPrecondition(
-                f"reference {reference!r} was already used for a different deposit"
+                f"reference {reference!r} was already used for a different deposit",
+                reason=IDEMPOTENCY_KEY_MISMATCH,
             )
         return get_account(tx, account_number), True
     account = get_account(tx, account_number)
