@@ -66,6 +66,15 @@ class _BankBatchers:
     abort: Batcher[bank_pb2.AbortRequest, None]
 
 
+def _not_configured(bank_id: str) -> Unavailable:
+    """A user's (or a payment's) bank that this gateway has no address for: its config lost
+    the bank. Unavailable, as for a bank that is down: nothing moves, and a retry works once
+    the address is back (recovery keeps re-sending a decision until then)."""
+    return Unavailable(
+        f"bank {bank_id!r} is not configured at this gateway", reason=BANK_UNAVAILABLE
+    )
+
+
 class BankClients:
     def __init__(
         self,
@@ -98,6 +107,16 @@ class BankClients:
     def knows(self, bank_id: str) -> bool:
         return bank_id in self._stubs
 
+    def _stub(self, bank_id: str) -> Any:
+        if bank_id not in self._stubs:
+            raise _not_configured(bank_id)
+        return self._stubs[bank_id]
+
+    def _batchers_of(self, bank_id: str) -> _BankBatchers:
+        if bank_id not in self._batchers:
+            raise _not_configured(bank_id)
+        return self._batchers[bank_id]
+
     async def close(self) -> None:
         for batchers in self._batchers.values():
             for batcher in (batchers.prepare, batchers.commit, batchers.abort):
@@ -110,7 +129,7 @@ class BankClients:
     ) -> BankAccount:
         request = bank_pb2.GetAccountRequest(account_number=account_number)
         try:
-            response = await self._stubs[bank_id].GetAccount(
+            response = await self._stub(bank_id).GetAccount(
                 request, timeout=timeout_s, wait_for_ready=True
             )
         except grpc.aio.AioRpcError as exc:
@@ -126,7 +145,7 @@ class BankClients:
         """The account, once its bank confirms that `link_code` is its code."""
         request = bank_pb2.LinkAccountRequest(account_number=account_number, link_code=link_code)
         try:
-            response = await self._stubs[bank_id].LinkAccount(
+            response = await self._stub(bank_id).LinkAccount(
                 request, timeout=timeout_s, wait_for_ready=True
             )
         except grpc.aio.AioRpcError as exc:
@@ -161,15 +180,15 @@ class BankClients:
                 for leg in legs
             ],
         )
-        return await self._batchers[bank_id].prepare.call(request, timeout_s=timeout_s)
+        return await self._batchers_of(bank_id).prepare.call(request, timeout_s=timeout_s)
 
     async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
         request = bank_pb2.CommitRequest(transaction_id=transaction_id)
-        await self._batchers[bank_id].commit.call(request, timeout_s=timeout_s)
+        await self._batchers_of(bank_id).commit.call(request, timeout_s=timeout_s)
 
     async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
         request = bank_pb2.AbortRequest(transaction_id=transaction_id)
-        await self._batchers[bank_id].abort.call(request, timeout_s=timeout_s)
+        await self._batchers_of(bank_id).abort.call(request, timeout_s=timeout_s)
 
     def _batchers_for(self, bank_id: str, settings: BatchSettings) -> _BankBatchers:
         stub = self._stubs[bank_id]
