@@ -8,8 +8,9 @@ its traceback and answered INTERNAL with a message that reveals nothing.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from paygate.common.handlers import (
+    STREAM_KINDS,
     Context,
     Handler,
     MalformedRequest,
@@ -28,6 +30,8 @@ from paygate.common.handlers import (
 from paygate.errors import ERROR_DOMAIN, InvalidArgument, PaygateError, status_code_of
 
 _log = logging.getLogger("paygate.errors")
+
+MALFORMED = "the request is not a valid protobuf message"
 
 
 def rich_status(error: PaygateError) -> grpc.Status:
@@ -57,7 +61,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             async def mapped(request: Any, context: Context) -> Any:
                 try:
                     if isinstance(request, MalformedRequest):
-                        raise InvalidArgument("the request is not a valid protobuf message")
+                        raise InvalidArgument(MALFORMED)
                     return await behavior(request, context)
                 except PaygateError as error:
                     await abort_with_error(context, error)
@@ -72,9 +76,52 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return mapped
 
+        if handler is not None and handler.unary_unary is None:
+            return _refusing_malformed_streams(handler)
         wrapped = wrap_unary(handler, wrapper)
         if wrapped is None or wrapped.unary_unary is None:
             return wrapped
         return wrapped._replace(  # type: ignore[attr-defined,no-any-return]
             request_deserializer=tolerant_deserializer(wrapped.request_deserializer)
         )
+
+
+def _refusing_malformed_streams(handler: Handler) -> Handler:
+    """A streaming handler (health Watch, reflection) whose request messages that do not
+    parse are INVALID_ARGUMENT too, not gRPC's UNKNOWN naming a Python exception. grpc.aio
+    runs an async generator function and a coroutine function differently: keep its kind."""
+    kind = next(k for k in STREAM_KINDS if getattr(handler, k) is not None)
+    behavior = getattr(handler, kind)
+
+    async def refuse(context: Context) -> None:
+        await abort_with_error(context, InvalidArgument(MALFORMED))
+
+    async def parsed(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, MalformedRequest):
+                await refuse(context)
+            yield request
+
+    async def checked(request: Any, context: Context) -> Any:
+        if kind != "unary_stream":
+            return parsed(request, context)  # a stream of requests, each checked as it comes
+        if isinstance(request, MalformedRequest):
+            await refuse(context)
+        return request
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+            async for response in behavior(await checked(request, context), context):
+                yield response
+
+        new: Callable[..., Any] = generator
+    else:
+
+        async def coroutine(request: Any, context: Context) -> Any:
+            return await behavior(await checked(request, context), context)
+
+        new = coroutine
+    return handler._replace(  # type: ignore[attr-defined,no-any-return]
+        **{kind: new, "request_deserializer": tolerant_deserializer(handler.request_deserializer)}
+    )

@@ -13,6 +13,8 @@ import grpc
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+# The fields of a method handler that hold a streaming behaviour (health Watch, reflection).
+STREAM_KINDS = ("unary_stream", "stream_unary", "stream_stream")
 
 
 def wrap_unary(

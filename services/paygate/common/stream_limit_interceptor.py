@@ -15,12 +15,11 @@ from typing import Any
 
 import grpc
 
-from paygate.common.handlers import Context, Handler
+from paygate.common.handlers import STREAM_KINDS, Context, Handler
 
 # A few load balancers' health watches and operators' grpcurl sessions; far below the 256
 # call slots a server has by default.
 MAX_OPEN_STREAMS = 32
-STREAM_KINDS = ("unary_stream", "stream_unary", "stream_stream")
 
 
 class StreamLimitInterceptor(grpc.aio.ServerInterceptor):
