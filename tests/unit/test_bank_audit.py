@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from paygate.bank.ledger import Leg
 from paygate.bank.main import audit_forever
-from paygate.bank.participant import Participant
+from paygate.bank.participant import AUDIT_CHUNK_ENTRIES, Participant
 from paygate.bank.store import JOURNAL_SINCE_SQL, SqliteLedgerStore
 from paygate.common.faults import FaultInjector
 from paygate.common.invariants import InvariantViolation
@@ -24,7 +24,9 @@ from paygate.common.invariants import InvariantViolation
 Body = Callable[[Participant, pathlib.Path], Awaitable[None]]
 
 
-def with_bank(tmp_path: pathlib.Path, body: Body) -> None:
+def with_bank(
+    tmp_path: pathlib.Path, body: Body, audit_chunk_entries: int = AUDIT_CHUNK_ENTRIES
+) -> None:
     """Open a bank with two accounts (100.00 and 0) at tmp_path and run body on it."""
     path = tmp_path / "bank.db"
 
@@ -33,7 +35,9 @@ def with_bank(tmp_path: pathlib.Path, body: Body) -> None:
         await store.open()
         try:
             bank = Participant(
-                store, FaultInjector(enabled=False, var_dir=tmp_path, process="bank")
+                store,
+                FaultInjector(enabled=False, var_dir=tmp_path, process="bank"),
+                audit_chunk_entries=audit_chunk_entries,
             )
             await bank.open_account("USD", 100_00, "1")
             await bank.open_account("USD", 0, "2")
@@ -143,3 +147,32 @@ def test_a_changed_balance_is_found_by_any_pass(tmp_path: pathlib.Path) -> None:
         await the_next_pass_fails(bank, balances=10001, journal=10000)
 
     with_bank(tmp_path, body)
+
+
+def test_a_full_pass_sums_the_journal_a_chunk_at_a_time(tmp_path: pathlib.Path) -> None:
+    # 2 openings and 2 entries per payment, read 3 entries at a time: 8 chunks.
+    async def body(bank: Participant, path: pathlib.Path) -> None:
+        for i in range(10):
+            await pay(bank, f"t{i}", 1_00)
+        totals = await bank.audit(full=True)
+        assert totals.balance == 100_00 and await bank.healthy()
+        behind_the_banks_back(path, "UPDATE entries SET amount = amount + 1 WHERE entry_id = 1")
+        with pytest.raises(InvariantViolation, match="sum of balances 10000 != .* 10001"):
+            await bank.audit(full=True)
+
+    with_bank(tmp_path, body, audit_chunk_entries=3)
+
+
+def test_payments_go_on_between_the_chunks_of_a_full_pass(tmp_path: pathlib.Path) -> None:
+    # One read per entry: a payment started while the pass runs is done long before it.
+    async def body(bank: Participant, path: pathlib.Path) -> None:
+        for i in range(40):
+            await pay(bank, f"t{i}", 1_00)
+        audit = asyncio.ensure_future(bank.audit(full=True))
+        await asyncio.sleep(0)  # the pass has sent its first read
+        await pay(bank, "during", 1_00)
+        assert not audit.done()
+        totals = await audit
+        assert totals.balance == 100_00 and await bank.healthy()
+
+    with_bank(tmp_path, body, audit_chunk_entries=1)

@@ -30,6 +30,10 @@ T = TypeVar("T")
 
 _log = logging.getLogger("paygate.bank")
 
+# A full audit sums the journal this many entries per read (~10 ms on SQLite): the bank's
+# writes wait for one chunk at most, not for the whole history (463 ms at 6.7M entries).
+AUDIT_CHUNK_ENTRIES = 100_000
+
 
 # Link codes are read out and typed by people: groups of an alphabet without look-alikes
 # (Crockford's base 32), 16 characters = 80 random bits.
@@ -43,9 +47,15 @@ def new_link_code() -> str:
 
 class Participant:
     def __init__(
-        self, store: LedgerStore, faults: FaultInjector, metrics: BankMetrics | None = None
+        self,
+        store: LedgerStore,
+        faults: FaultInjector,
+        metrics: BankMetrics | None = None,
+        *,
+        audit_chunk_entries: int = AUDIT_CHUNK_ENTRIES,
     ) -> None:
         self._store = store
+        self._audit_chunk_entries = audit_chunk_entries
         self._faults = faults
         self._metrics = metrics or BankMetrics.build(new_registry())
         self._audit_passed = True
@@ -173,6 +183,8 @@ class Participant:
         async with self._auditing:
             since = None if full else self._journal
             try:
+                if since is None:
+                    since = await self._journal_in_chunks()
                 totals, self._journal = await self._store.read(
                     lambda tx: ledger.audit(tx, since)
                 )
@@ -183,8 +195,22 @@ class Participant:
             self._audit_passed = True
             return totals
 
+    async def _journal_in_chunks(self) -> JournalMark:
+        """The journal summed from its start, `audit_chunk_entries` at a time, each chunk a
+        read of its own: a whole history summed in one read would hold the bank's one
+        database thread (SQLite), and every payment behind it, for as long as it takes."""
+        mark, more = JournalMark(), True
+        while more:
+            read_next = functools.partial(_journal_chunk, mark, self._audit_chunk_entries)
+            mark, more = await self._store.read(read_next)
+        return mark
+
     async def healthy(self) -> bool:
         return self._audit_passed and await self._store.healthy()
+
+
+def _journal_chunk(since: JournalMark, limit: int, tx: LedgerTx) -> tuple[JournalMark, bool]:
+    return tx.journal_chunk(since, limit)
 
 
 def _prepare(

@@ -159,6 +159,11 @@ class LedgerTx(Protocol):
         """The journal summed up to its last entry, reading only what follows `since` where
         the store can tell that nothing before it can still appear."""
         ...
+    def journal_chunk(self, since: JournalMark, limit: int) -> tuple[JournalMark, bool]:
+        """The journal summed past `since` over at most `limit` more entries, and whether
+        more follow; (since, False) where the store cannot sum a prefix that stays put (then
+        `journal` sums it all)."""
+        ...
 
 
 class LedgerStore(Protocol):
@@ -197,6 +202,12 @@ def joined_sums(parts: Sequence[int]) -> list[int]:
 
 JOURNAL_SINCE_SQL = (
     f"SELECT MAX(entry_id), {exact_sum('amount')} FROM entries WHERE entry_id > ?"
+)
+# The next `limit` entries after a mark, summed: the full audit reads the journal this way,
+# a bounded read at a time, so that the bank's writes go on between its reads.
+JOURNAL_CHUNK_SQL = (
+    f"SELECT MAX(entry_id), COUNT(*), {exact_sum('amount')} FROM"
+    " (SELECT entry_id, amount FROM entries WHERE entry_id > ? ORDER BY entry_id LIMIT ?)"
 )
 
 
@@ -367,6 +378,17 @@ class SqliteLedgerTx:
             return since
         [added] = joined_sums(parts)
         return JournalMark(entry_id=last, total=since.total + added)
+
+    def journal_chunk(self, since: JournalMark, limit: int) -> tuple[JournalMark, bool]:
+        # Entries are only ever appended, each with the next rowid: a prefix summed once
+        # stays summed, whatever is written between two chunks.
+        last, count, *parts = self._conn.execute(
+            JOURNAL_CHUNK_SQL, (since.entry_id, limit)
+        ).fetchone()
+        if last is None:
+            return since, False
+        [added] = joined_sums(parts)
+        return JournalMark(entry_id=last, total=since.total + added), count == limit
 
 
 class SqliteLedgerStore:
