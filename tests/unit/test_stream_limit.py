@@ -84,3 +84,49 @@ def test_streams_beyond_the_limit_are_refused_and_unary_calls_still_served() -> 
             await server.grpc_server.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_a_cancelled_reflection_stream_gives_its_place_back() -> None:
+    # Reflection's handler is an async generator (Watch's a coroutine): a stream of that
+    # kind, cancelled by its caller, gives its place back too.
+    async def scenario() -> None:
+        limit = StreamLimitInterceptor(max_open=1)
+        server = await build_server(
+            listen="127.0.0.1:0",
+            credentials=grpc.local_server_credentials(LOCAL),
+            service_name="paygate.test.v1.NothingService",
+            add_servicer=lambda s: None,
+            interceptors=[limit],
+            max_message_bytes=64 * 1024,
+            max_concurrent_rpcs=SLOTS,
+        )
+        await server.set_serving(True)
+        channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{server.port}", grpc.local_channel_credentials(LOCAL)
+        )
+        health = health_pb2_grpc.HealthStub(channel)
+        everything = health_pb2.HealthCheckRequest(service="")
+        try:
+            listing = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                timeout=TIMEOUT_S
+            )
+            await listing.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+            assert (await listing.read()).list_services_response.service
+            listing.cancel()
+            for _ in range(RETRIES):
+                watch = health.Watch(everything, timeout=TIMEOUT_S)
+                try:
+                    first = await watch.read()
+                    break
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                    await asyncio.sleep(RETRY_PAUSE_S)
+            else:
+                pytest.fail("the cancelled reflection stream kept its place")
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+        finally:
+            await channel.close()
+            await server.grpc_server.stop(None)
+
+    asyncio.run(scenario())

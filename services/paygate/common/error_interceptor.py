@@ -92,6 +92,8 @@ def _refusing_malformed_streams(handler: Handler) -> Handler:
     runs an async generator function and a coroutine function differently: keep its kind."""
     kind = next(k for k in STREAM_KINDS if getattr(handler, k) is not None)
     behavior = getattr(handler, kind)
+    if not (inspect.isasyncgenfunction(behavior) or inspect.iscoroutinefunction(behavior)):
+        return handler  # a synchronous handler: grpc.aio runs it on a thread, as it is
 
     async def refuse(context: Context) -> None:
         await abort_with_error(context, InvalidArgument(MALFORMED))

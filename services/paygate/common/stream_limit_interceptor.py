@@ -47,26 +47,23 @@ class StreamLimitInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _limited(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        """The behaviour, counted while it runs and refused past the limit. grpc.aio runs an
-        async generator function and a coroutine function differently: keep its kind."""
+        """The behaviour, counted from its start to the end of its call and refused past the
+        limit. grpc.aio runs an async generator function and a coroutine function
+        differently: keep its kind (a synchronous one is left as it is)."""
         if inspect.isasyncgenfunction(behavior):
 
             async def limited_generator(request: Any, context: Context) -> AsyncIterator[Any]:
                 await self._enter(context)
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                finally:
-                    self._open -= 1
+                async for response in behavior(request, context):
+                    yield response
 
             return limited_generator
+        if not inspect.iscoroutinefunction(behavior):
+            return behavior
 
         async def limited(request: Any, context: Context) -> Any:
             await self._enter(context)
-            try:
-                return await behavior(request, context)
-            finally:
-                self._open -= 1
+            return await behavior(request, context)
 
         return limited
 
@@ -78,3 +75,10 @@ class StreamLimitInterceptor(grpc.aio.ServerInterceptor):
                 " close one or retry later",
             )
         self._open += 1
+        # Released when the call ends however it ends: a cancelled generator's `finally`
+        # would run only when the generator is collected.
+        # (The stubs type the callback as a class of their own, which no function matches.)
+        context.add_done_callback(self._release)  # type: ignore[arg-type]
+
+    def _release(self, context: Context) -> None:
+        self._open -= 1

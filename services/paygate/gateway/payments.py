@@ -284,7 +284,9 @@ class Payments:
         before = decode_page_token(page_token)
         rows = await self._store.list_payments(user.user_id, before_seq=before, limit=size + 1)
         page, more = rows[:size], len(rows) > size
-        budget = self._settings.max_message_bytes - PAGE_HEADROOM_BYTES
+        # Never more than paygate.client takes in (64 KiB), even if the gateway may send more.
+        largest = min(self._settings.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES)
+        budget = largest - PAGE_HEADROOM_BYTES
         used = 0
         for count, (_, payment) in enumerate(page):
             used += size_of(payment) + PAGE_ITEM_OVERHEAD_BYTES
