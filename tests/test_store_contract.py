@@ -686,6 +686,29 @@ def test_commit_and_abort_racing_resolve_a_hold_once(backend: Backend) -> None:
     run(backend.ledger(backend.fresh("bank")), body)
 
 
+def test_two_legs_at_one_bank_must_balance(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        a, b = await open_accounts(store, 10_00, 10_00)
+        unbalanced = [
+            [credit(a, 5_00), credit(b, 5_00)],  # money from nothing
+            [debit(a, 5_00), debit(b, 5_00)],  # money into nothing
+            [debit(a, 5_00), credit(b, 4_00)],
+            [debit(a, 5_00), dataclasses.replace(credit(b, 5_00), currency="EUR")],
+            [debit(a, 5_00), credit(a, 5_00)],
+        ]
+        for i, legs in enumerate(unbalanced):
+            with pytest.raises(InvalidArgument, match="one debit and one credit"):
+                await store.transaction(
+                    lambda tx, i=i, legs=legs: ledger.prepare(tx, f"u{i}", legs)
+                )
+        assert await account(store, a) == await account(store, b) == (10_00, 0, 0)
+        assert await store.read(lambda tx: tx.get_transaction("u0")) is None
+        # A single leg is half of a transfer whose other half is at another bank: fine.
+        assert (await store.transaction(lambda tx: ledger.prepare(tx, "one", [credit(a, 1)]))).yes
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
 def test_two_phase_steps_are_idempotent(backend: Backend) -> None:
     async def body(store: LedgerStore) -> None:
         payer, payee = await open_accounts(store, 10_00, 0)

@@ -95,6 +95,21 @@ def validate_legs(legs: list[Leg]) -> None:
         if (leg.account_number, leg.direction) in seen:
             raise InvalidArgument("a transaction cannot have the same account and direction twice")
         seen.add((leg.account_number, leg.direction))
+    if len(legs) == 2:
+        # Both halves of a transfer at one bank: it can check that they balance, and so that
+        # no Prepare makes or destroys money here. (A single leg's other half is at another
+        # bank; the coordinator's payment record pairs them.)
+        first, second = legs
+        if not (
+            {first.direction, second.direction} == {DEBIT, CREDIT}
+            and first.amount_minor == second.amount_minor
+            and first.currency == second.currency
+            and first.account_number != second.account_number
+        ):
+            raise InvalidArgument(
+                "two legs at one bank are one debit and one credit of the same amount and"
+                " currency, between two accounts"
+            )
 
 
 def legs_digest(legs: list[Leg]) -> str:
