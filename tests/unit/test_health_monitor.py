@@ -7,62 +7,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from local_server import local_server
 from paygate.common.health_monitor import monitor_health
-from paygate.common.server import build_server
 
-LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 TIMEOUT_S = 10.0
 
 
 def test_a_probe_that_never_answers_makes_the_server_not_serving() -> None:
+    answering = asyncio.Event()
+    answering.set()
+
+    async def probe() -> bool:
+        await answering.wait()  # a write that never completes while the event is clear
+        return True
+
     async def scenario() -> None:
-        server = await build_server(
-            listen="127.0.0.1:0",
-            credentials=grpc.local_server_credentials(LOCAL),
-            service_name="paygate.test.v1.NothingService",
-            add_servicer=lambda s: None,
-            interceptors=[],
-            max_message_bytes=64 * 1024,
-            max_concurrent_rpcs=16,
-        )
-        answering = asyncio.Event()
-        answering.set()
+        async with local_server([]) as (server, channel):
+            monitor = asyncio.create_task(
+                monitor_health(server, probe, interval_s=0.05, probe_timeout_s=0.2)
+            )
+            health = health_pb2_grpc.HealthStub(channel)
+            # As a load balancer follows it: the stream sends each change of status.
+            watch = health.Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=3 * TIMEOUT_S
+            )
 
-        async def probe() -> bool:
-            await answering.wait()  # a write that never completes while the event is clear
-            return True
+            async def status_becomes(status: int) -> None:
+                async with asyncio.timeout(TIMEOUT_S):
+                    while (await watch.read()).status != status:
+                        pass
 
-        monitor = asyncio.create_task(
-            monitor_health(server, probe, interval_s=0.05, probe_timeout_s=0.2)
-        )
-        channel = grpc.aio.secure_channel(
-            f"127.0.0.1:{server.port}", grpc.local_channel_credentials(LOCAL)
-        )
-        health = health_pb2_grpc.HealthStub(channel)
-        # As a load balancer follows it: the stream sends each change of status.
-        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=3 * TIMEOUT_S)
-
-        async def status_becomes(status: int) -> None:
-            async with asyncio.timeout(TIMEOUT_S):
-                while (await watch.read()).status != status:
-                    pass
-
-        try:
-            await status_becomes(SERVING)
-            answering.clear()
-            await status_becomes(NOT_SERVING)
-            answering.set()
-            await status_becomes(SERVING)
-        finally:
-            watch.cancel()
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
-            await channel.close()
-            await server.grpc_server.stop(None)
+            try:
+                await status_becomes(SERVING)
+                answering.clear()
+                await status_becomes(NOT_SERVING)
+                answering.set()
+                await status_becomes(SERVING)
+            finally:
+                watch.cancel()
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
 
     asyncio.run(scenario())

@@ -9,10 +9,9 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from local_server import local_server
 from paygate.common.error_interceptor import ErrorInterceptor
-from paygate.common.server import build_server
 
-LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 GARBAGE = b"\xff\xff\xff"
 WATCH = "/grpc.health.v1.Health/Watch"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
@@ -21,21 +20,9 @@ TIMEOUT_S = 10.0
 
 def test_unparsable_stream_requests_are_invalid_argument_and_good_ones_served() -> None:
     async def scenario() -> list[tuple[grpc.StatusCode, str]]:
-        server = await build_server(
-            listen="127.0.0.1:0",
-            credentials=grpc.local_server_credentials(LOCAL),
-            service_name="paygate.test.v1.NothingService",
-            add_servicer=lambda s: None,
-            interceptors=[ErrorInterceptor()],
-            max_message_bytes=64 * 1024,
-            max_concurrent_rpcs=16,
-        )
-        await server.set_serving(True)
-        channel = grpc.aio.secure_channel(
-            f"127.0.0.1:{server.port}", grpc.local_channel_credentials(LOCAL)
-        )
         refusals = []
-        try:
+        async with local_server([ErrorInterceptor()]) as (server, channel):
+            await server.set_serving(True)
             watch = channel.unary_stream(WATCH)(GARBAGE, timeout=TIMEOUT_S)
             try:
                 await watch.read()
@@ -59,9 +46,6 @@ def test_unparsable_stream_requests_are_invalid_argument_and_good_ones_served() 
             services = (await good_listing.read()).list_services_response.service
             assert "grpc.health.v1.Health" in {s.name for s in services}
             await good_listing.done_writing()
-        finally:
-            await channel.close()
-            await server.grpc_server.stop(None)
         return refusals
 
     refusals = asyncio.run(scenario())
