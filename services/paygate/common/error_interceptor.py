@@ -8,7 +8,6 @@ its traceback and answered INTERNAL with a message that reveals nothing.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,12 +18,12 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from paygate.common.handlers import (
-    STREAM_KINDS,
     Context,
     Handler,
     MalformedRequest,
     UnaryBehavior,
     tolerant_deserializer,
+    wrap_stream,
     wrap_unary,
 )
 from paygate.errors import ERROR_DOMAIN, InvalidArgument, PaygateError, status_code_of
@@ -86,44 +85,29 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _refusing_malformed_streams(handler: Handler) -> Handler:
+def _refusing_malformed_streams(handler: Handler) -> Handler | None:
     """A streaming handler (health Watch, reflection) whose request messages that do not
-    parse are INVALID_ARGUMENT too, not gRPC's UNKNOWN naming a Python exception. grpc.aio
-    runs an async generator function and a coroutine function differently: keep its kind."""
-    kind = next(k for k in STREAM_KINDS if getattr(handler, k) is not None)
-    behavior = getattr(handler, kind)
-    if not (inspect.isasyncgenfunction(behavior) or inspect.iscoroutinefunction(behavior)):
-        return handler  # a synchronous handler: grpc.aio runs it on a thread, as it is
-
-    async def refuse(context: Context) -> None:
-        await abort_with_error(context, InvalidArgument(MALFORMED))
+    parse are INVALID_ARGUMENT too, not gRPC's UNKNOWN naming a Python exception."""
+    one_request = handler.unary_stream is not None
 
     async def parsed(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
         async for request in requests:
-            if isinstance(request, MalformedRequest):
-                await refuse(context)
-            yield request
+            yield await _refused_if_malformed(request, context)
 
     async def checked(request: Any, context: Context) -> Any:
-        if kind != "unary_stream":
-            return parsed(request, context)  # a stream of requests, each checked as it comes
-        if isinstance(request, MalformedRequest):
-            await refuse(context)
-        return request
+        if one_request:
+            return await _refused_if_malformed(request, context)
+        return parsed(request, context)  # a stream of requests, each checked as it comes
 
-    if inspect.isasyncgenfunction(behavior):
-
-        async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
-            async for response in behavior(await checked(request, context), context):
-                yield response
-
-        new: Callable[..., Any] = generator
-    else:
-
-        async def coroutine(request: Any, context: Context) -> Any:
-            return await behavior(await checked(request, context), context)
-
-        new = coroutine
-    return handler._replace(  # type: ignore[attr-defined,no-any-return]
-        **{kind: new, "request_deserializer": tolerant_deserializer(handler.request_deserializer)}
+    wrapped = wrap_stream(handler, checked)
+    if wrapped is handler:
+        return handler  # a synchronous handler: grpc.aio runs it on a thread, as it is
+    return wrapped._replace(  # type: ignore[union-attr,no-any-return]
+        request_deserializer=tolerant_deserializer(handler.request_deserializer)
     )
+
+
+async def _refused_if_malformed(request: Any, context: Context) -> Any:
+    if isinstance(request, MalformedRequest):
+        await abort_with_error(context, InvalidArgument(MALFORMED))
+    return request

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -29,6 +30,37 @@ def wrap_unary(
     behavior = cast(UnaryBehavior, handler.unary_unary)
     # At run time a handler is a namedtuple; the stubs declare only its abstract base.
     return handler._replace(unary_unary=wrapper(behavior))  # type: ignore[attr-defined,no-any-return]
+
+
+def wrap_stream(
+    handler: Handler | None,
+    before: Callable[[Any, Context], Awaitable[Any]],
+) -> Handler | None:
+    """Return `handler` with its streaming behaviour run after `before(request, context)`,
+    whose result it is given as its request (the request, or the request iterator); other
+    kinds pass through. grpc.aio runs an async generator function and a coroutine function
+    differently, so the wrapper keeps the behaviour's kind; a synchronous one is left as is."""
+    if handler is None or handler.unary_unary is not None:
+        return handler
+    kind = next(k for k in STREAM_KINDS if getattr(handler, k) is not None)
+    behavior = getattr(handler, kind)
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+            async for response in behavior(await before(request, context), context):
+                yield response
+
+        wrapped: Callable[..., Any] = generator
+    elif inspect.iscoroutinefunction(behavior):
+
+        async def coroutine(request: Any, context: Context) -> Any:
+            return await behavior(await before(request, context), context)
+
+        wrapped = coroutine
+    else:
+        return handler
+    # At run time a handler is a namedtuple; the stubs declare only its abstract base.
+    return handler._replace(**{kind: wrapped})  # type: ignore[attr-defined,no-any-return]
 
 
 class MalformedRequest:

@@ -9,13 +9,12 @@ once with RESOURCE_EXHAUSTED, and unary calls are not counted or slowed.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from paygate.common.handlers import STREAM_KINDS, Context, Handler
+from paygate.common.handlers import Context, Handler, wrap_stream
 
 # A few load balancers' health watches and operators' grpcurl sessions; far below the 256
 # call slots a server has by default.
@@ -36,38 +35,10 @@ class StreamLimitInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is not None:
-            return handler
-        for kind in STREAM_KINDS:
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                # At run time a handler is a namedtuple; the stubs declare only its base.
-                return handler._replace(**{kind: self._limited(behavior)})  # type: ignore[attr-defined,no-any-return]
-        return handler
+        return wrap_stream(await continuation(handler_call_details), self._enter)
 
-    def _limited(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        """The behaviour, counted from its start to the end of its call and refused past the
-        limit. grpc.aio runs an async generator function and a coroutine function
-        differently: keep its kind (a synchronous one is left as it is)."""
-        if inspect.isasyncgenfunction(behavior):
-
-            async def limited_generator(request: Any, context: Context) -> AsyncIterator[Any]:
-                await self._enter(context)
-                async for response in behavior(request, context):
-                    yield response
-
-            return limited_generator
-        if not inspect.iscoroutinefunction(behavior):
-            return behavior
-
-        async def limited(request: Any, context: Context) -> Any:
-            await self._enter(context)
-            return await behavior(request, context)
-
-        return limited
-
-    async def _enter(self, context: Context) -> None:
+    async def _enter(self, request: Any, context: Context) -> Any:
+        """Count the call from its start to its end, or refuse it past the limit."""
         if self._open >= self._max_open:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -79,6 +50,7 @@ class StreamLimitInterceptor(grpc.aio.ServerInterceptor):
         # would run only when the generator is collected.
         # (The stubs type the callback as a class of their own, which no function matches.)
         context.add_done_callback(self._release)  # type: ignore[arg-type]
+        return request
 
     def _release(self, context: Context) -> None:
         self._open -= 1
