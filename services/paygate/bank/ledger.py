@@ -319,10 +319,8 @@ def prepare_one_phase(tx: LedgerTx, transaction_id: str, legs: list[Leg]) -> tup
     create or destroy money; and never a transaction already held by a two-phase Prepare,
     which only its coordinator's Commit may post.
     """
-    validate_legs(legs)
-    debits = [(leg.amount_minor, leg.currency) for leg in legs if leg.direction == DEBIT]
-    credits = [(leg.amount_minor, leg.currency) for leg in legs if leg.direction == CREDIT]
-    if not (len(debits) == len(credits) == 1 and debits == credits):
+    validate_legs(legs)  # two legs at one bank balance; one leg alone is not a transfer
+    if len(legs) != 2:
         raise InvalidArgument(
             "a one-phase transaction is one debit and one credit of the same amount and currency"
         )

@@ -66,15 +66,6 @@ class _BankBatchers:
     abort: Batcher[bank_pb2.AbortRequest, None]
 
 
-def _not_configured(bank_id: str) -> Unavailable:
-    """A user's (or a payment's) bank that this gateway has no address for: its config lost
-    the bank. Unavailable, as for a bank that is down: nothing moves, and a retry works once
-    the address is back (recovery keeps re-sending a decision until then)."""
-    return Unavailable(
-        f"bank {bank_id!r} is not configured at this gateway", reason=BANK_UNAVAILABLE
-    )
-
-
 class BankClients:
     def __init__(
         self,
@@ -108,14 +99,21 @@ class BankClients:
         return bank_id in self._stubs
 
     def _stub(self, bank_id: str) -> Any:
-        if bank_id not in self._stubs:
-            raise _not_configured(bank_id)
+        self._check_configured(bank_id)
         return self._stubs[bank_id]
 
     def _batchers_of(self, bank_id: str) -> _BankBatchers:
-        if bank_id not in self._batchers:
-            raise _not_configured(bank_id)
+        self._check_configured(bank_id)
         return self._batchers[bank_id]
+
+    def _check_configured(self, bank_id: str) -> None:
+        """A bank this gateway has no address for (its config lost it, while users and
+        payments of it remain) fails as a bank that is down: nothing moves, and a retry or
+        recovery's next re-send works once the address is back."""
+        if not self.knows(bank_id):
+            raise Unavailable(
+                f"bank {bank_id!r} is not configured at this gateway", reason=BANK_UNAVAILABLE
+            )
 
     async def close(self) -> None:
         for batchers in self._batchers.values():
