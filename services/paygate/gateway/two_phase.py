@@ -1,33 +1,12 @@
-"""The values of a two-phase commit: the participants' interface, failures, decisions.
-
-coordinator.py drives the protocol with these; they hold no state and do no I/O.
-"""
+"""What the coordinator's driver needs beside the transition function: the banks as
+participants, a payment's legs at each bank, and the backoff between re-sends."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from typing import Protocol
 
-from paygate.errors import (
-    ACCOUNT_NOT_FOUND,
-    BALANCE_LIMIT_EXCEEDED,
-    BANK_UNAVAILABLE,
-    CURRENCY_MISMATCH,
-    INSUFFICIENT_FUNDS,
-    FailedPrecondition,
-    PaygateError,
-    Unavailable,
-)
-from paygate.gateway.models import Leg, Payment, TxnState, Vote
-
-# Votes of no that are final answers about the payment itself: the key keeps this answer.
-BUSINESS_REFUSALS = {
-    INSUFFICIENT_FUNDS: "insufficient funds in the payer's account",
-    CURRENCY_MISMATCH: "the payment's currency does not match an account's currency",
-    ACCOUNT_NOT_FOUND: "an account of this payment no longer exists at its bank",
-    BALANCE_LIMIT_EXCEEDED: "the payee's account cannot hold that much more",
-}
+from paygate.gateway.models import Leg, Payment, Vote
 
 
 class Participants(Protocol):
@@ -44,30 +23,6 @@ class Participants(Protocol):
     ) -> Vote: ...
     async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
     async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    """Why a transaction was aborted, and whether the cause was transient."""
-
-    reason: str
-    message: str
-    transient: bool
-
-    def error(self) -> PaygateError:
-        if self.transient:
-            return Unavailable(self.message, reason=self.reason)
-        return FailedPrecondition(self.message, reason=self.reason)
-
-
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    state: TxnState
-    failure: Failure | None = None
-
-    @property
-    def committed(self) -> bool:
-        return self.state in (TxnState.COMMITTING, TxnState.COMMITTED)
 
 
 def legs_by_bank(payment: Payment) -> dict[str, list[Leg]]:
@@ -94,11 +49,3 @@ def legs_by_bank(payment: Payment) -> dict[str, list[Leg]]:
 def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
     """Exponential backoff with full jitter."""
     return random.uniform(0, min(max_s, initial_s * 2**attempt))
-
-
-def refusal(reason: str) -> Failure:
-    if reason in BUSINESS_REFUSALS:
-        return Failure(reason, BUSINESS_REFUSALS[reason], False)
-    # A no for any other reason (a Prepare that arrived after an Abort) says nothing final
-    # about the payment: release the key so that a retry can succeed.
-    return Failure(BANK_UNAVAILABLE, f"a bank voted no ({reason or 'no reason given'})", True)
