@@ -25,9 +25,8 @@ from paygate.chaos.history import (
     Sample,
     User,
 )
-from suite import Suite, started_suite
+from suite import SHARED_GATEWAY_SETTINGS, Suite, started_suite
 
-BROKEN_PROTOCOL_ENV = "PAYGATE_BROKEN_PROTOCOL"
 RUN_TIMEOUT_S = 240.0  # far beyond a normal run (about 55 s): a stuck step shows
 
 
@@ -86,8 +85,8 @@ def test_the_checker_catches_a_gateway_that_forgets_its_commit_decision(
     tmp_path: pathlib.Path,
 ) -> None:
     out = tmp_path / "out"
-    broken = {BROKEN_PROTOCOL_ENV: "gateway-forgets-decision"}
-    with started_suite(tmp_path / "suite", extra_env=broken) as suite:
+    broken = {**SHARED_GATEWAY_SETTINGS, "broken_protocol": "forgets-commit-decision"}
+    with started_suite(tmp_path / "suite", gateway_settings=broken) as suite:
         # Killing the gateway right after it decided to commit makes its recovery drive
         # the payment; the broken recovery aborts it at both banks instead.
         run = run_chaos(

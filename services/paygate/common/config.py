@@ -137,6 +137,9 @@ class GatewayConfig:
     # A payment within one bank as one call that posts on yes (gateway/coordinator.py).
     # Off only while gateways of an older version share the database (docs/storage.md).
     one_phase_commit: bool = True
+    # A deliberately broken protocol (gateway/transitions.py BROKEN_VARIANTS), only with
+    # fault_injection: for the tests that show paygate-chaos catches one. Never in production.
+    broken_protocol: str = ""
 
     @property
     def effective_lease_s(self) -> float:

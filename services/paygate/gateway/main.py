@@ -45,15 +45,17 @@ from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.stream_limit_interceptor import StreamLimitInterceptor
 from paygate.common.tls import server_credentials
+from paygate.gateway import transitions
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.auth_interceptor import AuthInterceptor
 from paygate.gateway.banks import BankClients, BatchSettings
-from paygate.gateway.coordinator import ABORT_REASONS, Coordinator, CoordinatorSettings
+from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.payments import Payments, PaymentSettings
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
 from paygate.gateway.store import GatewayStore
 from paygate.gateway.stores import open_gateway_store
+from paygate.gateway.transitions import ABORT_REASONS
 from paygate.gen.paygate.v1 import gateway_pb2_grpc
 
 _log = logging.getLogger("paygate.gateway")
@@ -134,6 +136,23 @@ async def prune_in_batches(prune: Callable[..., Awaitable[int]], older_than_s: f
             return total
 
 
+def transition_function(config: GatewayConfig) -> transitions.Step:
+    """The protocol's transition function: the real one, or a broken variant for a test."""
+    if not config.broken_protocol:
+        return transitions.step
+    variant = transitions.BROKEN_VARIANTS.get(config.broken_protocol)
+    if variant is None or not config.fault_injection:
+        raise ConfigError(
+            f"[gateway] broken_protocol = {config.broken_protocol!r}: a test-only variant, one"
+            f" of {sorted(transitions.BROKEN_VARIANTS)}, with fault_injection = true"
+        )
+    _log.warning(
+        "running a deliberately broken protocol",
+        extra={"fields": {"variant": config.broken_protocol}},
+    )
+    return variant(transitions.step)
+
+
 async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway:
     config = suite.gateway
     store = await open_gateway_store(config)
@@ -181,6 +200,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         FaultInjector(enabled=config.fault_injection, var_dir=suite.var_dir, process=name),
         coordinator_metrics,
         owner=f"{name}-{secrets.token_hex(6)}",
+        step=transition_function(config),
     )
     payments = Payments(
         store,
