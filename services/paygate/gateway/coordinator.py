@@ -18,90 +18,32 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-
 from paygate.common.faults import FaultInjector
 from paygate.common.invariants import check
-from paygate.common.metrics import CoordinatorMetrics, new_registry, observe
+from paygate.common.metrics import CoordinatorMetrics, new_registry
 from paygate.errors import BANK_TIMEOUT, PaygateError, Unavailable
 from paygate.gateway import transitions as t
+from paygate.gateway.drive import Drive
 from paygate.gateway.finisher import Finisher
 from paygate.gateway.models import Leg, Payment
 from paygate.gateway.store import GatewayStore, Lease
 from paygate.gateway.transitions import ABORT_REASONS, Decision
-from paygate.gateway.two_phase import Participants, backoff_s, legs_by_bank
+from paygate.gateway.two_phase import (
+    PREPARE_TIMEOUT_MARGIN_S,
+    CoordinatorSettings,
+    Participants,
+    backoff_s,
+    legs_by_bank,
+)
 
 __all__ = ["ABORT_REASONS", "Coordinator", "CoordinatorSettings", "Decision"]
 
 _log = logging.getLogger("paygate.coordinator")
-_tracer = trace.get_tracer(__name__)
-
-PREPARE_TIMEOUT_MARGIN_S = 0.2
-DEFAULT_LEASE_S = 6.0
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class CoordinatorSettings:
-    prepare_timeout_s: float
-    bank_call_timeout_s: float
-    recovery_interval_s: float
-    # How long a gateway owns a transaction it drives without renewing: more than the
-    # prepare phase, plus the clock difference between the gateways sharing a database.
-    lease_s: float = DEFAULT_LEASE_S
-    # Phase-two rounds within one request or one recovery pass; recovery passes repeat forever.
-    delivery_attempts: int = 3
-    backoff_initial_s: float = 0.05
-    backoff_max_s: float = 1.0
-    recovery_batch: int = 100
-    recovery_concurrency: int = 16
-    # Payments within one bank as a one-phase commit (transitions.py); False while gateways
-    # of an older version, which would presume abort for them, share the database.
-    one_phase: bool = True
-
-    @property
-    def request_drive_s(self) -> float:
-        """The longest a request drives its payment: the prepares, then the commit attempts
-        with their backoffs. An unfinished payment older than this waits for recovery."""
-        phase_two_s = self.delivery_attempts * (self.bank_call_timeout_s + self.backoff_max_s)
-        return self.prepare_timeout_s + PREPARE_TIMEOUT_MARGIN_S + phase_two_s
-
-
-class _Drive:
-    """One transaction being driven: its value, the events not yet stepped, the actions not
-    yet carried out, and the bank calls in flight."""
-
-    def __init__(self, payment: Payment, txn: t.Txn, step: t.Step, first: t.Event) -> None:
-        self.payment = payment
-        self.txn, actions = step(txn, first)
-        self.todo: collections.deque[t.Action] = collections.deque(actions)
-        self.inbox: asyncio.Queue[t.Event] = asyncio.Queue()
-        self.calls: set[asyncio.Task[None]] = set()
-        self.answer: Decision | None = None
-        self.span: tuple[str, trace.Span, otel_context.Context, float] | None = None
-
-    def call(self, job: Coroutine[Any, Any, t.Event]) -> None:
-        """Start a bank call (inside the phase's span) whose answer becomes an event."""
-        context = self.span[2] if self.span is not None else None
-
-        async def deliver() -> None:
-            self.inbox.put_nowait(await job)
-
-        task = asyncio.create_task(deliver(), context=_copied(context))
-        self.calls.add(task)
-        task.add_done_callback(self.calls.discard)
-
-    async def stop_calls(self) -> None:
-        for task in list(self.calls):
-            task.cancel()
-        await asyncio.gather(*self.calls, return_exceptions=True)
 
 
 class Coordinator:
@@ -166,7 +108,7 @@ class Coordinator:
         """Drive a freshly recorded payment until its caller can be answered; the rest of
         its work (an abort's delivery, a one-phase outcome to settle) goes on in the
         background."""
-        drive = _Drive(payment, self._txn(payment), self._step, t.Begin())
+        drive = Drive(payment, self._txn(payment), self._step, t.Begin())
         with self.claim(payment.payment_id):
             try:
                 await self._go(drive, until_answered=True)
@@ -183,14 +125,14 @@ class Coordinator:
         assert drive.answer is not None
         return drive.answer
 
-    async def _go_on(self, drive: _Drive) -> None:
+    async def _go_on(self, drive: Drive) -> None:
         try:
             await self._go(drive, until_answered=False)
         finally:
             self._release(drive.payment.payment_id)
             await self._end(drive)
 
-    async def _go(self, drive: _Drive, *, until_answered: bool) -> None:
+    async def _go(self, drive: Drive, *, until_answered: bool) -> None:
         """Carry out actions and step events until the transaction is done (or answered)."""
         while True:
             while drive.todo:
@@ -213,23 +155,22 @@ class Coordinator:
             drive.todo.extend(actions)
             self._after_step(drive, before, event)
 
-    def _after_step(self, drive: _Drive, before: t.Txn, event: t.Event) -> None:
+    def _after_step(self, drive: Drive, before: t.Txn, event: t.Event) -> None:
         """Observe a step: phase-wide timeouts, and the end of a phase's span."""
         if isinstance(event, t.VotesTimedOut):
             for bank in before.awaiting:
                 self._metrics.timeouts.labels(bank, "prepare").inc()
-        if drive.span is not None and drive.span[0] != t.phase_of(drive.txn):
-            self._close_span(drive)
+        if drive.span is not None and drive.span.phase != t.phase_of(drive.txn):
+            drive.end_phase(self._metrics.phase_seconds)
         if not drive.txn.awaiting and drive.calls:
             for task in list(drive.calls):
                 task.cancel()  # a phase decided early (a no vote): its other calls are moot
 
-    async def _end(self, drive: _Drive) -> None:
+    async def _end(self, drive: Drive) -> None:
         await drive.stop_calls()
-        if drive.span is not None:
-            self._close_span(drive)
+        drive.end_phase(self._metrics.phase_seconds)
 
-    async def _carry_out(self, drive: _Drive, action: t.Action) -> None:
+    async def _carry_out(self, drive: Drive, action: t.Action) -> None:
         payment_id = drive.payment.payment_id
         if isinstance(action, t.SendPrepares | t.SendDecision):
             self._send(drive, action)
@@ -264,8 +205,8 @@ class Coordinator:
 
     # Bank calls ----------------------------------------------------------------------
 
-    def _send(self, drive: _Drive, action: t.SendPrepares | t.SendDecision) -> None:
-        self._open_span(drive)
+    def _send(self, drive: Drive, action: t.SendPrepares | t.SendDecision) -> None:
+        drive.enter_phase(t.phase_of(drive.txn))
         if isinstance(action, t.SendPrepares):
             legs = legs_by_bank(drive.payment)
             for bank in action.banks:
@@ -320,29 +261,6 @@ class Coordinator:
             return t.Refused(bank, exc.reason)
         return t.Acked(bank)
 
-    # Spans ---------------------------------------------------------------------------
-
-    def _open_span(self, drive: _Drive) -> None:
-        phase = t.phase_of(drive.txn)
-        if phase is None or (drive.span is not None and drive.span[0] == phase):
-            return
-        attributes: dict[str, Any] = {
-            "paygate.transaction_id": drive.payment.payment_id,
-            "paygate.banks": sorted(drive.payment.participants),
-        }
-        if drive.payment.one_phase:
-            attributes["paygate.one_phase"] = True
-        span = _tracer.start_span(f"2pc.{phase}", attributes=attributes)
-        drive.span = (phase, span, trace.set_span_in_context(span), time.perf_counter())
-
-    def _close_span(self, drive: _Drive) -> None:
-        assert drive.span is not None
-        phase, span, _, started = drive.span
-        span.set_attribute("paygate.outcome", t.outcome_of(phase, drive.txn))
-        span.end()
-        observe(self._metrics.phase_seconds.labels(phase), time.perf_counter() - started)
-        drive.span = None
-
     # Recovery ------------------------------------------------------------------------
 
     async def recover_once(self) -> int:
@@ -365,7 +283,7 @@ class Coordinator:
                 if payment.payment_id in self._driving:
                     return
                 with self.claim(payment.payment_id):
-                    drive = _Drive(payment, self._txn(payment), self._step, t.Recover())
+                    drive = Drive(payment, self._txn(payment), self._step, t.Recover())
                     try:
                         await self._go(drive, until_answered=False)
                     finally:
@@ -407,17 +325,6 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._finisher.close()
-
-
-def _copied(context: otel_context.Context | None) -> Any:
-    """A copy of the current contextvars with `context` (a phase's span) attached."""
-    if context is None:
-        return contextvars.copy_context()
-    token = otel_context.attach(context)
-    try:
-        return contextvars.copy_context()
-    finally:
-        otel_context.detach(token)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -103,9 +103,7 @@ class LoginThrottle:
             elif len(times) + running >= limit:
                 wait_s = max(wait_s, 1.0)  # the attempts ahead end within a bcrypt or so
         if wait_s > 0:
-            raise ResourceExhausted(
-                f"too many failed logins; retry in {math.ceil(wait_s)} s"
-            )
+            raise ResourceExhausted(f"too many failed logins; retry in {math.ceil(wait_s)} s")
 
     async def failed(self, username: str, peer: str) -> None:
         await self._store.record_login_failure(self._keys(username, peer), self._clock())

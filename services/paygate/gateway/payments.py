@@ -206,7 +206,9 @@ class Payments:
         )
         with self._coordinator.claim(payment.payment_id):
             begun = await self._store.begin_payment(
-                request.idempotency_key, request_hash(request), payment,
+                request.idempotency_key,
+                request_hash(request),
+                payment,
                 self._coordinator.new_lease(),
             )
             if begun.outcome == BeginOutcome.STARTED:
@@ -254,8 +256,10 @@ class Payments:
         return payment
 
     async def get(self, user: User, payment_id: str) -> Payment:
-        if not payment_id or len(payment_id) > PAYMENT_ID_MAX_LENGTH or not (
-            payment_id.isprintable()
+        if (
+            not payment_id
+            or len(payment_id) > PAYMENT_ID_MAX_LENGTH
+            or not (payment_id.isprintable())
         ):
             raise InvalidArgument(
                 f"payment_id must be 1 to {PAYMENT_ID_MAX_LENGTH} printable characters"

@@ -416,11 +416,13 @@ class SqliteGatewayStore:
     async def count_unfinished(self, *, created_before_us: int) -> int:
         """How many payments created before `created_before_us` have no final state yet."""
         return await self._db.read(
-            lambda conn: int(conn.execute(
-                f"SELECT COUNT(*) FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
-                " AND create_time_us < ?",
-                (created_before_us,),
-            ).fetchone()[0])
+            lambda conn: int(
+                conn.execute(
+                    f"SELECT COUNT(*) FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+                    " AND create_time_us < ?",
+                    (created_before_us,),
+                ).fetchone()[0]
+            )
         )
 
     async def claim_unfinished(
@@ -434,9 +436,7 @@ class SqliteGatewayStore:
         """
 
         def claim(conn: sqlite3.Connection) -> list[Payment]:
-            rows = conn.execute(
-                CLAIM_SQL, (owner, now_s + lease_s, now_s, owner, limit)
-            ).fetchall()
+            rows = conn.execute(CLAIM_SQL, (owner, now_s + lease_s, now_s, owner, limit)).fetchall()
             return [_payment(row[1:]) for row in sorted(rows, key=lambda row: int(row[0]))]
 
         return await self._db.transaction(claim)
