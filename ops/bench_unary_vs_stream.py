@@ -2,14 +2,14 @@
 
     .venv/bin/python ops/bench_unary_vs_stream.py [--rates 300,1000] [--count 4000]
 
-The question behind it (docs/performance.md, part 5): would the gateway's calls to a bank
-cost much less as messages on one long-lived stream than as unary calls? Both sides are
-grpc.aio over TLS with the repository's certificates (`make setup` makes them), in two
+The question behind it (docs/performance.md, "What was tried"): would the gateway's calls to
+a bank cost much less as messages on one long-lived stream than as unary calls? Both sides
+are grpc.aio over TLS with the repository's certificates (`make setup` makes them), in two
 processes, with no interceptors, no database and a 120-byte payload: only gRPC's own cost.
-The client sends at a fixed rate (an exchange is one request and its answer), so the
-numbers are those of a moderate load, where batches do not form. It prints, for each rate
-and each kind, the client's and the server's CPU milliseconds per exchange, from
-/proc/PID/stat over the measured exchanges (after 200 to warm up).
+The client sends at a fixed rate (an exchange is one request and its answer), so the numbers
+are those of a moderate load, where batches do not form. It prints, for each rate and each
+kind, the client's and the server's CPU milliseconds per exchange, from /proc/PID/stat over
+the measured exchanges (after 200 to warm up).
 """
 
 from __future__ import annotations

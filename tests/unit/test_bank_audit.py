@@ -1,5 +1,5 @@
 """The bank's periodic audit on SQLite: it reads only the journal posted since its last
-pass (so it does not grow with history, issue 8), and still sees what it must see.
+pass (so that its cost does not grow with the history), and still sees what it must see.
 
 Each test runs a Participant on a real SQLite file and changes the file behind the bank's
 back with a second connection, as a bug or a hand edit would.

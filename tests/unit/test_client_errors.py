@@ -19,8 +19,8 @@ from paygate.client import (
     PaygateError,
     Unavailable,
 )
-from paygate.client._errors import STATUS_DETAILS_KEY, error_from_rpc
 from paygate.common.error_interceptor import abort_with_error, rich_status
+from paygate.common.rpc_errors import STATUS_DETAILS_KEY, error_from_rpc
 from paygate.errors import INSUFFICIENT_FUNDS, STATUS_BY_ERROR
 
 METHOD = "/paygate.test.v1.ErrorService/Fail"

@@ -1,5 +1,5 @@
 """Query plans of the gateway's SQLite store: the queries that run all the time stay
-bounded however many payments are stored (issue 8's scale target: 1,000,000 payments)."""
+bounded however many payments are stored (the scale target: 1,000,000 payments)."""
 
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 
-from paygate.client._errors import error_from_rpc
 from paygate.common.config import ConfigError, SuiteConfig, load_config
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
+from paygate.common.rpc_errors import error_from_rpc
 from paygate.common.tls import InsecureKeyFile, channel_credentials, expect_server_identity
 from paygate.errors import PaygateError
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc

@@ -67,8 +67,8 @@ from paygate.bench.users import (
     snapshot,
 )
 from paygate.client import AsyncClient, Payment, PaymentStatus
-from paygate.client._target import channel_target
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
+from paygate.common.gateway_targets import channel_target
 from paygate.errors import PaygateError
 
 DEFAULT_CONCURRENCY = 64

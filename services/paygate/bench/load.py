@@ -35,8 +35,6 @@ import grpc
 from paygate.bench.echo import METHOD as ECHO_METHOD
 from paygate.bench.users import BenchUser
 from paygate.client import AsyncClient
-from paygate.client._async_client import open_channel
-from paygate.client.token_interceptor import TokenHolder
 from paygate.errors import PaygateError, status_code_of
 from paygate.gen.paygate.v1 import gateway_pb2
 
@@ -109,11 +107,6 @@ class LoadResult:
         self.net_minor.update(other.net_minor)
         self.unknown_outcomes += other.unknown_outcomes
         self.client_cpu_s += other.client_cpu_s
-
-
-def client_stack_channel(target: str, ca_cert: str, token: str) -> grpc.aio.Channel:
-    """A channel built exactly as AsyncClient builds its own (the same function)."""
-    return open_channel(target, ca_cert, TokenHolder(access_token=token))
 
 
 class Pacer:
@@ -268,10 +261,12 @@ def _ceiling_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]
 
 
 def _echo_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:
-    channels = [
-        client_stack_channel(spec.target, spec.ca_cert, ECHO_TOKEN) for _ in range(spec.channels)
+    # The echo calls go over AsyncClient's own channel: the client stack of the payments.
+    clients = [
+        AsyncClient(spec.target, ca_cert=spec.ca_cert, access_token=ECHO_TOKEN)
+        for _ in range(spec.channels)
     ]
-    calls: list[Any] = [channel.unary_unary(ECHO_METHOD) for channel in channels]
+    calls: list[Any] = [client.channel.unary_unary(ECHO_METHOD) for client in clients]
 
     async def echo(index: int, rng: random.Random) -> str:
         try:
@@ -281,8 +276,8 @@ def _echo_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:
         return "OK"
 
     async def close() -> None:
-        for channel in channels:
-            await channel.close()
+        for client in clients:
+            await client.close()
 
     return echo, close
 

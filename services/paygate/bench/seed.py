@@ -3,10 +3,10 @@
     python -m paygate.bench.seed --config DIR/paygate.toml --supervisor-dir DIR \
         --accounts 100000 --payments 1000000          (or: paygate-bench seed ...)
 
-For the scale comparison of issue 8 (paygate-bench on an empty database, then on one with
-a million stored payments). Run it while the suite's programs are stopped (`supervisorctl
-stop all`) or before they first start: it refuses a database file that any process has
-open. It writes what the real code would have written, in bulk:
+For the scale comparison (paygate-bench on an empty database, then on one with a million
+stored payments and 100,000 accounts: the scale target). Run it while the suite's programs
+are stopped (`supervisorctl stop all`) or before they first start: it refuses a database
+file that any process has open. It writes what the real code would have written, in bulk:
 
 - at each bank (the config's banks, accounts spread over them in turn): the accounts, each
   with its opening journal entry, as ledger.open_account writes them (without a link code:

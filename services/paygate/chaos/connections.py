@@ -19,8 +19,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paygate.client._target import channel_target
 from paygate.common.config import SuiteConfig
+from paygate.common.gateway_targets import channel_target
 from paygate.common.tls import channel_credentials
 from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
 from paygate.gen.paygate.v1 import gateway_pb2_grpc

@@ -25,7 +25,7 @@ import grpc
 from paygate.chaos.checker import first_definite
 from paygate.chaos.connections import Connections
 from paygate.chaos.history import Call, GatewayPayment, History, Intent, Outcome, Phase, User
-from paygate.client._errors import reason_from_metadata
+from paygate.common.rpc_errors import reason_from_metadata
 from paygate.errors import IDEMPOTENCY_KEY_MISMATCH
 from paygate.gen.paygate.bank.v1 import bank_pb2
 from paygate.gen.paygate.v1 import gateway_pb2

@@ -17,7 +17,6 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paygate.client._errors import error_from_rpc
 from paygate.client._models import (
     INVALID_RESPONSE,
     Balance,
@@ -25,14 +24,15 @@ from paygate.client._models import (
     RegisteredUser,
     Session,
 )
-from paygate.client._target import channel_target
 from paygate.client.delivery import Deliverer, DeliveryReport, DeliverySettings
 from paygate.client.logging_interceptor import LoggingInterceptor
 from paygate.client.outbox import Outbox
 from paygate.client.outbox_models import PaymentOrder, QueuedPayment
 from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
 from paygate.common import tracing
+from paygate.common.gateway_targets import channel_target
 from paygate.common.money import DEFAULT_CURRENCY
+from paygate.common.rpc_errors import error_from_rpc
 from paygate.common.tls import channel_credentials
 from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument, PaygateError
 from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
@@ -51,8 +51,8 @@ StrPath = str | os.PathLike[str]
 def open_channel(target: str, ca_cert: StrPath, token: TokenHolder) -> grpc.aio.Channel:
     """The client's channel to the gateway: TLS, bounded messages, and its interceptors.
 
-    Several comma-separated addresses make one channel balancing over them (_target.py).
-    paygate-bench builds its baseline on this same channel, so both measure one stack.
+    Several comma-separated addresses make one channel balancing over them
+    (paygate.common.gateway_targets).
     """
     target_, balancing = channel_target(target)
     return grpc.aio.secure_channel(
@@ -112,6 +112,13 @@ class AsyncClient:
     @property
     def access_token(self) -> str | None:
         return self._token.access_token
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The client's gRPC channel, for a call the client has no method for: such a call
+        goes through the same TLS connection and interceptors (tracing, logging, the bearer
+        token). paygate-bench times its baseline RPC on it, so both measure one stack."""
+        return self._channel
 
     async def __aenter__(self) -> Self:
         return self

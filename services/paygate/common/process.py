@@ -15,7 +15,8 @@ EXIT_REFUSED = 2
 # The cycle collector's thresholds: the youngest generation every 20,000 allocations net of
 # frees (CPython's default is 700), the older ones every 20 collections of the one below
 # (default 10). A server call allocates thousands of short-lived objects; collecting them
-# in bulk took ~15 % off the gateway's CPU per payment (docs/performance.md, part 3).
+# in bulk took ~15 % off the gateway's CPU per payment (docs/performance.md, "What was
+# tried").
 GC_THRESHOLDS = (20_000, 20, 20)
 
 

@@ -17,11 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import Histogram
 
 from paygate.common.config import DEFAULT_BATCH_MAX_IN_FLIGHT, DEFAULT_BATCH_MAX_SIZE, TlsFiles
+from paygate.common.rpc_errors import reason_from_metadata
 from paygate.common.tls import channel_credentials, expect_server_identity
 from paygate.errors import (
     ACCOUNT_NOT_FOUND,
@@ -266,7 +265,8 @@ class BankClients:
         """
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return self._deadline_error(bank_id)
-        return _error(bank_id, exc.code(), exc.details() or "", _reason(exc))
+        reason = reason_from_metadata(exc.trailing_metadata()) or ""
+        return _error(bank_id, exc.code(), exc.details() or "", reason)
 
 
 def _bank_account(account: bank_pb2.Account) -> BankAccount:
@@ -276,20 +276,6 @@ def _bank_account(account: bank_pb2.Account) -> BankAccount:
         balance_minor=account.balance,
         available_minor=account.available,
     )
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    for key, value in exc.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            try:
-                status = status_pb2.Status.FromString(value)
-            except DecodeError:
-                return ""  # a malformed detail must not hide the status code
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return ""
 
 
 def _error(bank_id: str, code: grpc.StatusCode, message: str, reason: str) -> PaygateError:

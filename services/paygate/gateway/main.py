@@ -156,7 +156,7 @@ def transition_function(config: GatewayConfig) -> transitions.Step:
 async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway:
     config = suite.gateway
     store = await open_gateway_store(config)
-    # Observability wiring (issue 4): one registry, served on config.metrics.
+    # Observability: one registry, served on config.metrics.
     registry = new_registry()
     coordinator_metrics = CoordinatorMetrics.build(
         registry, banks=config.bank_addresses, abort_reasons=ABORT_REASONS

@@ -8,6 +8,9 @@ UNAVAILABLE is retried by gRPC (at most 3 attempts, within the call's deadline) 
 on another; that is safe because a retry carries the same request, so CreatePayment keeps
 its idempotency key. The gateways' certificates name their IP address, so TLS is checked
 against the first address's host.
+
+The client library dials its target this way; paygate-chaos and paygate-bench use the same
+rule for their own channels and for checking a --gateway list.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The class comes from paygate.errors.ERROR_BY_STATUS, the reason from the
 google.rpc.ErrorInfo that the servers' ErrorInterceptor puts in the
 `grpc-status-details-bin` trailing metadata, and the message from the status details.
 Callers raise the result `from` the gRPC error so that the original stays visible.
+Every client of a Paygate server uses it: the client library (paygate.client), the
+operators' tool (paygate-admin, which calls the banks) and paygate-chaos, whose workload
+records the reason of each failed call.
 """
 
 from __future__ import annotations

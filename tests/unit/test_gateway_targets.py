@@ -1,11 +1,11 @@
-"""Several gateway addresses in one client target (paygate.client._target)."""
+"""Several gateway addresses in one client target (paygate.common.gateway_targets)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from paygate.client._target import MAX_ADDRESSES, channel_target
+from paygate.common.gateway_targets import MAX_ADDRESSES, channel_target
 
 
 def test_one_address_is_dialed_as_it_is() -> None:
