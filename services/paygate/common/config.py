@@ -134,7 +134,7 @@ class GatewayConfig:
     # Batching of the calls to each bank (1: every call is sent alone).
     batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
     batch_max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
-    # A payment within one bank as one call that posts on yes (gateway/coordinator.py).
+    # A payment within one bank as one call that posts on yes (gateway/transitions.py).
     # Off only while gateways of an older version share the database (docs/storage.md).
     one_phase_commit: bool = True
     # A deliberately broken protocol (gateway/transitions.py BROKEN_VARIANTS), only with

@@ -1,6 +1,6 @@
 """BankClients: the gateway's mutual-TLS connections to the banks, one channel per bank.
 
-It adapts paygate.bank.v1.BankService to the Participants interface of coordinator.py and
+It adapts paygate.bank.v1.BankService to the Participants interface of two_phase.py and
 translates transport failures into the domain's errors in one place: a deadline that
 passes is Unavailable(BANK_TIMEOUT), anything else that reaches no answer is
 Unavailable(BANK_UNAVAILABLE).

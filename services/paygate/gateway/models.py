@@ -13,7 +13,7 @@ class PaymentStatus(enum.StrEnum):
 
 
 class TxnState(enum.StrEnum):
-    """The coordinator's state of a payment's two-phase commit (see coordinator.py)."""
+    """The recorded state of a payment's two-phase commit (see transitions.py)."""
 
     PREPARING = "preparing"  # no decision yet: presumed abort (one bank: ask it first)
     COMMITTING = "committing"  # commit decided and on disk; commits are re-sent until acked
@@ -75,7 +75,7 @@ class Payment:
     txn_state: TxnState
     failure_reason: str = ""
     # Sent as a one-phase commit: the payment's only bank decides, so recovery asks it
-    # instead of presuming abort (coordinator.py). Recorded before the Prepare is sent.
+    # instead of presuming abort (transitions.py). Recorded before the Prepare is sent.
     one_phase: bool = False
 
     @property

@@ -11,7 +11,7 @@ Same key and same parameters after COMPLETED: the stored answer again. Same key 
 parameters: FAILED_PRECONDITION / IDEMPOTENCY_KEY_MISMATCH. Same key while IN_PROGRESS:
 ABORTED / IDEMPOTENCY_KEY_IN_USE. Requests that fail validation record nothing. A payment
 within one bank whose one-phase Prepare went unanswered stays IN_PROGRESS after its caller
-is answered UNAVAILABLE, until the bank is asked (coordinator.py) and the key completes or
+is answered UNAVAILABLE, until the bank is asked (transitions.py) and the key completes or
 is released.
 
 Every CreatePayment counts once in paygate_payments_total{outcome}: succeeded, failed (the

@@ -89,7 +89,7 @@ SQLITE_MIGRATIONS = [
         WHERE txn_state IN ('preparing', 'committing', 'aborting')
     """,
     # 4: whether the payment was sent as a one-phase commit (its only bank decides), so
-    # that recovery asks that bank instead of presuming abort (gateway/coordinator.py).
+    # that recovery asks that bank instead of presuming abort (gateway/transitions.py).
     """
     ALTER TABLE payments ADD COLUMN one_phase INTEGER NOT NULL DEFAULT 0
         CHECK (one_phase IN (0, 1))
