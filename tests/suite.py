@@ -2,7 +2,9 @@
 
 `Suite.start(folder)` makes certificates, a config file on free ports and starts supervisord
 with the repository's supervisord.conf in `folder`; `Suite.attach(...)` describes a suite
-someone already runs. Either way a test sees the same small API:
+someone already runs. Either way a test sees the same small API (`config`, the targets,
+channels, health and the operator's calls are `SuiteClient`, which the in-process servers of
+tests/inproc share):
 
     suite.config                      the SuiteConfig the processes run with
     suite.dir                         the directory supervisord runs in (var/ is inside)
