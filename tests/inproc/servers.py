@@ -190,6 +190,10 @@ class Running:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        # A /metrics server notices its shutdown within its 0.5 s poll: all of them at once
+        # rather than one after another (their close() below then returns at once).
+        parts = [self.gateway, *self.banks.values()]
+        await asyncio.gather(*(asyncio.to_thread(p.metrics_server.close) for p in parts))
         await self.gateway.close()
         for bank in self.banks.values():
             await bank.close()
