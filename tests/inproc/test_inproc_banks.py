@@ -1,5 +1,6 @@
-"""The bank servers in-process: health, reflection, the operator's RPCs, and who may call
-what. (A bank's state surviving SIGKILL and a restart: tests/test_banks.py.)"""
+"""The bank servers in-process: the operator's RPCs, and who may call what. (Health and
+reflection, which tests/test_attach.py also runs against a suite it attaches to, and a bank's
+state surviving SIGKILL and a restart: tests/test_banks.py.)"""
 
 from __future__ import annotations
 
@@ -9,14 +10,11 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 from suite import BANKS, ISSUED_LINK_CODES, SuiteClient
 
 BANK_SERVICE = "paygate.bank.v1.BankService"
-HEALTH_SERVICE = "grpc.health.v1.Health"
-REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 RPC_TIMEOUT_S = 5.0
 
 
@@ -35,30 +33,6 @@ def error_reason(error: grpc.RpcError) -> str | None:
             detail.Unpack(info)
             return str(info.reason)
     return None
-
-
-@pytest.mark.parametrize("bank_id", BANKS)
-@pytest.mark.parametrize("service", ["", BANK_SERVICE])
-def test_bank_reports_serving(suite: SuiteClient, bank_id: str, service: str) -> None:
-    assert suite.health(bank_id, service) == health_pb2.HealthCheckResponse.SERVING
-
-
-@pytest.mark.parametrize("bank_id", BANKS)
-def test_bank_health_of_unknown_service_is_not_found(suite: SuiteClient, bank_id: str) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        suite.health(bank_id, "no.such.Service")
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-@pytest.mark.parametrize("bank_id", BANKS)
-def test_bank_reflection_lists_its_services(suite: SuiteClient, bank_id: str) -> None:
-    with suite.bank_channel_sync(bank_id) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        requests = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-        responses = list(stub.ServerReflectionInfo(requests, timeout=RPC_TIMEOUT_S))
-    assert len(responses) == 1
-    names = {service.name for service in responses[0].list_services_response.service}
-    assert names == {BANK_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE}
 
 
 def test_open_account_and_deposit_once_per_reference(suite: SuiteClient) -> None:
