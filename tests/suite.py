@@ -2,7 +2,9 @@
 
 `Suite.start(folder)` makes certificates, a config file on free ports and starts supervisord
 with the repository's supervisord.conf in `folder`; `Suite.attach(...)` describes a suite
-someone already runs. Either way a test sees the same small API:
+someone already runs. Either way a test sees the same small API (`config`, the targets,
+channels, health and the operator's calls are `SuiteClient`, which the in-process servers of
+tests/inproc share):
 
     suite.config                      the SuiteConfig the processes run with
     suite.dir                         the directory supervisord runs in (var/ is inside)
@@ -200,7 +202,114 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-class Suite:
+class SuiteClient:
+    """What a test does with a suite as its client: channels with the right certificates,
+    health checks, and the bank operator's calls. `Suite` (processes under supervisord) and
+    the in-process servers of tests/inproc share it, so a test runs against either."""
+
+    def __init__(
+        self, config: SuiteConfig, gateway_targets: Mapping[str, str | None] | None = None
+    ) -> None:
+        self.config = config
+        self.gateway_target = client_target(self.config.gateway.listen)
+        # Every gateway program and the address it serves on (None: the [gateway] table's).
+        self.gateway_targets = {GATEWAY: self.gateway_target}
+        for program, target in (gateway_targets or {}).items():
+            self.gateway_targets[program] = target or self.gateway_target
+
+    # Health ---------------------------------------------------------------------------
+
+    def target(self, program: str) -> str:
+        if program in self.gateway_targets:
+            return self.gateway_targets[program]
+        return self.bank_target(program)
+
+    def health(
+        self, program: str, service: str = "", timeout_s: float = DEFAULT_RPC_TIMEOUT_S
+    ) -> int:
+        """One grpc.health.v1 Check of `program`; returns the HealthCheckResponse status."""
+        if program in self.gateway_targets:
+            channel = self.gateway_channel_sync(program)
+        else:
+            channel = self.bank_channel_sync(program)
+        with channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=service)
+            response = stub.Check(request, timeout=timeout_s)
+        return int(response.status)
+
+    # Channels -------------------------------------------------------------------------
+
+    def bank_target(self, bank_id: str) -> str:
+        return client_target(self.config.banks[bank_id].listen)
+
+    def _gateway_credentials(self) -> grpc.ChannelCredentials:
+        return channel_credentials(self.config.certs_dir / "ca.pem")
+
+    def _bank_credentials(self, identity: str | None) -> grpc.ChannelCredentials:
+        client = None if identity is None else self.config.tls_for(identity)
+        return channel_credentials(self.config.certs_dir / "ca.pem", client=client)
+
+    def gateway_channel_sync(self, program: str = GATEWAY) -> grpc.Channel:
+        """A synchronous channel to the gateway (or gateway `program`) over TLS."""
+        return grpc.secure_channel(self.gateway_targets[program], self._gateway_credentials())
+
+    def bank_channel_sync(self, bank_id: str, identity: str | None = "admin") -> grpc.Channel:
+        """A synchronous channel to a bank over mutual TLS as `identity` (None: no certificate)."""
+        return grpc.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
+
+    def gateway_channel(self) -> grpc.aio.Channel:
+        """A grpc.aio channel to the gateway over TLS; create it inside a running event loop."""
+        return grpc.aio.secure_channel(self.gateway_target, self._gateway_credentials())
+
+    def bank_channel(self, bank_id: str, identity: str | None = "admin") -> grpc.aio.Channel:
+        """A grpc.aio channel to a bank over mutual TLS; create it inside a running event loop."""
+        return grpc.aio.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
+
+    # Bank operations as the operator ---------------------------------------------------
+
+    def admin_open_account(
+        self, bank_id: str, balance_minor: int, currency: str = "USD"
+    ) -> OpenedAccount:
+        """Open an account at `bank_id` with the admin certificate; returns its number,
+        which carries the account's link code for registering with it."""
+        with self.bank_channel_sync(bank_id) as channel:
+            response = bank_pb2_grpc.BankServiceStub(channel).OpenAccount(
+                bank_pb2.OpenAccountRequest(currency=currency, initial_balance=balance_minor),
+                timeout=DEFAULT_RPC_TIMEOUT_S,
+            )
+        ISSUED_LINK_CODES.append(response.link_code)
+        return OpenedAccount(response.account.account_number, response.link_code)
+
+    def admin_deposit(
+        self, bank_id: str, account_number: str, amount_minor: int, reference: str,
+        currency: str = "USD",
+    ) -> bank_pb2.DepositResponse:
+        with self.bank_channel_sync(bank_id) as channel:
+            response: bank_pb2.DepositResponse = bank_pb2_grpc.BankServiceStub(channel).Deposit(
+                bank_pb2.DepositRequest(
+                    account_number=account_number, amount=amount_minor, currency=currency,
+                    reference=reference,
+                ),
+                timeout=DEFAULT_RPC_TIMEOUT_S,
+            )
+        return response
+
+    def bank_account(self, bank_id: str, account_number: str) -> bank_pb2.Account:
+        with self.bank_channel_sync(bank_id) as channel:
+            response = bank_pb2_grpc.BankServiceStub(channel).GetAccount(
+                bank_pb2.GetAccountRequest(account_number=account_number),
+                timeout=DEFAULT_RPC_TIMEOUT_S,
+            )
+        account: bank_pb2.Account = response.account
+        return account
+
+    def total_money(self, accounts: Iterable[tuple[str, str]]) -> int:
+        """The sum of the posted balances of the given (bank_id, account_number) pairs."""
+        return sum(self.bank_account(bank_id, number).balance for bank_id, number in accounts)
+
+
+class Suite(SuiteClient):
     def __init__(
         self,
         *,
@@ -216,12 +325,7 @@ class Suite:
         self.supervisor_conf = supervisor_conf
         self.scratch = scratch
         self.owned = owned  # True when this Suite started supervisord and must stop it
-        self.config = read_config(config_path, directory)
-        self.gateway_target = client_target(self.config.gateway.listen)
-        # Every gateway program and the address it serves on (None: the [gateway] table's).
-        self.gateway_targets = {GATEWAY: self.gateway_target}
-        for program, target in (gateway_targets or {}).items():
-            self.gateway_targets[program] = target or self.gateway_target
+        super().__init__(read_config(config_path, directory), gateway_targets)
 
     # Starting, attaching, stopping ----------------------------------------------------
 
@@ -390,26 +494,7 @@ class Suite:
         """Make `process` kill itself once at crash point `point` (needs fault_injection)."""
         return faults.arm(self.config.var_dir, process, point)
 
-    # Health ---------------------------------------------------------------------------
-
-    def target(self, program: str) -> str:
-        if program in self.gateway_targets:
-            return self.gateway_targets[program]
-        return self.bank_target(program)
-
-    def health(
-        self, program: str, service: str = "", timeout_s: float = DEFAULT_RPC_TIMEOUT_S
-    ) -> int:
-        """One grpc.health.v1 Check of `program`; returns the HealthCheckResponse status."""
-        if program in self.gateway_targets:
-            channel = self.gateway_channel_sync(program)
-        else:
-            channel = self.bank_channel_sync(program)
-        with channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=service)
-            response = stub.Check(request, timeout=timeout_s)
-        return int(response.status)
+    # Waiting ---------------------------------------------------------------------------
 
     def wait_serving(self, program: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> None:
         """Wait until `program` reports SERVING; on timeout say why, with the tail of its log."""
@@ -442,76 +527,6 @@ class Suite:
             f"supervisorctl status:\n{status.stdout}{status.stderr}\n"
             f"tail of {self.log_path(program)}:\n{tail(self.log_path(program))}"
         )
-
-    # Channels -------------------------------------------------------------------------
-
-    def bank_target(self, bank_id: str) -> str:
-        return client_target(self.config.banks[bank_id].listen)
-
-    def _gateway_credentials(self) -> grpc.ChannelCredentials:
-        return channel_credentials(self.config.certs_dir / "ca.pem")
-
-    def _bank_credentials(self, identity: str | None) -> grpc.ChannelCredentials:
-        client = None if identity is None else self.config.tls_for(identity)
-        return channel_credentials(self.config.certs_dir / "ca.pem", client=client)
-
-    def gateway_channel_sync(self, program: str = GATEWAY) -> grpc.Channel:
-        """A synchronous channel to the gateway (or gateway `program`) over TLS."""
-        return grpc.secure_channel(self.gateway_targets[program], self._gateway_credentials())
-
-    def bank_channel_sync(self, bank_id: str, identity: str | None = "admin") -> grpc.Channel:
-        """A synchronous channel to a bank over mutual TLS as `identity` (None: no certificate)."""
-        return grpc.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
-
-    def gateway_channel(self) -> grpc.aio.Channel:
-        """A grpc.aio channel to the gateway over TLS; create it inside a running event loop."""
-        return grpc.aio.secure_channel(self.gateway_target, self._gateway_credentials())
-
-    def bank_channel(self, bank_id: str, identity: str | None = "admin") -> grpc.aio.Channel:
-        """A grpc.aio channel to a bank over mutual TLS; create it inside a running event loop."""
-        return grpc.aio.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
-
-    # Bank operations as the operator ---------------------------------------------------
-
-    def admin_open_account(
-        self, bank_id: str, balance_minor: int, currency: str = "USD"
-    ) -> OpenedAccount:
-        """Open an account at `bank_id` with the admin certificate; returns its number,
-        which carries the account's link code for registering with it."""
-        with self.bank_channel_sync(bank_id) as channel:
-            response = bank_pb2_grpc.BankServiceStub(channel).OpenAccount(
-                bank_pb2.OpenAccountRequest(currency=currency, initial_balance=balance_minor),
-                timeout=DEFAULT_RPC_TIMEOUT_S,
-            )
-        ISSUED_LINK_CODES.append(response.link_code)
-        return OpenedAccount(response.account.account_number, response.link_code)
-
-    def admin_deposit(
-        self, bank_id: str, account_number: str, amount_minor: int, reference: str,
-        currency: str = "USD",
-    ) -> bank_pb2.DepositResponse:
-        with self.bank_channel_sync(bank_id) as channel:
-            response: bank_pb2.DepositResponse = bank_pb2_grpc.BankServiceStub(channel).Deposit(
-                bank_pb2.DepositRequest(
-                    account_number=account_number, amount=amount_minor, currency=currency,
-                    reference=reference,
-                ),
-                timeout=DEFAULT_RPC_TIMEOUT_S,
-            )
-        return response
-
-    def bank_account(self, bank_id: str, account_number: str) -> bank_pb2.Account:
-        with self.bank_channel_sync(bank_id) as channel:
-            response = bank_pb2_grpc.BankServiceStub(channel).GetAccount(
-                bank_pb2.GetAccountRequest(account_number=account_number),
-                timeout=DEFAULT_RPC_TIMEOUT_S,
-            )
-        account: bank_pb2.Account = response.account
-        return account
-
-    def total_money(self, accounts: Iterable[tuple[str, str]]) -> int:
-        """The sum of the posted balances of the given (bank_id, account_number) pairs."""
-        return sum(self.bank_account(bank_id, number).balance for bank_id, number in accounts)
 
     # The command-line tools -----------------------------------------------------------
 
@@ -555,5 +570,7 @@ def started_suite(folder: pathlib.Path, **kwargs: Any) -> Any:
         suite.stop()
 
 
-__all__ = ["BANKS", "GATEWAY", "PROGRAMS", "REPO", "Suite", "SuiteError", "started_suite"]
+__all__ = [
+    "BANKS", "GATEWAY", "PROGRAMS", "REPO", "Suite", "SuiteClient", "SuiteError", "started_suite",
+]
 

@@ -1,5 +1,8 @@
 """The payment suite again, with the gateway and the three banks on PostgreSQL.
 
+(The payment tests that need no process to pause or die run in-process, on PostgreSQL too:
+tests/inproc/test_inproc_payments_postgres.py.)
+
 The tests are test_payments.py's own functions, imported here: pytest collects them in this
 module too, where the `suite` fixture below (a suite of its own whose four processes keep
 their data in fresh schemas of the server at PAYGATE_TEST_POSTGRES_URL) overrides the

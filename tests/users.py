@@ -7,18 +7,20 @@ or raise grpc.RpcError, so tests assert on exactly what a client would see.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
-from suite import Suite
+from suite import SuiteClient
 
 PASSWORD = "correct horse battery"
 # Every token handed to a TestUser, for the search for leaked secrets at the end of the run.
 ISSUED_TOKENS: list[str] = []
 RPC_TIMEOUT_S = 15.0
+RESOLVE_WITHIN_S = 10.0
 
 
 def unique_name(prefix: str = "u") -> str:
@@ -40,7 +42,7 @@ def error_reason(error: grpc.RpcError) -> str:
 class TestUser:
     __test__ = False  # not a test class, despite the name
 
-    suite: Suite
+    suite: SuiteClient
     stub: pbg.GatewayServiceStub
     username: str
     bank_id: str
@@ -96,7 +98,7 @@ class TestUser:
 
 
 def new_user(
-    suite: Suite,
+    suite: SuiteClient,
     channel: grpc.Channel,
     bank_id: str,
     balance_minor: int,
@@ -117,3 +119,24 @@ def new_user(
     login = stub.Login(pb.LoginRequest(username=username, password=PASSWORD), timeout=RPC_TIMEOUT_S)
     ISSUED_TOKENS.append(login.access_token)
     return TestUser(suite, stub, username, bank_id, account, login.access_token)
+
+
+def eventually(check, timeout_s: float = RESOLVE_WITHIN_S, interval_s: float = 0.2):  # type: ignore[no-untyped-def]
+    """Call check() until it returns a truthy value or raises no AssertionError in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = check()
+            if result is None or result:
+                return result
+        except (AssertionError, grpc.RpcError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s: {check}")
+        time.sleep(interval_s)
+
+
+def assert_settled(user: TestUser, balance_minor: int) -> None:
+    account = user.bank_account()
+    assert (account.balance, account.pending_debit, account.pending_credit) == (balance_minor, 0, 0)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -19,16 +22,13 @@ from paygate.bank.store import LedgerStore
 from paygate.bank.stores import open_ledger_store
 from paygate.common import tracing
 from paygate.common.config import BankConfig, ConfigError, SuiteConfig, load_config
-from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
 from paygate.common.health_monitor import monitor_health
-from paygate.common.logging_interceptor import LoggingInterceptor
+from paygate.common.interceptors import server_interceptors
 from paygate.common.logs import setup_logging
-from paygate.common.metrics import BankMetrics, GrpcMetrics, new_registry, start_metrics_server
-from paygate.common.metrics_interceptor import MetricsInterceptor
+from paygate.common.metrics import BankMetrics, MetricsServer, new_registry, start_metrics_server
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
-from paygate.common.stream_limit_interceptor import StreamLimitInterceptor
 from paygate.common.tls import server_credentials
 from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
 
@@ -41,11 +41,33 @@ FULL_AUDIT_EVERY = 120
 METRICS_REFRESH_INTERVAL_S = 2.0
 
 
-async def build_bank(
-    suite: SuiteConfig, config: BankConfig, registry: CollectorRegistry | None = None
-) -> tuple[Server, Participant, LedgerStore]:
-    """Open the bank's database, load its demo accounts and start its server."""
-    registry = registry or new_registry()
+@dataclasses.dataclass
+class Bank:
+    """A bank's parts, built once at start and passed down explicitly."""
+
+    config: BankConfig
+    server: Server
+    participant: Participant
+    store: LedgerStore
+    registry: CollectorRegistry
+    metrics_server: MetricsServer
+
+    async def close(self) -> None:
+        await self.store.close()
+        self.metrics_server.close()
+
+    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """The jobs that run beside the server while it serves."""
+        return [
+            lambda: audit_forever(self.participant),
+            lambda: monitor_health(self.server, self.participant.healthy),
+            lambda: _refresh_metrics_forever(self.participant),
+        ]
+
+
+async def build_bank(suite: SuiteConfig, config: BankConfig) -> Bank:
+    """Open the bank's database, load its demo accounts, start its server and /metrics."""
+    registry = new_registry()
     store = await open_ledger_store(config)
     participant = Participant(
         store,
@@ -64,20 +86,13 @@ async def build_bank(
         credentials=server_credentials(config.tls, require_client_cert=True),
         service_name=SERVICE_NAME,
         add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
-        # Outermost first: the cap on open streams, the call's span, its metrics and log line
-        # (inside the span), map errors to statuses, then authorize the peer.
-        interceptors=[
-            StreamLimitInterceptor(),
-            tracing.server_interceptor(),
-            MetricsInterceptor(GrpcMetrics.build(registry, "server")),
-            LoggingInterceptor(),
-            ErrorInterceptor(),
-            PeerIdentityInterceptor(SERVICE_NAME),
-        ],
+        # Innermost: which certificate may call which method.
+        interceptors=server_interceptors(registry, PeerIdentityInterceptor(SERVICE_NAME)),
         max_message_bytes=config.max_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    return server, participant, store
+    metrics_server = start_metrics_server(config.metrics, registry)
+    return Bank(config, server, participant, store, registry, metrics_server)
 
 
 async def audit_forever(
@@ -110,24 +125,9 @@ async def _refresh_metrics_forever(participant: Participant) -> None:
 
 
 async def run(suite: SuiteConfig, bank_id: str) -> None:
-    config = suite.banks[bank_id]
-    registry = new_registry()
-    server, participant, store = await build_bank(suite, config, registry)
-    metrics_server = start_metrics_server(config.metrics, registry)
-
-    async def stop() -> None:
-        await store.close()
-        metrics_server.close()
-
+    bank = await build_bank(suite, suite.banks[bank_id])
     await serve(
-        server,
-        grace_s=config.grace_s,
-        background=[
-            lambda: audit_forever(participant),
-            lambda: monitor_health(server, participant.healthy),
-            lambda: _refresh_metrics_forever(participant),
-        ],
-        on_stop=stop,
+        bank.server, grace_s=bank.config.grace_s, background=bank.background(), on_stop=bank.close
     )
 
 

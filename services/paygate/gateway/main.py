@@ -14,7 +14,10 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from paygate.common import tracing
 from paygate.common.client_metrics_interceptor import ClientMetricsInterceptor
@@ -26,10 +29,9 @@ from paygate.common.config import (
     with_gateway_addresses,
 )
 from paygate.common.database_url import PostgresUrl
-from paygate.common.error_interceptor import ErrorInterceptor
 from paygate.common.faults import FaultInjector
 from paygate.common.health_monitor import monitor_health
-from paygate.common.logging_interceptor import LoggingInterceptor
+from paygate.common.interceptors import server_interceptors
 from paygate.common.logs import setup_logging
 from paygate.common.metrics import (
     CoordinatorMetrics,
@@ -40,10 +42,8 @@ from paygate.common.metrics import (
     new_registry,
     start_metrics_server,
 )
-from paygate.common.metrics_interceptor import MetricsInterceptor
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
-from paygate.common.stream_limit_interceptor import StreamLimitInterceptor
 from paygate.common.tls import server_credentials
 from paygate.gateway import transitions
 from paygate.gateway.accounts import Accounts, AccountSettings
@@ -97,6 +97,7 @@ class Gateway:
     banks: BankClients
     accounts: Accounts
     coordinator: Coordinator
+    registry: CollectorRegistry
     metrics_server: MetricsServer
 
     async def close(self) -> None:
@@ -105,6 +106,15 @@ class Gateway:
         self.accounts.close()
         await self.store.close()
         self.metrics_server.close()
+
+    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """The jobs that run beside the server while it serves."""
+        return [
+            self.coordinator.recover_forever,
+            self.coordinator.count_in_doubt_forever,
+            self.housekeeping_forever,
+            lambda: monitor_health(self.server, self.store.healthy),
+        ]
 
     async def housekeeping_forever(self) -> None:
         """Every HOUSEKEEPING_INTERVAL_S, one housekeeping pass."""
@@ -217,22 +227,17 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         credentials=server_credentials(config.tls, require_client_cert=False),
         service_name=SERVICE_NAME,
         add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
-        # Outermost first: the cap on open streams (health Watch and reflection need no
-        # token), the call's span, its metrics and log line (both inside the span, for
-        # exemplars and trace ids), map errors to statuses, then authenticate.
-        interceptors=[
-            StreamLimitInterceptor(),
-            tracing.server_interceptor(),
-            MetricsInterceptor(GrpcMetrics.build(registry, "server")),
-            LoggingInterceptor(),
-            ErrorInterceptor(),
-            AuthInterceptor(accounts, SERVICE_NAME, auth_failures(registry)),
-        ],
+        # Innermost: who holds the bearer token (the user goes into a context variable).
+        interceptors=server_interceptors(
+            registry, AuthInterceptor(accounts, SERVICE_NAME, auth_failures(registry))
+        ),
         max_message_bytes=config.max_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     metrics_server = start_metrics_server(config.metrics, registry)
-    return Gateway(config, server, store, banks, accounts, coordinator, metrics_server)
+    return Gateway(
+        config, server, store, banks, accounts, coordinator, registry, metrics_server
+    )
 
 
 async def run(suite: SuiteConfig, name: str) -> None:
@@ -240,12 +245,7 @@ async def run(suite: SuiteConfig, name: str) -> None:
     await serve(
         gateway.server,
         grace_s=gateway.config.grace_s,
-        background=[
-            gateway.coordinator.recover_forever,
-            gateway.coordinator.count_in_doubt_forever,
-            gateway.housekeeping_forever,
-            lambda: monitor_health(gateway.server, gateway.store.healthy),
-        ],
+        background=gateway.background(),
         on_stop=gateway.close,
     )
 
