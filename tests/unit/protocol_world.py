@@ -15,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from paygate.errors import BANK_TIMEOUT, INSUFFICIENT_FUNDS, TRANSACTION_ABORTED
+from paygate.errors import BANK_TIMEOUT, CANCELED, INSUFFICIENT_FUNDS, TRANSACTION_ABORTED
 from paygate.gateway import transitions as t
 from paygate.gateway.models import TxnState
 
+AMOUNT_MINOR = 100  # every payment's; a capture posts at most this
 FINAL = (TxnState.COMMITTED, TxnState.ABORTED)
 COMMITTED_STATES = (TxnState.COMMITTING, TxnState.COMMITTED)
 ABORTED_STATES = (TxnState.ABORTING, TxnState.ABORTED)
@@ -39,6 +40,7 @@ class Bank:
     no_reason: str  # "" votes yes; else this reason (a business refusal or another)
     legacy: bool  # ignores one_phase: holds, and waits for a Commit
     status: str = "none"  # none, prepared, committed, aborted
+    posted_minor: int = 0  # what a Commit posted of the hold
 
     def prepare(self, one_phase: bool) -> tuple[bool, str, bool]:
         """(yes, reason, posted)."""
@@ -51,12 +53,15 @@ class Bank:
             return False, self.no_reason, False
         posts = one_phase and not self.legacy
         self.status = "committed" if posts else "prepared"
+        self.posted_minor = AMOUNT_MINOR if posts else 0
         return True, "", posts
 
-    def commit(self) -> str:
-        """ "" for an acknowledgement, else the refusal's reason."""
-        if self.status in ("prepared", "committed"):
-            self.status = "committed"
+    def commit(self, amount_minor: int) -> str:
+        """An empty reason for an acknowledgement, else the refusal's reason."""
+        if self.status == "prepared":
+            expect(0 <= amount_minor <= AMOUNT_MINOR, f"a Commit of {amount_minor} posted")
+            self.status, self.posted_minor = "committed", amount_minor or AMOUNT_MINOR
+        if self.status == "committed":
             return ""
         return "TRANSACTION_ABORTED" if self.status == "aborted" else "TRANSACTION_NOT_FOUND"
 
@@ -91,14 +96,23 @@ class Request:
     kind: str  # prepare, commit, abort
     one_phase: bool
     late: bool = False  # its caller timed out on it already
+    amount_minor: int = 0
 
 
 class World:
     def __init__(
-        self, *, one_phase: bool, banks: list[Bank], step: t.Step, rounds: int = 2
+        self,
+        *,
+        one_phase: bool,
+        banks: list[Bank],
+        step: t.Step,
+        rounds: int = 2,
+        manual: bool = False,
     ) -> None:
         self.step = step
         self.one_phase = one_phase
+        self.manual = manual
+        self.captured_minor = 0  # the capture recorded with its decision
         self.banks = {bank.name: bank for bank in banks}
         self.state = TxnState.PREPARING
         self.key = "in_progress"
@@ -119,6 +133,8 @@ class World:
             one_phase=self.one_phase,
             state=self.state,
             rounds=self.rounds,
+            manual=self.manual,
+            capture_minor=self.captured_minor,
         )
         gateway = Gateway(len(self.gateways), txn, [])
         self.gateways.append(gateway)
@@ -137,6 +153,15 @@ class World:
             return None
         return self._start(t.Recover())
 
+    def capture(self, amount_minor: int) -> None:
+        """The payee captures (the gateway checks AUTHORIZED first; the write may still lose)."""
+        if self.state == TxnState.AUTHORIZED:
+            self._start(t.Capture(amount_minor))
+
+    def cancel(self) -> None:
+        if self.state == TxnState.AUTHORIZED:
+            self._start(t.Cancel(CANCELED, "canceled by the payee"))
+
     def crash(self, gateway: Gateway) -> None:
         gateway.alive = False
 
@@ -154,9 +179,11 @@ class World:
         elif isinstance(action, t.SendDecision):
             kind = "commit" if action.commit else "abort"
             for bank in action.banks:
-                self.network.append(Request(gateway.ident, bank, kind, action.one_phase))
-        elif isinstance(action, t.RecordCommit | t.RecordAbort):
-            gateway.inbox.append(t.Recorded(self._decide(action)))
+                self.network.append(
+                    Request(gateway.ident, bank, kind, action.one_phase, False, action.amount_minor)
+                )
+        elif isinstance(action, t.RecordCommit | t.RecordAbort | t.RecordAuthorization):
+            gateway.inbox.append(self._decide(action))
         elif isinstance(action, t.RecordFinish):
             decided = (
                 TxnState.COMMITTING if action.state == TxnState.COMMITTED else (TxnState.ABORTING)
@@ -172,17 +199,24 @@ class World:
             self.request_answers.append(action.decision)
         self.check_world()
 
-    def _decide(self, action: t.RecordCommit | t.RecordAbort) -> TxnState:
-        """The store's conditional decision write (decide_commit / decide_abort)."""
-        if self.state != TxnState.PREPARING:
-            return self.state
-        if isinstance(action, t.RecordCommit):
+    def _decide(self, action: t.RecordCommit | t.RecordAbort | t.RecordAuthorization) -> t.Event:
+        """The store's conditional decision write: only from the state it replaces."""
+        from_state = TxnState.PREPARING
+        if isinstance(action, t.RecordCommit | t.RecordAbort):
+            from_state = action.from_state
+        if self.state != from_state:
+            return t.Recorded(self.state, applied=False)
+        if isinstance(action, t.RecordAuthorization):
+            self.state = TxnState.AUTHORIZED
+        elif isinstance(action, t.RecordCommit):
             self.state = TxnState.COMMITTED if action.finished else TxnState.COMMITTING
-            self.key = "completed"
+            self.captured_minor = action.capture_minor
         else:
             self.state = TxnState.ABORTING
-            self.key = "released" if action.failure.transient else "completed"
-        return self.state
+        if from_state == TxnState.PREPARING:
+            released = isinstance(action, t.RecordAbort) and action.failure.transient
+            self.key = "released" if released else "completed"
+        return t.Recorded(self.state)
 
     def deliver(self, index: int, fate: str) -> None:
         """A request reaches its bank (or not), and the answer returns (or not).
@@ -219,7 +253,7 @@ class World:
                 return t.PrepareFailed(bank.name, "INVALID_ARGUMENT", "refused", answered=True)
             yes, reason, posted = bank.prepare(request.one_phase)
             return t.Voted(bank.name, yes, reason, posted)
-        refused = bank.commit() if kind == "commit" else bank.abort()
+        refused = bank.commit(request.amount_minor) if kind == "commit" else bank.abort()
         return t.Refused(bank.name, refused) if refused else t.Acked(bank.name)
 
     def _timed_out(self, request: Request) -> None:
@@ -251,8 +285,13 @@ class World:
                 f"{'Commit' if action.commit else 'Abort'} sent while {self.state}: a decision"
                 " is recorded before phase two, and a recorded one is never reversed",
             )
+            if action.commit:
+                expect(
+                    action.amount_minor == self.captured_minor,
+                    f"a Commit of {action.amount_minor}, but {self.captured_minor} was captured",
+                )
         if isinstance(action, t.RecordAbort):
-            expect(before.state == TxnState.PREPARING, "an abort decided after a decision")
+            expect(before.state == action.from_state, "an abort decided after a decision")
             if action.failure.transient and self.state == TxnState.PREPARING:
                 expect(not self._moved(), "the key is released though money moved")
             if self.one_phase and self.state == TxnState.PREPARING:
@@ -291,6 +330,8 @@ class World:
         statuses = {bank.name: bank.status for bank in self.banks.values()}
         if self.state == TxnState.COMMITTED:
             expect(all(s == "committed" for s in statuses.values()), f"committed: {statuses}")
+            posted = {bank.posted_minor for bank in self.banks.values()}
+            expect(posted == {self.captured_minor or AMOUNT_MINOR}, f"posted {posted}")
             expect(self.key == "completed", "a committed payment's key is not completed")
         else:
             expect(all(s in ("aborted", "none") for s in statuses.values()), f"aborted: {statuses}")
@@ -325,4 +366,5 @@ def two_banks(no_reasons: tuple[str, str]) -> list[Bank]:
 
 NO_REASONS = ("", "", "", INSUFFICIENT_FUNDS, TRANSACTION_ABORTED)
 FATES = ("ok",) * 8 + ("lost", "late", "no-reply", "twice", "error")
+CALM_FATES = ("ok", "ok", "twice")
 MoveChooser = Callable[[list[str]], str]

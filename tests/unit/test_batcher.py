@@ -40,7 +40,8 @@ class FakeBank:
         if self.fail_with is not None:
             raise self.fail_with
         return [
-            FailedPrecondition(f"{item} refused", reason="REFUSED") if item.startswith("bad")
+            FailedPrecondition(f"{item} refused", reason="REFUSED")
+            if item.startswith("bad")
             else f"ok:{item}"
             for item in items
         ]
@@ -78,7 +79,8 @@ def test_calls_waiting_behind_a_batch_leave_together_in_order() -> None:
         assert results == [f"ok:t{i}" for i in range(20)]
         # All 20 queued before the first batch left: batches of at most 8, in order.
         assert bank.batches == [
-            [f"t{i}" for i in range(0, 8)], [f"t{i}" for i in range(8, 16)],
+            [f"t{i}" for i in range(0, 8)],
+            [f"t{i}" for i in range(8, 16)],
             ["t16", "t17", "t18", "t19"],
         ]
         assert bank.max_in_flight == 1
@@ -107,8 +109,10 @@ def test_each_call_gets_its_own_error_and_the_others_succeed() -> None:
         first = asyncio.create_task(b.call("t0", timeout_s=2.0))
         await asyncio.sleep(0.001)
         results = await asyncio.gather(
-            b.call("t1", timeout_s=2.0), b.call("bad2", timeout_s=2.0),
-            b.call("t3", timeout_s=2.0), return_exceptions=True,
+            b.call("t1", timeout_s=2.0),
+            b.call("bad2", timeout_s=2.0),
+            b.call("t3", timeout_s=2.0),
+            return_exceptions=True,
         )
         assert await first == "ok:t0"
         assert results[0] == "ok:t1" and results[2] == "ok:t3"

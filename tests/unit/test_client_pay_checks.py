@@ -22,7 +22,10 @@ def client(tmp_path: pathlib.Path, outbox: Outbox | None = None) -> AsyncClient:
     ca_cert = tmp_path / "ca.pem"
     ca_cert.write_bytes(b"")  # never used for a handshake
     return AsyncClient(
-        UNREACHABLE, ca_cert=ca_cert, timeout_s=2, username="alice",
+        UNREACHABLE,
+        ca_cert=ca_cert,
+        timeout_s=2,
+        username="alice",
         outbox=outbox or Outbox(tmp_path / "outbox.db"),
     )
 
@@ -68,11 +71,17 @@ def test_a_queued_row_that_cannot_be_sent_fails_alone(tmp_path: pathlib.Path) ->
         async with client(tmp_path, outbox) as payer:
             # As an older client, which did not check the amount, could have queued it.
             await outbox.open()
-            await outbox.store.enqueue(PaymentOrder(
-                idempotency_key="old-float", gateway=UNREACHABLE, payer_username="alice",
-                payee_username="bob", amount_minor=12.5, currency="USD",  # type: ignore[arg-type]
-                description="",
-            ))
+            await outbox.store.enqueue(
+                PaymentOrder(
+                    idempotency_key="old-float",
+                    gateway=UNREACHABLE,
+                    payer_username="alice",
+                    payee_username="bob",
+                    amount_minor=12.5,
+                    currency="USD",  # type: ignore[arg-type]
+                    description="",
+                )
+            )
             queued = await payer.pay("bob", 2_00, idempotency_key="next", queue_if_offline=True)
             assert not isinstance(queued, Exception)
             await payer.deliver_queued(max_attempts=1)

@@ -22,18 +22,22 @@ from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.models import Leg, Payment, PaymentStatus, TxnState, User, Vote
 from paygate.gateway.store import BeginOutcome, Lease, SqliteGatewayStore
 
-ALICE = User(user_id="usr_alice", username="alice", bank_id="bank-a",
-             account_number="acc-alice", currency="USD")
-BOB = User(user_id="usr_bob", username="bob", bank_id="bank-a",
-           account_number="acc-bob", currency="USD")
+ALICE = User(
+    user_id="usr_alice",
+    username="alice",
+    bank_id="bank-a",
+    account_number="acc-alice",
+    currency="USD",
+)
+BOB = User(
+    user_id="usr_bob", username="bob", bank_id="bank-a", account_number="acc-bob", currency="USD"
+)
 
 
 class RecordingBank:
     """Answers yes to every Prepare (posting it when `posts`); refuses as told."""
 
-    def __init__(
-        self, *, posts: bool, commit_refused: str = "", abort_refused: str = ""
-    ) -> None:
+    def __init__(self, *, posts: bool, commit_refused: str = "", abort_refused: str = "") -> None:
         self.posts = posts
         self.commit_refused = commit_refused
         self.abort_refused = abort_refused
@@ -42,7 +46,12 @@ class RecordingBank:
         self.state_at_commit: TxnState | None = None  # the payment's, when Commit came
 
     async def prepare(
-        self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float,
+        self,
+        bank_id: str,
+        transaction_id: str,
+        legs: list[Leg],
+        *,
+        timeout_s: float,
         one_phase: bool = False,
     ) -> Vote:
         self.calls.append(("prepare", one_phase))
@@ -64,11 +73,22 @@ class RecordingBank:
 
 def within_one_bank(one_phase: bool) -> Payment:
     return Payment(
-        payment_id=uuid.uuid4().hex, status=PaymentStatus.PENDING, txn_state=TxnState.PREPARING,
-        payer_user_id=ALICE.user_id, payer_username=ALICE.username, payer_bank_id="bank-a",
-        payer_account=ALICE.account_number, payee_user_id=BOB.user_id,
-        payee_username=BOB.username, payee_bank_id="bank-a", payee_account=BOB.account_number,
-        amount_minor=100, currency="USD", description="", create_time_us=0, one_phase=one_phase,
+        payment_id=uuid.uuid4().hex,
+        status=PaymentStatus.PENDING,
+        txn_state=TxnState.PREPARING,
+        payer_user_id=ALICE.user_id,
+        payer_username=ALICE.username,
+        payer_bank_id="bank-a",
+        payer_account=ALICE.account_number,
+        payee_user_id=BOB.user_id,
+        payee_username=BOB.username,
+        payee_bank_id="bank-a",
+        payee_account=BOB.account_number,
+        amount_minor=100,
+        currency="USD",
+        description="",
+        create_time_us=0,
+        one_phase=one_phase,
     )
 
 
@@ -93,7 +113,10 @@ async def settled(store: SqliteGatewayStore, payment_id: str, wait_s: float) -> 
 
 
 def run(
-    tmp_path: pathlib.Path, bank: RecordingBank, *, one_phase: bool = True,
+    tmp_path: pathlib.Path,
+    bank: RecordingBank,
+    *,
+    one_phase: bool = True,
     recover_flagged: bool | None = None,
 ) -> Outcome:
     """Pay within bank-a through a coordinator (`one_phase` is its setting); or, with
@@ -108,7 +131,9 @@ def run(
             store,
             bank,
             CoordinatorSettings(
-                prepare_timeout_s=2.0, bank_call_timeout_s=2.0, recovery_interval_s=2.0,
+                prepare_timeout_s=2.0,
+                bank_call_timeout_s=2.0,
+                recovery_interval_s=2.0,
                 one_phase=one_phase,
             ),
             FaultInjector(enabled=False, var_dir=tmp_path, process="gateway"),
@@ -163,7 +188,9 @@ def test_a_held_yes_whose_commit_lost_to_an_abort_is_recorded_aborted(
     # Another gateway's recovery asked the bank (an Abort) before this one's Commit came.
     bank = RecordingBank(posts=False, commit_refused=TRANSACTION_ABORTED)
     assert run(tmp_path, bank) == Outcome(
-        TxnState.ABORTING, TxnState.ABORTED, BeginOutcome.STARTED  # the key was released
+        TxnState.ABORTING,
+        TxnState.ABORTED,
+        BeginOutcome.STARTED,  # the key was released
     )
 
 

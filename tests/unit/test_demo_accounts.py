@@ -118,7 +118,6 @@ def test_a_code_is_the_same_in_any_case_and_with_or_without_dashes_and_spaces(
     async def body(bank: Participant) -> list[str]:
         account, code = await bank.open_account("USD", 0)
         typed = [code.lower(), code.replace("-", ""), code.replace("-", " ").lower()]
-        return [(await bank.link_account(account.account_number, t)).account_number
-                for t in typed]
+        return [(await bank.link_account(account.account_number, t)).account_number for t in typed]
 
     assert len(set(with_bank(tmp_path, body))) == 1

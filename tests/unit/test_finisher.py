@@ -17,8 +17,13 @@ from paygate.gateway.store import SqliteGatewayStore
 
 
 def user(name: str) -> User:
-    return User(user_id=f"usr_{name}", username=name, bank_id="bank-a",
-                account_number=f"acc-{name}", currency="USD")
+    return User(
+        user_id=f"usr_{name}",
+        username=name,
+        bank_id="bank-a",
+        account_number=f"acc-{name}",
+        currency="USD",
+    )
 
 
 ALICE, BOB = user("alice"), user("bob")
@@ -26,11 +31,21 @@ ALICE, BOB = user("alice"), user("bob")
 
 def payment() -> Payment:
     return Payment(
-        payment_id=uuid.uuid4().hex, status=PaymentStatus.PENDING, txn_state=TxnState.PREPARING,
-        payer_user_id=ALICE.user_id, payer_username=ALICE.username, payer_bank_id="bank-a",
-        payer_account=ALICE.account_number, payee_user_id=BOB.user_id,
-        payee_username=BOB.username, payee_bank_id="bank-a", payee_account=BOB.account_number,
-        amount_minor=100, currency="USD", description="", create_time_us=0,
+        payment_id=uuid.uuid4().hex,
+        status=PaymentStatus.PENDING,
+        txn_state=TxnState.PREPARING,
+        payer_user_id=ALICE.user_id,
+        payer_username=ALICE.username,
+        payer_bank_id="bank-a",
+        payer_account=ALICE.account_number,
+        payee_user_id=BOB.user_id,
+        payee_username=BOB.username,
+        payee_bank_id="bank-a",
+        payee_account=BOB.account_number,
+        amount_minor=100,
+        currency="USD",
+        description="",
+        create_time_us=0,
     )
 
 

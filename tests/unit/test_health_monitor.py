@@ -31,9 +31,7 @@ def test_a_probe_that_never_answers_makes_the_server_not_serving() -> None:
             )
             health = health_pb2_grpc.HealthStub(channel)
             # As a load balancer follows it: the stream sends each change of status.
-            watch = health.Watch(
-                health_pb2.HealthCheckRequest(service=""), timeout=3 * TIMEOUT_S
-            )
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=3 * TIMEOUT_S)
 
             async def status_becomes(status: int) -> None:
                 async with asyncio.timeout(TIMEOUT_S):

@@ -25,12 +25,16 @@ def test_a_pass_deletes_sessions_a_day_past_expiry_and_old_login_failures(
     database = tmp_path / "gateway.db"
     tls = TlsFiles(ca=tmp_path / "ca.pem", cert=tmp_path / "c.pem", key=tmp_path / "k.pem")
     config = GatewayConfig(
-        listen="127.0.0.1:0", metrics="127.0.0.1:0", database=database, tls=tls,
+        listen="127.0.0.1:0",
+        metrics="127.0.0.1:0",
+        database=database,
+        tls=tls,
         bank_addresses={},
     )
     store = SqliteGatewayStore(database)
-    alice = User(user_id="u1", username="alice", bank_id="bank-a", account_number="1",
-                 currency="USD")
+    alice = User(
+        user_id="u1", username="alice", bank_id="bank-a", account_number="1", currency="USD"
+    )
 
     async def scenario() -> list[bool]:
         await store.open()
@@ -43,8 +47,9 @@ def test_a_pass_deletes_sessions_a_day_past_expiry_and_old_login_failures(
             await store.record_login_failure(["user:old"], NOW_S - window_s - 1)
             await store.record_login_failure(["user:recent"], NOW_S - 1)
             await housekeeping_pass(store, config, NOW_S)
-            sessions = [await store.session(t) is not None
-                        for t in ("long-gone", "just-expired", "live")]
+            sessions = [
+                await store.session(t) is not None for t in ("long-gone", "just-expired", "live")
+            ]
             failures = await store.login_failures(["user:old", "user:recent"], since_s=0.0)
             return [*sessions, *(bool(times) for times in failures)]
         finally:

@@ -19,10 +19,10 @@ from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.models import Leg, Payment, PaymentStatus, TxnState, User, Vote
 from paygate.gateway.store import Lease, SqliteGatewayStore
 
-ALICE = User(user_id="usr_alice", username="alice", bank_id="bank-a", account_number="1",
-             currency="USD")
-BOB = User(user_id="usr_bob", username="bob", bank_id="bank-b", account_number="2",
-           currency="USD")
+ALICE = User(
+    user_id="usr_alice", username="alice", bank_id="bank-a", account_number="1", currency="USD"
+)
+BOB = User(user_id="usr_bob", username="bob", bank_id="bank-b", account_number="2", currency="USD")
 SETTINGS = CoordinatorSettings(
     prepare_timeout_s=2.0, bank_call_timeout_s=2.0, recovery_interval_s=2.0
 )
@@ -35,7 +35,12 @@ class HangingCommits:
         self.commit_waiting = asyncio.Event()
 
     async def prepare(
-        self, bank_id: str, transaction_id: str, legs: list[Leg], *, timeout_s: float,
+        self,
+        bank_id: str,
+        transaction_id: str,
+        legs: list[Leg],
+        *,
+        timeout_s: float,
         one_phase: bool = False,
     ) -> Vote:
         return Vote(True)
@@ -50,11 +55,20 @@ class HangingCommits:
 
 def payment(created_s_ago: float) -> Payment:
     return Payment(
-        payment_id=uuid.uuid4().hex, status=PaymentStatus.PENDING, txn_state=TxnState.PREPARING,
-        payer_user_id=ALICE.user_id, payer_username=ALICE.username, payer_bank_id="bank-a",
-        payer_account=ALICE.account_number, payee_user_id=BOB.user_id,
-        payee_username=BOB.username, payee_bank_id="bank-b", payee_account=BOB.account_number,
-        amount_minor=100, currency="USD", description="",
+        payment_id=uuid.uuid4().hex,
+        status=PaymentStatus.PENDING,
+        txn_state=TxnState.PREPARING,
+        payer_user_id=ALICE.user_id,
+        payer_username=ALICE.username,
+        payer_bank_id="bank-a",
+        payer_account=ALICE.account_number,
+        payee_user_id=BOB.user_id,
+        payee_username=BOB.username,
+        payee_bank_id="bank-b",
+        payee_account=BOB.account_number,
+        amount_minor=100,
+        currency="USD",
+        description="",
         create_time_us=int((time.time() - created_s_ago) * 1e6),
     )
 
@@ -79,8 +93,11 @@ def test_the_gauge_counts_old_unfinished_payments_while_recovery_is_stuck(
         store = SqliteGatewayStore(tmp_path / "gateway.db")
         await store.open()
         coordinator = Coordinator(
-            store, bank, SETTINGS, FaultInjector(enabled=False, var_dir=tmp_path,
-                                                 process="gateway"), metrics,
+            store,
+            bank,
+            SETTINGS,
+            FaultInjector(enabled=False, var_dir=tmp_path, process="gateway"),
+            metrics,
         )
         readings: list[float | None] = []
         try:

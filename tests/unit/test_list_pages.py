@@ -18,22 +18,32 @@ from paygate.gateway.servicer import payment_message
 from paygate.gateway.store import SqliteGatewayStore
 from paygate.gen.paygate.v1 import gateway_pb2
 
-PAYER = User(user_id="u-payer", username="payer", bank_id="bank-a", account_number="1",
-             currency="USD")
-PAYEE = User(user_id="u-payee", username="payee", bank_id="bank-b", account_number="2",
-             currency="USD")
+PAYER = User(
+    user_id="u-payer", username="payer", bank_id="bank-a", account_number="1", currency="USD"
+)
+PAYEE = User(
+    user_id="u-payee", username="payee", bank_id="bank-b", account_number="2", currency="USD"
+)
 LONG = "\U0001f4b8" * 500  # 2,000 bytes of description
 
 
 def a_payment() -> Payment:
     return Payment(
-        payment_id=uuid.uuid4().hex, status=PaymentStatus.SUCCEEDED,
-        txn_state=TxnState.COMMITTED, payer_user_id=PAYER.user_id,
-        payer_username=PAYER.username, payer_bank_id=PAYER.bank_id,
-        payer_account=PAYER.account_number, payee_user_id=PAYEE.user_id,
-        payee_username=PAYEE.username, payee_bank_id=PAYEE.bank_id,
-        payee_account=PAYEE.account_number, amount_minor=1, currency="USD",
-        description=LONG, create_time_us=int(time.time() * 1e6),
+        payment_id=uuid.uuid4().hex,
+        status=PaymentStatus.SUCCEEDED,
+        txn_state=TxnState.COMMITTED,
+        payer_user_id=PAYER.user_id,
+        payer_username=PAYER.username,
+        payer_bank_id=PAYER.bank_id,
+        payer_account=PAYER.account_number,
+        payee_user_id=PAYEE.user_id,
+        payee_username=PAYEE.username,
+        payee_bank_id=PAYEE.bank_id,
+        payee_account=PAYEE.account_number,
+        amount_minor=1,
+        currency="USD",
+        description=LONG,
+        create_time_us=int(time.time() * 1e6),
     )
 
 
@@ -50,13 +60,16 @@ def test_pages_fit_the_clients_limit_on_a_gateway_that_may_send_more(
                 await store.begin_payment(f"k{i}", "h", a_payment())
             coordinator: Any = None  # listing never reaches the coordinator
             payments = Payments(
-                store, coordinator,
+                store,
+                coordinator,
                 PaymentSettings(max_payment_minor=100, max_message_bytes=1024 * 1024),
             )
             sizes, token, seen = [], "", 0
             while True:
                 page, token = await payments.list(
-                    PAYEE, 100, token,
+                    PAYEE,
+                    100,
+                    token,
                     size_of=lambda p: payment_message(p).ByteSize(),
                 )
                 answer = gateway_pb2.ListPaymentsResponse(

@@ -19,9 +19,7 @@ SETTINGS = ThrottleSettings(window_s=900, max_failures_per_user=5, max_failures_
 PEER = "ipv4:10.0.0.7:4242"
 
 
-def guesses_at_once(
-    tmp_path: pathlib.Path, count: int, usernames: list[str]
-) -> tuple[int, int]:
+def guesses_at_once(tmp_path: pathlib.Path, count: int, usernames: list[str]) -> tuple[int, int]:
     """`count` wrong-password attempts started together, cycling over `usernames`: how many
     reached the password check, and how many were refused by the throttle."""
 

@@ -49,6 +49,7 @@ def test_unparsable_stream_requests_are_invalid_argument_and_good_ones_served() 
         return refusals
 
     refusals = asyncio.run(scenario())
-    assert refusals == [
-        (grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message")
-    ] * 2
+    assert (
+        refusals
+        == [(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message")] * 2
+    )

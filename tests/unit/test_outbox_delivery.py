@@ -47,7 +47,8 @@ HOUR_S = 3600.0
 # What grpc-core reports when the channel could not connect: the request never left.
 REFUSED = Unavailable(
     "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed to"
-    " connect to remote host: Connection refused", reason="UNAVAILABLE",
+    " connect to remote host: Connection refused",
+    reason="UNAVAILABLE",
 )
 NO_ANSWER = Unavailable("Deadline Exceeded", reason="DEADLINE_EXCEEDED")
 
@@ -64,10 +65,15 @@ class Clock:
 
 def payment_for(entry: QueuedPayment, status: PaymentStatus = PaymentStatus.SUCCEEDED) -> Payment:
     return Payment(
-        payment_id=f"pay_{entry.idempotency_key}", status=status, payer_username="alice",
-        payee_username=entry.payee_username, amount_minor=entry.amount_minor,
-        currency=entry.currency, description=entry.description,
-        create_time=datetime.datetime.now(datetime.UTC), failure_reason="",
+        payment_id=f"pay_{entry.idempotency_key}",
+        status=status,
+        payer_username="alice",
+        payee_username=entry.payee_username,
+        amount_minor=entry.amount_minor,
+        currency=entry.currency,
+        description=entry.description,
+        create_time=datetime.datetime.now(datetime.UTC),
+        failure_reason="",
     )
 
 
@@ -110,8 +116,13 @@ class Sleeps:
 
 def order(key: str, amount_minor: int = 100) -> PaymentOrder:
     return PaymentOrder(
-        idempotency_key=key, gateway=GATEWAY, payer_username="alice", payee_username="bob",
-        amount_minor=amount_minor, currency="USD", description="",
+        idempotency_key=key,
+        gateway=GATEWAY,
+        payer_username="alice",
+        payee_username="bob",
+        amount_minor=amount_minor,
+        currency="USD",
+        description="",
     )
 
 
@@ -129,8 +140,13 @@ def with_deliverer(
         gateway = FakeGateway(path, script)
         sleeps = Sleeps()
         deliverer = Deliverer(
-            outbox, gateway, gateway=GATEWAY, payer="alice", call_timeout_s=1.0,
-            settings=settings, sleep=sleeps,
+            outbox,
+            gateway,
+            gateway=GATEWAY,
+            payer="alice",
+            call_timeout_s=1.0,
+            settings=settings,
+            sleep=sleeps,
         )
         try:
             return await body(deliverer, gateway, outbox, sleeps)
@@ -237,7 +253,9 @@ def test_a_run_gives_up_after_its_attempts_and_keeps_the_payment(tmp_path: pathl
         report = await d.deliver()
         assert gw.sent == ["k1"] * 3  # k2 waits its turn
         assert (report.end, report.pending, report.last_error) == (
-            RunEnd.RETRY_LATER, 2, "UNAVAILABLE"
+            RunEnd.RETRY_LATER,
+            2,
+            "UNAVAILABLE",
         )
         [first, second] = await d.entries(limit=10)
         assert (first.state, first.attempts, first.last_error) == ("queued", 3, "UNAVAILABLE")
@@ -366,8 +384,12 @@ def test_metrics_live_on_the_outboxs_own_registry(tmp_path: pathlib.Path) -> Non
     ("error", "expected"),
     [
         (REFUSED, False),
-        (Unavailable("errors resolving gw.invalid:443: Domain name not found",
-                     reason="UNAVAILABLE"), False),
+        (
+            Unavailable(
+                "errors resolving gw.invalid:443: Domain name not found", reason="UNAVAILABLE"
+            ),
+            False,
+        ),
         (Unauthenticated("expired"), False),
         # A payment within one bank may still commit after these answers (one-phase).
         (Unavailable("bank away", reason=BANK_UNAVAILABLE), True),
@@ -393,7 +415,8 @@ def test_only_attempts_known_not_to_have_run_are_not_maybe_delivered(
     ids=["no-answer", "bank-timeout"],
 )
 def test_a_payment_that_may_have_reached_the_gateway_is_held_for_review_past_the_window(
-    tmp_path: pathlib.Path, unknown: PaygateError,
+    tmp_path: pathlib.Path,
+    unknown: PaygateError,
 ) -> None:
     clock = Clock()
 

@@ -32,8 +32,13 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def order(key: str, amount_minor: int = 100, payer: str = "alice") -> PaymentOrder:
     return PaymentOrder(
-        idempotency_key=key, gateway=GATEWAY, payer_username=payer, payee_username="bob",
-        amount_minor=amount_minor, currency="USD", description="",
+        idempotency_key=key,
+        gateway=GATEWAY,
+        payer_username=payer,
+        payee_username="bob",
+        amount_minor=amount_minor,
+        currency="USD",
+        description="",
     )
 
 
@@ -355,7 +360,9 @@ def old_client_file(path: pathlib.Path, created_s: float) -> None:
         conn.executescript(V1_SCHEMA)
         conn.execute("PRAGMA journal_mode = WAL")
         for entry_id, key, state, attempts in [
-            (1, "tried", "queued", 2), (2, "untried", "queued", 0), (3, "done", "succeeded", 1),
+            (1, "tried", "queued", 2),
+            (2, "untried", "queued", 0),
+            (3, "done", "succeeded", 1),
             (9, "pruned", "failed", 1),
         ]:
             conn.execute(V1_ROW, (entry_id, key, GATEWAY, state, attempts, created_s, created_s))

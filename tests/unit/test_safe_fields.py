@@ -47,9 +47,8 @@ def test_an_overlong_field_is_logged_cut_with_its_length() -> None:
     key = "k" * 60_000  # refused by the gateway, but logged before it is checked
     fields = safe_fields(gateway_pb2.CreatePaymentRequest(idempotency_key=key, amount=1))
     assert fields == {
-        "idempotency_key": "k" * LOGGED_TEXT_MAX + "... (60000 characters)", "amount": 1
+        "idempotency_key": "k" * LOGGED_TEXT_MAX + "... (60000 characters)",
+        "amount": 1,
     }
     exactly_max = "a" * LOGGED_TEXT_MAX
-    assert safe_fields(gateway_pb2.LoginRequest(username=exactly_max)) == {
-        "username": exactly_max
-    }
+    assert safe_fields(gateway_pb2.LoginRequest(username=exactly_max)) == {"username": exactly_max}

@@ -15,7 +15,10 @@ from paygate.gateway.session_cache import SessionCache
 from paygate.gateway.store import Session
 
 USER = User(
-    user_id="usr_1", username="alice", bank_id="bank-a", account_number="100001",
+    user_id="usr_1",
+    username="alice",
+    bank_id="bank-a",
+    account_number="100001",
     currency="USD",
 )
 TOKEN = "token-of-alice"

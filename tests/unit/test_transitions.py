@@ -76,30 +76,43 @@ def alphabet(banks: tuple[str, ...]) -> list[t.Event]:
             t.Refused(bank, TRANSACTION_ABORTED),
         ]
     return [
-        t.Begin(),
-        t.Recover(),
         t.LeaseRenewed(True),
         t.LeaseRenewed(False),
         t.VotesTimedOut(),
         t.BackoffElapsed(),
-        *(t.Recorded(state) for state in TxnState if state != TxnState.PREPARING),
+        *(
+            t.Recorded(state, applied)
+            for state in TxnState
+            if state != TxnState.PREPARING
+            for applied in (True, False)
+        ),
         *per_bank,
     ]
 
 
 def explored_transitions() -> dict[tuple[str, str], set[str]]:
     """(stage, event) -> the stages it leads to, over every transaction reachable from a new
-    payment (two banks; one bank, one or two phases) or from one recovery finds."""
-    starts = [
-        (t.new_txn(payment_id="p", banks=banks, one_phase=one_phase, state=state, rounds=3), first)
-        for banks, one_phase in ((("a", "b"), False), (("a",), True), (("a",), False))
-        for state, first in (
-            (TxnState.PREPARING, t.Begin()),
-            (TxnState.PREPARING, t.Recover()),
-            (TxnState.COMMITTING, t.Recover()),
-            (TxnState.ABORTING, t.Recover()),
-        )
+    payment (two banks; one bank, one or two phases; an authorization), from one recovery
+    finds, and from a capture or a cancellation of an authorization."""
+    kinds = (("a", "b"), False, False), (("a",), True, False), (("a",), False, False)
+    authorization = (("a", "b"), False, True)
+    firsts: list[tuple[TxnState, t.Event]] = [
+        (TxnState.PREPARING, t.Begin()),
+        (TxnState.PREPARING, t.Recover()),
+        (TxnState.COMMITTING, t.Recover()),
+        (TxnState.ABORTING, t.Recover()),
     ]
+    later: list[tuple[TxnState, t.Event]] = [
+        (TxnState.AUTHORIZED, t.Recover()),
+        (TxnState.AUTHORIZED, t.Capture(5)),
+        (TxnState.AUTHORIZED, t.Cancel("CANCELED", "canceled")),
+    ]
+    starts = [
+        (t.new_txn(payment_id="p", banks=banks, one_phase=one_phase, state=state, rounds=3,
+                   manual=manual), first)
+        for banks, one_phase, manual in (*kinds, authorization)
+        for state, first in (firsts + later if manual else firsts)
+    ]  # fmt: skip
     table: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
     seen: set[t.Txn] = set()
     todo: list[tuple[t.Txn, list[t.Event]]] = [(txn, [first]) for txn, first in starts]

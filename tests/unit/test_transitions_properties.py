@@ -1,11 +1,13 @@
 """The transition function under random histories (Hypothesis).
 
-Each example builds a model world (protocol_world.py): a payment across two banks, or within
-one bank whose bank may be of an older version, banks that vote yes or no, and then a
+Each example builds a model world (protocol_world.py): a payment across two banks (paid at
+once, or authorized to be captured in part or cancelled later), or within one bank whose
+bank may be of an older version, banks that vote yes or no, and then a
 random sequence of moves: a gateway carries out an action, a request or its answer is lost,
 delayed past its deadline or duplicated, answers arrive in any order, timers fire, the
 gateway crashes, another gateway's recovery claims the transaction while the first still
-runs. The world checks the protocol's invariants after every move, then lets the banks
+runs; captures and cancellations race each other and the authorization's expiry (recovery).
+The world checks the protocol's invariants after every move, then lets the banks
 answer and runs recovery, and checks that the transaction finished at every bank alike.
 
 The same check fails for a deliberately broken transition function (recovery that forgets a
@@ -18,7 +20,17 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from paygate.gateway import transitions as t
-from protocol_world import FATES, NO_REASONS, Bank, ProtocolViolation, World, two_banks
+from protocol_world import (
+    AMOUNT_MINOR,
+    CALM_FATES,
+    FATES,
+    NO_REASONS,
+    Bank,
+    Gateway,
+    ProtocolViolation,
+    World,
+    two_banks,
+)
 
 EXAMPLES = 5_000
 MAX_MOVES = 40
@@ -36,14 +48,19 @@ def world_of(data: st.DataObject, step: t.Step) -> World:
         bank = Bank("bank-a", data.draw(st.sampled_from(NO_REASONS)), data.draw(st.booleans()))
         return World(one_phase=True, banks=[bank], step=step)
     reasons = (data.draw(st.sampled_from(NO_REASONS)), data.draw(st.sampled_from(NO_REASONS)))
-    return World(one_phase=False, banks=two_banks(reasons), step=step)
+    manual = data.draw(st.booleans(), label="manual capture")
+    return World(one_phase=False, banks=two_banks(reasons), step=step, manual=manual)
 
 
 def random_history(data: st.DataObject, world: World) -> None:
     """Up to MAX_MOVES moves, two random bytes each. Most move the protocol on (a gateway
     acts or steps an event, the network carries a message); a few are a crash, another
-    gateway's recovery, or a timer firing early, so that histories reach every step before
-    something goes wrong."""
+    gateway's recovery, a timer firing early, a capture or a cancellation. Half the histories
+    are calm (messages are only duplicated, faults rarer), so that many reach the later steps
+    before something goes wrong."""
+    calm = data.draw(st.booleans(), label="calm")
+    fates = CALM_FATES if calm else FATES
+    crash, recover, timer = (1, 2, 3) if calm else (2, 4, 7)
     moves = data.draw(st.integers(0, MAX_MOVES), label="moves")
     history = data.draw(st.binary(min_size=2 * moves, max_size=2 * moves), label="history")
     for at in range(0, len(history), 2):
@@ -51,25 +68,34 @@ def random_history(data: st.DataObject, world: World) -> None:
         kind, pick = roll % 100, roll // 100
         alive = [g for g in world.gateways if g.alive]
         timers = [g for g in alive if g.timers]
-        if kind < 2 and alive:
+        if kind < crash and alive:
             world.crash(alive[pick % len(alive)])
-        elif kind < 4:
+        elif kind < recover:
             world.recover()
-        elif kind < 7 and timers:
+        elif kind < timer and timers:
             world.take(timers[pick % len(timers)], timer=True)
+        elif kind < 10:
+            world.capture(1 + pick % AMOUNT_MINOR)
+        elif kind < 12:
+            world.cancel()
         else:
-            moves = [
-                *((world.act, g) for g in alive if g.todo),
-                *((world.take, g) for g in alive if g.inbox),
-                *((world.deliver, i) for i in range(len(world.network))),
-                *((world.reply, i) for i in range(len(world.replies))),
-            ]
-            if moves:
-                move, which = moves[pick % len(moves)]
-                if move == world.deliver:
-                    world.deliver(which, FATES[(pick // len(moves)) % len(FATES)])
-                else:
-                    move(which)
+            progress(world, alive, pick, fates)
+
+
+def progress(world: World, alive: list[Gateway], pick: int, fates: tuple[str, ...]) -> None:
+    """A gateway acts or steps an event, or the network carries a message."""
+    moves = [
+        *((world.act, g) for g in alive if g.todo),
+        *((world.take, g) for g in alive if g.inbox),
+        *((world.deliver, i) for i in range(len(world.network))),
+        *((world.reply, i) for i in range(len(world.replies))),
+    ]
+    if moves:
+        move, which = moves[pick % len(moves)]
+        if move == world.deliver:
+            world.deliver(which, fates[(pick // len(moves)) % len(fates)])
+        else:
+            move(which)
 
 
 def check_protocol(data: st.DataObject, step: t.Step) -> None:

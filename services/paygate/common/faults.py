@@ -14,6 +14,10 @@ The points, in protocol order:
     gateway.after_decision          the commit decision is on disk, no commit sent
     gateway.after_first_commit      one of two banks has committed
     gateway.after_commits           every bank committed; the answer is not sent yet
+    gateway.after_authorization     an authorization is on disk (AUTHORIZED), not yet answered
+    gateway.after_captured_decision a capture and its amount are on disk, no Commit sent
+    gateway.after_canceled_decision a cancellation is on disk, no Abort sent
+    gateway.after_expired_decision  recovery recorded an authorization as expired, no Abort sent
     bank.before_hold                a bank is about to write the holds of a prepare
     bank.after_hold                 the holds are on disk, the vote is not sent yet
     bank.before_post                a bank is about to post a committed transaction
@@ -39,6 +43,10 @@ POINTS = (
     "gateway.after_decision",
     "gateway.after_first_commit",
     "gateway.after_commits",
+    "gateway.after_authorization",
+    "gateway.after_captured_decision",
+    "gateway.after_canceled_decision",
+    "gateway.after_expired_decision",
     "bank.before_hold",
     "bank.after_hold",
     "bank.before_post",

@@ -125,6 +125,7 @@ class CoordinatorMetrics:
     in_doubt: Gauge
     recovered: Counter
     batch_size: Histogram
+    authorizations: Counter
 
     @classmethod
     def build(
@@ -151,6 +152,8 @@ class CoordinatorMetrics:
             metrics.transactions.labels("aborted", reason)
         for decision in ("commit", "abort"):
             metrics.recovered.labels(decision)
+        for outcome in ("authorized", "captured", "canceled", "expired"):
+            metrics.authorizations.labels(outcome)
         return metrics
 
     @classmethod
@@ -191,6 +194,13 @@ class CoordinatorMetrics:
                 "paygate_2pc_recovered",
                 "Transactions driven to their end by recovery, by the decision it delivered.",
                 ("decision",),
+                registry=registry,
+            ),
+            authorizations=Counter(
+                "paygate_authorizations",
+                "Authorizations (payments with manual capture) by what became of them: placed"
+                " (authorized), captured, canceled by the payee, or expired uncaptured.",
+                ("outcome",),
                 registry=registry,
             ),
             batch_size=Histogram(

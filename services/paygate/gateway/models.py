@@ -16,6 +16,7 @@ class TxnState(enum.StrEnum):
     """The recorded state of a payment's two-phase commit (see transitions.py)."""
 
     PREPARING = "preparing"  # no decision yet: presumed abort (one bank: ask it first)
+    AUTHORIZED = "authorized"  # held at every bank, to be captured or cancelled (manual)
     COMMITTING = "committing"  # commit decided and on disk; commits are re-sent until acked
     ABORTING = "aborting"  # abort decided and on disk; aborts are re-sent until acked
     COMMITTED = "committed"  # every participant acknowledged the commit

@@ -24,6 +24,14 @@ transaction's `stage`; the recorded `state` is what survives a crash:
     DONE         nothing: finished, or left to        any
                  recovery
 
+An authorization (a payment made with manual capture) stops after phase one: every bank
+voted yes and holds the money, and AUTHORIZED is recorded instead of a commit. It is a
+decision of its own (recovery never presumes it aborted), later replaced, once, from
+AUTHORIZED: Capture records COMMITTING with the amount captured (at most the amount held;
+the banks post that and release the rest), Cancel records ABORTING (by the payee, or by
+recovery once the authorization is past its deadline). Whichever of two such writes comes
+first stands; the other learns it from the store and changes nothing.
+
 The rules it keeps (checked by tests/unit/test_transitions_properties.py under random event
 orders, losses, duplicates, crashes and a second gateway racing the first):
 - A decision is written before any Commit or Abort of two phases is sent, and a recorded
@@ -45,11 +53,14 @@ from collections.abc import Callable
 from paygate.common.invariants import check
 from paygate.errors import (
     ACCOUNT_NOT_FOUND,
+    AUTHORIZATION_EXPIRED,
     BALANCE_LIMIT_EXCEEDED,
     BANK_TIMEOUT,
     BANK_UNAVAILABLE,
+    CANCELED,
     CURRENCY_MISMATCH,
     INSUFFICIENT_FUNDS,
+    PAYMENT_NOT_CAPTURABLE,
     TRANSACTION_ABORTED,
     TRANSACTION_COMMITTED,
     FailedPrecondition,
@@ -67,7 +78,10 @@ BUSINESS_REFUSALS = {
     BALANCE_LIMIT_EXCEEDED: "the payee's account cannot hold that much more",
 }
 # The reasons this coordinator aborts with (a bank's own error reason aside).
-ABORT_REASONS = (*BUSINESS_REFUSALS, BANK_TIMEOUT, BANK_UNAVAILABLE, PRESUMED_ABORT)
+ABORT_REASONS = (
+    *BUSINESS_REFUSALS, BANK_TIMEOUT, BANK_UNAVAILABLE, PRESUMED_ABORT, CANCELED,
+    AUTHORIZATION_EXPIRED,
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,13 +150,31 @@ class Txn:
     failure: Failure | None = None  # why it aborts, once known
     round: int = 0  # phase-two rounds sent by this driver, less one
     rounds: int = 3  # phase-two rounds a driver sends before leaving it to recovery
+    manual: bool = False  # an authorization: phase one only, captured or cancelled later
+    capture_minor: int = 0  # what a Commit posts; 0: everything held
 
 
 def new_txn(
-    *, payment_id: str, banks: tuple[str, ...], one_phase: bool, state: TxnState, rounds: int
+    *,
+    payment_id: str,
+    banks: tuple[str, ...],
+    one_phase: bool,
+    state: TxnState,
+    rounds: int,
+    manual: bool = False,
+    capture_minor: int = 0,
 ) -> Txn:
     check(rounds >= 1, "a driver sends phase two at least once")
-    return Txn(payment_id=payment_id, banks=banks, one_phase=one_phase, state=state, rounds=rounds)
+    check(not (manual and one_phase), "an authorization holds: it is never one-phase")
+    return Txn(
+        payment_id=payment_id,
+        banks=banks,
+        one_phase=one_phase,
+        state=state,
+        rounds=rounds,
+        manual=manual,
+        capture_minor=capture_minor,
+    )
 
 
 # Events: what happened ---------------------------------------------------------------
@@ -156,6 +188,21 @@ class Begin:
 @dataclasses.dataclass(frozen=True)
 class Recover:
     """Recovery claimed an unfinished transaction that nobody here drives."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Capture:
+    """A request captures an authorization: `amount_minor` of what is held, at most all."""
+
+    amount_minor: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """A request (or recovery, past the deadline) releases an authorization's holds."""
+
+    reason: str  # CANCELED or AUTHORIZATION_EXPIRED
+    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +234,7 @@ class VotesTimedOut:
 @dataclasses.dataclass(frozen=True)
 class Recorded:
     state: TxnState  # the state the store holds after a decision write
+    applied: bool = True  # the write took effect (else another decision was there first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +260,8 @@ class BackoffElapsed:
 
 
 Event = (
-    Begin | Recover | LeaseRenewed | Voted | PrepareFailed | VotesTimedOut | Recorded
-    | Acked | NotAcked | Refused | BackoffElapsed
+    Begin | Recover | Capture | Cancel | LeaseRenewed | Voted | PrepareFailed | VotesTimedOut
+    | Recorded | Acked | NotAcked | Refused | BackoffElapsed
 )  # fmt: skip
 
 
@@ -237,16 +285,25 @@ class SendDecision:
     commit: bool
     retry: bool = False  # a re-send (counted in paygate_2pc_retries_total)
     one_phase: bool = False  # asking the only bank of a one-phase transaction
+    amount_minor: int = 0  # what a Commit posts of the holds; 0: all of them
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordCommit:
     finished: bool  # the only bank has committed already: straight to COMMITTED
+    from_state: TxnState = TxnState.PREPARING  # the only state the write replaces
+    capture_minor: int = 0  # a capture's amount, recorded with the decision
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordAbort:
     failure: Failure  # a transient one releases the idempotency key
+    from_state: TxnState = TxnState.PREPARING
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordAuthorization:
+    """Every bank holds the money of an authorization: record AUTHORIZED (from PREPARING)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,7 +340,8 @@ class Log:
 
 
 Action = (
-    CrashPoint | SendPrepares | SendDecision | RecordCommit | RecordAbort | RecordFinish
+    CrashPoint | SendPrepares | SendDecision | RecordCommit | RecordAbort | RecordAuthorization
+    | RecordFinish
     | RenewLease | Backoff | Answer | Count | Log
 )  # fmt: skip
 Step = Callable[[Txn, Event], tuple[Txn, list[Action]]]
@@ -312,6 +370,26 @@ def _begin(txn: Txn, event: Event) -> Result:
     ]
 
 
+def _capture(txn: Txn, event: Event) -> Result:
+    assert isinstance(event, Capture)
+    check(txn.manual and event.amount_minor > 0, f"{txn.payment_id}: a capture of nothing")
+    txn = dataclasses.replace(
+        txn, caller=True, stage=Stage.DECIDING, commit=True, capture_minor=event.amount_minor
+    )
+    return txn, [
+        RecordCommit(
+            finished=False, from_state=TxnState.AUTHORIZED, capture_minor=event.amount_minor
+        )
+    ]
+
+
+def _cancel(txn: Txn, event: Event) -> Result:
+    assert isinstance(event, Cancel)
+    failure = Failure(event.reason, event.message, False)
+    txn = dataclasses.replace(txn, caller=True, stage=Stage.DECIDING, commit=False, failure=failure)
+    return txn, [RecordAbort(failure, from_state=TxnState.AUTHORIZED)]
+
+
 def _recover(txn: Txn, event: Event) -> Result:
     # A claimed transaction may have waited for a free slot: make sure it is still ours.
     return dataclasses.replace(txn, stage=Stage.RENEWING, recovering=True), [RenewLease()]
@@ -325,7 +403,9 @@ def _lease_renewed(txn: Txn, event: Event) -> Result:
     if txn.commit is None:
         return _resume(txn)
     txn = dataclasses.replace(txn, stage=Stage.DELIVERING, awaiting=txn.pending)
-    return txn, [SendDecision(tuple(sorted(txn.pending)), bool(txn.commit), retry=True)]
+    amount = txn.capture_minor if txn.commit else 0
+    banks = tuple(sorted(txn.pending))
+    return txn, [SendDecision(banks, bool(txn.commit), retry=True, amount_minor=amount)]
 
 
 def _resume(txn: Txn) -> Result:
@@ -339,6 +419,11 @@ def _resume(txn: Txn) -> Result:
         return txn, [Log("info", "presumed abort"), *actions]
     if txn.state in (TxnState.COMMITTING, TxnState.ABORTING):
         return _deliver(txn, commit=txn.state == TxnState.COMMITTING)
+    if txn.state == TxnState.AUTHORIZED:
+        # Recovery claims an authorization only once it is past its deadline.
+        failure = Failure(AUTHORIZATION_EXPIRED, "the authorization expired uncaptured", False)
+        txn = dataclasses.replace(txn, stage=Stage.DECIDING, commit=False, failure=failure)
+        return txn, [RecordAbort(failure, from_state=TxnState.AUTHORIZED)]
     return _done(txn, [])
 
 
@@ -361,6 +446,9 @@ def _voted(txn: Txn, event: Event) -> Result:
     if txn.awaiting:
         return txn, actions
     actions.append(CrashPoint("gateway.after_prepares"))
+    if txn.manual:
+        txn = dataclasses.replace(txn, stage=Stage.DECIDING, commit=True)
+        return txn, [*actions, RecordAuthorization()]
     if not txn.one_phase:
         return _add(actions, _record_commit(txn, finished=False))
     if txn.posted:
@@ -464,9 +552,14 @@ def _recorded(txn: Txn, event: Event) -> Result:
     another driver recorded first, which stands."""
     assert isinstance(event, Recorded)
     check(event.state != TxnState.PREPARING, f"{txn.payment_id}: a decision write left no decision")
-    txn = dataclasses.replace(txn, state=event.state)
+    was, txn = txn.state, dataclasses.replace(txn, state=event.state)
+    if was == TxnState.AUTHORIZED:
+        return _authorization_recorded(txn, event.applied)
     if txn.one_phase:
         return _one_phase_recorded(txn)
+    if txn.state == TxnState.AUTHORIZED:
+        counted: list[Action] = [Count("authorizations", ("authorized",))]
+        return _done(txn, [*counted, CrashPoint("gateway.after_authorization")])
     if txn.state == TxnState.COMMITTING:
         actions: list[Action] = []
         if txn.commit:
@@ -485,6 +578,28 @@ def _recorded(txn: Txn, event: Event) -> Result:
         txn = dataclasses.replace(txn, caller=False)
         return _add([*counted, *answered], _deliver(txn, commit=False))
     return _done(txn, [])  # finished already by another driver
+
+
+def _authorization_recorded(txn: Txn, applied: bool) -> Result:
+    """A capture or a cancellation of an authorization was written, or found another first."""
+    if not applied:
+        # The other write's driver delivers its decision (recovery, if it dies): this one
+        # does not know the amount that write recorded.
+        message = f"the payment is {txn.state}, not awaiting capture"
+        failure = Failure(PAYMENT_NOT_CAPTURABLE, message, False)
+        return _done(dataclasses.replace(txn, failure=failure, commit=None), [])
+    outcome = "captured" if txn.commit else _OUTCOMES[_failure(txn).reason]
+    counted: list[Action] = [Count("authorizations", (outcome,))]
+    if txn.caller or txn.recovering:
+        counted.append(CrashPoint(f"gateway.after_{outcome}_decision"))
+    if txn.commit:
+        return _add(counted, _deliver(txn, commit=True))
+    answered = [_answer(txn)] if txn.caller else []
+    txn = dataclasses.replace(txn, caller=False)
+    return _add([*counted, *answered], _deliver(txn, commit=False))
+
+
+_OUTCOMES = {CANCELED: "canceled", AUTHORIZATION_EXPIRED: "expired"}
 
 
 def _one_phase_recorded(txn: Txn) -> Result:
@@ -526,7 +641,8 @@ def _deliver(txn: Txn, *, commit: bool) -> Result:
     txn = dataclasses.replace(
         txn, stage=Stage.DELIVERING, commit=commit, pending=banks, awaiting=banks, round=0
     )
-    return txn, [SendDecision(txn.banks, commit, retry=txn.recovering)]
+    amount = txn.capture_minor if commit else 0
+    return txn, [SendDecision(txn.banks, commit, retry=txn.recovering, amount_minor=amount)]
 
 
 def _delivery_answer(txn: Txn, event: Event) -> Result:
@@ -587,7 +703,9 @@ def _done(txn: Txn, actions: list[Action]) -> Result:
 
 
 def _answer(txn: Txn) -> Answer:
-    if txn.state in (TxnState.COMMITTING, TxnState.COMMITTED):
+    if txn.commit is None and txn.failure is not None:  # refused, changing nothing
+        return Answer(Decision(txn.state, txn.failure))
+    if txn.state in (TxnState.COMMITTING, TxnState.COMMITTED, TxnState.AUTHORIZED):
         return Answer(Decision(txn.state))
     return Answer(Decision(txn.state, _failure(txn)))
 
@@ -609,6 +727,8 @@ Handler = Callable[[Txn, Event], Result]
 TRANSITIONS: dict[tuple[Stage, type], Handler] = {
     (Stage.START, Begin): _begin,
     (Stage.START, Recover): _recover,
+    (Stage.START, Capture): _capture,
+    (Stage.START, Cancel): _cancel,
     (Stage.RENEWING, LeaseRenewed): _lease_renewed,
     (Stage.VOTING, Voted): _voted,
     (Stage.VOTING, PrepareFailed): _prepare_error,
