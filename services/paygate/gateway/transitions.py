@@ -557,9 +557,13 @@ def _recorded(txn: Txn, event: Event) -> Result:
         return _authorization_recorded(txn, event.applied)
     if txn.one_phase:
         return _one_phase_recorded(txn)
-    if txn.state == TxnState.AUTHORIZED:
+    if txn.state == TxnState.AUTHORIZED:  # ours: only the request records it
         counted: list[Action] = [Count("authorizations", ("authorized",))]
         return _done(txn, [*counted, CrashPoint("gateway.after_authorization")])
+    if txn.state == TxnState.COMMITTING and txn.manual and not event.applied:
+        # A capture stands, with an amount this driver may not know: its driver delivers it
+        # (or recovery, from the recorded amount).
+        return _done(txn, [])
     if txn.state == TxnState.COMMITTING:
         actions: list[Action] = []
         if txn.commit:
@@ -567,13 +571,14 @@ def _recorded(txn: Txn, event: Event) -> Result:
             if txn.caller:
                 actions.append(CrashPoint("gateway.after_decision"))
         return _add(actions, _deliver(txn, commit=True))
+    counted = []
+    if txn.state in (TxnState.ABORTING, TxnState.ABORTED) and txn.commit:
+        # Recovery presumed abort first (and may have finished it): that decision stands.
+        failure = Failure(PRESUMED_ABORT, "the payment was aborted by recovery", True)
+        txn = dataclasses.replace(txn, failure=failure)
+    elif txn.state == TxnState.ABORTING:
+        counted = [Count("transactions", ("aborted", _failure(txn).reason))]
     if txn.state == TxnState.ABORTING:
-        if txn.commit:  # recovery presumed abort first
-            failure = Failure(PRESUMED_ABORT, "the payment was aborted by recovery", True)
-            txn = dataclasses.replace(txn, failure=failure)
-            counted = []
-        else:
-            counted = [Count("transactions", ("aborted", _failure(txn).reason))]
         answered = [_answer(txn)] if txn.caller else []
         txn = dataclasses.replace(txn, caller=False)
         return _add([*counted, *answered], _deliver(txn, commit=False))
