@@ -1,0 +1,176 @@
+"""SQL written once for SQLite and PostgreSQL: tables declared once, statements compiled twice.
+
+A table is declared once, as a `Table`: its columns in order, each with the field of the
+domain record it holds. The select lists, the INSERT values and the mapping of a row to a
+record are built from that declaration, so a column and its field are named together in
+exactly one place, and a row becomes a record in exactly one place.
+
+A statement is written once, with named parameters (`WHERE payment_id = :payment_id`), and
+compiled at import by each `Dialect` into its driver's positional form: `?` for sqlite3,
+`%s` for psycopg, one placeholder per occurrence of a name. Both drivers then take a plain
+tuple, which `Statement.args` builds from values given by name. What really differs between
+the two databases (row locks, bounded deletes, exact bank-wide sums, the time of day) is a
+property of the dialect, named where a statement uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
+Values = Mapping[str, object]
+Row = Sequence[Any]
+
+NO_VALUES: Values = {}
+# A named parameter: `:name`, but not the second colon of PostgreSQL's `::` cast.
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+# SQLite's SUM fails past a signed 64-bit integer, and a bank's total can pass it (each
+# account may hold up to ledger.MAX_BALANCE_MINOR, and there may be many). So on SQLite an
+# exact sum is taken in two parts, the quotient and the remainder of each value by
+# SUM_SPLIT, which cannot overflow below a billion rows, and the parts are joined in Python.
+SUM_SPLIT = 10**9
+
+
+class Statement:
+    """One statement in one dialect: its text, and its parameters' names in order."""
+
+    __slots__ = ("args", "names", "text")
+
+    def __init__(self, text: str, names: Sequence[str]) -> None:
+        self.text = text
+        self.names = tuple(names)
+        # The positional values for named ones, at C speed: an itemgetter returns a bare
+        # value for one name, so that case gets a tuple of its own.
+        self.args: Callable[[Values], tuple[Any, ...]]
+        if not names:
+            self.args = lambda values: ()
+        elif len(names) == 1:
+            name = names[0]
+            self.args = lambda values: (values[name],)
+        else:
+            self.args = operator.itemgetter(*names)
+
+    def __repr__(self) -> str:
+        return f"Statement({self.text!r})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dialect:
+    """How one database spells what the two do differently."""
+
+    name: str
+    placeholder: str  # the driver's positional placeholder
+    doubles_percent: bool  # whether a literal `%` must be written `%%`
+    for_update: str  # a write transaction's row lock on what it reads ("" where writers
+    # are serialized anyway)
+    skip_locked: str  # a row lock that skips rows another transaction holds
+    now: str  # the time of a write, as an ISO 8601 text or timestamp
+    row_address: str  # a row's physical address, for bounded deletes
+    split_sums: bool  # exact sums in two parts (see SUM_SPLIT)
+
+    def compile(self, sql: str) -> Statement:
+        """`sql`, written with :name parameters, in this dialect."""
+        names = _PARAMETER.findall(sql)
+        if self.doubles_percent:  # psycopg reads a lone `%` as the start of a placeholder
+            sql = sql.replace("%", "%%")
+        return Statement(_PARAMETER.sub(self.placeholder, sql), names)
+
+    def bounded_delete(self, table: str, where: str) -> Statement:
+        """Delete up to :limit rows of `table` matching `where`: housekeeping's bounded
+        delete. Table and condition are the stores' constants, never input."""
+        address = self.row_address
+        rows = f"SELECT {address} FROM {table} WHERE {where} LIMIT :limit"
+        if address == "ctid":  # = ANY(ARRAY(...)) lets PostgreSQL fetch the rows by address
+            return self.compile(f"DELETE FROM {table} WHERE ctid = ANY(ARRAY({rows}))")
+        return self.compile(f"DELETE FROM {table} WHERE {address} IN ({rows})")
+
+    def exact_sum(self, expression: str) -> str:
+        """The column(s) of an exact sum of `expression`, never NULL; `joined_sums` makes
+        them ints."""
+        if self.split_sums:
+            return (
+                f"COALESCE(SUM(({expression}) / {SUM_SPLIT}), 0),"
+                f" COALESCE(SUM(({expression}) % {SUM_SPLIT}), 0)"
+            )
+        return f"COALESCE(SUM({expression}), 0)"
+
+    def joined_sums(self, columns: Sequence[Any]) -> list[int]:
+        """The sums of a row of exact_sum columns. SQLite's integer `/` truncates toward
+        zero and `%` takes the dividend's sign, so q * SUM_SPLIT + r is exact for negative
+        values too. PostgreSQL sums BIGINT as NUMERIC: exact, brought back to int."""
+        if self.split_sums:
+            return [
+                int(q) * SUM_SPLIT + int(r)
+                for q, r in zip(columns[0::2], columns[1::2], strict=True)
+            ]
+        return [int(value) for value in columns]
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    placeholder="?",
+    doubles_percent=False,
+    for_update="",  # one writer at a time: what a write transaction reads stays put
+    skip_locked="",
+    now="strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
+    row_address="rowid",
+    split_sums=True,
+)
+POSTGRES = Dialect(
+    name="postgres",
+    placeholder="%s",
+    doubles_percent=True,
+    for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    now="now()",
+    row_address="ctid",
+    split_sums=False,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column and the field of the record it holds; `load` makes the driver's value the
+    field's type (an enum from its text, a bool from SQLite's 0 or 1)."""
+
+    name: str
+    field: str = ""
+    load: Callable[[Any], Any] | None = None
+
+
+class Table(Generic[R]):
+    """A table's columns in order, each with its record's field: the one place that maps
+    the table's rows to records of type R and back."""
+
+    def __init__(self, name: str, record: Callable[..., R], columns: Sequence[str | Column]):
+        self.name = name
+        self._record = record
+        declared = [c if isinstance(c, Column) else Column(c) for c in columns]
+        self.column_names = tuple(c.name for c in declared)
+        self.fields = tuple(c.field or c.name for c in declared)
+        self._loads = tuple((c.field or c.name, c.load) for c in declared if c.load)
+        self._get = operator.attrgetter(*self.fields)
+        self.width = len(declared)
+        # "a, b, c" and ":a, :b, :c": for SELECT and INSERT statements.
+        self.columns = ", ".join(self.column_names)
+        self.params = ", ".join(f":{name}" for name in self.column_names)
+
+    def qualified(self, alias: str) -> str:
+        """The select list with each column prefixed by a table alias."""
+        return ", ".join(f"{alias}.{name}" for name in self.column_names)
+
+    def from_row(self, row: Row) -> R:
+        """The record in the first `width` values of `row` (any further ones are the
+        caller's), selected in the order of `columns`."""
+        values = dict(zip(self.fields, row[: self.width], strict=True))
+        for field, load in self._loads:
+            values[field] = load(values[field])
+        return self._record(**values)
+
+    def values(self, record: R) -> dict[str, object]:
+        """The record's values by column name, for `params`."""
+        return dict(zip(self.column_names, self._get(record), strict=True))

@@ -1,0 +1,502 @@
+"""The gateway's SQL, written once for SQLite and PostgreSQL, and the GatewayStore built on it.
+
+The tables' columns are declared once (USERS, PAYMENTS), the statements once (GatewaySql,
+compiled per dialect), and every GatewayStore method once, in SqlGatewayStore, as a body
+over a `Tx`: one database transaction whose statements it awaits. SqliteGatewayStore
+(store.py) and PostgresGatewayStore (store_postgres.py) only say how a body is run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from paygate.common.invariants import check
+from paygate.common.sql import NO_VALUES, Column, Dialect, Row, Statement, Table, Values
+from paygate.errors import AlreadyExists
+from paygate.gateway.models import (
+    UNFINISHED_SQL,
+    BeginOutcome,
+    BeginResult,
+    Lease,
+    Payment,
+    PaymentStatus,
+    Session,
+    TxnState,
+    User,
+)
+
+T = TypeVar("T")
+
+# A key released by a transient failure between our insert and our read (by a concurrent
+# request on PostgreSQL) is retried this many times before the caller is told it is in use.
+BEGIN_ATTEMPTS = 3
+
+USERS = Table(
+    "users", User, ("user_id", "username", "bank_id", "account_number", "currency", "role")
+)
+PAYMENTS = Table(
+    "payments",
+    Payment,
+    (
+        "payment_id",
+        Column("status", load=PaymentStatus),
+        Column("txn_state", load=TxnState),
+        "payer_user_id",
+        "payer_username",
+        "payer_bank_id",
+        "payer_account",
+        "payee_user_id",
+        "payee_username",
+        "payee_bank_id",
+        "payee_account",
+        Column("amount", field="amount_minor"),
+        "currency",
+        "description",
+        "failure_reason",
+        "create_time_us",
+        Column("one_phase", load=bool),  # SQLite stores 0 or 1
+    ),
+)
+
+
+class GatewaySql:
+    """The gateway's statements in one dialect."""
+
+    def __init__(self, d: Dialect) -> None:
+        sql = d.compile
+        self.username_taken = sql("SELECT 1 FROM users WHERE username = :username")
+        self.account_linked = sql(
+            "SELECT 1 FROM users WHERE bank_id = :bank_id AND account_number = :account_number"
+        )
+        self.insert_user = sql(
+            f"INSERT INTO users ({USERS.columns}, password_hash, created_at_s)"
+            f" VALUES ({USERS.params}, :password_hash, :created_at_s)"
+        )
+        self.user_by_username = sql(
+            f"SELECT {USERS.columns}, password_hash FROM users WHERE username = :username"
+        )
+        self.insert_session = sql(
+            "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s)"
+            " VALUES (:token_hash, :user_id, :expire_at_s, :created_at_s)"
+        )
+        self.session = sql(
+            f"SELECT {USERS.qualified('u')}, s.expire_at_s, s.revoked"
+            " FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.token_hash = :token"
+        )
+        self.revoke_session = sql("UPDATE sessions SET revoked = TRUE WHERE token_hash = :token")
+        # The key first: of two requests with one key, the second waits for the first's
+        # row (PostgreSQL) and then conflicts, so only one records a payment.
+        self.claim_key = sql(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state,"
+            " payment_id, created_at_s)"
+            " VALUES (:payer_user_id, :key, :request_hash, 'in_progress', :payment_id, :now_s)"
+            " ON CONFLICT DO NOTHING"
+        )
+        self.key = sql(
+            "SELECT request_hash, state, payment_id, error_reason, error_message"
+            " FROM idempotency_keys WHERE user_id = :payer_user_id AND idempotency_key = :key"
+        )
+        self.insert_payment = sql(
+            f"INSERT INTO payments ({PAYMENTS.columns}, lease_owner, lease_expires_at_s)"
+            f" VALUES ({PAYMENTS.params}, :lease_owner, :lease_expires_at_s) RETURNING seq"
+        )
+        self.insert_party = sql(
+            "INSERT INTO payment_parties (user_id, seq) VALUES (:user_id, :seq)"
+        )
+        # Decisions are conditional on 'preparing', so exactly one is ever written: PostgreSQL
+        # re-checks the condition on the newest row after waiting for a concurrent writer.
+        self.decide_commit = sql(
+            "UPDATE payments SET txn_state = :state, status = 'succeeded',"
+            " decided_at_s = :now_s, finished_at_s = :finished_at_s"
+            " WHERE payment_id = :payment_id AND txn_state = 'preparing'"
+        )
+        self.decide_abort = sql(
+            "UPDATE payments SET txn_state = 'aborting', status = 'failed',"
+            " failure_reason = :reason, decided_at_s = :now_s"
+            " WHERE payment_id = :payment_id AND txn_state = 'preparing'"
+        )
+        self.complete_key = sql(
+            "UPDATE idempotency_keys SET state = 'completed', error_reason = :reason,"
+            " error_message = :message WHERE payment_id = :payment_id"
+        )
+        self.release_key = sql("DELETE FROM idempotency_keys WHERE payment_id = :payment_id")
+        self.txn_state = sql("SELECT txn_state FROM payments WHERE payment_id = :payment_id")
+        self.finish = sql(
+            "UPDATE payments SET txn_state = :state, finished_at_s = :finished_at_s"
+            " WHERE payment_id = :payment_id AND txn_state = :decided"
+        )
+        self.payment = sql(
+            f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :payment_id"
+        )
+        self.payments_of = sql(
+            f"SELECT p.seq, {PAYMENTS.qualified('p')}"
+            " FROM payment_parties pp JOIN payments p ON p.seq = pp.seq"
+            " WHERE pp.user_id = :user_id AND pp.seq < :before_seq"
+            " ORDER BY pp.seq DESC LIMIT :limit"
+        )
+        self.count_unfinished = sql(
+            f"SELECT COUNT(*) FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+            " AND create_time_us < :created_before_us"
+        )
+        # Recovery's claim: the unfinished payments that are free or already the owner's,
+        # those leased longest ago first (oldest first among equals). Not simply the oldest:
+        # payments stuck at a dead bank, which recovery tries again and again (and so leases
+        # again and again), would then fill every claim and starve the ones behind them.
+        # Through a partial index of unfinished payments, so its cost does not grow with the
+        # number of finished payments (tests/unit/test_gateway_store_plans.py checks the
+        # plan). On PostgreSQL a row another gateway is claiming right now is skipped, and
+        # one it has just claimed fails the re-checked "free" condition.
+        self.claim = sql(
+            "UPDATE payments SET lease_owner = :owner, lease_expires_at_s = :expires_at_s"
+            f" WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+            " AND (lease_owner IS NULL OR lease_expires_at_s <= :now_s OR lease_owner = :owner)"
+            f" ORDER BY lease_expires_at_s NULLS FIRST, seq LIMIT :limit{d.skip_locked})"
+            f" RETURNING seq, {PAYMENTS.columns}"
+        )
+        self.renew_lease = sql(
+            "UPDATE payments SET lease_expires_at_s = :expires_at_s WHERE payment_id = :payment_id"
+            f" AND lease_owner = :owner AND txn_state IN {UNFINISHED_SQL}"
+        )
+        self.login_failures = sql(
+            "SELECT failed_at_s FROM login_failures WHERE throttle_key = :key"
+            " AND failed_at_s >= :since_s ORDER BY failed_at_s"
+        )
+        self.record_login_failure = sql(
+            "INSERT INTO login_failures (throttle_key, failed_at_s) VALUES (:key, :at_s)"
+        )
+        self.clear_login_failures = sql("DELETE FROM login_failures WHERE throttle_key = :key")
+        self.prune_sessions = d.bounded_delete("sessions", "expire_at_s < :before")
+        self.prune_idempotency_keys = d.bounded_delete(
+            "idempotency_keys", "created_at_s < :before AND state = 'completed'"
+        )
+        self.prune_login_failures = d.bounded_delete("login_failures", "failed_at_s < :before")
+
+
+class Tx(Protocol):
+    """One database transaction, as SqlGatewayStore's bodies run statements in it."""
+
+    async def run(self, statement: Statement, values: Values = NO_VALUES) -> int:
+        """Execute the statement; how many rows it changed."""
+        ...
+
+    async def one(self, statement: Statement, values: Values = NO_VALUES) -> Row | None: ...
+    async def all(self, statement: Statement, values: Values = NO_VALUES) -> list[Row]: ...
+    async def many(self, statement: Statement, rows: Iterable[Values]) -> None: ...
+
+
+Body = Callable[[Tx], Coroutine[Any, Any, T]]
+
+
+class Database(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def healthy(self) -> bool: ...
+
+
+class SqlGatewayStore:
+    """GatewayStore, each method one transaction; a subclass runs the bodies (`_write`,
+    `_read`) on its database."""
+
+    def __init__(self, db: Database, sql: GatewaySql) -> None:
+        self._db = db
+        self._sql = sql
+
+    async def _write(self, body: Body[T]) -> T:
+        raise NotImplementedError
+
+    async def _read(self, body: Body[T]) -> T:
+        """A body that only reads (by default, a transaction like any other)."""
+        return await self._write(body)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def healthy(self) -> bool:
+        return await self._db.healthy()
+
+    # Users and sessions ------------------------------------------------------------
+
+    async def create_user(self, user: User, password_hash: bytes) -> None:
+        sql = self._sql
+        values = {**USERS.values(user), "password_hash": password_hash, "created_at_s": time.time()}
+
+        async def insert(tx: Tx) -> None:
+            if await tx.one(sql.username_taken, values):
+                raise username_taken(user)
+            if await tx.one(sql.account_linked, values):
+                raise account_linked(user)
+            await tx.run(sql.insert_user, values)
+
+        await self._write(insert)
+
+    async def user_by_username(self, username: str) -> tuple[User, bytes] | None:
+        async def select(tx: Tx) -> tuple[User, bytes] | None:
+            row = await tx.one(self._sql.user_by_username, {"username": username})
+            return (USERS.from_row(row), bytes(row[USERS.width])) if row else None
+
+        return await self._read(select)
+
+    async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None:
+        values = {
+            "token_hash": token_hash,
+            "user_id": user_id,
+            "expire_at_s": expire_at_s,
+            "created_at_s": time.time(),
+        }
+        await self._write(lambda tx: tx.run(self._sql.insert_session, values))
+
+    async def session(self, token_hash: str) -> Session | None:
+        async def select(tx: Tx) -> Session | None:
+            row = await tx.one(self._sql.session, {"token": token_hash})
+            if row is None:
+                return None
+            expire_at_s, revoked = row[USERS.width :]
+            return Session(USERS.from_row(row), float(expire_at_s), bool(revoked))
+
+        return await self._read(select)
+
+    async def revoke_session(self, token_hash: str) -> None:
+        await self._write(lambda tx: tx.run(self._sql.revoke_session, {"token": token_hash}))
+
+    async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` sessions that expired before `older_than_s`; how many."""
+        return await self._delete_some(self._sql.prune_sessions, older_than_s, limit)
+
+    # Payments and their idempotency keys -------------------------------------------
+
+    async def begin_payment(
+        self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
+    ) -> BeginResult:
+        """Record the key and the new payment together, or say why the key is taken.
+
+        With a lease, the payment is its owner's to drive until the lease expires; without
+        one, any gateway's recovery may claim it at once.
+        """
+        sql = self._sql
+        values = {
+            **PAYMENTS.values(payment),
+            "lease_owner": lease.owner if lease else None,
+            "lease_expires_at_s": lease.expires_at_s if lease else None,
+            "key": key,
+            "request_hash": request_hash,
+            "now_s": time.time(),
+        }
+
+        async def begin(tx: Tx) -> BeginResult:
+            for _ in range(BEGIN_ATTEMPTS):
+                if await tx.run(sql.claim_key, values) == 1:
+                    await _insert_payment(tx, sql, payment, values)
+                    return BeginResult(BeginOutcome.STARTED, payment.payment_id)
+                taken = await _key_owner(tx, sql, values)
+                if taken is not None:
+                    return taken
+            return BeginResult(BeginOutcome.IN_USE)
+
+        return await self._write(begin)
+
+    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState:
+        """Write the commit decision, unless a decision exists; return the decided state.
+
+        `finished`: the only bank has already committed (a one-phase commit), so the
+        transaction goes straight to COMMITTED.
+        """
+        state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
+        sql = self._sql
+
+        async def decide(tx: Tx) -> TxnState:
+            values = {
+                "state": state,
+                "now_s": time.time(),
+                "finished_at_s": finished_at_s,
+                "payment_id": payment_id,
+                "reason": "",
+                "message": "",
+            }
+            if await tx.run(sql.decide_commit, values):
+                await tx.run(sql.complete_key, values)
+            return await _txn_state(tx, sql, values)
+
+        return await self._write(decide)
+
+    async def decide_abort(
+        self, payment_id: str, reason: str, message: str, *, release_key: bool
+    ) -> TxnState:
+        """Write the abort decision, unless a decision exists; return the decided state.
+
+        A final business refusal (insufficient funds) completes the key with that error, so a
+        retry gets the same answer; a transient failure releases the key, so a retry runs anew.
+        """
+        sql = self._sql
+
+        async def decide(tx: Tx) -> TxnState:
+            values = {
+                "reason": reason,
+                "message": message,
+                "now_s": time.time(),
+                "payment_id": payment_id,
+            }
+            if await tx.run(sql.decide_abort, values):
+                await tx.run(sql.release_key if release_key else sql.complete_key, values)
+            return await _txn_state(tx, sql, values)
+
+        return await self._write(decide)
+
+    async def finish(self, payment_id: str, state: TxnState) -> None:
+        await self.finish_many([(payment_id, state)])
+
+    async def finish_many(self, finished: Sequence[tuple[str, TxnState]]) -> None:
+        """finish() for several transactions, in one database transaction."""
+        now_s = time.time()
+        rows = [
+            {
+                "state": state,
+                "finished_at_s": now_s,
+                "payment_id": payment_id,
+                "decided": decided_before(state),
+            }
+            for payment_id, state in finished
+        ]
+        await self._write(lambda tx: tx.many(self._sql.finish, rows))
+
+    async def get_payment(self, payment_id: str) -> Payment | None:
+        async def select(tx: Tx) -> Payment | None:
+            row = await tx.one(self._sql.payment, {"payment_id": payment_id})
+            return PAYMENTS.from_row(row) if row else None
+
+        return await self._read(select)
+
+    async def list_payments(
+        self, user_id: str, *, before_seq: int | None, limit: int
+    ) -> list[tuple[int, Payment]]:
+        values = {
+            "user_id": user_id,
+            "before_seq": before_seq if before_seq is not None else 2**62,
+            "limit": limit,
+        }
+
+        async def select(tx: Tx) -> list[tuple[int, Payment]]:
+            rows = await tx.all(self._sql.payments_of, values)
+            return [(int(row[0]), PAYMENTS.from_row(row[1:])) for row in rows]
+
+        return await self._read(select)
+
+    async def count_unfinished(self, *, created_before_us: int) -> int:
+        """How many payments created before `created_before_us` have no final state yet."""
+
+        async def count(tx: Tx) -> int:
+            values = {"created_before_us": created_before_us}
+            row = await tx.one(self._sql.count_unfinished, values)
+            return int(row[0]) if row else 0
+
+        return await self._read(count)
+
+    async def claim_unfinished(
+        self, owner: str, *, now_s: float, lease_s: float, limit: int
+    ) -> list[Payment]:
+        """Lease to `owner` the unfinished payments that are free or already its own, those
+        leased longest ago first (GatewaySql.claim).
+
+        Free: no lease, or one that expired by `now_s`. Two claimers take disjoint rows:
+        SQLite serializes writers, and PostgreSQL skips the rows another claimer locks.
+        """
+        values = {"owner": owner, "expires_at_s": now_s + lease_s, "now_s": now_s, "limit": limit}
+
+        async def claim(tx: Tx) -> list[Payment]:
+            rows = await tx.all(self._sql.claim, values)
+            return [PAYMENTS.from_row(row[1:]) for row in sorted(rows, key=lambda row: row[0])]
+
+        return await self._write(claim)
+
+    async def renew_lease(self, payment_id: str, lease: Lease) -> bool:
+        """Extend the owner's lease of an unfinished payment; False when it is not theirs."""
+        values = {
+            "expires_at_s": lease.expires_at_s,
+            "payment_id": payment_id,
+            "owner": lease.owner,
+        }
+
+        async def renew(tx: Tx) -> bool:
+            return await tx.run(self._sql.renew_lease, values) == 1
+
+        return await self._write(renew)
+
+    async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` completed keys created before `older_than_s`; how many."""
+        return await self._delete_some(self._sql.prune_idempotency_keys, older_than_s, limit)
+
+    # Login throttle -----------------------------------------------------------------
+
+    async def login_failures(self, keys: list[str], *, since_s: float) -> list[list[float]]:
+        """For each key, the times of its failures since `since_s`, oldest first."""
+
+        async def select(tx: Tx) -> list[list[float]]:
+            statement = self._sql.login_failures
+            return [
+                [float(row[0]) for row in await tx.all(statement, {"key": k, "since_s": since_s})]
+                for k in keys
+            ]
+
+        return await self._read(select)
+
+    async def record_login_failure(self, keys: list[str], at_s: float) -> None:
+        rows = [{"key": key, "at_s": at_s} for key in keys]
+        await self._write(lambda tx: tx.many(self._sql.record_login_failure, rows))
+
+    async def clear_login_failures(self, key: str) -> None:
+        await self._write(lambda tx: tx.run(self._sql.clear_login_failures, {"key": key}))
+
+    async def prune_login_failures(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` failures older than `older_than_s`; how many."""
+        return await self._delete_some(self._sql.prune_login_failures, older_than_s, limit)
+
+    async def _delete_some(self, statement: Statement, before: float, limit: int) -> int:
+        """Housekeeping's bounded delete, in one transaction; how many rows it deleted."""
+        return await self._write(lambda tx: tx.run(statement, {"before": before, "limit": limit}))
+
+
+async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:
+    row = await tx.one(sql.insert_payment, values)
+    check(row is not None, f"payment {payment.payment_id} was inserted without a seq")
+    assert row is not None
+    parties = (payment.payer_user_id, payment.payee_user_id)
+    await tx.many(sql.insert_party, [{"user_id": user_id, "seq": row[0]} for user_id in parties])
+
+
+async def _key_owner(tx: Tx, sql: GatewaySql, values: Values) -> BeginResult | None:
+    """Why a key that is taken is taken; None when it was released meanwhile."""
+    row = await tx.one(sql.key, values)
+    if row is None:
+        return None
+    stored_hash, state, payment_id, error_reason, error_message = row
+    if stored_hash != values["request_hash"]:
+        return BeginResult(BeginOutcome.MISMATCH, payment_id)
+    if state == "in_progress":
+        return BeginResult(BeginOutcome.IN_USE, payment_id)
+    return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
+
+
+async def _txn_state(tx: Tx, sql: GatewaySql, values: Values) -> TxnState:
+    row = await tx.one(sql.txn_state, values)
+    check(row is not None, f"payment {values['payment_id']} vanished inside a transaction")
+    assert row is not None
+    return TxnState(row[0])
+
+
+def decided_before(final: TxnState) -> TxnState:
+    """The decision a transaction had before it finished in `final`."""
+    return TxnState.COMMITTING if final == TxnState.COMMITTED else TxnState.ABORTING
+
+
+def username_taken(user: User) -> AlreadyExists:
+    return AlreadyExists(f"username {user.username!r} is taken")
+
+
+def account_linked(user: User) -> AlreadyExists:
+    return AlreadyExists(
+        f"account {user.account_number} at {user.bank_id} is already linked to a user"
+    )
