@@ -19,7 +19,9 @@ import dataclasses
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from paygate.common.invariants import check
 
 R = TypeVar("R")
 Values = Mapping[str, object]
@@ -65,9 +67,9 @@ class Dialect:
     name: str
     placeholder: str  # the driver's positional placeholder
     doubles_percent: bool  # whether a literal `%` must be written `%%`
-    for_update: str  # a write transaction's row lock on what it reads ("" where writers
-    # are serialized anyway)
+    for_update: str  # a write transaction's lock on the rows it reads (none on SQLite)
     skip_locked: str  # a row lock that skips rows another transaction holds
+    bytewise: str  # the collation that orders text as Python does
     now: str  # the time of a write, as an ISO 8601 text or timestamp
     row_address: str  # a row's physical address, for bounded deletes
     split_sums: bool  # exact sums in two parts (see SUM_SPLIT)
@@ -116,6 +118,7 @@ SQLITE = Dialect(
     doubles_percent=False,
     for_update="",  # one writer at a time: what a write transaction reads stays put
     skip_locked="",
+    bytewise="",  # BINARY, the default
     now="strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
     row_address="rowid",
     split_sums=True,
@@ -126,6 +129,7 @@ POSTGRES = Dialect(
     doubles_percent=True,
     for_update=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    bytewise=' COLLATE "C"',
     now="now()",
     row_address="ctid",
     split_sums=False,
@@ -144,28 +148,42 @@ class Column:
 
 class Table(Generic[R]):
     """A table's columns in order, each with its record's field: the one place that maps
-    the table's rows to records of type R and back."""
+    the table's rows to records of type R (a dataclass with exactly those fields)."""
 
     def __init__(self, name: str, record: Callable[..., R], columns: Sequence[str | Column]):
-        self.name = name
-        self._record = record
         declared = [c if isinstance(c, Column) else Column(c) for c in columns]
+        self.name = name
+        self.width = len(declared)
         self.column_names = tuple(c.name for c in declared)
         self.fields = tuple(c.field or c.name for c in declared)
+        check(self.width >= 2, f"table {name}: declare two columns or more")
+        self._record = record
         self._loads = tuple((c.field or c.name, c.load) for c in declared if c.load)
         self._get = operator.attrgetter(*self.fields)
-        self.width = len(declared)
-        # "a, b, c" and ":a, :b, :c": for SELECT and INSERT statements.
+        # "a, b, c" and ":a, :b, :c", for SELECT and INSERT statements.
         self.columns = ", ".join(self.column_names)
         self.params = ", ".join(f":{name}" for name in self.column_names)
+        init = [f for f in dataclasses.fields(record) if f.init]  # type: ignore[arg-type]
+        check(
+            sorted(f.name for f in init) == sorted(self.fields),
+            f"table {name}: columns for {self.fields}, record fields {[f.name for f in init]}",
+        )
+        # A record that takes the values as they come is made from them directly.
+        positional = [f.name for f in init if not f.kw_only] == list(self.fields)
+        self.from_row: Callable[[Row], R] = (
+            self._from_values if positional and not self._loads else self._from_named
+        )
 
     def qualified(self, alias: str) -> str:
         """The select list with each column prefixed by a table alias."""
         return ", ".join(f"{alias}.{name}" for name in self.column_names)
 
-    def from_row(self, row: Row) -> R:
-        """The record in the first `width` values of `row` (any further ones are the
-        caller's), selected in the order of `columns`."""
+    def _from_values(self, row: Row) -> R:
+        """The record in the first `width` values of `row`, selected in the order of
+        `columns` (any further values are the caller's)."""
+        return self._record(*row[: self.width])
+
+    def _from_named(self, row: Row) -> R:
         values = dict(zip(self.fields, row[: self.width], strict=True))
         for field, load in self._loads:
             values[field] = load(values[field])
@@ -174,3 +192,36 @@ class Table(Generic[R]):
     def values(self, record: R) -> dict[str, object]:
         """The record's values by column name, for `params`."""
         return dict(zip(self.column_names, self._get(record), strict=True))
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+class Connection(Protocol):
+    """A synchronous connection: sqlite3's, or psycopg's in a worker thread."""
+
+    def execute(self, sql: str, params: tuple[Any, ...], /) -> Cursor: ...
+
+
+class Database(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def healthy(self) -> bool: ...
+
+
+class OnDatabase:
+    """A store whose life is its database's: opened, closed and probed with it."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def healthy(self) -> bool:
+        return await self._db.healthy()

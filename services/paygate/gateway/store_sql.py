@@ -13,7 +13,17 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from paygate.common.invariants import check
-from paygate.common.sql import NO_VALUES, Column, Dialect, Row, Statement, Table, Values
+from paygate.common.sql import (
+    NO_VALUES,
+    Column,
+    Database,
+    Dialect,
+    OnDatabase,
+    Row,
+    Statement,
+    Table,
+    Values,
+)
 from paygate.errors import AlreadyExists
 from paygate.gateway.models import (
     UNFINISHED_SQL,
@@ -189,18 +199,12 @@ class Tx(Protocol):
 Body = Callable[[Tx], Coroutine[Any, Any, T]]
 
 
-class Database(Protocol):
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def healthy(self) -> bool: ...
-
-
-class SqlGatewayStore:
+class SqlGatewayStore(OnDatabase):
     """GatewayStore, each method one transaction; a subclass runs the bodies (`_write`,
     `_read`) on its database."""
 
     def __init__(self, db: Database, sql: GatewaySql) -> None:
-        self._db = db
+        super().__init__(db)
         self._sql = sql
 
     async def _write(self, body: Body[T]) -> T:
@@ -209,15 +213,6 @@ class SqlGatewayStore:
     async def _read(self, body: Body[T]) -> T:
         """A body that only reads (by default, a transaction like any other)."""
         return await self._write(body)
-
-    async def open(self) -> None:
-        await self._db.open()
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    async def healthy(self) -> bool:
-        return await self._db.healthy()
 
     # Users and sessions ------------------------------------------------------------
 

@@ -1,0 +1,244 @@
+"""The bank's SQL, written once for SQLite and PostgreSQL, and the LedgerTx built on it.
+
+The tables' columns are declared once (ACCOUNTS, TRANSACTIONS, HOLDS), the statements once
+(LedgerSql, compiled per dialect), and LedgerTx's methods once, in SqlLedgerTx. What each
+database does its own way is in its store: how the journal is summed for the audit, which
+account numbers are numeric, and (on PostgreSQL) the row locks of a write transaction.
+"""
+
+from __future__ import annotations
+
+from paygate.bank.models import AccountRow, HoldRow, Totals, TransactionRow
+from paygate.common.invariants import check
+from paygate.common.sql import NO_VALUES, Connection, Dialect, Row, Statement, Table, Values
+
+ACCOUNTS = Table(
+    "accounts",
+    AccountRow,
+    ("account_number", "currency", "balance", "pending_debit", "pending_credit"),
+)
+TRANSACTIONS = Table(
+    "transactions", TransactionRow, ("transaction_id", "state", "legs_digest", "reason")
+)
+HOLDS = Table("holds", HoldRow, ("account_number", "direction", "amount"))  # of a transaction
+
+_DEBIT_HOLDS = "CASE WHEN h.direction = 'debit' THEN h.amount END"
+_CREDIT_HOLDS = "CASE WHEN h.direction = 'credit' THEN h.amount END"
+
+
+class LedgerSql:
+    """The bank's statements in one dialect; `locking`: a write transaction's, whose reads
+    lock the rows they return (where the database needs it: PostgreSQL)."""
+
+    max_account_number: Statement  # each dialect's own
+
+    def __init__(self, d: Dialect, *, locking: bool) -> None:
+        sql = d.compile
+        lock = d.for_update if locking else ""
+        self.dialect = d
+        self.account = sql(
+            f"SELECT {ACCOUNTS.columns} FROM accounts WHERE account_number = :account_number{lock}"
+        )
+        self.insert_account = sql(
+            "INSERT INTO accounts (account_number, currency, balance, created_at)"
+            f" VALUES (:account_number, :currency, 0, {d.now})"
+        )
+        self.link_code_hash = sql(
+            "SELECT link_code_hash FROM accounts WHERE account_number = :account_number"
+        )
+        self.set_link_code_hash = sql(
+            "UPDATE accounts SET link_code_hash = :link_code_hash"
+            " WHERE account_number = :account_number"
+        )
+        self.add_to_account = sql(
+            "UPDATE accounts SET balance = balance + :balance,"
+            " pending_debit = pending_debit + :pending_debit,"
+            " pending_credit = pending_credit + :pending_credit"
+            " WHERE account_number = :account_number"
+        )
+        self.transaction = sql(
+            f"SELECT {TRANSACTIONS.columns} FROM transactions"
+            f" WHERE transaction_id = :transaction_id{lock}"
+        )
+        self.insert_transaction = sql(
+            f"INSERT INTO transactions ({TRANSACTIONS.columns}, created_at, resolved_at)"
+            f" VALUES ({TRANSACTIONS.params}, {d.now},"
+            f" CASE WHEN :state = 'prepared' THEN NULL ELSE {d.now} END)"
+        )
+        self.set_transaction_state = sql(
+            f"UPDATE transactions SET state = :state, resolved_at = {d.now}"
+            " WHERE transaction_id = :transaction_id"
+        )
+        self.insert_hold = sql(
+            f"INSERT INTO holds (transaction_id, {HOLDS.columns})"
+            f" VALUES (:transaction_id, {HOLDS.params})"
+        )
+        # In the order the ledger locks accounts in: Python's string order.
+        self.holds_of = sql(
+            f"SELECT {HOLDS.columns} FROM holds WHERE transaction_id = :transaction_id"
+            f" ORDER BY account_number{d.bytewise}, direction"
+        )
+        self.insert_entry = sql(
+            "INSERT INTO entries (account_number, amount, kind, reference, created_at)"
+            f" VALUES (:account_number, :amount, :kind, :reference, {d.now})"
+        )
+        self.deposit = sql(
+            "SELECT account_number, amount, currency FROM deposits WHERE reference = :reference"
+        )
+        self.insert_deposit = sql(
+            "INSERT INTO deposits (reference, account_number, amount, currency, created_at)"
+            f" VALUES (:reference, :account_number, :amount, :currency, {d.now})"
+        )
+        self.journal_sum = sql(
+            "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE account_number = :account_number"
+        )
+        # Bank-wide sums, exact past 2^63 (Dialect.exact_sum).
+        self.money_by_currency = sql(
+            f"SELECT currency, {d.exact_sum('balance')}, {d.exact_sum('pending_debit')}"
+            " FROM accounts GROUP BY currency"
+        )
+        self.account_totals = sql(
+            f"SELECT {d.exact_sum('balance')}, {d.exact_sum('pending_debit')},"
+            f" {d.exact_sum('pending_credit')} FROM accounts"
+        )
+        self.hold_totals = sql(
+            "SELECT COUNT(DISTINCT t.transaction_id),"
+            f" {d.exact_sum(_DEBIT_HOLDS)}, {d.exact_sum(_CREDIT_HOLDS)}"
+            " FROM transactions t JOIN holds h ON h.transaction_id = t.transaction_id"
+            " WHERE t.state = 'prepared'"
+        )
+
+
+class SqlLedgerTx:
+    """LedgerTx on one connection inside a transaction, for either database; its store's
+    subclass adds the journal sums and what else its database does its own way."""
+
+    def __init__(self, conn: Connection, sql: LedgerSql) -> None:
+        self._conn = conn
+        self._sql = sql
+
+    def _run(self, statement: Statement, values: Values = NO_VALUES) -> None:
+        self._conn.execute(statement.text, statement.args(values))
+
+    def _one(self, statement: Statement, values: Values = NO_VALUES) -> Row | None:
+        row: Row | None = self._conn.execute(statement.text, statement.args(values)).fetchone()
+        return row
+
+    def _all(self, statement: Statement, values: Values = NO_VALUES) -> list[Row]:
+        rows: list[Row] = self._conn.execute(statement.text, statement.args(values)).fetchall()
+        return rows
+
+    def _sums(self, statement: Statement, values: Values = NO_VALUES) -> Row:
+        """The one row of an aggregate (which has a row even over no rows at all)."""
+        row = self._one(statement, values)
+        check(row is not None, f"an aggregate returned no row: {statement}")
+        assert row is not None
+        return row
+
+    def get_account(self, account_number: str) -> AccountRow | None:
+        row = self._one(self._sql.account, {"account_number": account_number})
+        return ACCOUNTS.from_row(row) if row else None
+
+    def max_account_number(self) -> int | None:
+        (highest,) = self._sums(self._sql.max_account_number)
+        return None if highest is None else int(highest)
+
+    def insert_account(self, account_number: str, currency: str) -> None:
+        values = {"account_number": account_number, "currency": currency}
+        self._run(self._sql.insert_account, values)
+
+    def get_link_code_hash(self, account_number: str) -> str | None:
+        row = self._one(self._sql.link_code_hash, {"account_number": account_number})
+        return None if row is None or row[0] is None else str(row[0])
+
+    def set_link_code_hash(self, account_number: str, link_code_hash: str) -> None:
+        values = {"account_number": account_number, "link_code_hash": link_code_hash}
+        self._run(self._sql.set_link_code_hash, values)
+
+    def add_to_account(
+        self, account_number: str, *, balance: int, pending_debit: int, pending_credit: int
+    ) -> None:
+        values = {
+            "account_number": account_number,
+            "balance": balance,
+            "pending_debit": pending_debit,
+            "pending_credit": pending_credit,
+        }
+        self._run(self._sql.add_to_account, values)
+
+    def get_transaction(self, transaction_id: str) -> TransactionRow | None:
+        row = self._one(self._sql.transaction, {"transaction_id": transaction_id})
+        return TRANSACTIONS.from_row(row) if row else None
+
+    def insert_transaction(
+        self, transaction_id: str, state: str, legs_digest: str, reason: str
+    ) -> None:
+        values = {
+            "transaction_id": transaction_id,
+            "state": state,
+            "legs_digest": legs_digest,
+            "reason": reason,
+        }
+        self._run(self._sql.insert_transaction, values)
+
+    def set_transaction_state(self, transaction_id: str, state: str) -> None:
+        values = {"transaction_id": transaction_id, "state": state}
+        self._run(self._sql.set_transaction_state, values)
+
+    def insert_hold(self, transaction_id: str, hold: HoldRow) -> None:
+        values = {"transaction_id": transaction_id, **HOLDS.values(hold)}
+        self._run(self._sql.insert_hold, values)
+
+    def holds_of(self, transaction_id: str) -> list[HoldRow]:
+        rows = self._all(self._sql.holds_of, {"transaction_id": transaction_id})
+        return [HOLDS.from_row(row) for row in rows]
+
+    def insert_entry(self, account_number: str, amount: int, kind: str, reference: str) -> None:
+        values = {
+            "account_number": account_number,
+            "amount": amount,
+            "kind": kind,
+            "reference": reference,
+        }
+        self._run(self._sql.insert_entry, values)
+
+    def get_deposit(self, reference: str) -> tuple[str, int, str] | None:
+        row = self._one(self._sql.deposit, {"reference": reference})
+        return (str(row[0]), int(row[1]), str(row[2])) if row else None
+
+    def insert_deposit(
+        self, reference: str, account_number: str, amount: int, currency: str
+    ) -> None:
+        values = {
+            "reference": reference,
+            "account_number": account_number,
+            "amount": amount,
+            "currency": currency,
+        }
+        self._run(self._sql.insert_deposit, values)
+
+    def journal_sum(self, account_number: str) -> int:
+        (total,) = self._sums(self._sql.journal_sum, {"account_number": account_number})
+        return int(total)
+
+    def money_by_currency(self) -> dict[str, tuple[int, int]]:
+        joined_sums = self._sql.dialect.joined_sums
+        money = {}
+        for currency, *sums in self._all(self._sql.money_by_currency):
+            balance, held = joined_sums(sums)
+            money[str(currency)] = (balance, held)
+        return money
+
+    def totals(self) -> Totals:
+        joined_sums = self._sql.dialect.joined_sums
+        balance, pending_debit, pending_credit = joined_sums(self._sums(self._sql.account_totals))
+        count, *holds = self._sums(self._sql.hold_totals)
+        debit, credit = joined_sums(holds)
+        return Totals(
+            balance=balance,
+            pending_debit=pending_debit,
+            pending_credit=pending_credit,
+            prepared_debit_holds=debit,
+            prepared_credit_holds=credit,
+            prepared_transactions=int(count),
+        )
