@@ -9,7 +9,7 @@ account numbers are numeric, and (on PostgreSQL) the row locks of a write transa
 from __future__ import annotations
 
 from paygate.bank.models import AccountRow, HoldRow, Totals, TransactionRow
-from paygate.common.invariants import check
+from paygate.common.invariants import InvariantViolation
 from paygate.common.sql import NO_VALUES, Connection, Dialect, Row, Statement, Table, Values
 
 ACCOUNTS = Table(
@@ -131,8 +131,8 @@ class SqlLedgerTx:
     def _sums(self, statement: Statement, values: Values = NO_VALUES) -> Row:
         """The one row of an aggregate (which has a row even over no rows at all)."""
         row = self._one(statement, values)
-        check(row is not None, f"an aggregate returned no row: {statement}")
-        assert row is not None
+        if row is None:
+            raise InvariantViolation(f"an aggregate returned no row: {statement}")
         return row
 
     def get_account(self, account_number: str) -> AccountRow | None:

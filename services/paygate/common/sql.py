@@ -81,6 +81,11 @@ class Dialect:
             sql = sql.replace("%", "%%")
         return Statement(_PARAMETER.sub(self.placeholder, sql), names)
 
+    def returning(self, column: str) -> str:
+        """What ends an INSERT of one row for the row's generated id: sqlite3 has it as the
+        cursor's lastrowid (a RETURNING clause costs SQLite a quarter of such an insert)."""
+        return "" if self.name == "sqlite" else f" RETURNING {column}"
+
     def bounded_delete(self, table: str, where: str) -> Statement:
         """Delete up to :limit rows of `table` matching `where`: housekeeping's bounded
         delete. Table and condition are the stores' constants, never input."""
@@ -139,11 +144,13 @@ POSTGRES = Dialect(
 @dataclasses.dataclass(frozen=True)
 class Column:
     """A column and the field of the record it holds; `load` makes the driver's value the
-    field's type (an enum from its text, a bool from SQLite's 0 or 1)."""
+    field's type (an enum from its text, a bool from SQLite's 0 or 1), `dump` the field's
+    value the driver's (a str enum as a plain str, which sqlite3 binds faster)."""
 
     name: str
     field: str = ""
     load: Callable[[Any], Any] | None = None
+    dump: Callable[[Any], Any] | None = None
 
 
 class Table(Generic[R]):
@@ -159,6 +166,7 @@ class Table(Generic[R]):
         check(self.width >= 2, f"table {name}: declare two columns or more")
         self._record = record
         self._loads = tuple((c.field or c.name, c.load) for c in declared if c.load)
+        self._dumps = tuple((c.name, c.dump) for c in declared if c.dump)
         self._get = operator.attrgetter(*self.fields)
         # "a, b, c" and ":a, :b, :c", for SELECT and INSERT statements.
         self.columns = ", ".join(self.column_names)
@@ -168,7 +176,8 @@ class Table(Generic[R]):
             sorted(f.name for f in init) == sorted(self.fields),
             f"table {name}: columns for {self.fields}, record fields {[f.name for f in init]}",
         )
-        # A record that takes the values as they come is made from them directly.
+        # The record in a row of exactly the table's columns, selected in their order (a
+        # record that takes the values as they come is made from them directly).
         positional = [f.name for f in init if not f.kw_only] == list(self.fields)
         self.from_row: Callable[[Row], R] = (
             self._from_values if positional and not self._loads else self._from_named
@@ -179,19 +188,20 @@ class Table(Generic[R]):
         return ", ".join(f"{alias}.{name}" for name in self.column_names)
 
     def _from_values(self, row: Row) -> R:
-        """The record in the first `width` values of `row`, selected in the order of
-        `columns` (any further values are the caller's)."""
-        return self._record(*row[: self.width])
+        return self._record(*row)
 
     def _from_named(self, row: Row) -> R:
-        values = dict(zip(self.fields, row[: self.width], strict=True))
+        values = dict(zip(self.fields, row, strict=True))
         for field, load in self._loads:
             values[field] = load(values[field])
         return self._record(**values)
 
     def values(self, record: R) -> dict[str, object]:
         """The record's values by column name, for `params`."""
-        return dict(zip(self.column_names, self._get(record), strict=True))
+        values = dict(zip(self.column_names, self._get(record), strict=False))
+        for column, dump in self._dumps:
+            values[column] = dump(values[column])
+        return values
 
 
 class Cursor(Protocol):

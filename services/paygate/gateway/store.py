@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from paygate.common.invariants import InvariantViolation
 from paygate.common.sql import NO_VALUES, SQLITE, Row, Statement, Values
 from paygate.common.sqlite import Database
 from paygate.gateway.models import BeginOutcome as BeginOutcome
@@ -101,6 +102,12 @@ class SqliteTx:
 
     async def many(self, statement: Statement, rows: Iterable[Values]) -> None:
         self._conn.executemany(statement.text, map(statement.args, rows))
+
+    async def insert(self, statement: Statement, values: Values) -> int:
+        row_id = self._conn.execute(statement.text, statement.args(values)).lastrowid
+        if row_id is None:
+            raise InvariantViolation(f"no row id after {statement}")
+        return row_id
 
 
 def run_now(body: Coroutine[Any, Any, T]) -> T:

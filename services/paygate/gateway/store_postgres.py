@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from paygate.common.database_url import PostgresUrl
+from paygate.common.invariants import InvariantViolation
 from paygate.common.postgres import AsyncDatabase
 from paygate.common.sql import NO_VALUES, POSTGRES, Row, Statement, Values
 from paygate.errors import AlreadyExists
@@ -87,6 +88,12 @@ class PostgresTx:
     async def many(self, statement: Statement, rows: Iterable[Values]) -> None:
         async with self._conn.cursor() as cursor:
             await cursor.executemany(statement.text, map(statement.args, rows))
+
+    async def insert(self, statement: Statement, values: Values) -> int:
+        row = await self.one(statement, values)
+        if row is None:
+            raise InvariantViolation(f"no row id after {statement}")
+        return int(row[0])
 
 
 def _already_exists(constraint: str | None, user: User) -> AlreadyExists:

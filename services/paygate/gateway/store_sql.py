@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from paygate.common.invariants import check
+from paygate.common.invariants import InvariantViolation
 from paygate.common.sql import (
     NO_VALUES,
     Column,
@@ -51,8 +51,8 @@ PAYMENTS = Table(
     Payment,
     (
         "payment_id",
-        Column("status", load=PaymentStatus),
-        Column("txn_state", load=TxnState),
+        Column("status", load=PaymentStatus, dump=str),
+        Column("txn_state", load=TxnState, dump=str),
         "payer_user_id",
         "payer_username",
         "payer_bank_id",
@@ -110,7 +110,7 @@ class GatewaySql:
         )
         self.insert_payment = sql(
             f"INSERT INTO payments ({PAYMENTS.columns}, lease_owner, lease_expires_at_s)"
-            f" VALUES ({PAYMENTS.params}, :lease_owner, :lease_expires_at_s) RETURNING seq"
+            f" VALUES ({PAYMENTS.params}, :lease_owner, :lease_expires_at_s){d.returning('seq')}"
         )
         self.insert_party = sql(
             "INSERT INTO payment_parties (user_id, seq) VALUES (:user_id, :seq)"
@@ -128,6 +128,9 @@ class GatewaySql:
             " WHERE payment_id = :payment_id AND txn_state = 'preparing'"
         )
         self.complete_key = sql(
+            "UPDATE idempotency_keys SET state = 'completed' WHERE payment_id = :payment_id"
+        )
+        self.refuse_key = sql(
             "UPDATE idempotency_keys SET state = 'completed', error_reason = :reason,"
             " error_message = :message WHERE payment_id = :payment_id"
         )
@@ -194,6 +197,9 @@ class Tx(Protocol):
     async def one(self, statement: Statement, values: Values = NO_VALUES) -> Row | None: ...
     async def all(self, statement: Statement, values: Values = NO_VALUES) -> list[Row]: ...
     async def many(self, statement: Statement, rows: Iterable[Values]) -> None: ...
+    async def insert(self, statement: Statement, values: Values) -> int:
+        """Insert one row (with Dialect.returning); its generated id."""
+        ...
 
 
 Body = Callable[[Tx], Coroutine[Any, Any, T]]
@@ -218,7 +224,8 @@ class SqlGatewayStore(OnDatabase):
 
     async def create_user(self, user: User, password_hash: bytes) -> None:
         sql = self._sql
-        values = {**USERS.values(user), "password_hash": password_hash, "created_at_s": time.time()}
+        values = USERS.values(user)
+        values.update(password_hash=password_hash, created_at_s=time.time())
 
         async def insert(tx: Tx) -> None:
             if await tx.one(sql.username_taken, values):
@@ -232,7 +239,7 @@ class SqlGatewayStore(OnDatabase):
     async def user_by_username(self, username: str) -> tuple[User, bytes] | None:
         async def select(tx: Tx) -> tuple[User, bytes] | None:
             row = await tx.one(self._sql.user_by_username, {"username": username})
-            return (USERS.from_row(row), bytes(row[USERS.width])) if row else None
+            return (USERS.from_row(row[: USERS.width]), bytes(row[USERS.width])) if row else None
 
         return await self._read(select)
 
@@ -251,7 +258,7 @@ class SqlGatewayStore(OnDatabase):
             if row is None:
                 return None
             expire_at_s, revoked = row[USERS.width :]
-            return Session(USERS.from_row(row), float(expire_at_s), bool(revoked))
+            return Session(USERS.from_row(row[: USERS.width]), float(expire_at_s), bool(revoked))
 
         return await self._read(select)
 
@@ -273,14 +280,14 @@ class SqlGatewayStore(OnDatabase):
         one, any gateway's recovery may claim it at once.
         """
         sql = self._sql
-        values = {
-            **PAYMENTS.values(payment),
-            "lease_owner": lease.owner if lease else None,
-            "lease_expires_at_s": lease.expires_at_s if lease else None,
-            "key": key,
-            "request_hash": request_hash,
-            "now_s": time.time(),
-        }
+        values = PAYMENTS.values(payment)
+        values.update(
+            lease_owner=lease.owner if lease else None,
+            lease_expires_at_s=lease.expires_at_s if lease else None,
+            key=key,
+            request_hash=request_hash,
+            now_s=time.time(),
+        )
 
         async def begin(tx: Tx) -> BeginResult:
             for _ in range(BEGIN_ATTEMPTS):
@@ -309,8 +316,6 @@ class SqlGatewayStore(OnDatabase):
                 "now_s": time.time(),
                 "finished_at_s": finished_at_s,
                 "payment_id": payment_id,
-                "reason": "",
-                "message": "",
             }
             if await tx.run(sql.decide_commit, values):
                 await tx.run(sql.complete_key, values)
@@ -336,7 +341,7 @@ class SqlGatewayStore(OnDatabase):
                 "payment_id": payment_id,
             }
             if await tx.run(sql.decide_abort, values):
-                await tx.run(sql.release_key if release_key else sql.complete_key, values)
+                await tx.run(sql.release_key if release_key else sql.refuse_key, values)
             return await _txn_state(tx, sql, values)
 
         return await self._write(decide)
@@ -349,10 +354,10 @@ class SqlGatewayStore(OnDatabase):
         now_s = time.time()
         rows = [
             {
-                "state": state,
+                "state": str(state),
                 "finished_at_s": now_s,
                 "payment_id": payment_id,
-                "decided": decided_before(state),
+                "decided": str(decided_before(state)),
             }
             for payment_id, state in finished
         ]
@@ -455,11 +460,9 @@ class SqlGatewayStore(OnDatabase):
 
 
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:
-    row = await tx.one(sql.insert_payment, values)
-    check(row is not None, f"payment {payment.payment_id} was inserted without a seq")
-    assert row is not None
+    seq = await tx.insert(sql.insert_payment, values)
     parties = (payment.payer_user_id, payment.payee_user_id)
-    await tx.many(sql.insert_party, [{"user_id": user_id, "seq": row[0]} for user_id in parties])
+    await tx.many(sql.insert_party, [{"user_id": user_id, "seq": seq} for user_id in parties])
 
 
 async def _key_owner(tx: Tx, sql: GatewaySql, values: Values) -> BeginResult | None:
@@ -477,8 +480,8 @@ async def _key_owner(tx: Tx, sql: GatewaySql, values: Values) -> BeginResult | N
 
 async def _txn_state(tx: Tx, sql: GatewaySql, values: Values) -> TxnState:
     row = await tx.one(sql.txn_state, values)
-    check(row is not None, f"payment {values['payment_id']} vanished inside a transaction")
-    assert row is not None
+    if row is None:
+        raise InvariantViolation(f"payment {values['payment_id']} vanished inside a transaction")
     return TxnState(row[0])
 
 
