@@ -19,7 +19,8 @@ from paygate.bank.models import JournalMark as JournalMark
 from paygate.bank.models import Totals as Totals
 from paygate.bank.models import TransactionRow as TransactionRow
 from paygate.bank.schema import SQLITE_MIGRATIONS as MIGRATIONS
-from paygate.bank.store_sql import LedgerSql, SqlLedgerTx
+from paygate.bank.statements import LedgerSql
+from paygate.bank.store_sql import SqlLedgerTx
 from paygate.common.sql import SQLITE, OnDatabase
 from paygate.common.sqlite import Database
 

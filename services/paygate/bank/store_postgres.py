@@ -39,8 +39,9 @@ from typing import Any, TypeVar
 import psycopg
 
 from paygate.bank.schema import POSTGRES_MIGRATIONS as MIGRATIONS
+from paygate.bank.statements import LedgerSql
 from paygate.bank.store import JournalMark, LedgerTx
-from paygate.bank.store_sql import LedgerSql, SqlLedgerTx
+from paygate.bank.store_sql import SqlLedgerTx
 from paygate.common.database_url import PostgresUrl
 from paygate.common.postgres import RETRYABLE, UNIQUE_VIOLATION, SyncDatabase
 from paygate.common.sql import POSTGRES, OnDatabase

@@ -9,8 +9,8 @@ A statement is written once, with named parameters (`WHERE payment_id = :payment
 compiled at import by each `Dialect` into its driver's positional form: `?` for sqlite3,
 `%s` for psycopg, one placeholder per occurrence of a name. Both drivers then take a plain
 tuple, which `Statement.args` builds from values given by name. What really differs between
-the two databases (row locks, bounded deletes, exact bank-wide sums, the time of day) is a
-property of the dialect, named where a statement uses it.
+the two databases (row locks, bounded deletes, exact bank-wide sums, the time of a write)
+is a property of the dialect, named where a statement uses it.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Dialect:
     now: str  # the time of a write, as an ISO 8601 text or timestamp
     row_address: str  # a row's physical address, for bounded deletes
     split_sums: bool  # exact sums in two parts (see SUM_SPLIT)
+    has_lastrowid: bool  # the cursor holds an INSERT's generated id
 
     def compile(self, sql: str) -> Statement:
         """`sql`, written with :name parameters, in this dialect."""
@@ -82,9 +83,9 @@ class Dialect:
         return Statement(_PARAMETER.sub(self.placeholder, sql), names)
 
     def returning(self, column: str) -> str:
-        """What ends an INSERT of one row for the row's generated id: sqlite3 has it as the
-        cursor's lastrowid (a RETURNING clause costs SQLite a quarter of such an insert)."""
-        return "" if self.name == "sqlite" else f" RETURNING {column}"
+        """What ends an INSERT of one row for the row's generated id: none where the cursor
+        holds it (a RETURNING clause costs SQLite a quarter of such an insert)."""
+        return "" if self.has_lastrowid else f" RETURNING {column}"
 
     def bounded_delete(self, table: str, where: str) -> Statement:
         """Delete up to :limit rows of `table` matching `where`: housekeeping's bounded
@@ -127,6 +128,7 @@ SQLITE = Dialect(
     now="strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
     row_address="rowid",
     split_sums=True,
+    has_lastrowid=True,
 )
 POSTGRES = Dialect(
     name="postgres",
@@ -138,6 +140,7 @@ POSTGRES = Dialect(
     now="now()",
     row_address="ctid",
     split_sums=False,
+    has_lastrowid=False,
 )
 
 

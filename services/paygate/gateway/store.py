@@ -21,7 +21,8 @@ from paygate.gateway.models import Lease as Lease
 from paygate.gateway.models import Payment, TxnState, User
 from paygate.gateway.models import Session as Session
 from paygate.gateway.schema import SQLITE_MIGRATIONS as MIGRATIONS
-from paygate.gateway.store_sql import Body, GatewaySql, SqlGatewayStore
+from paygate.gateway.statements import GatewaySql
+from paygate.gateway.store_sql import Body, SqlGatewayStore
 
 T = TypeVar("T")
 

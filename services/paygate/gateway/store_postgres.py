@@ -34,13 +34,8 @@ from paygate.common.sql import NO_VALUES, POSTGRES, Row, Statement, Values
 from paygate.errors import AlreadyExists
 from paygate.gateway.models import User
 from paygate.gateway.schema import POSTGRES_MIGRATIONS as MIGRATIONS
-from paygate.gateway.store_sql import (
-    Body,
-    GatewaySql,
-    SqlGatewayStore,
-    account_linked,
-    username_taken,
-)
+from paygate.gateway.statements import GatewaySql
+from paygate.gateway.store_sql import Body, SqlGatewayStore, account_linked, username_taken
 
 T = TypeVar("T")
 
