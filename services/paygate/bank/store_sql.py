@@ -90,7 +90,8 @@ class SqlLedgerTx:
         self._run(self._sql.set_transaction_state, values)
 
     def insert_hold(self, transaction_id: str, hold: HoldRow) -> None:
-        values = {"transaction_id": transaction_id, **HOLDS.values(hold)}
+        values = HOLDS.values(hold)
+        values["transaction_id"] = transaction_id
         self._run(self._sql.insert_hold, values)
 
     def holds_of(self, transaction_id: str) -> list[HoldRow]:
