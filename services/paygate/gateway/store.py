@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from paygate.common.invariants import InvariantViolation
@@ -75,11 +75,11 @@ class SqliteGatewayStore(SqlGatewayStore):
         self._sqlite = Database(path, MIGRATIONS)
         super().__init__(self._sqlite, SQL)
 
-    async def _write(self, body: Body[T]) -> T:
-        return await self._sqlite.transaction(lambda conn: run_now(body(SqliteTx(conn))))
+    def _write(self, body: Body[T]) -> Awaitable[T]:
+        return self._sqlite.transaction(lambda conn: run_now(body(SqliteTx(conn))))
 
-    async def _read(self, body: Body[T]) -> T:
-        return await self._sqlite.read(lambda conn: run_now(body(SqliteTx(conn))))
+    def _read(self, body: Body[T]) -> Awaitable[T]:
+        return self._sqlite.read(lambda conn: run_now(body(SqliteTx(conn))))
 
 
 class SqliteTx:

@@ -22,7 +22,7 @@ conditional statement, never with a read followed by a write:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 import psycopg
@@ -48,8 +48,8 @@ class PostgresGatewayStore(SqlGatewayStore):
         self._postgres = AsyncDatabase(url, schema, MIGRATIONS)
         super().__init__(self._postgres, SQL)
 
-    async def _write(self, body: Body[T]) -> T:
-        return await self._postgres.transaction(lambda conn: body(PostgresTx(conn)))
+    def _write(self, body: Body[T]) -> Awaitable[T]:
+        return self._postgres.transaction(lambda conn: body(PostgresTx(conn)))
 
     async def create_user(self, user: User, password_hash: bytes) -> None:
         # The checks come first, as on SQLite, for the same message; the unique constraints

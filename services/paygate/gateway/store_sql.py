@@ -8,7 +8,7 @@ database transaction whose statements (statements.py) it awaits. SqliteGatewaySt
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from paygate.common.invariants import InvariantViolation
@@ -57,12 +57,14 @@ class SqlGatewayStore(OnDatabase):
         super().__init__(db)
         self._sql = sql
 
-    async def _write(self, body: Body[T]) -> T:
+    def _write(self, body: Body[T]) -> Awaitable[T]:
+        """Run the body in a transaction (the database's own awaitable: no coroutine of
+        ours in between, on the hot path)."""
         raise NotImplementedError
 
-    async def _read(self, body: Body[T]) -> T:
+    def _read(self, body: Body[T]) -> Awaitable[T]:
         """A body that only reads (by default, a transaction like any other)."""
-        return await self._write(body)
+        return self._write(body)
 
     # Users and sessions ------------------------------------------------------------
 
