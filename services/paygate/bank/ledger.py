@@ -47,7 +47,7 @@ FIRST_ACCOUNT_NUMBER = 100001
 MAX_LEGS = 2
 # Far below a signed 64-bit integer (9.2 * 10**18), which a balance must never pass: SQLite
 # would silently store the sum as a float, and PostgreSQL would fail the write. (Bank-wide
-# totals may pass it: the stores sum them exactly, store.exact_sum.)
+# totals may pass it: the stores sum them exactly, common/sql.py's Dialect.exact_sum.)
 MAX_BALANCE_MINOR = 10**17
 MAX_ID_LENGTH = 255
 MAX_LINK_CODE_LENGTH = 64

@@ -51,7 +51,7 @@ from typing import Any
 import bcrypt
 
 from paygate.bank import ledger
-from paygate.bank.store import MIGRATIONS as BANK_MIGRATIONS
+from paygate.bank.schema import SQLITE_MIGRATIONS as BANK_MIGRATIONS
 from paygate.bank.store import SqliteLedgerTx
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.common.invariants import InvariantViolation

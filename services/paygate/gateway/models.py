@@ -40,6 +40,13 @@ class User:
     role: str = "customer"
 
 
+@dataclasses.dataclass(frozen=True)
+class Session:
+    user: User
+    expire_at_s: float
+    revoked: bool
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Principal:
     """The caller of an authenticated RPC: the user and the hash of the token used."""
@@ -83,6 +90,31 @@ class Payment:
     def participants(self) -> list[str]:
         """The banks taking part in the payment's transaction, in a fixed order."""
         return sorted({self.payer_bank_id, self.payee_bank_id})
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A gateway's claim on driving a transaction: `owner` (an instance id) until a time."""
+
+    owner: str
+    expires_at_s: float
+
+
+class BeginOutcome(enum.Enum):
+    """What recording a new payment with its idempotency key found."""
+
+    STARTED = "started"  # the key is new: the payment was recorded and is ours to run
+    REPLAY = "replay"  # the key finished before: answer as the first time
+    MISMATCH = "mismatch"  # the key was used with other parameters
+    IN_USE = "in_use"  # the key's first request is still running
+
+
+@dataclasses.dataclass(frozen=True)
+class BeginResult:
+    outcome: BeginOutcome
+    payment_id: str = ""
+    error_reason: str = ""
+    error_message: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

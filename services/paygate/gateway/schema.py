@@ -4,6 +4,7 @@ The two lists are kept side by side so that a change to one is seen next to the 
 step N creates the same tables and columns in both (tests/test_store_contract.py checks
 that they have the same steps and tables). Each database records the last step applied
 (SQLite in `user_version`, PostgreSQL in `schema_migrations`) and runs the rest at start.
+The columns the store reads and writes are declared once, in statements.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,155 @@
+"""The gateway's tables and statements, each written once for SQLite and PostgreSQL.
+
+USERS and PAYMENTS declare the columns the store reads and writes, each with the field of
+the record it holds (common/sql.py's Table); GatewaySql holds every statement, written with
+named parameters and compiled for one dialect. What the two databases do differently is
+named where a statement uses it (`d.skip_locked`, `d.returning`, `d.bounded_delete`).
+"""
+
+from __future__ import annotations
+
+from paygate.common.sql import Column, Dialect, Table
+from paygate.gateway.models import UNFINISHED_SQL, Payment, PaymentStatus, TxnState, User
+
+USERS = Table(
+    "users", User, ("user_id", "username", "bank_id", "account_number", "currency", "role")
+)
+PAYMENTS = Table(
+    "payments",
+    Payment,
+    (
+        "payment_id",
+        Column("status", load=PaymentStatus, dump=str),
+        Column("txn_state", load=TxnState, dump=str),
+        "payer_user_id",
+        "payer_username",
+        "payer_bank_id",
+        "payer_account",
+        "payee_user_id",
+        "payee_username",
+        "payee_bank_id",
+        "payee_account",
+        Column("amount", field="amount_minor"),
+        "currency",
+        "description",
+        "failure_reason",
+        "create_time_us",
+        Column("one_phase", load=bool),  # SQLite stores 0 or 1
+    ),
+)
+
+
+class GatewaySql:
+    """The gateway's statements in one dialect."""
+
+    def __init__(self, d: Dialect) -> None:
+        sql = d.compile
+        self.username_taken = sql("SELECT 1 FROM users WHERE username = :username")
+        self.account_linked = sql(
+            "SELECT 1 FROM users WHERE bank_id = :bank_id AND account_number = :account_number"
+        )
+        self.insert_user = sql(
+            f"INSERT INTO users ({USERS.columns}, password_hash, created_at_s)"
+            f" VALUES ({USERS.params}, :password_hash, :created_at_s)"
+        )
+        self.user_by_username = sql(
+            f"SELECT {USERS.columns}, password_hash FROM users WHERE username = :username"
+        )
+        self.insert_session = sql(
+            "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s)"
+            " VALUES (:token_hash, :user_id, :expire_at_s, :created_at_s)"
+        )
+        self.session = sql(
+            f"SELECT {USERS.qualified('u')}, s.expire_at_s, s.revoked"
+            " FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.token_hash = :token"
+        )
+        self.revoke_session = sql("UPDATE sessions SET revoked = TRUE WHERE token_hash = :token")
+        # The key first: of two requests with one key, the second waits for the first's
+        # row (PostgreSQL) and then conflicts, so only one records a payment.
+        self.claim_key = sql(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state,"
+            " payment_id, created_at_s)"
+            " VALUES (:payer_user_id, :key, :request_hash, 'in_progress', :payment_id, :now_s)"
+            " ON CONFLICT DO NOTHING"
+        )
+        self.key = sql(
+            "SELECT request_hash, state, payment_id, error_reason, error_message"
+            " FROM idempotency_keys WHERE user_id = :payer_user_id AND idempotency_key = :key"
+        )
+        self.insert_payment = sql(
+            f"INSERT INTO payments ({PAYMENTS.columns}, lease_owner, lease_expires_at_s)"
+            f" VALUES ({PAYMENTS.params}, :lease_owner, :lease_expires_at_s){d.returning('seq')}"
+        )
+        self.insert_party = sql(
+            "INSERT INTO payment_parties (user_id, seq) VALUES (:user_id, :seq)"
+        )
+        # Decisions are conditional on 'preparing', so exactly one is ever written: PostgreSQL
+        # re-checks the condition on the newest row after waiting for a concurrent writer.
+        self.decide_commit = sql(
+            "UPDATE payments SET txn_state = :state, status = 'succeeded',"
+            " decided_at_s = :now_s, finished_at_s = :finished_at_s"
+            " WHERE payment_id = :payment_id AND txn_state = 'preparing'"
+        )
+        self.decide_abort = sql(
+            "UPDATE payments SET txn_state = 'aborting', status = 'failed',"
+            " failure_reason = :reason, decided_at_s = :now_s"
+            " WHERE payment_id = :payment_id AND txn_state = 'preparing'"
+        )
+        self.complete_key = sql(
+            "UPDATE idempotency_keys SET state = 'completed' WHERE payment_id = :payment_id"
+        )
+        self.refuse_key = sql(
+            "UPDATE idempotency_keys SET state = 'completed', error_reason = :reason,"
+            " error_message = :message WHERE payment_id = :payment_id"
+        )
+        self.release_key = sql("DELETE FROM idempotency_keys WHERE payment_id = :payment_id")
+        self.txn_state = sql("SELECT txn_state FROM payments WHERE payment_id = :payment_id")
+        self.finish = sql(
+            "UPDATE payments SET txn_state = :state, finished_at_s = :finished_at_s"
+            " WHERE payment_id = :payment_id AND txn_state = :decided"
+        )
+        self.payment = sql(
+            f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :payment_id"
+        )
+        self.payments_of = sql(
+            f"SELECT p.seq, {PAYMENTS.qualified('p')}"
+            " FROM payment_parties pp JOIN payments p ON p.seq = pp.seq"
+            " WHERE pp.user_id = :user_id AND pp.seq < :before_seq"
+            " ORDER BY pp.seq DESC LIMIT :limit"
+        )
+        self.count_unfinished = sql(
+            f"SELECT COUNT(*) FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+            " AND create_time_us < :created_before_us"
+        )
+        # Recovery's claim: the unfinished payments that are free or already the owner's,
+        # those leased longest ago first (oldest first among equals). Not simply the oldest:
+        # payments stuck at a dead bank, which recovery tries again and again (and so leases
+        # again and again), would then fill every claim and starve the ones behind them.
+        # Through a partial index of unfinished payments, so its cost does not grow with the
+        # number of finished payments (tests/unit/test_gateway_store_plans.py checks the
+        # plan). On PostgreSQL a row another gateway is claiming right now is skipped, and
+        # one it has just claimed fails the re-checked "free" condition.
+        self.claim = sql(
+            "UPDATE payments SET lease_owner = :owner, lease_expires_at_s = :expires_at_s"
+            f" WHERE seq IN (SELECT seq FROM payments WHERE txn_state IN {UNFINISHED_SQL}"
+            " AND (lease_owner IS NULL OR lease_expires_at_s <= :now_s OR lease_owner = :owner)"
+            f" ORDER BY lease_expires_at_s NULLS FIRST, seq LIMIT :limit{d.skip_locked})"
+            f" RETURNING seq, {PAYMENTS.columns}"
+        )
+        self.renew_lease = sql(
+            "UPDATE payments SET lease_expires_at_s = :expires_at_s WHERE payment_id = :payment_id"
+            f" AND lease_owner = :owner AND txn_state IN {UNFINISHED_SQL}"
+        )
+        self.login_failures = sql(
+            "SELECT failed_at_s FROM login_failures WHERE throttle_key = :key"
+            " AND failed_at_s >= :since_s ORDER BY failed_at_s"
+        )
+        self.record_login_failure = sql(
+            "INSERT INTO login_failures (throttle_key, failed_at_s) VALUES (:key, :at_s)"
+        )
+        self.clear_login_failures = sql("DELETE FROM login_failures WHERE throttle_key = :key")
+        self.prune_sessions = d.bounded_delete("sessions", "expire_at_s < :before")
+        self.prune_idempotency_keys = d.bounded_delete(
+            "idempotency_keys", "created_at_s < :before AND state = 'completed'"
+        )
+        self.prune_login_failures = d.bounded_delete("login_failures", "failed_at_s < :before")

@@ -1,0 +1,346 @@
+"""The gateway's store, written once for SQLite and PostgreSQL.
+
+Every GatewayStore method is written once, in SqlGatewayStore, as a body over a `Tx`: one
+database transaction whose statements (statements.py) it awaits. SqliteGatewayStore
+(store.py) and PostgresGatewayStore (store_postgres.py) only say how a body is run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from paygate.common.invariants import InvariantViolation
+from paygate.common.sql import NO_VALUES, Database, OnDatabase, Row, Statement, Values
+from paygate.errors import AlreadyExists
+from paygate.gateway.models import (
+    BeginOutcome,
+    BeginResult,
+    Lease,
+    Payment,
+    Session,
+    TxnState,
+    User,
+)
+from paygate.gateway.statements import PAYMENTS, USERS, GatewaySql
+
+T = TypeVar("T")
+
+# A key released by a transient failure between our insert and our read (by a concurrent
+# request on PostgreSQL) is retried this many times before the caller is told it is in use.
+BEGIN_ATTEMPTS = 3
+
+class Tx(Protocol):
+    """One database transaction, as SqlGatewayStore's bodies run statements in it."""
+
+    async def run(self, statement: Statement, values: Values = NO_VALUES) -> int:
+        """Execute the statement; how many rows it changed."""
+        ...
+
+    async def one(self, statement: Statement, values: Values = NO_VALUES) -> Row | None: ...
+    async def all(self, statement: Statement, values: Values = NO_VALUES) -> list[Row]: ...
+    async def many(self, statement: Statement, rows: Iterable[Values]) -> None: ...
+    async def insert(self, statement: Statement, values: Values) -> int:
+        """Insert one row (with Dialect.returning); its generated id."""
+        ...
+
+
+Body = Callable[[Tx], Coroutine[Any, Any, T]]
+
+
+class SqlGatewayStore(OnDatabase):
+    """GatewayStore, each method one transaction; a subclass runs the bodies (`_write`,
+    `_read`) on its database."""
+
+    def __init__(self, db: Database, sql: GatewaySql) -> None:
+        super().__init__(db)
+        self._sql = sql
+
+    def _write(self, body: Body[T]) -> Awaitable[T]:
+        """Run the body in a transaction (the database's own awaitable: no coroutine of
+        ours in between, on the hot path)."""
+        raise NotImplementedError
+
+    def _read(self, body: Body[T]) -> Awaitable[T]:
+        """A body that only reads (by default, a transaction like any other)."""
+        return self._write(body)
+
+    # Users and sessions ------------------------------------------------------------
+
+    async def create_user(self, user: User, password_hash: bytes) -> None:
+        sql = self._sql
+        values = USERS.values(user)
+        values.update(password_hash=password_hash, created_at_s=time.time())
+
+        async def insert(tx: Tx) -> None:
+            if await tx.one(sql.username_taken, values):
+                raise username_taken(user)
+            if await tx.one(sql.account_linked, values):
+                raise account_linked(user)
+            await tx.run(sql.insert_user, values)
+
+        await self._write(insert)
+
+    async def user_by_username(self, username: str) -> tuple[User, bytes] | None:
+        async def select(tx: Tx) -> tuple[User, bytes] | None:
+            row = await tx.one(self._sql.user_by_username, {"username": username})
+            return (USERS.from_row(row[: USERS.width]), bytes(row[USERS.width])) if row else None
+
+        return await self._read(select)
+
+    async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None:
+        values = {
+            "token_hash": token_hash,
+            "user_id": user_id,
+            "expire_at_s": expire_at_s,
+            "created_at_s": time.time(),
+        }
+        await self._write(lambda tx: tx.run(self._sql.insert_session, values))
+
+    async def session(self, token_hash: str) -> Session | None:
+        async def select(tx: Tx) -> Session | None:
+            row = await tx.one(self._sql.session, {"token": token_hash})
+            if row is None:
+                return None
+            expire_at_s, revoked = row[USERS.width :]
+            return Session(USERS.from_row(row[: USERS.width]), float(expire_at_s), bool(revoked))
+
+        return await self._read(select)
+
+    async def revoke_session(self, token_hash: str) -> None:
+        await self._write(lambda tx: tx.run(self._sql.revoke_session, {"token": token_hash}))
+
+    async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` sessions that expired before `older_than_s`; how many."""
+        return await self._delete_some(self._sql.prune_sessions, older_than_s, limit)
+
+    # Payments and their idempotency keys -------------------------------------------
+
+    async def begin_payment(
+        self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
+    ) -> BeginResult:
+        """Record the key and the new payment together, or say why the key is taken.
+
+        With a lease, the payment is its owner's to drive until the lease expires; without
+        one, any gateway's recovery may claim it at once.
+        """
+        sql = self._sql
+        values = PAYMENTS.values(payment)
+        values.update(
+            lease_owner=lease.owner if lease else None,
+            lease_expires_at_s=lease.expires_at_s if lease else None,
+            key=key,
+            request_hash=request_hash,
+            now_s=time.time(),
+        )
+
+        async def begin(tx: Tx) -> BeginResult:
+            for _ in range(BEGIN_ATTEMPTS):
+                if await tx.run(sql.claim_key, values) == 1:
+                    await _insert_payment(tx, sql, payment, values)
+                    return BeginResult(BeginOutcome.STARTED, payment.payment_id)
+                taken = await _key_owner(tx, sql, values)
+                if taken is not None:
+                    return taken
+            return BeginResult(BeginOutcome.IN_USE)
+
+        return await self._write(begin)
+
+    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState:
+        """Write the commit decision, unless a decision exists; return the decided state.
+
+        `finished`: the only bank has already committed (a one-phase commit), so the
+        transaction goes straight to COMMITTED.
+        """
+        state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
+        sql = self._sql
+
+        async def decide(tx: Tx) -> TxnState:
+            values = {
+                "state": state,
+                "now_s": time.time(),
+                "finished_at_s": finished_at_s,
+                "payment_id": payment_id,
+            }
+            if await tx.run(sql.decide_commit, values):
+                await tx.run(sql.complete_key, values)
+            return await _txn_state(tx, sql, values)
+
+        return await self._write(decide)
+
+    async def decide_abort(
+        self, payment_id: str, reason: str, message: str, *, release_key: bool
+    ) -> TxnState:
+        """Write the abort decision, unless a decision exists; return the decided state.
+
+        A final business refusal (insufficient funds) completes the key with that error, so a
+        retry gets the same answer; a transient failure releases the key, so a retry runs anew.
+        """
+        sql = self._sql
+
+        async def decide(tx: Tx) -> TxnState:
+            values = {
+                "reason": reason,
+                "message": message,
+                "now_s": time.time(),
+                "payment_id": payment_id,
+            }
+            if await tx.run(sql.decide_abort, values):
+                await tx.run(sql.release_key if release_key else sql.refuse_key, values)
+            return await _txn_state(tx, sql, values)
+
+        return await self._write(decide)
+
+    async def finish(self, payment_id: str, state: TxnState) -> None:
+        await self.finish_many([(payment_id, state)])
+
+    async def finish_many(self, finished: Sequence[tuple[str, TxnState]]) -> None:
+        """finish() for several transactions, in one database transaction."""
+        now_s = time.time()
+        rows = [
+            {
+                "state": str(state),
+                "finished_at_s": now_s,
+                "payment_id": payment_id,
+                "decided": str(decided_before(state)),
+            }
+            for payment_id, state in finished
+        ]
+        await self._write(lambda tx: tx.many(self._sql.finish, rows))
+
+    async def get_payment(self, payment_id: str) -> Payment | None:
+        async def select(tx: Tx) -> Payment | None:
+            row = await tx.one(self._sql.payment, {"payment_id": payment_id})
+            return PAYMENTS.from_row(row) if row else None
+
+        return await self._read(select)
+
+    async def list_payments(
+        self, user_id: str, *, before_seq: int | None, limit: int
+    ) -> list[tuple[int, Payment]]:
+        values = {
+            "user_id": user_id,
+            "before_seq": before_seq if before_seq is not None else 2**62,
+            "limit": limit,
+        }
+
+        async def select(tx: Tx) -> list[tuple[int, Payment]]:
+            rows = await tx.all(self._sql.payments_of, values)
+            return [(int(row[0]), PAYMENTS.from_row(row[1:])) for row in rows]
+
+        return await self._read(select)
+
+    async def count_unfinished(self, *, created_before_us: int) -> int:
+        """How many payments created before `created_before_us` have no final state yet."""
+
+        async def count(tx: Tx) -> int:
+            values = {"created_before_us": created_before_us}
+            row = await tx.one(self._sql.count_unfinished, values)
+            return int(row[0]) if row else 0
+
+        return await self._read(count)
+
+    async def claim_unfinished(
+        self, owner: str, *, now_s: float, lease_s: float, limit: int
+    ) -> list[Payment]:
+        """Lease to `owner` the unfinished payments that are free or already its own, those
+        leased longest ago first (GatewaySql.claim).
+
+        Free: no lease, or one that expired by `now_s`. Two claimers take disjoint rows:
+        SQLite serializes writers, and PostgreSQL skips the rows another claimer locks.
+        """
+        values = {"owner": owner, "expires_at_s": now_s + lease_s, "now_s": now_s, "limit": limit}
+
+        async def claim(tx: Tx) -> list[Payment]:
+            rows = await tx.all(self._sql.claim, values)
+            return [PAYMENTS.from_row(row[1:]) for row in sorted(rows, key=lambda row: row[0])]
+
+        return await self._write(claim)
+
+    async def renew_lease(self, payment_id: str, lease: Lease) -> bool:
+        """Extend the owner's lease of an unfinished payment; False when it is not theirs."""
+        values = {
+            "expires_at_s": lease.expires_at_s,
+            "payment_id": payment_id,
+            "owner": lease.owner,
+        }
+
+        async def renew(tx: Tx) -> bool:
+            return await tx.run(self._sql.renew_lease, values) == 1
+
+        return await self._write(renew)
+
+    async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` completed keys created before `older_than_s`; how many."""
+        return await self._delete_some(self._sql.prune_idempotency_keys, older_than_s, limit)
+
+    # Login throttle -----------------------------------------------------------------
+
+    async def login_failures(self, keys: list[str], *, since_s: float) -> list[list[float]]:
+        """For each key, the times of its failures since `since_s`, oldest first."""
+
+        async def select(tx: Tx) -> list[list[float]]:
+            statement = self._sql.login_failures
+            return [
+                [float(row[0]) for row in await tx.all(statement, {"key": k, "since_s": since_s})]
+                for k in keys
+            ]
+
+        return await self._read(select)
+
+    async def record_login_failure(self, keys: list[str], at_s: float) -> None:
+        rows = [{"key": key, "at_s": at_s} for key in keys]
+        await self._write(lambda tx: tx.many(self._sql.record_login_failure, rows))
+
+    async def clear_login_failures(self, key: str) -> None:
+        await self._write(lambda tx: tx.run(self._sql.clear_login_failures, {"key": key}))
+
+    async def prune_login_failures(self, *, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` failures older than `older_than_s`; how many."""
+        return await self._delete_some(self._sql.prune_login_failures, older_than_s, limit)
+
+    async def _delete_some(self, statement: Statement, before: float, limit: int) -> int:
+        """Housekeeping's bounded delete, in one transaction; how many rows it deleted."""
+        return await self._write(lambda tx: tx.run(statement, {"before": before, "limit": limit}))
+
+
+async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:
+    seq = await tx.insert(sql.insert_payment, values)
+    parties = (payment.payer_user_id, payment.payee_user_id)
+    await tx.many(sql.insert_party, [{"user_id": user_id, "seq": seq} for user_id in parties])
+
+
+async def _key_owner(tx: Tx, sql: GatewaySql, values: Values) -> BeginResult | None:
+    """Why a key that is taken is taken; None when it was released meanwhile."""
+    row = await tx.one(sql.key, values)
+    if row is None:
+        return None
+    stored_hash, state, payment_id, error_reason, error_message = row
+    if stored_hash != values["request_hash"]:
+        return BeginResult(BeginOutcome.MISMATCH, payment_id)
+    if state == "in_progress":
+        return BeginResult(BeginOutcome.IN_USE, payment_id)
+    return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
+
+
+async def _txn_state(tx: Tx, sql: GatewaySql, values: Values) -> TxnState:
+    row = await tx.one(sql.txn_state, values)
+    if row is None:
+        raise InvariantViolation(f"payment {values['payment_id']} vanished inside a transaction")
+    return TxnState(row[0])
+
+
+def decided_before(final: TxnState) -> TxnState:
+    """The decision a transaction had before it finished in `final`."""
+    return TxnState.COMMITTING if final == TxnState.COMMITTED else TxnState.ABORTING
+
+
+def username_taken(user: User) -> AlreadyExists:
+    return AlreadyExists(f"username {user.username!r} is taken")
+
+
+def account_linked(user: User) -> AlreadyExists:
+    return AlreadyExists(
+        f"account {user.account_number} at {user.bank_id} is already linked to a user"
+    )
