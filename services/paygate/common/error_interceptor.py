@@ -34,7 +34,9 @@ MALFORMED = "the request is not a valid protobuf message"
 
 
 def rich_status(error: PaygateError) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
     detail = any_pb2.Any()
     detail.Pack(info)
     code = status_code_of(error)
