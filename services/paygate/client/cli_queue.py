@@ -49,10 +49,22 @@ def add_outbox_option(parser: argparse.ArgumentParser, environ: Mapping[str, str
 
 
 def add_queue_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    queue = commands.add_parser("queue", help="list, send or forget queued payments")
-    queue.add_argument("--limit", type=_cli.positive_int, default=DEFAULT_LIST_LIMIT)
+    queue = commands.add_parser(
+        "queue",
+        help="list, send or forget queued payments",
+        # The action is optional (alone, `paygate queue` lists): argparse would show it as
+        # required.
+        usage="%(prog)s [-h] [--limit N] [ACTION ...]",
+        description="Without an ACTION, list your queued payments.",
+    )
+    queue.add_argument(
+        "--limit", type=_cli.positive_int, default=DEFAULT_LIST_LIMIT, metavar="N",
+        help="list at most this many (default %(default)s)",
+    )
     queue.set_defaults(command=cmd_queue_list)
-    actions = queue.add_subparsers(metavar="ACTION")
+    actions = queue.add_subparsers(
+        metavar="ACTION", help="what to do instead of listing; `paygate queue ACTION --help`"
+    )
 
     sync = actions.add_parser("sync", help="send queued payments now and print each outcome")
     sync.add_argument(
@@ -70,7 +82,7 @@ def add_queue_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--password-stdin", action="store_true",
         help="if a new login is needed, read the password from stdin",
     )
-    sync.set_defaults(command=cmd_queue_sync)
+    sync.set_defaults(command=cmd_queue_sync, unreachable_means="your payments stay queued")
 
     forget = actions.add_parser("forget", help="drop a queued payment that was not delivered")
     forget.add_argument("id", help="its number in `paygate queue`, or its idempotency key")
@@ -196,17 +208,7 @@ async def requeue(path: str, entry_id: int) -> QueuedPayment:
 
 
 def open_queue_client(args: argparse.Namespace, stored: StoredSession, outbox: Outbox) -> Client:
-    try:
-        return Client(
-            args.gateway,
-            ca_cert=args.ca_cert,
-            access_token=stored.access_token,
-            timeout_s=args.timeout,
-            username=stored.username,
-            outbox=outbox,
-        )
-    except OSError as exc:
-        raise _cli.CliError(f"cannot read CA certificate {args.ca_cert}: {exc.strerror}") from exc
+    return _cli.open_client(args, stored, outbox=outbox)
 
 
 def known_session(args: argparse.Namespace) -> StoredSession:
@@ -240,7 +242,7 @@ def confirm_forget(entry: QueuedPayment) -> bool:
         print(f"it was sent {entry.attempts} time(s) without a final answer: if one reached the"
               " gateway, it may have been paid (see `paygate payments`).", file=sys.stderr)
     print("type y to forget it: ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    return _cli.read_stdin_line().strip().lower() in ("y", "yes")
 
 
 def confirm_resend(entry: QueuedPayment) -> bool:
@@ -249,7 +251,7 @@ def confirm_resend(entry: QueuedPayment) -> bool:
     print("if an earlier attempt reached the gateway, this pays it a second time: check"
           " `paygate payments` first.", file=sys.stderr)
     print("type y to send it: ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    return _cli.read_stdin_line().strip().lower() in ("y", "yes")
 
 
 def summarize(report: DeliveryReport) -> None:
