@@ -12,7 +12,13 @@ A payment's own failures (a bank away) come with an ErrorInfo from the gateway: 
 from __future__ import annotations
 
 from paygate.client.delivery import maybe_delivered
-from paygate.errors import OUTCOME_FAILED, OUTCOME_KEY, PaygateError, Unavailable
+from paygate.errors import (
+    OUTCOME_FAILED,
+    OUTCOME_KEY,
+    PAYMENT_ID_KEY,
+    PaygateError,
+    Unavailable,
+)
 
 GATEWAY_ENV = "PAYGATE_GATEWAY"
 CA_CERT_ENV = "PAYGATE_CA_CERT"
@@ -66,11 +72,11 @@ def payment_failure_message(error: Unavailable, key: str) -> str:
     """What `paygate pay` says, beside the error, of a payment that did not complete."""
     if error.metadata.get(OUTCOME_KEY) == OUTCOME_FAILED:
         # The gateway decided: aborted at every bank, nothing moved, the key released.
-        paid = error.metadata.get("payment_id", "")
-        named = f"payment {paid} " if paid else "the payment "
+        paid = error.metadata.get(PAYMENT_ID_KEY, "")
+        named = f"payment {paid}" if paid else "the payment"
         return (
-            f"{named}FAILED: nothing was paid, and its key is free. Pay again when the bank"
-            " is back; it will be a new payment."
+            f"{named} FAILED: nothing was paid, and nothing will be. Its key was released:"
+            " paying again makes a new payment."
         )
     if from_channel(error) and not maybe_delivered(error):
         return ""  # never sent: no_answer_message says it all
