@@ -450,6 +450,42 @@ def test_log_line_of_a_payment_has_amount_and_idempotency_key(
     assert payer.token not in text and payee.token not in text
 
 
+def test_log_lines_of_payments_name_the_payment_its_status_and_a_replay(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    payer = new_user(suite, channel, "bank-a", 10_00, "logpay")
+    payee = new_user(suite, channel, "bank-b", 0, "logget")
+    key, refused_key = f"log-{uuid.uuid4()}", f"log-{uuid.uuid4()}"
+    payment = payer.pay(payee, 1_00, key=key)
+    payer.pay(payee, 1_00, key=key)  # answered again
+    with pytest.raises(grpc.RpcError) as caught:
+        payer.pay(payee, 50_00, key=refused_key)
+    assert error_reason(caught.value) == "INSUFFICIENT_FUNDS"
+
+    first, again = rpc_lines(suite, "CreatePayment", key, 2)
+    assert (first["code"], again["code"]) == ("OK", "OK")
+    assert first["response"]["status"] == "PAYMENT_STATUS_SUCCEEDED"  # a name, not a number
+    assert "replayed" not in first and again["replayed"] is True
+    (refused,) = rpc_lines(suite, "CreatePayment", refused_key, 1)
+    assert refused["code"] == "FAILED_PRECONDITION"
+    assert refused["reason"] == "INSUFFICIENT_FUNDS" and refused["outcome"] == "failed"
+    assert refused["payment_id"].startswith("pay_")
+
+    # The bank's batch lines name the transactions they carry.
+    def batch_line(method: str) -> dict[str, Any] | None:
+        for text in suite.log_path("bank-a").read_text(errors="replace").splitlines():
+            if payment.payment_id in text and f"/{method}" in text:
+                return dict(json.loads(text))
+        return None
+
+    deadline = time.monotonic() + LOG_WAIT_S
+    while (prepared := batch_line("PrepareBatch")) is None or batch_line("CommitBatch") is None:
+        assert time.monotonic() < deadline, "no batch line names the payment"
+        time.sleep(0.1)
+    assert payment.payment_id in prepared["request"]["transaction_ids"]
+    assert prepared["request"]["transactions"] >= 1
+
+
 # Crash and restart ---------------------------------------------------------------------------
 
 

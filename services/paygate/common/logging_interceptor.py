@@ -19,7 +19,9 @@ QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
-    """Logs every call: method, peer, user, status code, duration and safe request fields.
+    """Logs every call: method, peer, user, status code (its name), duration, safe request
+    and response fields, and what inner layers noted (call_info.note): an error's reason and
+    its payment, a replayed answer.
 
     Health checks are logged at DEBUG so that a monitor polling them does not drown the log.
     """
@@ -61,6 +63,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                     fields["request"] = safe_fields(request)
                     if response is not None:
                         fields["response"] = safe_fields(response)
+                    fields.update(info.fields)
                     details = context.details() if code != grpc.StatusCode.OK else None
                     if details:
                         fields["error"] = details
