@@ -450,6 +450,46 @@ def test_log_line_of_a_payment_has_amount_and_idempotency_key(
     assert payer.token not in text and payee.token not in text
 
 
+def login_lines(suite: Suite) -> list[dict[str, Any]]:
+    method = f"/{GATEWAY_SERVICE}/Login"
+    lines = []
+    for text in suite.log_path(GATEWAY).read_text(errors="replace").splitlines():
+        if method in text:
+            lines.append(dict(json.loads(text)))
+    return lines
+
+
+def test_a_login_name_that_is_no_user_is_never_logged(
+    suite: Suite, stub: pbg.GatewayServiceStub
+) -> None:
+    """A password typed into the username field must not reach the log: a name is logged
+    only once it names a user, else a fingerprint that ties attempts together."""
+    name = unique_name("logname")
+    register(stub, name, suite.admin_open_account("bank-a", 0))
+    looks_like_a_name = f"hunter2-{secrets.token_hex(6)}"  # fits the username pattern
+    does_not = f"Tr0ub4dor&3-{secrets.token_hex(6)}"
+    before = len(login_lines(suite))
+    for typed in (looks_like_a_name, looks_like_a_name, does_not):
+        assert failure(login, stub, typed).code() == grpc.StatusCode.UNAUTHENTICATED
+    assert failure(login, stub, name, "wrong password!").code() == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+
+    deadline = time.monotonic() + LOG_WAIT_S
+    while len(lines := login_lines(suite)[before:]) < 4:
+        assert time.monotonic() < deadline, "the logins were not logged"
+        time.sleep(0.1)
+    first, second, third, known = lines
+    for line in (first, second, third):
+        assert line["code"] == "UNAUTHENTICATED" and line["username"] == "<not a user>"
+        assert "username" not in line["request"]
+    assert first["username_fingerprint"] == second["username_fingerprint"]
+    assert third["username_fingerprint"] != first["username_fingerprint"]
+    assert known["username"] == name and known["code"] == "UNAUTHENTICATED"
+    text = suite.log_path(GATEWAY).read_text(errors="replace")
+    assert looks_like_a_name not in text and does_not not in text
+
+
 def test_log_lines_of_payments_name_the_payment_its_status_and_a_replay(
     suite: Suite, channel: grpc.Channel
 ) -> None:

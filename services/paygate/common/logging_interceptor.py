@@ -11,7 +11,7 @@ import grpc
 
 from paygate.common.call_info import CALL_INFO, CallInfo
 from paygate.common.handlers import Context, Handler, UnaryBehavior, wrap_unary
-from paygate.common.logs import safe_fields
+from paygate.common.logs import UNLOGGED_FIELDS, safe_fields
 
 _log = logging.getLogger("paygate.rpc")
 
@@ -60,7 +60,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                         fields["user"] = info.user
                     if info.peer_identity:
                         fields["peer_identity"] = info.peer_identity
-                    fields["request"] = safe_fields(request)
+                    fields["request"] = safe_fields(request, UNLOGGED_FIELDS)
                     if response is not None:
                         fields["response"] = safe_fields(response)
                     fields.update(info.fields)

@@ -39,6 +39,10 @@ SAFE_FIELDS = (
     "reason",
     "page_size",
 )
+# Safe fields that are not safe in one message: the name typed into Login may be a password
+# typed into the wrong field. The gateway's login logs it only once it names a user
+# (gateway/accounts.py; SECURITY.md).
+UNLOGGED_FIELDS = frozenset({("paygate.v1.LoginRequest", "username")})
 # A field's text is logged up to this many characters: requests are checked after they are
 # logged, and a refused one may carry a name or key of up to the message size limit.
 LOGGED_TEXT_MAX = 128
@@ -79,14 +83,19 @@ def setup_logging(process: str, level: int = logging.INFO) -> None:
     logging.getLogger("paygate").info("starting", extra={"fields": {"process": process}})
 
 
-def safe_fields(message: Any) -> dict[str, Any]:
+def safe_fields(
+    message: Any, unlogged: frozenset[tuple[str, str]] = frozenset()
+) -> dict[str, Any]:
     """The loggable fields that are set on a protobuf message (and its `payment`, if any),
-    enums by name; for a batch, the transaction ids of its items (at most LOGGED_IDS_MAX)."""
+    enums by name; for a batch, the transaction ids of its items (at most LOGGED_IDS_MAX).
+    `unlogged` names (message type, field) pairs to leave out (UNLOGGED_FIELDS)."""
     out: dict[str, Any] = {}
     for source in (message, getattr(message, "payment", None)):
         if source is None or not hasattr(source, "DESCRIPTOR"):
             continue
         for name, enum_names in _loggable_fields(source.DESCRIPTOR):
+            if unlogged and (source.DESCRIPTOR.full_name, name) in unlogged:
+                continue
             value = getattr(source, name)
             if isinstance(value, str) and len(value) > LOGGED_TEXT_MAX:
                 value = f"{value[:LOGGED_TEXT_MAX]}... ({len(value)} characters)"
