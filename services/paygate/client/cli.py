@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import getpass
 import itertools
 import logging
 import os
@@ -51,20 +50,18 @@ from paygate.client._session_file import (
 from paygate.client.cli_errors import (
     CA_CERT_ENV,
     GATEWAY_ENV,
+    CliError,
     from_channel,
     no_answer_message,
     payment_failure_message,
 )
+from paygate.client.cli_prompts import ask_secret, has_terminal, read_password
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
 
 DEFAULT_CA_CERT = "certs/ca.pem"
 DEFAULT_LIMIT = 20
 MAX_PAGE_SIZE = 100  # the gateway's limit on ListPayments
 NOT_LOGGED_IN = "not logged in: run `paygate login USER`"
-
-
-class CliError(Exception):
-    """A failure to report to the user as `error: <message>`, exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -377,47 +374,6 @@ def require_session(args: argparse.Namespace) -> StoredSession:
             f"the session of {stored.username} has expired: run `paygate login {stored.username}`"
         )
     return stored
-
-
-def read_password(from_stdin: bool, *, confirm: bool) -> str:
-    if from_stdin:
-        line = read_stdin_line()
-        password = line[:-1] if line.endswith("\n") else line
-    elif not has_terminal():
-        # getpass would fall back to reading standard input, with a warning, and end in a
-        # traceback at its end: say what to do instead.
-        raise CliError("no terminal to ask for the password: pipe it in with --password-stdin")
-    else:
-        password = ask_secret("password: ", "password")  # on the terminal, whatever stdin is
-        if confirm and ask_secret("password (again): ", "password") != password:
-            raise CliError("the passwords do not match")
-    if not password:
-        raise CliError("empty password")
-    return password
-
-
-def ask_secret(prompt: str, what: str) -> str:
-    """Ask on the terminal without echo; the end of input (Ctrl-D) is an answer, not a crash."""
-    try:
-        return getpass.getpass(prompt)
-    except EOFError:
-        if sys.stderr is not None and sys.stderr.isatty():
-            print(file=sys.stderr)  # getpass left the cursor after its prompt
-        raise CliError(f"no {what} given (the input ended): nothing was done") from None
-
-
-def read_stdin_line() -> str:
-    """One line of standard input; "" when it is empty or closed."""
-    return sys.stdin.readline() if sys.stdin is not None else ""
-
-
-def has_terminal() -> bool:
-    """Whether this process has a terminal to ask on (getpass asks on /dev/tty)."""
-    try:
-        with open("/dev/tty", "rb"):
-            return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ CA_CERT_ENV = "PAYGATE_CA_CERT"
 CHANNEL_REASONS = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
+class CliError(Exception):
+    """A failure to report to the user as `error: <message>`, exit status 1."""
+
+
 def from_channel(error: PaygateError) -> bool:
     """Whether the gateway gave no answer: the status is the client channel's own."""
     return isinstance(error, Unavailable) and error.reason in CHANNEL_REASONS

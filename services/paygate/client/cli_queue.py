@@ -27,6 +27,8 @@ from paygate.client._session_file import (
     session_path,
 )
 from paygate.client._sync_client import Client
+from paygate.client.cli_errors import CliError
+from paygate.client.cli_prompts import read_password, read_stdin_line
 from paygate.client.delivery import DeliveryReport, RunEnd
 from paygate.client.outbox import Outbox, Outcome
 from paygate.client.outbox_models import EntryState, QueuedPayment, default_outbox_path
@@ -130,7 +132,7 @@ def pay_or_queue(args: argparse.Namespace, key: str, amount: int) -> None:
             idempotency_key=key, queue_if_offline=True,
         )
     if isinstance(result, QueuedPayment) and result.state == EntryState.NEEDS_REVIEW:
-        raise _cli.CliError(review_message(result))  # its key was queued long ago
+        raise CliError(review_message(result))  # its key was queued long ago
     if isinstance(result, QueuedPayment):
         why = result.last_error or "it waits behind payments queued before it"
         print(f"queued payment #{result.entry_id} to {result.payee_username} "
@@ -175,7 +177,7 @@ def cmd_queue_forget(args: argparse.Namespace) -> None:
     with open_queue_client(args, stored, Outbox(args.outbox)) as client:
         entry = client.queued_payment(args.id)
         if not args.yes and not entry.settled and not confirm_forget(entry):
-            raise _cli.CliError(f"payment #{entry.entry_id} was not forgotten")
+            raise CliError(f"payment #{entry.entry_id} was not forgotten")
         forgotten = client.forget_queued(args.id)
     print(f"forgot payment #{forgotten.entry_id} to {forgotten.payee_username} {money(forgotten)}")
 
@@ -185,12 +187,12 @@ def cmd_queue_resend(args: argparse.Namespace) -> None:
     with open_queue_client(args, stored, Outbox(args.outbox)) as client:
         entry = client.queued_payment(args.id)  # this user's, at this gateway
     if entry.state != EntryState.NEEDS_REVIEW:
-        raise _cli.CliError(
+        raise CliError(
             f"payment #{entry.entry_id} is {entry.state}: only a payment held for review is"
             " resent (`paygate queue sync` sends queued ones)"
         )
     if not args.yes and not confirm_resend(entry):
-        raise _cli.CliError(f"payment #{entry.entry_id} was not resent")
+        raise CliError(f"payment #{entry.entry_id} was not resent")
     asyncio.run(requeue(args.outbox, entry.entry_id))
     print(f"queued payment #{entry.entry_id} again; sending it", file=sys.stderr)
     sync(args, stored)
@@ -224,7 +226,7 @@ def log_in_again(
 ) -> None:
     print(f"{why}: log in again as {stored.username} to send your queued payments",
           file=sys.stderr)
-    password = _cli.read_password(args.password_stdin, confirm=False)
+    password = read_password(args.password_stdin, confirm=False)
     session = client.login(stored.username, password)
     renewed = StoredSession(
         gateway=stored.gateway,
@@ -242,7 +244,7 @@ def confirm_forget(entry: QueuedPayment) -> bool:
         print(f"it was sent {entry.attempts} time(s) without a final answer: if one reached the"
               " gateway, it may have been paid (see `paygate payments`).", file=sys.stderr)
     print("type y to forget it: ", end="", file=sys.stderr, flush=True)
-    return _cli.read_stdin_line().strip().lower() in ("y", "yes")
+    return read_stdin_line().strip().lower() in ("y", "yes")
 
 
 def confirm_resend(entry: QueuedPayment) -> bool:
@@ -251,7 +253,7 @@ def confirm_resend(entry: QueuedPayment) -> bool:
     print("if an earlier attempt reached the gateway, this pays it a second time: check"
           " `paygate payments` first.", file=sys.stderr)
     print("type y to send it: ", end="", file=sys.stderr, flush=True)
-    return _cli.read_stdin_line().strip().lower() in ("y", "yes")
+    return read_stdin_line().strip().lower() in ("y", "yes")
 
 
 def summarize(report: DeliveryReport) -> None:
@@ -259,15 +261,15 @@ def summarize(report: DeliveryReport) -> None:
             if report.needs_review else "")
     if report.pending == 0 and held:
         # Exit status 1: a person has to decide about them; sending them again is not safe.
-        raise _cli.CliError(f"no queued payments left to send{held}")
+        raise CliError(f"no queued payments left to send{held}")
     if report.pending == 0:
         print("no queued payments left" if report.outcomes else "nothing to send")
         return
     if report.end == RunEnd.BLOCKED:
-        raise _cli.CliError(
+        raise CliError(
             f"{report.pending} payment(s) still queued: another paygate process is sending them"
         )
-    raise _cli.CliError(
+    raise CliError(
         f"{report.pending} payment(s) still queued [{report.last_error or report.end}]; "
         f"run `paygate queue sync` again later{held}"
     )
