@@ -29,9 +29,11 @@ var/log:
 # PAYGATE_CONFIG file that names certs_dir (and demo_accounts) by absolute path.
 RUN_DIR ?= $(CURDIR)
 
+# -u names the user supervisord runs as: the one running make (no change of user). Without
+# it, supervisord run by root (a container) logs a CRIT line that it did not drop privileges.
 run: setup
 	mkdir -p $(RUN_DIR)/var/log
-	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisord -n -c $(CURDIR)/supervisord.conf
+	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisord -n -c $(CURDIR)/supervisord.conf -u "$$(id -u)"
 
 status:
 	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisorctl -c $(CURDIR)/supervisord.conf status

@@ -4,8 +4,10 @@ real subprocesses against the running suite, each test with its own XDG_CONFIG_H
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import signal
 import stat
 import subprocess
 import time
@@ -242,6 +244,66 @@ def test_an_unreachable_gateway_is_said_to_have_received_nothing(
     assert result.returncode == 1
     assert "could not be reached: nothing was paid" in result.stderr, result.stderr
     assert "may still go through" not in result.stderr
+
+
+def test_a_payment_failed_by_a_paused_bank_is_said_to_have_moved_nothing(
+    suite: Suite, cli: Cli
+) -> None:
+    """Between two banks a bank that does not answer aborts the payment: the gateway knows
+    nothing moved and released the key, and the CLI says so rather than 'it may still go
+    through'."""
+    payer, payee = unique_name("quinn"), unique_name("rae")
+    payer_account = cli.open_account("bank-a", "10.00")
+    cli.register(payer, "bank-a", payer_account)
+    cli.register(payee, "bank-c", cli.open_account("bank-c", "0"))
+    cli.login(payer)
+    key = str(uuid.uuid4())
+    pid = suite.kill("bank-c", signal.SIGSTOP)
+    try:
+        failed = cli.run("paygate", "pay", payee, "2.00", "--idempotency-key", key)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (failed.returncode, failed.stdout) == (1, ""), failed.stderr
+    said = re.search(r"payment (pay_\w+) FAILED: nothing was paid", failed.stderr)
+    assert said, failed.stderr
+    assert re.search(r"\[BANK_(TIMEOUT|UNAVAILABLE)\]\n$", failed.stderr), failed.stderr
+    assert "may still go through" not in failed.stderr
+    # The key was released: the same command makes a new payment, not a replay.
+    again = cli.ok("paygate", "pay", payee, "2.00", "--idempotency-key", key)
+    assert again.endswith(" SUCCEEDED\n") and said.group(1) not in again, again
+    assert suite.bank_account("bank-a", payer_account).balance == 8_00
+
+
+def test_a_payment_within_a_paused_bank_is_said_to_be_unknown_and_its_key_answers_it(
+    suite: Suite, cli: Cli
+) -> None:
+    """Within one bank the bank may post the payment after the gateway answered: the CLI
+    says it may still go through, and the same command with the key answers it, once."""
+    payer, payee = unique_name("sam"), unique_name("tia")
+    payer_account = cli.open_account("bank-c", "10.00")
+    cli.register(payer, "bank-c", payer_account)
+    cli.register(payee, "bank-c", cli.open_account("bank-c", "0"))
+    cli.login(payer)
+    key = str(uuid.uuid4())
+    pid = suite.kill("bank-c", signal.SIGSTOP)
+    try:
+        unknown = cli.run("paygate", "pay", payee, "3.00", "--idempotency-key", key)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert unknown.returncode == 1, unknown.stderr
+    assert f"it may still go through. Retry with --idempotency-key {key}" in unknown.stderr
+    assert "FAILED" not in unknown.stderr
+    deadline = time.monotonic() + 30.0
+    while "IDEMPOTENCY_KEY_IN_USE" in (retry := cli.run(
+        "paygate", "pay", payee, "3.00", "--idempotency-key", key
+    )).stderr:
+        assert time.monotonic() < deadline, "the payment was not settled in time"
+        time.sleep(0.2)
+    assert retry.returncode == 0, retry.stderr
+    assert re.fullmatch(
+        rf"paid {payee} 3\.00 USD: payment pay_\w+ SUCCEEDED( \(replayed: .*\))?\n", retry.stdout
+    ), retry.stdout
+    assert suite.bank_account("bank-c", payer_account).balance == 7_00
 
 
 def test_register_without_a_terminal_asks_for_password_stdin(suite: Suite, cli: Cli) -> None:

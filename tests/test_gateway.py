@@ -21,7 +21,7 @@ from gateway_calls import RPC_TIMEOUT_S, balance, bearer, failure, login, regist
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
 from suite import GATEWAY, Suite
-from users import new_user, unique_name
+from users import error_reason, new_user, unique_name
 
 pytestmark = pytest.mark.suite
 
@@ -116,6 +116,82 @@ def test_log_line_of_a_payment_has_amount_and_idempotency_key(
     assert find_field(line, "idempotency_key") == key
     text = suite.log_path(GATEWAY).read_text(errors="replace")
     assert payer.token not in text and payee.token not in text
+
+
+def login_lines(suite: Suite) -> list[dict[str, Any]]:
+    method = f"/{GATEWAY_SERVICE}/Login"
+    lines = []
+    for text in suite.log_path(GATEWAY).read_text(errors="replace").splitlines():
+        if method in text:
+            lines.append(dict(json.loads(text)))
+    return lines
+
+
+def test_a_login_name_that_is_no_user_is_never_logged(
+    suite: Suite, stub: pbg.GatewayServiceStub
+) -> None:
+    """A password typed into the username field must not reach the log: a name is logged
+    only once it names a user, else a fingerprint that ties attempts together."""
+    name = unique_name("logname")
+    register(stub, name, suite.admin_open_account("bank-a", 0))
+    looks_like_a_name = f"hunter2-{secrets.token_hex(6)}"  # fits the username pattern
+    does_not = f"Tr0ub4dor&3-{secrets.token_hex(6)}"
+    before = len(login_lines(suite))
+    for typed in (looks_like_a_name, looks_like_a_name, does_not):
+        assert failure(login, stub, typed).code() == grpc.StatusCode.UNAUTHENTICATED
+    assert failure(login, stub, name, "wrong password!").code() == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+
+    deadline = time.monotonic() + LOG_WAIT_S
+    while len(lines := login_lines(suite)[before:]) < 4:
+        assert time.monotonic() < deadline, "the logins were not logged"
+        time.sleep(0.1)
+    first, second, third, known = lines
+    for line in (first, second, third):
+        assert line["code"] == "UNAUTHENTICATED" and line["username"] == "<not a user>"
+        assert "username" not in line["request"]
+    assert first["username_fingerprint"] == second["username_fingerprint"]
+    assert third["username_fingerprint"] != first["username_fingerprint"]
+    assert known["username"] == name and known["code"] == "UNAUTHENTICATED"
+    text = suite.log_path(GATEWAY).read_text(errors="replace")
+    assert looks_like_a_name not in text and does_not not in text
+
+
+def test_log_lines_of_payments_name_the_payment_its_status_and_a_replay(
+    suite: Suite, channel: grpc.Channel
+) -> None:
+    payer = new_user(suite, channel, "bank-a", 10_00, "logpay")
+    payee = new_user(suite, channel, "bank-b", 0, "logget")
+    key, refused_key = f"log-{uuid.uuid4()}", f"log-{uuid.uuid4()}"
+    payment = payer.pay(payee, 1_00, key=key)
+    payer.pay(payee, 1_00, key=key)  # answered again
+    with pytest.raises(grpc.RpcError) as caught:
+        payer.pay(payee, 50_00, key=refused_key)
+    assert error_reason(caught.value) == "INSUFFICIENT_FUNDS"
+
+    first, again = rpc_lines(suite, "CreatePayment", key, 2)
+    assert (first["code"], again["code"]) == ("OK", "OK")
+    assert first["response"]["status"] == "PAYMENT_STATUS_SUCCEEDED"  # a name, not a number
+    assert "replayed" not in first and again["replayed"] is True
+    (refused,) = rpc_lines(suite, "CreatePayment", refused_key, 1)
+    assert refused["code"] == "FAILED_PRECONDITION"
+    assert refused["reason"] == "INSUFFICIENT_FUNDS" and refused["outcome"] == "failed"
+    assert refused["payment_id"].startswith("pay_")
+
+    # The bank's batch lines name the transactions they carry.
+    def batch_line(method: str) -> dict[str, Any] | None:
+        for text in suite.log_path("bank-a").read_text(errors="replace").splitlines():
+            if payment.payment_id in text and f"/{method}" in text:
+                return dict(json.loads(text))
+        return None
+
+    deadline = time.monotonic() + LOG_WAIT_S
+    while (prepared := batch_line("PrepareBatch")) is None or batch_line("CommitBatch") is None:
+        assert time.monotonic() < deadline, "no batch line names the payment"
+        time.sleep(0.1)
+    assert payment.payment_id in prepared["request"]["transaction_ids"]
+    assert prepared["request"]["transactions"] >= 1
 
 
 # Crash and restart ---------------------------------------------------------------------------

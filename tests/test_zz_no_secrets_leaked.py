@@ -1,4 +1,5 @@
-"""After the whole run: no password or token that the tests used is in any log or database.
+"""After the whole run: no password or token that the tests used is in any log or database,
+and every line of every process's log is JSON.
 
 The file name sorts last, so this runs after every other test module has used the suites.
 It searches every file the suites wrote in this pytest session (every log, every SQLite
@@ -8,12 +9,16 @@ given, and the logs also for anything shaped like a token at all.
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
 import re
+import time
 import uuid
 
 import grpc
 import pytest
+from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import ISSUED_LINK_CODES, Suite
 from users import ISSUED_TOKENS, PASSWORD, new_user
@@ -90,3 +95,45 @@ def test_no_password_or_token_in_any_log_or_database(
                 f"{path}: token-shaped {m.group()[:6]!r}..." for m in TOKEN_SHAPE.finditer(data)
             ]
     assert leaks == [], "secrets found:\n" + "\n".join(leaks[:20])
+
+
+def _process_logs(root: pathlib.Path) -> list[pathlib.Path]:
+    """The logs of the suites' processes (var/log/NAME.log); supervisord.log is
+    supervisord's own, in its own text format."""
+    return [
+        p for p in root.rglob("*.log")
+        if p.parent.name == "log" and p.parent.parent.name == "var" and p.name != "supervisord.log"
+    ]
+
+
+def test_every_line_of_every_process_log_is_json(
+    suite: Suite, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A client without a certificate: the bank's gRPC C core logs the failed handshake
+    # (natively, to standard error), which must reach the log as JSON too.
+    credentials = grpc.ssl_channel_credentials((suite.config.certs_dir / "ca.pem").read_bytes())
+    with grpc.secure_channel(suite.bank_target("bank-a"), credentials) as channel:
+        with pytest.raises(grpc.RpcError):
+            bank_pb2_grpc.BankServiceStub(channel).GetAccount(
+                bank_pb2.GetAccountRequest(account_number="100001"), timeout=5
+            )
+    bank_log = suite.log_path("bank-a")
+    if "GRPC_VERBOSITY" not in os.environ:  # gRPC logs handshake failures at INFO by default
+        deadline = time.monotonic() + 10.0
+        while '"logger":"grpc"' not in bank_log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the failed handshake was not logged"
+            time.sleep(0.2)
+
+    roots = {tmp_path_factory.getbasetemp(), suite.dir}
+    logs = sorted({f for root in roots for f in _process_logs(root)})
+    assert bank_log in logs and suite.log_path("gateway") in logs
+    not_json = []
+    for path in logs:
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                not_json.append(f"{path}:{number}: {line[:200]}")
+    assert not_json == [], "lines that are not JSON:\n" + "\n".join(not_json[:20])

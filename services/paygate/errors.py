@@ -13,12 +13,16 @@
      └── Unavailable              UNAVAILABLE: a bank is down or too slow; retry with the same key
 
 Each error carries a `reason` (an UPPER_SNAKE string) that travels as a
-`google.rpc.ErrorInfo` in the gRPC status details. STATUS_BY_ERROR is the one
-table that maps errors to gRPC status codes; `paygate.common.error_interceptor` applies
-it on the servers and `paygate.client` maps statuses back to these classes.
+`google.rpc.ErrorInfo` in the gRPC status details, and `metadata` (a few string pairs,
+such as a payment's id and its known outcome) that travels as the ErrorInfo's metadata.
+STATUS_BY_ERROR is the one table that maps errors to gRPC status codes;
+`paygate.common.error_interceptor` applies it on the servers and `paygate.client` maps
+statuses back to these classes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import grpc
 
@@ -33,10 +37,13 @@ class PaygateError(Exception):
 
     default_reason = "ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
+        self.metadata: dict[str, str] = dict(metadata or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
@@ -112,6 +119,16 @@ PAYMENT_NOT_CAPTURABLE = "PAYMENT_NOT_CAPTURABLE"
 AMOUNT_EXCEEDS_CAPTURABLE = "AMOUNT_EXCEEDS_CAPTURABLE"
 CANCELED = "CANCELED"
 AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
+
+# ErrorInfo metadata of a failed CreatePayment (docs/protocol.md, "What a failed payment
+# says"): the payment's id, and what is known of it. OUTCOME_FAILED: the gateway decided
+# abort, nothing moved and nothing will, the key was released (transient causes) or keeps
+# this error. OUTCOME_UNKNOWN: the payment may still commit; the key stays in use until
+# the gateway knows, and a retry with it answers the outcome.
+PAYMENT_ID_KEY = "payment_id"
+OUTCOME_KEY = "outcome"
+OUTCOME_FAILED = "failed"
+OUTCOME_UNKNOWN = "unknown"
 
 
 def status_code_of(error: PaygateError) -> grpc.StatusCode:

@@ -20,15 +20,17 @@ from typing import Any
 
 import grpc
 
-from paygate.common.config import ConfigError, SuiteConfig, load_config
+import paygate
+from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, load_config
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
-from paygate.common.rpc_errors import error_from_rpc
+from paygate.common.rpc_errors import error_from_rpc, from_channel
 from paygate.common.tls import InsecureKeyFile, channel_credentials, expect_server_identity
 from paygate.errors import PaygateError
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 
 ADMIN_IDENTITY = "admin"
 DEFAULT_TIMEOUT_S = 10.0
+BANK_HELP = "bank id from the configuration, for example bank-a"
 
 
 class AdminError(Exception):
@@ -41,7 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command(args)
     except PaygateError as error:
-        print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
+        if from_channel(error) and args.dialed:
+            print(
+                f"error: {args.bank} at {args.dialed} did not answer [{error.reason}]\n"
+                f"({error.message}) Is the suite running? --config or {CONFIG_ENV} names the"
+                " configuration of the suite you mean.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
         return 1
     except (AdminError, InsecureKeyFile) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -53,7 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate-admin", description="Operate Paygate banks.")
-    parser.add_argument("--config", help="suite configuration file (default $PAYGATE_CONFIG)")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {paygate.__version__}",
+        help="print the version of paygate and exit",
+    )
+    parser.add_argument(
+        "--config",
+        help=f"suite configuration file: the banks' addresses and certs_dir (env {CONFIG_ENV};"
+        " default: the built-in defaults, relative to the current directory)",
+    )
     parser.add_argument(
         "--timeout",
         type=positive_float,
@@ -61,36 +79,44 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="deadline of each call (default %(default)s)",
     )
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser.set_defaults(dialed="")  # the bank's address, once a command has one
+    commands = parser.add_subparsers(
+        required=True, metavar="COMMAND",
+        help="one of these; `paygate-admin COMMAND --help` for more",
+    )
 
     open_account = commands.add_parser(
         "open-account", help="open an account; prints its number and its link code"
     )
-    open_account.add_argument("--bank", required=True)
+    open_account.add_argument("--bank", required=True, help=BANK_HELP)
     open_account.add_argument("--balance", required=True, help="initial balance, e.g. 100.00")
-    open_account.add_argument("--currency", default=DEFAULT_CURRENCY)
+    open_account.add_argument(
+        "--currency", default=DEFAULT_CURRENCY, help="ISO 4217 code (default %(default)s)"
+    )
     open_account.set_defaults(command=cmd_open_account)
 
     deposit = commands.add_parser("deposit", help="add money to an account, once per reference")
-    deposit.add_argument("--bank", required=True)
-    deposit.add_argument("--account", required=True)
+    deposit.add_argument("--bank", required=True, help=BANK_HELP)
+    deposit.add_argument("--account", required=True, help="the account's number")
     deposit.add_argument("--amount", required=True, help="amount, e.g. 5.00")
     deposit.add_argument(
         "--reference", required=True, help="unique per deposit; a repeat is a no-op"
     )
-    deposit.add_argument("--currency", default=DEFAULT_CURRENCY)
+    deposit.add_argument(
+        "--currency", default=DEFAULT_CURRENCY, help="ISO 4217 code (default %(default)s)"
+    )
     deposit.set_defaults(command=cmd_deposit)
 
     link_code = commands.add_parser(
         "link-code", help="give an account a new link code (the old one stops working)"
     )
-    link_code.add_argument("--bank", required=True)
-    link_code.add_argument("--account", required=True)
+    link_code.add_argument("--bank", required=True, help=BANK_HELP)
+    link_code.add_argument("--account", required=True, help="the account's number")
     link_code.set_defaults(command=cmd_link_code)
 
     account = commands.add_parser("account", help="show an account's balances")
-    account.add_argument("--bank", required=True)
-    account.add_argument("--account", required=True)
+    account.add_argument("--bank", required=True, help=BANK_HELP)
+    account.add_argument("--account", required=True, help="the account's number")
     account.set_defaults(command=cmd_account)
     return parser
 
@@ -165,8 +191,14 @@ def bank_stub(args: argparse.Namespace) -> Iterator[Any]:
     try:
         credentials = channel_credentials(tls.ca, client=tls)
     except FileNotFoundError as exc:
-        raise AdminError(f"cannot read {exc.filename}: run `python ops/gen_certs.py`") from exc
+        raise AdminError(
+            f"cannot read {exc.filename} ({exc.strerror}): the CA and the admin certificate are"
+            f" read from certs_dir ({config.certs_dir}) of the configuration; name the suite's"
+            f" configuration with --config or {CONFIG_ENV} (relative paths in it are read from"
+            " the current directory), or run from the directory the suite runs in"
+        ) from exc
     options = [expect_server_identity(args.bank)]
+    args.dialed = bank.listen
     with grpc.secure_channel(bank.listen, credentials, options=options) as channel:
         # The generated stub is untyped; every response is annotated where it is used.
         yield bank_pb2_grpc.BankServiceStub(channel)  # type: ignore[no-untyped-call]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import getpass
 import itertools
 import logging
 import os
@@ -26,10 +25,13 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
+import paygate
 from paygate.client import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT_S,
     Client,
+    InvalidArgument,
+    Outbox,
     PaygateError,
     Payment,
     PaymentStatus,
@@ -45,19 +47,21 @@ from paygate.client._session_file import (
     save_session,
     session_path,
 )
-from paygate.client.delivery import maybe_delivered
+from paygate.client.cli_errors import (
+    CA_CERT_ENV,
+    GATEWAY_ENV,
+    CliError,
+    no_answer_message,
+    payment_failure_message,
+)
+from paygate.client.cli_prompts import ask_secret, has_terminal, read_password
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
+from paygate.common.rpc_errors import from_channel
 
-GATEWAY_ENV = "PAYGATE_GATEWAY"
-CA_CERT_ENV = "PAYGATE_CA_CERT"
 DEFAULT_CA_CERT = "certs/ca.pem"
 DEFAULT_LIMIT = 20
 MAX_PAGE_SIZE = 100  # the gateway's limit on ListPayments
 NOT_LOGGED_IN = "not logged in: run `paygate login USER`"
-
-
-class CliError(Exception):
-    """A failure to report to the user as `error: <message>`, exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,7 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(missing) or NOT_LOGGED_IN, file=sys.stderr)
         return 1
     except PaygateError as error:
-        print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
+        if from_channel(error):
+            # Every command the gateway did not answer, said the same way.
+            said = no_answer_message(
+                error, args.dialed or args.gateway, timeout_s=args.timeout,
+                consequence=args.unreachable_means, hint=args.unreachable_hint,
+            )
+            print(said, file=sys.stderr)
+        else:
+            print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
         return 1
     except (CliError, SessionFileError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -83,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="Pay other Paygate users.")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {paygate.__version__}",
+        help="print the version of paygate and exit",
+    )
     parser.add_argument(
         "--gateway",
         default=environ.get(GATEWAY_ENV) or DEFAULT_TARGET,
@@ -105,11 +121,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     cli_queue.add_outbox_option(parser, environ)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each call to stderr")
-    parser.set_defaults(environ=environ)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    # dialed: the gateway a command called; unreachable_means: what it means for the command
+    # that the gateway could not be reached (said by main, for every command).
+    parser.set_defaults(environ=environ, dialed=None, unreachable_means="", unreachable_hint="")
+    commands = parser.add_subparsers(
+        required=True, metavar="COMMAND", help="one of these; `paygate COMMAND --help` for more"
+    )
 
     register = commands.add_parser("register", help="create a user linked to a bank account")
-    register.add_argument("username")
+    register.add_argument("username", help="your new user name (letters, digits, . _ -)")
     register.add_argument("--bank", required=True, help="bank id, for example bank-a")
     register.add_argument("--account", required=True, help="account number at that bank")
     register.add_argument(
@@ -120,31 +140,44 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     register.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
-    register.set_defaults(command=cmd_register)
+    register.set_defaults(command=cmd_register, unreachable_means="nobody was registered")
 
     login = commands.add_parser("login", help="log in and keep the session")
-    login.add_argument("username")
+    login.add_argument("username", help="your user name")
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    login.set_defaults(command=cmd_login)
+    login.set_defaults(command=cmd_login, unreachable_means="you are not logged in")
 
     commands.add_parser("logout", help="revoke the session").set_defaults(command=cmd_logout)
     commands.add_parser("balance", help="show your balance").set_defaults(command=cmd_balance)
 
     pay = commands.add_parser("pay", help="pay another user")
-    pay.add_argument("payee")
+    pay.add_argument("payee", help="the user name of the user to pay")
     pay.add_argument("amount", help="decimal amount, for example 12.50")
-    pay.add_argument("--currency", default=DEFAULT_CURRENCY)
-    pay.add_argument("--description", default="")
+    pay.add_argument(
+        "--currency", default=DEFAULT_CURRENCY,
+        help="ISO 4217 code; both accounts must hold it (default %(default)s)",
+    )
+    pay.add_argument(
+        "--description", default="", help="a note both users see in their list of payments"
+    )
     pay.add_argument("--idempotency-key", help="reuse the key of a payment to retry it safely")
     pay.add_argument(
         "--queue-if-offline",
         action="store_true",
         help="keep the payment in the outbox if the gateway cannot be reached, to send later",
     )
-    pay.set_defaults(command=cmd_pay)
+    pay.set_defaults(
+        command=cmd_pay,
+        unreachable_means="nothing was paid",
+        unreachable_hint="With --queue-if-offline the payment waits in the outbox and is sent"
+        " when the gateway is back.",
+    )
 
     payments = commands.add_parser("payments", help="list your payments, newest first")
-    payments.add_argument("--limit", type=positive_int, default=DEFAULT_LIMIT)
+    payments.add_argument(
+        "--limit", type=positive_int, default=DEFAULT_LIMIT,
+        help="list at most this many (default %(default)s)",
+    )
     payments.set_defaults(command=cmd_payments)
     cli_queue.add_queue_parsers(commands)
     return parser
@@ -172,7 +205,7 @@ def cmd_register(args: argparse.Namespace) -> None:
     if link_code is None:
         if not has_terminal():
             raise CliError("no terminal to ask for the account's link code: pass --link-code")
-        link_code = getpass.getpass("link code (from your bank): ")
+        link_code = ask_secret("link code (from your bank): ", "link code")
     password = read_password(args.password_stdin, confirm=True)
     with open_client(args) as client:
         user = client.register(
@@ -200,6 +233,10 @@ def cmd_logout(args: argparse.Namespace) -> None:
     stored = load_session(path)
     if stored is None:
         raise NotLoggedIn
+    expires = f"{stored.expire_time:%Y-%m-%d %H:%M:%S} UTC"
+    args.unreachable_means = (
+        f"logged out here, but the session was not revoked: its token stays valid until {expires}"
+    )
     try:
         now = datetime.datetime.now(datetime.UTC)
         if not stored.expired(now):
@@ -227,7 +264,7 @@ def cmd_balance(args: argparse.Namespace) -> None:
 def cmd_pay(args: argparse.Namespace) -> None:
     amount_minor = parse_amount(args.amount, args.currency)
     if amount_minor == 0:
-        raise CliError(f"amount {args.amount!r} is zero: a payment moves more than nothing")
+        raise InvalidArgument(f"amount {args.amount!r} is zero: a payment moves more than nothing")
     # Chosen here rather than by the library, so that it can be shown for a retry.
     key = args.idempotency_key if args.idempotency_key is not None else str(uuid.uuid4())
     if args.queue_if_offline:
@@ -245,22 +282,10 @@ def cmd_pay(args: argparse.Namespace) -> None:
                 idempotency_key=key,
             )
         except Unavailable as error:
-            if maybe_delivered(error):
-                # Between two banks a bank's error means aborted; within one bank the bank
-                # may still commit. The retry with the key answers either way.
-                print(
-                    "the payment did not complete now; it may still go through. Retry with"
-                    f" --idempotency-key {key}: the retry answers it if it went through, or"
-                    " makes it, once",
-                    file=sys.stderr,
-                )
-            else:
-                print(
-                    f"the gateway at {args.gateway} could not be reached: nothing was paid."
-                    " Is it running (make run)? With --queue-if-offline the payment waits"
-                    " and is sent when the gateway is back.",
-                    file=sys.stderr,
-                )
+            # What is known of the payment; main then prints the error itself.
+            said = payment_failure_message(error, key)
+            if said:
+                print(said, file=sys.stderr)
             raise
     amount = format_amount(payment.amount_minor, payment.currency)
     replayed = " (replayed: this key's payment, made before; nothing moved now)"
@@ -307,17 +332,29 @@ class NotLoggedIn(Exception):
 
 
 def open_client(
-    args: argparse.Namespace, stored: StoredSession | None = None, *, target: str | None = None
+    args: argparse.Namespace,
+    stored: StoredSession | None = None,
+    *,
+    target: str | None = None,
+    outbox: Outbox | None = None,
 ) -> Client:
+    """The client of the gateway a command calls (`target`, else --gateway)."""
+    args.dialed = target or args.gateway
     try:
         return Client(
-            target or args.gateway,
+            args.dialed,
             ca_cert=args.ca_cert,
             access_token=stored.access_token if stored is not None else None,
             timeout_s=args.timeout,
+            username=stored.username if outbox is not None and stored is not None else None,
+            outbox=outbox,
         )
     except OSError as exc:
-        raise CliError(f"cannot read CA certificate {args.ca_cert}: {exc.strerror}") from exc
+        raise CliError(
+            f"cannot read the CA certificate {args.ca_cert} ({exc.strerror}): name the CA that"
+            f" signed the gateway's certificate with --ca-cert or {CA_CERT_ENV} (a relative path"
+            f" is read from the current directory, {os.getcwd()})"
+        ) from exc
     except ValueError as exc:  # a malformed list of gateway addresses
         raise CliError(f"--gateway: {exc}") from exc
 
@@ -337,32 +374,6 @@ def require_session(args: argparse.Namespace) -> StoredSession:
             f"the session of {stored.username} has expired: run `paygate login {stored.username}`"
         )
     return stored
-
-
-def read_password(from_stdin: bool, *, confirm: bool) -> str:
-    if from_stdin:
-        line = sys.stdin.readline()
-        password = line[:-1] if line.endswith("\n") else line
-    elif not has_terminal():
-        # getpass would fall back to reading standard input, with a warning, and end in a
-        # traceback at its end: say what to do instead.
-        raise CliError("no terminal to ask for the password: pipe it in with --password-stdin")
-    else:
-        password = getpass.getpass("password: ")  # on the terminal, whatever stdin is
-        if confirm and getpass.getpass("password (again): ") != password:
-            raise CliError("the passwords do not match")
-    if not password:
-        raise CliError("empty password")
-    return password
-
-
-def has_terminal() -> bool:
-    """Whether this process has a terminal to ask on (getpass asks on /dev/tty)."""
-    try:
-        with open("/dev/tty", "rb"):
-            return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

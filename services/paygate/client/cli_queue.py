@@ -27,6 +27,8 @@ from paygate.client._session_file import (
     session_path,
 )
 from paygate.client._sync_client import Client
+from paygate.client.cli_errors import CliError
+from paygate.client.cli_prompts import read_password, read_stdin_line
 from paygate.client.delivery import DeliveryReport, RunEnd
 from paygate.client.outbox import Outbox, Outcome
 from paygate.client.outbox_models import EntryState, QueuedPayment, default_outbox_path
@@ -49,10 +51,22 @@ def add_outbox_option(parser: argparse.ArgumentParser, environ: Mapping[str, str
 
 
 def add_queue_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    queue = commands.add_parser("queue", help="list, send or forget queued payments")
-    queue.add_argument("--limit", type=_cli.positive_int, default=DEFAULT_LIST_LIMIT)
+    queue = commands.add_parser(
+        "queue",
+        help="list, send or forget queued payments",
+        # The action is optional (alone, `paygate queue` lists): argparse would show it as
+        # required.
+        usage="%(prog)s [-h] [--limit N] [ACTION ...]",
+        description="Without an ACTION, list your queued payments.",
+    )
+    queue.add_argument(
+        "--limit", type=_cli.positive_int, default=DEFAULT_LIST_LIMIT, metavar="N",
+        help="list at most this many (default %(default)s)",
+    )
     queue.set_defaults(command=cmd_queue_list)
-    actions = queue.add_subparsers(metavar="ACTION")
+    actions = queue.add_subparsers(
+        metavar="ACTION", help="what to do instead of listing; `paygate queue ACTION --help`"
+    )
 
     sync = actions.add_parser("sync", help="send queued payments now and print each outcome")
     sync.add_argument(
@@ -70,7 +84,7 @@ def add_queue_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--password-stdin", action="store_true",
         help="if a new login is needed, read the password from stdin",
     )
-    sync.set_defaults(command=cmd_queue_sync)
+    sync.set_defaults(command=cmd_queue_sync, unreachable_means="your payments stay queued")
 
     forget = actions.add_parser("forget", help="drop a queued payment that was not delivered")
     forget.add_argument("id", help="its number in `paygate queue`, or its idempotency key")
@@ -118,7 +132,7 @@ def pay_or_queue(args: argparse.Namespace, key: str, amount: int) -> None:
             idempotency_key=key, queue_if_offline=True,
         )
     if isinstance(result, QueuedPayment) and result.state == EntryState.NEEDS_REVIEW:
-        raise _cli.CliError(review_message(result))  # its key was queued long ago
+        raise CliError(review_message(result))  # its key was queued long ago
     if isinstance(result, QueuedPayment):
         why = result.last_error or "it waits behind payments queued before it"
         print(f"queued payment #{result.entry_id} to {result.payee_username} "
@@ -163,7 +177,7 @@ def cmd_queue_forget(args: argparse.Namespace) -> None:
     with open_queue_client(args, stored, Outbox(args.outbox)) as client:
         entry = client.queued_payment(args.id)
         if not args.yes and not entry.settled and not confirm_forget(entry):
-            raise _cli.CliError(f"payment #{entry.entry_id} was not forgotten")
+            raise CliError(f"payment #{entry.entry_id} was not forgotten")
         forgotten = client.forget_queued(args.id)
     print(f"forgot payment #{forgotten.entry_id} to {forgotten.payee_username} {money(forgotten)}")
 
@@ -173,12 +187,12 @@ def cmd_queue_resend(args: argparse.Namespace) -> None:
     with open_queue_client(args, stored, Outbox(args.outbox)) as client:
         entry = client.queued_payment(args.id)  # this user's, at this gateway
     if entry.state != EntryState.NEEDS_REVIEW:
-        raise _cli.CliError(
+        raise CliError(
             f"payment #{entry.entry_id} is {entry.state}: only a payment held for review is"
             " resent (`paygate queue sync` sends queued ones)"
         )
     if not args.yes and not confirm_resend(entry):
-        raise _cli.CliError(f"payment #{entry.entry_id} was not resent")
+        raise CliError(f"payment #{entry.entry_id} was not resent")
     asyncio.run(requeue(args.outbox, entry.entry_id))
     print(f"queued payment #{entry.entry_id} again; sending it", file=sys.stderr)
     sync(args, stored)
@@ -196,17 +210,7 @@ async def requeue(path: str, entry_id: int) -> QueuedPayment:
 
 
 def open_queue_client(args: argparse.Namespace, stored: StoredSession, outbox: Outbox) -> Client:
-    try:
-        return Client(
-            args.gateway,
-            ca_cert=args.ca_cert,
-            access_token=stored.access_token,
-            timeout_s=args.timeout,
-            username=stored.username,
-            outbox=outbox,
-        )
-    except OSError as exc:
-        raise _cli.CliError(f"cannot read CA certificate {args.ca_cert}: {exc.strerror}") from exc
+    return _cli.open_client(args, stored, outbox=outbox)
 
 
 def known_session(args: argparse.Namespace) -> StoredSession:
@@ -222,7 +226,7 @@ def log_in_again(
 ) -> None:
     print(f"{why}: log in again as {stored.username} to send your queued payments",
           file=sys.stderr)
-    password = _cli.read_password(args.password_stdin, confirm=False)
+    password = read_password(args.password_stdin, confirm=False)
     session = client.login(stored.username, password)
     renewed = StoredSession(
         gateway=stored.gateway,
@@ -240,7 +244,7 @@ def confirm_forget(entry: QueuedPayment) -> bool:
         print(f"it was sent {entry.attempts} time(s) without a final answer: if one reached the"
               " gateway, it may have been paid (see `paygate payments`).", file=sys.stderr)
     print("type y to forget it: ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    return read_stdin_line().strip().lower() in ("y", "yes")
 
 
 def confirm_resend(entry: QueuedPayment) -> bool:
@@ -249,7 +253,7 @@ def confirm_resend(entry: QueuedPayment) -> bool:
     print("if an earlier attempt reached the gateway, this pays it a second time: check"
           " `paygate payments` first.", file=sys.stderr)
     print("type y to send it: ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    return read_stdin_line().strip().lower() in ("y", "yes")
 
 
 def summarize(report: DeliveryReport) -> None:
@@ -257,15 +261,15 @@ def summarize(report: DeliveryReport) -> None:
             if report.needs_review else "")
     if report.pending == 0 and held:
         # Exit status 1: a person has to decide about them; sending them again is not safe.
-        raise _cli.CliError(f"no queued payments left to send{held}")
+        raise CliError(f"no queued payments left to send{held}")
     if report.pending == 0:
         print("no queued payments left" if report.outcomes else "nothing to send")
         return
     if report.end == RunEnd.BLOCKED:
-        raise _cli.CliError(
+        raise CliError(
             f"{report.pending} payment(s) still queued: another paygate process is sending them"
         )
-    raise _cli.CliError(
+    raise CliError(
         f"{report.pending} payment(s) still queued [{report.last_error or report.end}]; "
         f"run `paygate queue sync` again later{held}"
     )

@@ -17,6 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from paygate.common.call_info import note
 from paygate.common.handlers import (
     Context,
     Handler,
@@ -26,6 +27,7 @@ from paygate.common.handlers import (
     wrap_stream,
     wrap_unary,
 )
+from paygate.common.logs import safe_metadata
 from paygate.errors import ERROR_DOMAIN, InvalidArgument, PaygateError, status_code_of
 
 _log = logging.getLogger("paygate.errors")
@@ -34,7 +36,9 @@ MALFORMED = "the request is not a valid protobuf message"
 
 
 def rich_status(error: PaygateError) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
     detail = any_pb2.Any()
     detail.Pack(info)
     code = status_code_of(error)
@@ -44,6 +48,9 @@ def rich_status(error: PaygateError) -> grpc.Status:
 
 
 async def abort_with_error(context: Context, error: PaygateError) -> None:
+    # The call's log line gets the reason, and the error's metadata that is safe to log
+    # (a payment's id and outcome), so that a failed payment is found by its id.
+    note(reason=error.reason, **safe_metadata(error.metadata))
     status = rich_status(error)
     await context.abort(status.code, status.details, status.trailing_metadata)
 

@@ -11,7 +11,7 @@ import grpc
 
 from paygate.common.call_info import CALL_INFO, CallInfo
 from paygate.common.handlers import Context, Handler, UnaryBehavior, wrap_unary
-from paygate.common.logs import safe_fields
+from paygate.common.logs import UNLOGGED_FIELDS, safe_fields
 
 _log = logging.getLogger("paygate.rpc")
 
@@ -19,7 +19,9 @@ QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
-    """Logs every call: method, peer, user, status code, duration and safe request fields.
+    """Logs every call: method, peer, user, status code (its name), duration, safe request
+    and response fields, and what inner layers noted (call_info.note): an error's reason and
+    its payment, a replayed answer.
 
     Health checks are logged at DEBUG so that a monitor polling them does not drown the log.
     """
@@ -58,9 +60,10 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                         fields["user"] = info.user
                     if info.peer_identity:
                         fields["peer_identity"] = info.peer_identity
-                    fields["request"] = safe_fields(request)
+                    fields["request"] = safe_fields(request, UNLOGGED_FIELDS)
                     if response is not None:
                         fields["response"] = safe_fields(response)
+                    fields.update(info.fields)
                     details = context.details() if code != grpc.StatusCode.OK else None
                     if details:
                         fields["error"] = details

@@ -1,6 +1,7 @@
 """Structured logs: one JSON object per line on standard error.
 
-supervisord writes each process's standard error to its own file under var/log/.
+supervisord writes each process's standard error to its own file under var/log/; what
+native code (gRPC's C core) writes there is turned into JSON lines too (native_stderr.py).
 A line written inside a traced call carries its `trace_id` and `span_id` (OpenTelemetry,
 hex as in every trace viewer), so a log line leads to its trace and back.
 Only fields named in SAFE_FIELDS are ever copied from messages into a log line, so a
@@ -14,9 +15,12 @@ import functools
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace
+
+from paygate.common.native_stderr import route_native_stderr
 
 # Message fields that may be logged. Anything else (passwords, tokens) never is.
 SAFE_FIELDS = (
@@ -35,9 +39,15 @@ SAFE_FIELDS = (
     "reason",
     "page_size",
 )
+# Safe fields that are not safe in one message: the name typed into Login may be a password
+# typed into the wrong field. The gateway's login logs it only once it names a user
+# (gateway/accounts.py; SECURITY.md).
+UNLOGGED_FIELDS = frozenset({("paygate.v1.LoginRequest", "username")})
 # A field's text is logged up to this many characters: requests are checked after they are
 # logged, and a refused one may carry a name or key of up to the message size limit.
 LOGGED_TEXT_MAX = 128
+# A batch's line names this many of its transactions (a batch holds up to 256), and counts all.
+LOGGED_IDS_MAX = 16
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,6 +73,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(process: str, level: int = logging.INFO) -> None:
+    """Log JSON lines to standard error; native code's lines too (native_stderr.py)."""
+    route_native_stderr()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -71,22 +83,78 @@ def setup_logging(process: str, level: int = logging.INFO) -> None:
     logging.getLogger("paygate").info("starting", extra={"fields": {"process": process}})
 
 
-def safe_fields(message: Any) -> dict[str, Any]:
-    """The loggable fields that are set on a protobuf message (and its `payment`, if any)."""
+def safe_fields(
+    message: Any, unlogged: frozenset[tuple[str, str]] = frozenset()
+) -> dict[str, Any]:
+    """The loggable fields that are set on a protobuf message (and its `payment`, if any),
+    enums by name; for a batch, the transaction ids of its items (at most LOGGED_IDS_MAX).
+    `unlogged` names (message type, field) pairs to leave out (UNLOGGED_FIELDS)."""
     out: dict[str, Any] = {}
     for source in (message, getattr(message, "payment", None)):
         if source is None or not hasattr(source, "DESCRIPTOR"):
             continue
-        for name in _loggable_names(source.DESCRIPTOR):
+        for name, enum_names in _loggable_fields(source.DESCRIPTOR):
+            if unlogged and (source.DESCRIPTOR.full_name, name) in unlogged:
+                continue
             value = getattr(source, name)
             if isinstance(value, str) and len(value) > LOGGED_TEXT_MAX:
                 value = f"{value[:LOGGED_TEXT_MAX]}... ({len(value)} characters)"
             if value not in ("", 0):
-                out[name] = value
+                out[name] = enum_names.get(value, value) if enum_names else value
+        if _is_batch(source.DESCRIPTOR):
+            items = source.transactions
+            out["transactions"] = len(items)
+            out["transaction_ids"] = [
+                _cut(item.transaction_id) for item in items[:LOGGED_IDS_MAX]
+            ]
     return out
 
 
+def safe_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The pairs of an error's metadata that may be logged (SAFE_FIELDS, and `outcome`)."""
+    return {
+        key: _cut(value)
+        for key, value in metadata.items()
+        if key in SAFE_FIELDS or key == "outcome"
+    }
+
+
+def _cut(text: str) -> str:
+    if len(text) > LOGGED_TEXT_MAX:
+        return f"{text[:LOGGED_TEXT_MAX]}... ({len(text)} characters)"
+    return text
+
+
 @functools.cache
-def _loggable_names(descriptor: Any) -> tuple[str, ...]:
-    """The SAFE_FIELDS a message type has, in SAFE_FIELDS order (one entry per type)."""
-    return tuple(name for name in SAFE_FIELDS if name in descriptor.fields_by_name)
+def _loggable_fields(descriptor: Any) -> tuple[tuple[str, dict[int, str]], ...]:
+    """The SAFE_FIELDS a message type has, in SAFE_FIELDS order, each with the names of its
+    enum's values (empty for a field that is not an enum); worked out once per type."""
+    fields = []
+    for name in SAFE_FIELDS:
+        field = descriptor.fields_by_name.get(name)
+        if field is None or _is_repeated(field):
+            continue
+        enum = field.enum_type
+        names = {value.number: value.name for value in enum.values} if enum else {}
+        fields.append((name, names))
+    return tuple(fields)
+
+
+@functools.cache
+def _is_batch(descriptor: Any) -> bool:
+    """A batch request: `transactions`, a list of messages that each name a transaction."""
+    field = descriptor.fields_by_name.get("transactions")
+    return (
+        field is not None
+        and _is_repeated(field)
+        and field.message_type is not None
+        and "transaction_id" in field.message_type.fields_by_name
+    )
+
+
+def _is_repeated(field: Any) -> bool:
+    # FieldDescriptor.label is deprecated in newer protobuf; is_repeated is its successor.
+    repeated = getattr(field, "is_repeated", None)
+    if repeated is not None:
+        return bool(repeated)
+    return bool(field.label == field.LABEL_REPEATED)

@@ -1,6 +1,6 @@
 """The one place where a failed gRPC call becomes a paygate.errors exception.
 
-The class comes from paygate.errors.ERROR_BY_STATUS, the reason from the
+The class comes from paygate.errors.ERROR_BY_STATUS, the reason and metadata from the
 google.rpc.ErrorInfo that the servers' ErrorInterceptor puts in the
 `grpc-status-details-bin` trailing metadata, and the message from the status details.
 Callers raise the result `from` the gRPC error so that the original stays visible.
@@ -27,21 +27,31 @@ def error_from_rpc(exc: grpc.RpcError) -> PaygateError:
     """The PaygateError that a failed call stands for; raise it `from exc`."""
     code = _code_of(exc)
     message = _details_of(exc) or (code.name if code is not None else "call failed")
-    reason = reason_from_metadata(_trailing_metadata_of(exc))
+    info = error_info_from_metadata(_trailing_metadata_of(exc))
+    reason = str(info.reason) if info is not None else None
+    extra = dict(info.metadata) if info is not None else None
     if code is None:
-        return PaygateError(message, reason=reason or "UNKNOWN")
+        return PaygateError(message, reason=reason or "UNKNOWN", metadata=extra)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         # The outcome of a call that ran out of time is unknown, exactly as when the
         # server is unreachable: both are retried with the same idempotency key.
-        return Unavailable(message, reason=reason or code.name)
+        return Unavailable(message, reason=reason or code.name, metadata=extra)
     cls = ERROR_BY_STATUS.get(code)
     if cls is None:
-        return PaygateError(message, reason=reason or code.name)
-    return cls(message, reason=reason)
+        return PaygateError(message, reason=reason or code.name, metadata=extra)
+    return cls(message, reason=reason, metadata=extra)
 
 
 def reason_from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     """The reason of the first google.rpc.ErrorInfo in the status details, if any."""
+    info = error_info_from_metadata(metadata)
+    return str(info.reason) if info is not None else None
+
+
+def error_info_from_metadata(
+    metadata: Iterable[tuple[str, Any]] | None,
+) -> error_details_pb2.ErrorInfo | None:
+    """The first google.rpc.ErrorInfo with a reason in the status details, if any."""
     for key, value in metadata or ():
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
@@ -53,7 +63,7 @@ def reason_from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str | No
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info) and info.reason:
-                return str(info.reason)
+                return info
     return None
 
 
@@ -78,3 +88,12 @@ def _trailing_metadata_of(exc: grpc.RpcError) -> Iterable[tuple[str, Any]] | Non
     metadata = getattr(exc, "trailing_metadata", None)
     value = metadata() if callable(metadata) else None
     return value if isinstance(value, Iterable) else None
+
+
+# The reasons error_from_rpc gives a status that carried no ErrorInfo: the channel's own.
+CHANNEL_REASONS = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def from_channel(error: PaygateError) -> bool:
+    """Whether the server gave no answer: the status is the client channel's own."""
+    return isinstance(error, Unavailable) and error.reason in CHANNEL_REASONS

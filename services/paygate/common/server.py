@@ -21,6 +21,24 @@ from grpc_reflection.v1alpha import reflection
 
 _log = logging.getLogger("paygate.server")
 
+# Every server's connections (docs/operations.md, "Connections"): a ping after a minute
+# without traffic, the connection closed if unanswered in 20 s (a peer that vanished stops
+# holding call slots); an idle connection closed after 10 minutes; every connection asked
+# to end after an hour (gRPC adds +-10 % jitter), its calls given a minute to finish, so that
+# clients spread again over gateways and banks that restarted or were added. A client may
+# ping at most every 20 s without data (two more are a strike-out: GOAWAY).
+CONNECTION_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.max_connection_idle_ms", 10 * 60_000),
+    ("grpc.max_connection_age_ms", 60 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+)
+
 
 @dataclasses.dataclass
 class Server:
@@ -58,6 +76,7 @@ async def build_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *CONNECTION_OPTIONS,
         ],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )

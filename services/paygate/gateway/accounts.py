@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -20,6 +21,7 @@ import uuid
 
 import bcrypt
 
+from paygate.common.call_info import note
 from paygate.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -41,6 +43,10 @@ PASSWORD_MAX_BYTES = 72  # bcrypt ignores anything past 72 bytes: refuse rather 
 BANK_ID_MAX_LENGTH = 64
 LINK_CODE_MAX_LENGTH = 64
 BAD_LOGIN = "invalid username or password"
+# What a Login's log line says in place of a name that is not, or not yet known to be, a user.
+NOT_A_USER = "<not a user>"
+NAME_NOT_LOOKED_UP = "<not looked up>"
+FINGERPRINT_HEX_CHARS = 16
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -114,6 +120,7 @@ class Accounts:
         self._banks = banks
         self._settings = settings
         self._throttle = throttle
+        self._fingerprint_key = secrets.token_bytes(32)  # new at each start, never stored
         self._hasher = Hasher(
             settings.bcrypt_rounds, settings.hash_threads, settings.hash_queue_max
         )
@@ -160,12 +167,19 @@ class Accounts:
 
         `peer` is the client's address, for the throttle of failed logins.
         """
+        # The name may be a password typed into the wrong field: the call's log line gets it
+        # only once it names a user; until then a fingerprint, which ties one caller's
+        # attempts together but cannot be reversed (its key never leaves this process).
+        note(username=NAME_NOT_LOOKED_UP, username_fingerprint=self._fingerprint(username))
         # No user has such a name or such a password (Register refuses them): the answer is
         # known without the database or bcrypt (which raises on passwords over 72 bytes).
         if not USERNAME_PATTERN.fullmatch(username) or len(password.encode()) > PASSWORD_MAX_BYTES:
+            if not USERNAME_PATTERN.fullmatch(username):
+                note(username=NOT_A_USER)
             raise Unauthenticated(BAD_LOGIN)
         async with self._throttle.attempt(username, peer):
             found = await self._store.user_by_username(username)
+            note(username=username if found is not None else NOT_A_USER)
             hashed = found[1] if found else None
             if not await self._hasher.check(password.encode(), hashed) or found is None:
                 await self._throttle.failed(username, peer)
@@ -175,6 +189,10 @@ class Accounts:
         expire_at_s = time.time() + self._settings.token_ttl_s
         await self._store.insert_session(token_hash(token), found[0].user_id, expire_at_s)
         return token, expire_at_s
+
+    def _fingerprint(self, username: str) -> str:
+        digest = hmac.new(self._fingerprint_key, username.encode(), hashlib.sha256)
+        return digest.hexdigest()[:FINGERPRINT_HEX_CHARS]
 
     async def authenticate(self, token: str) -> Principal:
         hashed = token_hash(token)

@@ -43,10 +43,15 @@ from paygate.errors import (
     CURRENCY_MISMATCH,
     IDEMPOTENCY_KEY_IN_USE,
     IDEMPOTENCY_KEY_MISMATCH,
+    OUTCOME_FAILED,
+    OUTCOME_KEY,
+    OUTCOME_UNKNOWN,
+    PAYMENT_ID_KEY,
     Aborted,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PaygateError,
 )
 from paygate.gateway.accounts import USERNAME_PATTERN
 from paygate.gateway.coordinator import Coordinator
@@ -108,6 +113,17 @@ def has_control_characters(text: str) -> bool:
     """Control characters (NUL, line breaks, tabs, escapes) and line or paragraph
     separators; emoji sequences, no-break spaces and direction marks are text."""
     return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
+def failed_payment_error(error: PaygateError, payment_id: str, state: TxnState) -> PaygateError:
+    """The coordinator's failure, saying which payment and what is known of it: FAILED once
+    an abort is decided (nothing moved or will; a transient cause released the key), or
+    unknown while the payment may still commit (one bank's, not yet settled: the key stays
+    in use). The reason alone cannot tell these apart (docs/protocol.md)."""
+    decided = state in (TxnState.ABORTING, TxnState.ABORTED)
+    error.metadata[PAYMENT_ID_KEY] = payment_id
+    error.metadata[OUTCOME_KEY] = OUTCOME_FAILED if decided else OUTCOME_UNKNOWN
+    return error
 
 
 class Payments:
@@ -215,7 +231,9 @@ class Payments:
                 outcome[0] = "failed"
                 decision = await self._coordinator.run(payment)
                 if decision.failure is not None:
-                    raise decision.failure.error()
+                    raise failed_payment_error(
+                        decision.failure.error(), payment.payment_id, decision.state
+                    )
                 outcome[0] = "succeeded"
                 # The commit decision is on disk and nothing else in the row changes with
                 # it, so the answer is built here rather than read back (one read less on
@@ -246,7 +264,11 @@ class Payments:
                 reason=IDEMPOTENCY_KEY_IN_USE,
             )
         if begun.error_reason:
-            raise FailedPrecondition(begun.error_message, reason=begun.error_reason)
+            raise FailedPrecondition(
+                begun.error_message,
+                reason=begun.error_reason,
+                metadata={PAYMENT_ID_KEY: begun.payment_id, OUTCOME_KEY: OUTCOME_FAILED},
+            )
         return await self._load(begun.payment_id)
 
     async def _load(self, payment_id: str) -> Payment:

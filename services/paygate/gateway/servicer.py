@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
+from paygate.common.call_info import note
 from paygate.common.handlers import Context
 from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument
 from paygate.gateway.accounts import Accounts
@@ -112,6 +113,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         finally:
             if replayed:  # Stripe's Idempotent-Replayed header, on answers and errors alike
                 await context.send_initial_metadata(((IDEMPOTENT_REPLAYED_HEADER, "true"),))
+                note(replayed=True)  # and in the call's log line
         return gateway_pb2.CreatePaymentResponse(payment=payment_message(payment))
 
     async def GetPayment(
