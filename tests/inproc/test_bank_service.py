@@ -70,7 +70,8 @@ def test_open_get_and_deposit(servers: Servers) -> None:
         )
         number = opened.account.account_number
         assert opened.link_code and (opened.account.balance, opened.account.available) == (
-            4_00, 4_00,
+            4_00,
+            4_00,
         )
         assert await refusal(
             bank.admin.OpenAccount(bpb.OpenAccountRequest(currency="XXX"), timeout=TIMEOUT_S)
@@ -104,10 +105,12 @@ def test_open_get_and_deposit(servers: Servers) -> None:
             account_number=number, amount=2_00, currency="USD", reference=reference
         )
         assert await refusal(bank.admin.Deposit(other, timeout=TIMEOUT_S)) == (
-            CODE.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_MISMATCH",
+            CODE.FAILED_PRECONDITION,
+            "IDEMPOTENCY_KEY_MISMATCH",
         )
         assert await refusal(bank.gateway.Deposit(deposit, timeout=TIMEOUT_S)) == (
-            CODE.PERMISSION_DENIED, "PERMISSION_DENIED",
+            CODE.PERMISSION_DENIED,
+            "PERMISSION_DENIED",
         )
         assert (await bank.account(number)).balance == 5_50
 
@@ -122,12 +125,14 @@ def test_link_codes(servers: Servers) -> None:
         linked = await bank.gateway.LinkAccount(link, timeout=TIMEOUT_S)
         assert linked.account.account_number == account
         assert await refusal(bank.admin.LinkAccount(link, timeout=TIMEOUT_S)) == (
-            CODE.PERMISSION_DENIED, "PERMISSION_DENIED",
+            CODE.PERMISSION_DENIED,
+            "PERMISSION_DENIED",
         )
 
         issue = bpb.IssueLinkCodeRequest(account_number=account)
         assert await refusal(bank.gateway.IssueLinkCode(issue, timeout=TIMEOUT_S)) == (
-            CODE.PERMISSION_DENIED, "PERMISSION_DENIED",
+            CODE.PERMISSION_DENIED,
+            "PERMISSION_DENIED",
         )
         assert await refusal(
             bank.admin.IssueLinkCode(
@@ -138,7 +143,8 @@ def test_link_codes(servers: Servers) -> None:
         assert issued and issued != account.link_code
         # The old code is gone: answered as for an account that does not exist.
         assert await refusal(bank.gateway.LinkAccount(link, timeout=TIMEOUT_S)) == (
-            CODE.NOT_FOUND, "ACCOUNT_NOT_FOUND",
+            CODE.NOT_FOUND,
+            "ACCOUNT_NOT_FOUND",
         )
         renewed = bpb.LinkAccountRequest(account_number=account, link_code=issued)
         assert (await bank.gateway.LinkAccount(renewed, timeout=TIMEOUT_S)).account.balance == 1_00
@@ -197,6 +203,43 @@ def test_prepare_commit_and_abort(servers: Servers) -> None:
     servers.run(with_callers(servers, scenario))
 
 
+def test_a_commit_posts_part_of_its_holds_and_releases_the_rest(servers: Servers) -> None:
+    """A partial capture: Commit names how much of each hold to post; never more than held."""
+    payer = servers.admin_open_account(BANK, 10_00)
+    payee = servers.admin_open_account(BANK, 0)
+
+    async def scenario(bank: Callers) -> None:
+        held, batched = txn(), txn()
+        for transaction_id in (held, batched):
+            await bank.gateway.Prepare(
+                transfer(transaction_id, payer, payee, 4_00), timeout=TIMEOUT_S
+            )
+        assert (await bank.account(payer)).available == 2_00
+        for amount in (4_01, -1):
+            assert await refusal(
+                bank.gateway.Commit(
+                    bpb.CommitRequest(transaction_id=held, amount=amount), timeout=TIMEOUT_S
+                )
+            ) == (CODE.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        assert (await bank.account(payer)).balance == 10_00, "a refused Commit posts nothing"
+
+        await bank.gateway.Commit(
+            bpb.CommitRequest(transaction_id=held, amount=1_50), timeout=TIMEOUT_S
+        )
+        response = await bank.gateway.CommitBatch(
+            bpb.CommitBatchRequest(
+                transactions=[bpb.CommitRequest(transaction_id=batched, amount=2_50)]
+            ),
+            timeout=TIMEOUT_S,
+        )
+        assert not response.results[0].HasField("error")
+        payer_now, payee_now = await bank.account(payer), await bank.account(payee)
+        assert (payer_now.balance, payer_now.available, payer_now.pending_debit) == (6_00, 6_00, 0)
+        assert (payee_now.balance, payee_now.pending_credit) == (4_00, 0)
+
+    servers.run(with_callers(servers, scenario))
+
+
 def test_batches(servers: Servers) -> None:
     payer = servers.admin_open_account(BANK, 10_00)
     payee = servers.admin_open_account(BANK, 0)
@@ -216,7 +259,8 @@ def test_batches(servers: Servers) -> None:
         results = {r.transaction_id: r for r in prepared.results}
         assert [results[t].response.vote for t in (first, second)] == [bpb.VOTE_YES] * 2
         assert (results[refused].error.code, results[refused].error.reason) == (
-            CODE.INVALID_ARGUMENT.value[0], "INVALID_ARGUMENT",
+            CODE.INVALID_ARGUMENT.value[0],
+            "INVALID_ARGUMENT",
         )
         committed = await bank.gateway.CommitBatch(
             bpb.CommitBatchRequest(transactions=[bpb.CommitRequest(transaction_id=first)]),
@@ -233,7 +277,8 @@ def test_batches(servers: Servers) -> None:
         )
         assert [r.HasField("error") for r in committed.results] == [False]
         assert [(r.HasField("error"), r.error.reason) for r in aborted.results] == [
-            (False, ""), (True, "TRANSACTION_COMMITTED"),
+            (False, ""),
+            (True, "TRANSACTION_COMMITTED"),
         ]
         payer_now = await bank.account(payer)
         assert (payer_now.balance, payer_now.available) == (8_00, 8_00)
@@ -246,10 +291,12 @@ def test_batches(servers: Servers) -> None:
         }
         for method, request in empty.items():
             assert await refusal(getattr(bank.gateway, method)(request, timeout=TIMEOUT_S)) == (
-                CODE.INVALID_ARGUMENT, "INVALID_ARGUMENT",
+                CODE.INVALID_ARGUMENT,
+                "INVALID_ARGUMENT",
             ), method
             assert await refusal(getattr(bank.admin, method)(request, timeout=TIMEOUT_S)) == (
-                CODE.PERMISSION_DENIED, "PERMISSION_DENIED",
+                CODE.PERMISSION_DENIED,
+                "PERMISSION_DENIED",
             ), method
 
     servers.run(with_callers(servers, scenario))

@@ -57,7 +57,9 @@ class RecordingBank:
         self.calls.append(("prepare", one_phase))
         return Vote(True, committed=one_phase and self.posts)
 
-    async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
+    async def commit(
+        self, bank_id: str, transaction_id: str, *, timeout_s: float, amount_minor: int = 0
+    ) -> None:
         self.calls.append(("commit", False))
         if self.store is not None:
             stored = await self.store.get_payment(transaction_id)

@@ -45,7 +45,9 @@ class HangingCommits:
     ) -> Vote:
         return Vote(True)
 
-    async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
+    async def commit(
+        self, bank_id: str, transaction_id: str, *, timeout_s: float, amount_minor: int = 0
+    ) -> None:
         self.commit_waiting.set()
         await asyncio.Event().wait()
 

@@ -356,9 +356,12 @@ def can_credit(account: AccountRow, amount_minor: int) -> bool:
     return account.balance + account.pending_credit + amount_minor <= MAX_BALANCE_MINOR
 
 
-def commit(tx: LedgerTx, transaction_id: str) -> bool:
-    """Post a prepared transaction's holds. Returns False when it was already committed."""
+def commit(tx: LedgerTx, transaction_id: str, amount_minor: int = 0) -> bool:
+    """Post a prepared transaction's holds: `amount_minor` of each (0: all of it), the rest
+    released (a partial capture). Returns False when it was already committed."""
     validate_id(transaction_id, "transaction_id")
+    if amount_minor < 0:
+        raise InvalidArgument("amount must not be negative (0 posts everything held)")
     existing = tx.get_transaction(transaction_id)
     if existing is None:
         raise NotFound(f"transaction {transaction_id} was never prepared at this bank")
@@ -370,13 +373,21 @@ def commit(tx: LedgerTx, transaction_id: str) -> bool:
             reason=TRANSACTION_ABORTED,
         )
     check(existing.state == "prepared", f"transaction {transaction_id} in unknown state")
-    for hold in tx.holds_of(transaction_id):
+    holds = tx.holds_of(transaction_id)
+    for hold in holds:
+        if amount_minor > hold.amount:
+            raise InvalidArgument(
+                f"cannot post {amount_minor} of transaction {transaction_id}: it holds"
+                f" {hold.amount} minor units"
+            )
+    for hold in holds:
+        posted = amount_minor or hold.amount
         if hold.direction == DEBIT:
-            tx.insert_entry(hold.account_number, -hold.amount, "debit", transaction_id)
-            _apply(tx, hold.account_number, balance=-hold.amount, pending_debit=-hold.amount)
+            tx.insert_entry(hold.account_number, -posted, "debit", transaction_id)
+            _apply(tx, hold.account_number, balance=-posted, pending_debit=-hold.amount)
         else:
-            tx.insert_entry(hold.account_number, hold.amount, "credit", transaction_id)
-            _apply(tx, hold.account_number, balance=hold.amount, pending_credit=-hold.amount)
+            tx.insert_entry(hold.account_number, posted, "credit", transaction_id)
+            _apply(tx, hold.account_number, balance=posted, pending_credit=-hold.amount)
     tx.set_transaction_state(transaction_id, "committed")
     return True
 

@@ -115,8 +115,8 @@ class Participant:
     ) -> Vote:
         return _value(await self.prepare_batch([(transaction_id, legs, one_phase)]))
 
-    async def commit(self, transaction_id: str) -> None:
-        _value(await self.commit_batch([transaction_id]))
+    async def commit(self, transaction_id: str, amount_minor: int = 0) -> None:
+        _value(await self.commit_batch([(transaction_id, amount_minor)]))
 
     async def abort(self, transaction_id: str) -> None:
         _value(await self.abort_batch([transaction_id]))
@@ -143,11 +143,17 @@ class Participant:
             self._metrics.holds_resolved.labels("posted").inc(posted)
         return [outcome[0] if isinstance(outcome, tuple) else outcome for outcome in outcomes]
 
-    async def commit_batch(self, transaction_ids: Sequence[str]) -> list[None | PaygateError]:
+    async def commit_batch(
+        self, transactions: Sequence[tuple[str, int]]
+    ) -> list[None | PaygateError]:
+        """Commit each (transaction_id, amount_minor to post of each hold; 0: all)."""
         self._faults.crash_point("bank.before_post")
         outcomes = _domain(
             await self._store.transactions(
-                [functools.partial(ledger.commit, transaction_id=t) for t in transaction_ids]
+                [
+                    functools.partial(ledger.commit, transaction_id=t, amount_minor=amount)
+                    for t, amount in transactions
+                ]
             )
         )
         self._faults.crash_point("bank.after_post")

@@ -69,9 +69,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         account, link_code = await self._bank.open_account(
             request.currency, request.initial_balance
         )
-        return bank_pb2.OpenAccountResponse(
-            account=account_message(account), link_code=link_code
-        )
+        return bank_pb2.OpenAccountResponse(account=account_message(account), link_code=link_code)
 
     async def LinkAccount(
         self, request: bank_pb2.LinkAccountRequest, context: Context
@@ -107,7 +105,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
     async def Commit(
         self, request: bank_pb2.CommitRequest, context: Context
     ) -> bank_pb2.CommitResponse:
-        await self._bank.commit(request.transaction_id)
+        await self._bank.commit(request.transaction_id, request.amount)
         return bank_pb2.CommitResponse()
 
     async def Abort(
@@ -150,7 +148,9 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
     ) -> bank_pb2.CommitBatchResponse:
         _check_batch(len(request.transactions))
         ids = [t.transaction_id for t in request.transactions]
-        outcomes = await self._bank.commit_batch(ids)
+        outcomes = await self._bank.commit_batch(
+            [(t.transaction_id, t.amount) for t in request.transactions]
+        )
         return bank_pb2.CommitBatchResponse(results=_resolve_results(ids, outcomes))
 
     async def AbortBatch(

@@ -179,8 +179,10 @@ class BankClients:
         )
         return await self._batchers_of(bank_id).prepare.call(request, timeout_s=timeout_s)
 
-    async def commit(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:
-        request = bank_pb2.CommitRequest(transaction_id=transaction_id)
+    async def commit(
+        self, bank_id: str, transaction_id: str, *, timeout_s: float, amount_minor: int = 0
+    ) -> None:
+        request = bank_pb2.CommitRequest(transaction_id=transaction_id, amount=amount_minor)
         await self._batchers_of(bank_id).commit.call(request, timeout_s=timeout_s)
 
     async def abort(self, bank_id: str, transaction_id: str, *, timeout_s: float) -> None:

@@ -217,7 +217,9 @@ class Coordinator:
         for bank in action.banks:
             if action.retry:
                 self._metrics.retries.labels(bank, phase).inc()
-            drive.call(self._decision(drive.payment.payment_id, bank, action.commit))
+            drive.call(
+                self._decision(drive.payment.payment_id, bank, action.commit, action.amount_minor)
+            )
 
     async def _prepare(
         self, payment_id: str, bank: str, legs: list[Leg], action: t.SendPrepares
@@ -241,12 +243,18 @@ class Coordinator:
         await asyncio.sleep(self._settings.prepare_timeout_s + PREPARE_TIMEOUT_MARGIN_S)
         return t.VotesTimedOut()
 
-    async def _decision(self, payment_id: str, bank: str, commit: bool) -> t.Event:
-        """One Commit or Abort, and what came of it."""
+    async def _decision(
+        self, payment_id: str, bank: str, commit: bool, amount_minor: int
+    ) -> t.Event:
+        """One Commit (of `amount_minor` of each hold; 0: all) or Abort, and what came of it."""
         timeout_s = self._settings.bank_call_timeout_s
-        send = self._banks.commit if commit else self._banks.abort
         try:
-            await send(bank, payment_id, timeout_s=timeout_s)
+            if commit:
+                await self._banks.commit(
+                    bank, payment_id, timeout_s=timeout_s, amount_minor=amount_minor
+                )
+            else:
+                await self._banks.abort(bank, payment_id, timeout_s=timeout_s)
         except Unavailable as exc:
             if exc.reason == BANK_TIMEOUT:
                 self._metrics.timeouts.labels(bank, "commit" if commit else "abort").inc()

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apaygate/bank/v1/bank.proto\x12\x0fpaygate.bank.v1\"\x86\x01\n\x07\x41\x63\x63ount\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\x12\x15\n\rpending_debit\x18\x05 \x01(\x03\x12\x16\n\x0epending_credit\x18\x06 \x01(\x03\"+\n\x11GetAccountRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\"?\n\x12GetAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\"?\n\x12OpenAccountRequest\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x17\n\x0finitial_balance\x18\x02 \x01(\x03\"S\n\x13OpenAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\x12\x11\n\tlink_code\x18\x02 \x01(\t\"?\n\x12LinkAccountRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x11\n\tlink_code\x18\x02 \x01(\t\"@\n\x13LinkAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\".\n\x14IssueLinkCodeRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\"*\n\x15IssueLinkCodeResponse\x12\x11\n\tlink_code\x18\x01 \x01(\t\"]\n\x0e\x44\x65positRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\"N\n\x0f\x44\x65positResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"n\n\x03Leg\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12-\n\tdirection\x18\x02 \x01(\x0e\x32\x1a.paygate.bank.v1.Direction\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"_\n\x0ePrepareRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04legs\x18\x02 \x03(\x0b\x32\x14.paygate.bank.v1.Leg\x12\x11\n\tone_phase\x18\x03 \x01(\x08\"Y\n\x0fPrepareResponse\x12#\n\x04vote\x18\x01 \x01(\x0e\x32\x15.paygate.bank.v1.Vote\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tcommitted\x18\x03 \x01(\x08\"\'\n\rCommitRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x10\n\x0e\x43ommitResponse\"&\n\x0c\x41\x62ortRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x0f\n\rAbortResponse\";\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"L\n\x13PrepareBatchRequest\x12\x35\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1f.paygate.bank.v1.PrepareRequest\"\x87\x01\n\rPrepareResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x32\n\x08response\x18\x02 \x01(\x0b\x32 .paygate.bank.v1.PrepareResponse\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1b.paygate.bank.v1.BatchError\"G\n\x14PrepareBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.PrepareResult\"J\n\x12\x43ommitBatchRequest\x12\x34\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.CommitRequest\"S\n\rResolveResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.paygate.bank.v1.BatchError\"F\n\x13\x43ommitBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.ResolveResult\"H\n\x11\x41\x62ortBatchRequest\x12\x33\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1d.paygate.bank.v1.AbortRequest\"E\n\x12\x41\x62ortBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.ResolveResult*Q\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_DEBIT\x10\x01\x12\x14\n\x10\x44IRECTION_CREDIT\x10\x02*7\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x0c\n\x08VOTE_YES\x10\x01\x12\x0b\n\x07VOTE_NO\x10\x02\x32\xb5\x07\n\x0b\x42\x61nkService\x12U\n\nGetAccount\x12\".paygate.bank.v1.GetAccountRequest\x1a#.paygate.bank.v1.GetAccountResponse\x12X\n\x0bOpenAccount\x12#.paygate.bank.v1.OpenAccountRequest\x1a$.paygate.bank.v1.OpenAccountResponse\x12X\n\x0bLinkAccount\x12#.paygate.bank.v1.LinkAccountRequest\x1a$.paygate.bank.v1.LinkAccountResponse\x12^\n\rIssueLinkCode\x12%.paygate.bank.v1.IssueLinkCodeRequest\x1a&.paygate.bank.v1.IssueLinkCodeResponse\x12L\n\x07\x44\x65posit\x12\x1f.paygate.bank.v1.DepositRequest\x1a .paygate.bank.v1.DepositResponse\x12L\n\x07Prepare\x12\x1f.paygate.bank.v1.PrepareRequest\x1a .paygate.bank.v1.PrepareResponse\x12I\n\x06\x43ommit\x12\x1e.paygate.bank.v1.CommitRequest\x1a\x1f.paygate.bank.v1.CommitResponse\x12\x46\n\x05\x41\x62ort\x12\x1d.paygate.bank.v1.AbortRequest\x1a\x1e.paygate.bank.v1.AbortResponse\x12[\n\x0cPrepareBatch\x12$.paygate.bank.v1.PrepareBatchRequest\x1a%.paygate.bank.v1.PrepareBatchResponse\x12X\n\x0b\x43ommitBatch\x12#.paygate.bank.v1.CommitBatchRequest\x1a$.paygate.bank.v1.CommitBatchResponse\x12U\n\nAbortBatch\x12\".paygate.bank.v1.AbortBatchRequest\x1a#.paygate.bank.v1.AbortBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apaygate/bank/v1/bank.proto\x12\x0fpaygate.bank.v1\"\x86\x01\n\x07\x41\x63\x63ount\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\x12\x15\n\rpending_debit\x18\x05 \x01(\x03\x12\x16\n\x0epending_credit\x18\x06 \x01(\x03\"+\n\x11GetAccountRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\"?\n\x12GetAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\"?\n\x12OpenAccountRequest\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x17\n\x0finitial_balance\x18\x02 \x01(\x03\"S\n\x13OpenAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\x12\x11\n\tlink_code\x18\x02 \x01(\t\"?\n\x12LinkAccountRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x11\n\tlink_code\x18\x02 \x01(\t\"@\n\x13LinkAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\".\n\x14IssueLinkCodeRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\"*\n\x15IssueLinkCodeResponse\x12\x11\n\tlink_code\x18\x01 \x01(\t\"]\n\x0e\x44\x65positRequest\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\"N\n\x0f\x44\x65positResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.paygate.bank.v1.Account\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"n\n\x03Leg\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x01 \x01(\t\x12-\n\tdirection\x18\x02 \x01(\x0e\x32\x1a.paygate.bank.v1.Direction\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"_\n\x0ePrepareRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\"\n\x04legs\x18\x02 \x03(\x0b\x32\x14.paygate.bank.v1.Leg\x12\x11\n\tone_phase\x18\x03 \x01(\x08\"Y\n\x0fPrepareResponse\x12#\n\x04vote\x18\x01 \x01(\x0e\x32\x15.paygate.bank.v1.Vote\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tcommitted\x18\x03 \x01(\x08\"7\n\rCommitRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"\x10\n\x0e\x43ommitResponse\"&\n\x0c\x41\x62ortRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x0f\n\rAbortResponse\";\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"L\n\x13PrepareBatchRequest\x12\x35\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1f.paygate.bank.v1.PrepareRequest\"\x87\x01\n\rPrepareResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x32\n\x08response\x18\x02 \x01(\x0b\x32 .paygate.bank.v1.PrepareResponse\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1b.paygate.bank.v1.BatchError\"G\n\x14PrepareBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.PrepareResult\"J\n\x12\x43ommitBatchRequest\x12\x34\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.CommitRequest\"S\n\rResolveResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.paygate.bank.v1.BatchError\"F\n\x13\x43ommitBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.ResolveResult\"H\n\x11\x41\x62ortBatchRequest\x12\x33\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1d.paygate.bank.v1.AbortRequest\"E\n\x12\x41\x62ortBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.paygate.bank.v1.ResolveResult*Q\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_DEBIT\x10\x01\x12\x14\n\x10\x44IRECTION_CREDIT\x10\x02*7\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x0c\n\x08VOTE_YES\x10\x01\x12\x0b\n\x07VOTE_NO\x10\x02\x32\xb5\x07\n\x0b\x42\x61nkService\x12U\n\nGetAccount\x12\".paygate.bank.v1.GetAccountRequest\x1a#.paygate.bank.v1.GetAccountResponse\x12X\n\x0bOpenAccount\x12#.paygate.bank.v1.OpenAccountRequest\x1a$.paygate.bank.v1.OpenAccountResponse\x12X\n\x0bLinkAccount\x12#.paygate.bank.v1.LinkAccountRequest\x1a$.paygate.bank.v1.LinkAccountResponse\x12^\n\rIssueLinkCode\x12%.paygate.bank.v1.IssueLinkCodeRequest\x1a&.paygate.bank.v1.IssueLinkCodeResponse\x12L\n\x07\x44\x65posit\x12\x1f.paygate.bank.v1.DepositRequest\x1a .paygate.bank.v1.DepositResponse\x12L\n\x07Prepare\x12\x1f.paygate.bank.v1.PrepareRequest\x1a .paygate.bank.v1.PrepareResponse\x12I\n\x06\x43ommit\x12\x1e.paygate.bank.v1.CommitRequest\x1a\x1f.paygate.bank.v1.CommitResponse\x12\x46\n\x05\x41\x62ort\x12\x1d.paygate.bank.v1.AbortRequest\x1a\x1e.paygate.bank.v1.AbortResponse\x12[\n\x0cPrepareBatch\x12$.paygate.bank.v1.PrepareBatchRequest\x1a%.paygate.bank.v1.PrepareBatchResponse\x12X\n\x0b\x43ommitBatch\x12#.paygate.bank.v1.CommitBatchRequest\x1a$.paygate.bank.v1.CommitBatchResponse\x12U\n\nAbortBatch\x12\".paygate.bank.v1.AbortBatchRequest\x1a#.paygate.bank.v1.AbortBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paygate.bank.v1.bank_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=1986
-  _globals['_DIRECTION']._serialized_end=2067
-  _globals['_VOTE']._serialized_start=2069
-  _globals['_VOTE']._serialized_end=2124
+  _globals['_DIRECTION']._serialized_start=2002
+  _globals['_DIRECTION']._serialized_end=2083
+  _globals['_VOTE']._serialized_start=2085
+  _globals['_VOTE']._serialized_end=2140
   _globals['_ACCOUNT']._serialized_start=48
   _globals['_ACCOUNT']._serialized_end=182
   _globals['_GETACCOUNTREQUEST']._serialized_start=184
@@ -64,31 +64,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREPARERESPONSE']._serialized_start=1051
   _globals['_PREPARERESPONSE']._serialized_end=1140
   _globals['_COMMITREQUEST']._serialized_start=1142
-  _globals['_COMMITREQUEST']._serialized_end=1181
-  _globals['_COMMITRESPONSE']._serialized_start=1183
-  _globals['_COMMITRESPONSE']._serialized_end=1199
-  _globals['_ABORTREQUEST']._serialized_start=1201
-  _globals['_ABORTREQUEST']._serialized_end=1239
-  _globals['_ABORTRESPONSE']._serialized_start=1241
-  _globals['_ABORTRESPONSE']._serialized_end=1256
-  _globals['_BATCHERROR']._serialized_start=1258
-  _globals['_BATCHERROR']._serialized_end=1317
-  _globals['_PREPAREBATCHREQUEST']._serialized_start=1319
-  _globals['_PREPAREBATCHREQUEST']._serialized_end=1395
-  _globals['_PREPARERESULT']._serialized_start=1398
-  _globals['_PREPARERESULT']._serialized_end=1533
-  _globals['_PREPAREBATCHRESPONSE']._serialized_start=1535
-  _globals['_PREPAREBATCHRESPONSE']._serialized_end=1606
-  _globals['_COMMITBATCHREQUEST']._serialized_start=1608
-  _globals['_COMMITBATCHREQUEST']._serialized_end=1682
-  _globals['_RESOLVERESULT']._serialized_start=1684
-  _globals['_RESOLVERESULT']._serialized_end=1767
-  _globals['_COMMITBATCHRESPONSE']._serialized_start=1769
-  _globals['_COMMITBATCHRESPONSE']._serialized_end=1839
-  _globals['_ABORTBATCHREQUEST']._serialized_start=1841
-  _globals['_ABORTBATCHREQUEST']._serialized_end=1913
-  _globals['_ABORTBATCHRESPONSE']._serialized_start=1915
-  _globals['_ABORTBATCHRESPONSE']._serialized_end=1984
-  _globals['_BANKSERVICE']._serialized_start=2127
-  _globals['_BANKSERVICE']._serialized_end=3076
+  _globals['_COMMITREQUEST']._serialized_end=1197
+  _globals['_COMMITRESPONSE']._serialized_start=1199
+  _globals['_COMMITRESPONSE']._serialized_end=1215
+  _globals['_ABORTREQUEST']._serialized_start=1217
+  _globals['_ABORTREQUEST']._serialized_end=1255
+  _globals['_ABORTRESPONSE']._serialized_start=1257
+  _globals['_ABORTRESPONSE']._serialized_end=1272
+  _globals['_BATCHERROR']._serialized_start=1274
+  _globals['_BATCHERROR']._serialized_end=1333
+  _globals['_PREPAREBATCHREQUEST']._serialized_start=1335
+  _globals['_PREPAREBATCHREQUEST']._serialized_end=1411
+  _globals['_PREPARERESULT']._serialized_start=1414
+  _globals['_PREPARERESULT']._serialized_end=1549
+  _globals['_PREPAREBATCHRESPONSE']._serialized_start=1551
+  _globals['_PREPAREBATCHRESPONSE']._serialized_end=1622
+  _globals['_COMMITBATCHREQUEST']._serialized_start=1624
+  _globals['_COMMITBATCHREQUEST']._serialized_end=1698
+  _globals['_RESOLVERESULT']._serialized_start=1700
+  _globals['_RESOLVERESULT']._serialized_end=1783
+  _globals['_COMMITBATCHRESPONSE']._serialized_start=1785
+  _globals['_COMMITBATCHRESPONSE']._serialized_end=1855
+  _globals['_ABORTBATCHREQUEST']._serialized_start=1857
+  _globals['_ABORTBATCHREQUEST']._serialized_end=1929
+  _globals['_ABORTBATCHRESPONSE']._serialized_start=1931
+  _globals['_ABORTBATCHRESPONSE']._serialized_end=2000
+  _globals['_BANKSERVICE']._serialized_start=2143
+  _globals['_BANKSERVICE']._serialized_end=3092
 # @@protoc_insertion_point(module_scope)

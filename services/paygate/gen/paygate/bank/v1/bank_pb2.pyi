@@ -148,10 +148,12 @@ class PrepareResponse(_message.Message):
     def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("transaction_id",)
+    __slots__ = ("transaction_id", "amount")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
-    def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
+    amount: int
+    def __init__(self, transaction_id: _Optional[str] = ..., amount: _Optional[int] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ()

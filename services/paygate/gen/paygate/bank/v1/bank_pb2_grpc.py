@@ -144,7 +144,8 @@ class BankServiceServicer:
 
     def Commit(self, request, context):
         """Commit is phase two after a commit decision: it posts the transaction's
-        holds. Idempotent; refused for a transaction that was aborted.
+        holds (all of them, or the amount it names, releasing the rest). Idempotent;
+        refused for a transaction that was aborted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
