@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from paygate.common.invariants import check
+
 T = TypeVar("T")
 _log = logging.getLogger("paygate.sqlite")
 
@@ -108,18 +110,24 @@ class Database:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _switch_to_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # Foreign keys are off while migrating, so that a step can rebuild a table others
+        # refer to (SQLite's documented way to change a CHECK); each step checks them all
+        # before it commits.
+        conn.execute("PRAGMA foreign_keys = OFF")
         for number, sql in enumerate(self._migrations[version:], start=version + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _statements(sql):
                     conn.execute(statement)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                check(not broken, f"migration {number} breaks foreign keys: {broken[:3]}")
                 conn.execute(f"PRAGMA user_version = {number}")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        conn.execute("PRAGMA foreign_keys = ON")
         self._conn = conn
         self._inode = self.path.stat().st_ino
 

@@ -26,15 +26,15 @@ from typing import Any
 from paygate.common.faults import FaultInjector
 from paygate.common.invariants import check
 from paygate.common.metrics import CoordinatorMetrics, new_registry
-from paygate.errors import BANK_TIMEOUT, PaygateError, Unavailable
+from paygate.errors import CANCELED
 from paygate.gateway import transitions as t
+from paygate.gateway.bank_calls import BankCalls
 from paygate.gateway.drive import Drive
 from paygate.gateway.finisher import Finisher
-from paygate.gateway.models import Leg, Payment
+from paygate.gateway.models import BeginResult, OperationKey, Payment, TxnState
 from paygate.gateway.store import GatewayStore, Lease
 from paygate.gateway.transitions import ABORT_REASONS, Decision
 from paygate.gateway.two_phase import (
-    PREPARE_TIMEOUT_MARGIN_S,
     CoordinatorSettings,
     Participants,
     backoff_s,
@@ -70,6 +70,7 @@ class Coordinator:
         self._background: set[asyncio.Task[None]] = set()
         # The finish writes of transactions ending together share one database transaction.
         self._finisher = Finisher(store, timeout_s=settings.bank_call_timeout_s)
+        self._calls = BankCalls(participants, settings, self._metrics)
 
     def one_phase_for(self, payer_bank_id: str, payee_bank_id: str) -> bool:
         """Whether a new payment between these banks is sent as a one-phase commit."""
@@ -100,6 +101,8 @@ class Coordinator:
             one_phase=payment.one_phase,
             state=payment.txn_state,
             rounds=self._settings.delivery_attempts,
+            manual=payment.manual_capture,
+            capture_minor=payment.amount_captured_minor,
         )
 
     # Driving -------------------------------------------------------------------------
@@ -108,7 +111,26 @@ class Coordinator:
         """Drive a freshly recorded payment until its caller can be answered; the rest of
         its work (an abort's delivery, a one-phase outcome to settle) goes on in the
         background."""
-        drive = Drive(payment, self._txn(payment), self._step, t.Begin())
+        return (await self._request(payment, t.Begin()))[0]
+
+    async def capture(
+        self, payment: Payment, amount_minor: int, key: OperationKey
+    ) -> tuple[Decision, BeginResult | None]:
+        """Capture `amount_minor` of an authorization, recording `key` with the decision: the
+        answer, and what the key held if it was used before (then nothing was written)."""
+        return await self._request(payment, t.Capture(amount_minor), key)
+
+    async def cancel(
+        self, payment: Payment, key: OperationKey
+    ) -> tuple[Decision, BeginResult | None]:
+        """Cancel an authorization for its payee, as capture() does."""
+        return await self._request(payment, t.Cancel(CANCELED, "canceled by the payee"), key)
+
+    async def _request(
+        self, payment: Payment, first: t.Event, key: OperationKey | None = None
+    ) -> tuple[Decision, BeginResult | None]:
+        drive = Drive(payment, self._txn(payment), self._step, first)
+        drive.key = key
         with self.claim(payment.payment_id):
             try:
                 await self._go(drive, until_answered=True)
@@ -123,7 +145,7 @@ class Coordinator:
                 await self._end(drive)
         check(drive.answer is not None, f"{payment.payment_id}: driven without an answer")
         assert drive.answer is not None
-        return drive.answer
+        return drive.answer, drive.key_taken
 
     async def _go_on(self, drive: Drive) -> None:
         try:
@@ -174,15 +196,8 @@ class Coordinator:
         payment_id = drive.payment.payment_id
         if isinstance(action, t.SendPrepares | t.SendDecision):
             self._send(drive, action)
-        elif isinstance(action, t.RecordCommit):
-            state = await self._store.decide_commit(payment_id, finished=action.finished)
-            drive.inbox.put_nowait(t.Recorded(state))
-        elif isinstance(action, t.RecordAbort):
-            failure = action.failure
-            state = await self._store.decide_abort(
-                payment_id, failure.reason, failure.message, release_key=failure.transient
-            )
-            drive.inbox.put_nowait(t.Recorded(state))
+        elif isinstance(action, t.RecordCommit | t.RecordAbort | t.RecordAuthorization):
+            drive.inbox.put_nowait(await self._record(drive, action))
         elif isinstance(action, t.RecordFinish):
             await self._finisher.finish(payment_id, action.state)
         elif isinstance(action, t.RenewLease):
@@ -203,71 +218,52 @@ class Coordinator:
             _log.log(logging.getLevelName(action.level.upper()), action.message,
                      extra={"fields": fields})  # fmt: skip
 
+    async def _record(
+        self, drive: Drive, action: t.RecordCommit | t.RecordAbort | t.RecordAuthorization
+    ) -> t.Recorded:
+        """A decision's conditional write, and the state the store holds after it."""
+        payment_id = drive.payment.payment_id
+        if isinstance(action, t.RecordAuthorization):
+            return t.Recorded(await self._store.authorize(payment_id))
+        if action.from_state == TxnState.AUTHORIZED:
+            if isinstance(action, t.RecordCommit):
+                settled = await self._store.capture(
+                    payment_id, action.capture_minor, self.new_lease(), drive.key
+                )
+            else:
+                reason = action.failure.reason
+                settled = await self._store.cancel(payment_id, reason, self.new_lease(), drive.key)
+            drive.key_taken = settled.key
+            return t.Recorded(settled.state, settled.applied)
+        if isinstance(action, t.RecordCommit):
+            state = await self._store.decide_commit(payment_id, finished=action.finished)
+            return t.Recorded(state, state in (TxnState.COMMITTING, TxnState.COMMITTED))
+        failure = action.failure
+        state = await self._store.decide_abort(
+            payment_id, failure.reason, failure.message, release_key=failure.transient
+        )
+        return t.Recorded(state, state in (TxnState.ABORTING, TxnState.ABORTED))
+
     # Bank calls ----------------------------------------------------------------------
 
     def _send(self, drive: Drive, action: t.SendPrepares | t.SendDecision) -> None:
         drive.enter_phase(t.phase_of(drive.txn))
+        payment_id = drive.payment.payment_id
         if isinstance(action, t.SendPrepares):
             legs = legs_by_bank(drive.payment)
             for bank in action.banks:
-                drive.call(self._prepare(drive.payment.payment_id, bank, legs[bank], action))
-            drive.call(self._votes_deadline())
+                drive.call(self._calls.prepare(payment_id, bank, legs[bank], action))
+            drive.call(self._calls.votes_deadline())
             return
         phase = "commit" if action.commit else "abort"
         for bank in action.banks:
             if action.retry:
                 self._metrics.retries.labels(bank, phase).inc()
             drive.call(
-                self._decision(drive.payment.payment_id, bank, action.commit, action.amount_minor)
-            )
-
-    async def _prepare(
-        self, payment_id: str, bank: str, legs: list[Leg], action: t.SendPrepares
-    ) -> t.Event:
-        timeout_s = self._settings.prepare_timeout_s
-        try:
-            vote = await self._banks.prepare(
-                bank, payment_id, legs, timeout_s=timeout_s, one_phase=action.one_phase
-            )
-        except Unavailable as exc:
-            if exc.reason == BANK_TIMEOUT:
-                self._metrics.timeouts.labels(bank, "prepare").inc()
-            return t.PrepareFailed(bank, exc.reason, exc.message, answered=False)
-        except PaygateError as exc:
-            return t.PrepareFailed(bank, exc.reason, repr(exc), answered=True)
-        return t.Voted(bank, vote.yes, vote.reason, posted=vote.committed)
-
-    async def _votes_deadline(self) -> t.Event:
-        # The calls' own deadlines fire first, so that a bank that is down is told apart
-        # from one that is slow (banks.py); this bound only backs them up.
-        await asyncio.sleep(self._settings.prepare_timeout_s + PREPARE_TIMEOUT_MARGIN_S)
-        return t.VotesTimedOut()
-
-    async def _decision(
-        self, payment_id: str, bank: str, commit: bool, amount_minor: int
-    ) -> t.Event:
-        """One Commit (of `amount_minor` of each hold; 0: all) or Abort, and what came of it."""
-        timeout_s = self._settings.bank_call_timeout_s
-        try:
-            if commit:
-                await self._banks.commit(
-                    bank, payment_id, timeout_s=timeout_s, amount_minor=amount_minor
+                self._calls.decision(
+                    drive.payment.payment_id, bank, action.commit, action.amount_minor
                 )
-            else:
-                await self._banks.abort(bank, payment_id, timeout_s=timeout_s)
-        except Unavailable as exc:
-            if exc.reason == BANK_TIMEOUT:
-                self._metrics.timeouts.labels(bank, "commit" if commit else "abort").inc()
-            _log.info(
-                "phase two send failed, will retry",
-                extra={"fields": {"transaction_id": payment_id, "bank": bank,
-                                  "decision": "commit" if commit else "abort",
-                                  "reason": exc.reason}},
-            )  # fmt: skip
-            return t.NotAcked(bank, exc.reason)
-        except PaygateError as exc:
-            return t.Refused(bank, exc.reason)
-        return t.Acked(bank)
+            )
 
     # Recovery ------------------------------------------------------------------------
 
@@ -277,12 +273,11 @@ class Coordinator:
         Our own (a request's delivery that ran out of attempts) are claimed too; those a task
         here is still driving are left to it.
         """
-        claimed = await self._store.claim_unfinished(
-            self.owner,
-            now_s=time.time(),
-            lease_s=self._settings.lease_s,
-            limit=self._settings.recovery_batch,
-        )
+        claims = {"now_s": time.time(), "lease_s": self._settings.lease_s}
+        limit_n = self._settings.recovery_batch
+        claimed = await self._store.claim_unfinished(self.owner, **claims, limit=limit_n)
+        # Authorizations past their deadline, to expire (transitions.py).
+        claimed += await self._store.claim_expired(self.owner, **claims, limit=limit_n)
         orphans = [p for p in claimed if p.payment_id not in self._driving]
         limit = asyncio.Semaphore(self._settings.recovery_concurrency)
 

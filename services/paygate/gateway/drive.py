@@ -22,7 +22,7 @@ from prometheus_client import Histogram
 
 from paygate.common.metrics import observe
 from paygate.gateway import transitions as t
-from paygate.gateway.models import Payment
+from paygate.gateway.models import BeginResult, OperationKey, Payment
 from paygate.gateway.transitions import Decision
 
 _tracer = trace.get_tracer("paygate.gateway.coordinator")
@@ -66,6 +66,10 @@ class Drive:
         self.calls: set[asyncio.Task[None]] = set()
         self.answer: Decision | None = None
         self.span: PhaseSpan | None = None
+        # A capture's or a cancellation's idempotency key, written with its decision; what
+        # the key held instead, when it had been used before.
+        self.key: OperationKey | None = None
+        self.key_taken: BeginResult | None = None
 
     def call(self, job: Coroutine[Any, Any, t.Event]) -> None:
         """Start a bank call (inside the phase's span) whose answer becomes an event."""

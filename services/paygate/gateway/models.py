@@ -8,8 +8,10 @@ import enum
 
 class PaymentStatus(enum.StrEnum):
     PENDING = "pending"
+    REQUIRES_CAPTURE = "requires_capture"  # authorized: the payee captures or cancels it
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"  # an authorization cancelled by its payee, or expired
 
 
 class TxnState(enum.StrEnum):
@@ -28,6 +30,9 @@ UNFINISHED = (TxnState.PREPARING, TxnState.COMMITTING, TxnState.ABORTING)
 # instead, SQLite (and PostgreSQL's generic plans) cannot use the partial index
 # payments_unfinished, and recovery's claim would scan every payment ever made.
 UNFINISHED_SQL = "(" + ", ".join(f"'{state}'" for state in UNFINISHED) + ")"
+# The states a gateway may hold a lease on: the unfinished ones, and an authorization that
+# recovery is expiring or a request is capturing or cancelling.
+LEASED_SQL = "(" + ", ".join(f"'{state}'" for state in (*UNFINISHED, TxnState.AUTHORIZED)) + ")"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,6 +67,8 @@ class PaymentRequest:
     amount_minor: int
     currency: str
     description: str
+    # Authorize only; the payee captures (or cancels) later (transitions.py).
+    manual_capture: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,6 +92,10 @@ class Payment:
     # Sent as a one-phase commit: the payment's only bank decides, so recovery asks it
     # instead of presuming abort (transitions.py). Recorded before the Prepare is sent.
     one_phase: bool = False
+    # An authorization (manual capture): uncaptured by then, it is cancelled (expired).
+    manual_capture: bool = False
+    capture_before_us: int = 0
+    amount_captured_minor: int = 0  # recorded with the capture decision; 0 until then
 
     @property
     def participants(self) -> list[str]:
@@ -115,6 +126,26 @@ class BeginResult:
     payment_id: str = ""
     error_reason: str = ""
     error_message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class OperationKey:
+    """The idempotency key of a capture or a cancellation: its caller's, with the request's
+    fingerprint."""
+
+    user_id: str
+    key: str
+    request_hash: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """What a capture or a cancellation found: the state recorded, whether this write made
+    it, and what the caller's key held when it was used before (nothing was written)."""
+
+    state: TxnState
+    applied: bool
+    key: BeginResult | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

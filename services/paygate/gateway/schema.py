@@ -101,6 +101,59 @@ SQLITE_MIGRATIONS = [
     CREATE INDEX sessions_expire ON sessions (expire_at_s);
     CREATE INDEX login_failures_at ON login_failures (failed_at_s)
     """,
+    # 6: authorizations (manual capture): the state `authorized`, the statuses
+    # `requires_capture` and `canceled`, the deadline, and the amount captured (never more
+    # than authorized). SQLite cannot widen a CHECK in place: the table is first rebuilt
+    # with the same columns and the wider checks, as its documentation prescribes (the
+    # runner turns foreign keys off while migrating and checks them before each commit;
+    # the rebuild's names are quoted, as it creates nothing that stays), then the columns
+    # are added as on PostgreSQL.
+    """
+    CREATE TABLE "payments_rebuilt" (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        payment_id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN
+            ('pending', 'requires_capture', 'succeeded', 'failed', 'canceled')),
+        txn_state TEXT NOT NULL CHECK (txn_state IN
+            ('preparing', 'authorized', 'committing', 'aborting', 'committed', 'aborted')),
+        payer_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payer_username TEXT NOT NULL,
+        payer_bank_id TEXT NOT NULL,
+        payer_account TEXT NOT NULL,
+        payee_user_id TEXT NOT NULL REFERENCES users (user_id),
+        payee_username TEXT NOT NULL,
+        payee_bank_id TEXT NOT NULL,
+        payee_account TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        description TEXT NOT NULL,
+        failure_reason TEXT NOT NULL DEFAULT '',
+        create_time_us INTEGER NOT NULL,
+        decided_at_s REAL,
+        finished_at_s REAL,
+        lease_owner TEXT,
+        lease_expires_at_s REAL,
+        one_phase INTEGER NOT NULL DEFAULT 0 CHECK (one_phase IN (0, 1))
+    );
+    INSERT INTO "payments_rebuilt" SELECT seq, payment_id, status, txn_state, payer_user_id,
+        payer_username, payer_bank_id, payer_account, payee_user_id, payee_username,
+        payee_bank_id, payee_account, amount, currency, description, failure_reason,
+        create_time_us, decided_at_s, finished_at_s, lease_owner, lease_expires_at_s, one_phase
+        FROM payments;
+    DROP TABLE payments;
+    ALTER TABLE "payments_rebuilt" RENAME TO payments;
+    CREATE INDEX "payments_unfinished" ON payments (txn_state)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting');
+    CREATE INDEX "payments_lease" ON payments (lease_expires_at_s)
+        WHERE txn_state IN ('preparing', 'committing', 'aborting');
+    ALTER TABLE payments ADD COLUMN capture_method TEXT NOT NULL DEFAULT 'automatic'
+        CHECK (capture_method IN ('automatic', 'manual'));
+    ALTER TABLE payments ADD COLUMN capture_before_us INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE payments ADD COLUMN amount_captured INTEGER NOT NULL DEFAULT 0
+        CHECK (amount_captured >= 0 AND amount_captured <= amount);
+    CREATE INDEX payments_authorized ON payments (capture_before_us)
+        WHERE txn_state = 'authorized'
+    """,
 ]
 
 
@@ -191,5 +244,22 @@ POSTGRES_MIGRATIONS = [
     """
     CREATE INDEX sessions_expire ON sessions (expire_at_s);
     CREATE INDEX login_failures_at ON login_failures (failed_at_s)
+    """,
+    # 6: authorizations (manual capture): the state `authorized`, the statuses
+    # `requires_capture` and `canceled`, the deadline, and the amount captured.
+    """
+    ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+    ALTER TABLE payments ADD CONSTRAINT payments_status_check CHECK (status IN
+        ('pending', 'requires_capture', 'succeeded', 'failed', 'canceled'));
+    ALTER TABLE payments DROP CONSTRAINT payments_txn_state_check;
+    ALTER TABLE payments ADD CONSTRAINT payments_txn_state_check CHECK (txn_state IN
+        ('preparing', 'authorized', 'committing', 'aborting', 'committed', 'aborted'));
+    ALTER TABLE payments ADD COLUMN capture_method TEXT NOT NULL DEFAULT 'automatic'
+        CHECK (capture_method IN ('automatic', 'manual'));
+    ALTER TABLE payments ADD COLUMN capture_before_us BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE payments ADD COLUMN amount_captured BIGINT NOT NULL DEFAULT 0
+        CHECK (amount_captured >= 0 AND amount_captured <= amount);
+    CREATE INDEX payments_authorized ON payments (capture_before_us)
+        WHERE txn_state = 'authorized'
     """,
 ]

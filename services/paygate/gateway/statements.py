@@ -9,7 +9,23 @@ named where a statement uses it (`d.skip_locked`, `d.returning`, `d.bounded_dele
 from __future__ import annotations
 
 from paygate.common.sql import Column, Dialect, Table
-from paygate.gateway.models import UNFINISHED_SQL, Payment, PaymentStatus, TxnState, User
+from paygate.gateway.models import (
+    LEASED_SQL,
+    UNFINISHED_SQL,
+    Payment,
+    PaymentStatus,
+    TxnState,
+    User,
+)
+
+
+def _is_manual(capture_method: str) -> bool:
+    return capture_method == "manual"
+
+
+def _capture_method(manual: bool) -> str:
+    return "manual" if manual else "automatic"
+
 
 USERS = Table(
     "users", User, ("user_id", "username", "bank_id", "account_number", "currency", "role")
@@ -35,6 +51,9 @@ PAYMENTS = Table(
         "failure_reason",
         "create_time_us",
         Column("one_phase", load=bool),  # SQLite stores 0 or 1
+        Column("capture_method", field="manual_capture", load=_is_manual, dump=_capture_method),
+        "capture_before_us",
+        Column("amount_captured", field="amount_captured_minor"),
     ),
 )
 
@@ -95,6 +114,49 @@ class GatewaySql:
             " failure_reason = :reason, decided_at_s = :now_s"
             " WHERE payment_id = :payment_id AND txn_state = 'preparing'"
         )
+        # An authorization's life: AUTHORIZED is written from 'preparing' like a decision;
+        # a capture or a cancellation only from 'authorized', so that of a capture, a
+        # cancellation and an expiry racing, exactly one is written. Its writer takes the
+        # lease: it delivers the decision.
+        self.authorize = sql(
+            "UPDATE payments SET txn_state = 'authorized', status = 'requires_capture',"
+            " decided_at_s = :now_s WHERE payment_id = :payment_id AND txn_state = 'preparing'"
+        )
+        self.capture = sql(
+            "UPDATE payments SET txn_state = 'committing', status = 'succeeded',"
+            " amount_captured = :amount, decided_at_s = :now_s, lease_owner = :owner,"
+            " lease_expires_at_s = :expires_at_s"
+            " WHERE payment_id = :payment_id AND txn_state = 'authorized'"
+        )
+        self.cancel = sql(
+            "UPDATE payments SET txn_state = 'aborting', status = 'canceled',"
+            " failure_reason = :reason, decided_at_s = :now_s, lease_owner = :owner,"
+            " lease_expires_at_s = :expires_at_s"
+            " WHERE payment_id = :payment_id AND txn_state = 'authorized'"
+        )
+        self.insert_completed_key = sql(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state,"
+            " payment_id, created_at_s)"
+            " VALUES (:user_id, :key, :request_hash, 'completed', :payment_id, :now_s)"
+        )
+        self.operation_key = sql(
+            "SELECT request_hash, state, payment_id, error_reason, error_message"
+            " FROM idempotency_keys WHERE user_id = :user_id AND idempotency_key = :key"
+        )
+        # Authorizations past their deadline, free or already the owner's, for recovery
+        # to expire; through a partial index of authorizations only.
+        self.claim_expired = sql(
+            "UPDATE payments SET lease_owner = :owner, lease_expires_at_s = :expires_at_s"
+            " WHERE seq IN (SELECT seq FROM payments WHERE txn_state = 'authorized'"
+            " AND capture_before_us <= :now_us"
+            " AND (lease_owner IS NULL OR lease_expires_at_s <= :now_s OR lease_owner = :owner)"
+            f" ORDER BY capture_before_us LIMIT :limit{d.skip_locked})"
+            f" RETURNING seq, {PAYMENTS.columns}"
+        )
+        self.count_expired = sql(
+            "SELECT COUNT(*) FROM payments WHERE txn_state = 'authorized'"
+            " AND capture_before_us <= :now_us"
+        )
         self.complete_key = sql(
             "UPDATE idempotency_keys SET state = 'completed' WHERE payment_id = :payment_id"
         )
@@ -138,7 +200,7 @@ class GatewaySql:
         )
         self.renew_lease = sql(
             "UPDATE payments SET lease_expires_at_s = :expires_at_s WHERE payment_id = :payment_id"
-            f" AND lease_owner = :owner AND txn_state IN {UNFINISHED_SQL}"
+            f" AND lease_owner = :owner AND txn_state IN {LEASED_SQL}"
         )
         self.login_failures = sql(
             "SELECT failed_at_s FROM login_failures WHERE throttle_key = :key"

@@ -18,7 +18,7 @@ from paygate.common.sqlite import Database
 from paygate.gateway.models import BeginOutcome as BeginOutcome
 from paygate.gateway.models import BeginResult as BeginResult
 from paygate.gateway.models import Lease as Lease
-from paygate.gateway.models import Payment, TxnState, User
+from paygate.gateway.models import OperationKey, Payment, Settled, TxnState, User
 from paygate.gateway.models import Session as Session
 from paygate.gateway.schema import SQLITE_MIGRATIONS as MIGRATIONS
 from paygate.gateway.statements import GatewaySql
@@ -47,6 +47,17 @@ class GatewayStore(Protocol):
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool
     ) -> TxnState: ...
+    async def authorize(self, payment_id: str) -> TxnState: ...
+    async def capture(
+        self, payment_id: str, amount_minor: int, lease: Lease, key: OperationKey | None
+    ) -> Settled: ...
+    async def cancel(
+        self, payment_id: str, reason: str, lease: Lease, key: OperationKey | None
+    ) -> Settled: ...
+    async def claim_expired(
+        self, owner: str, *, now_s: float, lease_s: float, limit: int
+    ) -> list[Payment]: ...
+    async def count_expired(self, *, now_s: float) -> int: ...
     async def finish(self, payment_id: str, state: TxnState) -> None: ...
     async def finish_many(self, finished: Sequence[tuple[str, TxnState]]) -> None:
         """finish() for several transactions, in one database transaction."""

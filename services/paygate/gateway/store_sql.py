@@ -18,8 +18,10 @@ from paygate.gateway.models import (
     BeginOutcome,
     BeginResult,
     Lease,
+    OperationKey,
     Payment,
     Session,
+    Settled,
     TxnState,
     User,
 )
@@ -140,7 +142,7 @@ class SqlGatewayStore(OnDatabase):
                 if await tx.run(sql.claim_key, values) == 1:
                     await _insert_payment(tx, sql, payment, values)
                     return BeginResult(BeginOutcome.STARTED, payment.payment_id)
-                taken = await _key_owner(tx, sql, values)
+                taken = await _key_owner(tx, sql.key, values)
                 if taken is not None:
                     return taken
             return BeginResult(BeginOutcome.IN_USE)
@@ -191,6 +193,91 @@ class SqlGatewayStore(OnDatabase):
             return await _txn_state(tx, sql, values)
 
         return await self._write(decide)
+
+    async def authorize(self, payment_id: str) -> TxnState:
+        """Record that every bank holds an authorization's money (from PREPARING, as a
+        decision), completing its key; return the state recorded."""
+        sql = self._sql
+        values = {"now_s": time.time(), "payment_id": payment_id}
+
+        async def write(tx: Tx) -> TxnState:
+            if await tx.run(sql.authorize, values):
+                await tx.run(sql.complete_key, values)
+            return await _txn_state(tx, sql, values)
+
+        return await self._write(write)
+
+    async def capture(
+        self, payment_id: str, amount_minor: int, lease: Lease, key: OperationKey | None
+    ) -> Settled:
+        """Record the capture of `amount_minor` of an authorization, and its caller's key,
+        in one transaction: only from AUTHORIZED (else not applied), and only if the key is
+        new (else what the key holds)."""
+        values = {"amount": amount_minor, "reason": ""}
+        return await self._settle(self._sql.capture, payment_id, lease, key, values)
+
+    async def cancel(
+        self, payment_id: str, reason: str, lease: Lease, key: OperationKey | None
+    ) -> Settled:
+        """Record the cancellation of an authorization (by its payee with `key`, or expired
+        by recovery without one), as capture() does."""
+        return await self._settle(self._sql.cancel, payment_id, lease, key, {"reason": reason})
+
+    async def _settle(
+        self,
+        statement: Statement,
+        payment_id: str,
+        lease: Lease,
+        key: OperationKey | None,
+        extra: Values,
+    ) -> Settled:
+        sql = self._sql
+        values = {
+            **extra,
+            "payment_id": payment_id,
+            "now_s": time.time(),
+            "owner": lease.owner,
+            "expires_at_s": lease.expires_at_s,
+        }
+        if key is not None:
+            values.update(user_id=key.user_id, key=key.key, request_hash=key.request_hash)
+
+        async def write(tx: Tx) -> Settled:
+            if key is not None and (taken := await _key_owner(tx, sql.operation_key, values)):
+                return Settled(await _txn_state(tx, sql, values), False, taken)
+            applied = bool(await tx.run(statement, values))
+            if applied and key is not None:
+                await tx.run(sql.insert_completed_key, values)
+            return Settled(await _txn_state(tx, sql, values), applied)
+
+        return await self._write(write)
+
+    async def claim_expired(
+        self, owner: str, *, now_s: float, lease_s: float, limit: int
+    ) -> list[Payment]:
+        """Lease to `owner` the authorizations past their deadline, free or its own."""
+        values = {
+            "owner": owner,
+            "expires_at_s": now_s + lease_s,
+            "now_s": now_s,
+            "now_us": int(now_s * 1e6),
+            "limit": limit,
+        }
+
+        async def claim(tx: Tx) -> list[Payment]:
+            rows = await tx.all(self._sql.claim_expired, values)
+            return [PAYMENTS.from_row(row[1:]) for row in sorted(rows, key=lambda row: row[0])]
+
+        return await self._write(claim)
+
+    async def count_expired(self, *, now_s: float) -> int:
+        """How many authorizations are past their deadline and not yet cancelled."""
+
+        async def count(tx: Tx) -> int:
+            row = await tx.one(self._sql.count_expired, {"now_us": int(now_s * 1e6)})
+            return int(row[0]) if row else 0
+
+        return await self._read(count)
 
     async def finish(self, payment_id: str, state: TxnState) -> None:
         await self.finish_many([(payment_id, state)])
@@ -311,9 +398,9 @@ async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Val
     await tx.many(sql.insert_party, [{"user_id": user_id, "seq": seq} for user_id in parties])
 
 
-async def _key_owner(tx: Tx, sql: GatewaySql, values: Values) -> BeginResult | None:
+async def _key_owner(tx: Tx, statement: Statement, values: Values) -> BeginResult | None:
     """Why a key that is taken is taken; None when it was released meanwhile."""
-    row = await tx.one(sql.key, values)
+    row = await tx.one(statement, values)
     if row is None:
         return None
     stored_hash, state, payment_id, error_reason, error_message = row
