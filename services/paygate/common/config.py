@@ -70,6 +70,7 @@ DEFAULT_GRACE_S = 5.0
 # Batches of bank calls (gateway/batching.py): at most this many calls in one batch RPC,
 # and at most this many batch RPCs on the wire per bank and operation at once.
 DEFAULT_BATCH_MAX_SIZE = 128
+DEFAULT_AUTHORIZATION_TTL_S = 7 * 24 * 3600.0
 # The most transactions one batch call to a bank may carry: a bank refuses a larger batch
 # (INVALID_ARGUMENT, nothing applied), so batch_max_size may not be set above it.
 MAX_BATCH_SIZE = 256
@@ -137,6 +138,9 @@ class GatewayConfig:
     # A payment within one bank as one call that posts on yes (gateway/transitions.py).
     # Off only while gateways of an older version share the database (docs/storage.md).
     one_phase_commit: bool = True
+    # How long an authorization (a payment with manual capture) holds the payer's money
+    # before it is cancelled uncaptured: Stripe's 7 days by default.
+    authorization_ttl_s: float = DEFAULT_AUTHORIZATION_TTL_S
     # A deliberately broken protocol (gateway/transitions.py BROKEN_VARIANTS), only with
     # fault_injection: for the tests that show paygate-chaos catches one. Never in production.
     broken_protocol: str = ""

@@ -48,6 +48,7 @@ from paygate.common.tls import server_credentials
 from paygate.gateway import transitions
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.auth_interceptor import AuthInterceptor
+from paygate.gateway.authorizations import Authorizations
 from paygate.gateway.banks import BankClients, BatchSettings
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
@@ -218,10 +219,11 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         PaymentSettings(
             max_payment_minor=config.max_payment_minor,
             max_message_bytes=config.max_message_bytes,
+            authorization_ttl_s=config.authorization_ttl_s,
         ),
         PaymentMetrics.build(registry),
     )
-    servicer = GatewayServicer(accounts, payments)
+    servicer = GatewayServicer(accounts, payments, Authorizations(payments, coordinator))
     server = await build_server(
         listen=config.listen,
         credentials=server_credentials(config.tls, require_client_cert=False),

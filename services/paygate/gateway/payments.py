@@ -36,7 +36,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 
-from paygate.common.config import DEFAULT_MAX_MESSAGE_BYTES
+from paygate.common.config import DEFAULT_AUTHORIZATION_TTL_S, DEFAULT_MAX_MESSAGE_BYTES
 from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.common.money import check_currency, format_amount
 from paygate.errors import (
@@ -80,13 +80,18 @@ class PaymentSettings:
     # The largest message the gateway sends: a page of payments stops before it (page_size
     # 100 of 500-character descriptions in 4-byte characters would be ~200 KiB).
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # How long an authorization holds the payer's money before it expires uncaptured.
+    authorization_ttl_s: float = DEFAULT_AUTHORIZATION_TTL_S
 
 
 def request_hash(request: PaymentRequest) -> str:
     """The fingerprint of a request's parameters, to tell a retry from a different payment."""
-    canonical = repr(
-        (request.payee_username, request.amount_minor, request.currency, request.description)
-    )
+    parameters: tuple[object, ...] = (
+        request.payee_username, request.amount_minor, request.currency, request.description
+    )  # fmt: skip
+    if request.manual_capture:  # (kept out otherwise: keys stored before it still match)
+        parameters += ("manual",)
+    canonical = repr(parameters)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -217,8 +222,16 @@ class Payments:
             amount_minor=request.amount_minor,
             currency=request.currency,
             description=request.description,
-            create_time_us=time.time_ns() // 1000,
-            one_phase=self._coordinator.one_phase_for(payer.bank_id, payee.bank_id),
+            create_time_us=(now_us := time.time_ns() // 1000),
+            # An authorization holds: it is never a one-phase commit.
+            one_phase=not request.manual_capture
+            and self._coordinator.one_phase_for(payer.bank_id, payee.bank_id),
+            manual_capture=request.manual_capture,
+            capture_before_us=(
+                now_us + int(self._settings.authorization_ttl_s * 1e6)
+                if request.manual_capture
+                else 0
+            ),
         )
         with self._coordinator.claim(payment.payment_id):
             begun = await self._store.begin_payment(
@@ -234,10 +247,15 @@ class Payments:
                     raise failed_payment_error(
                         decision.failure.error(), payment.payment_id, decision.state
                     )
+                # The decision is on disk and nothing else in the row changes with it, so
+                # the answer is built here rather than read back (one read less on the
+                # database thread every payment waits for).
+                if decision.state == TxnState.AUTHORIZED:
+                    outcome[0] = "authorized"
+                    return dataclasses.replace(
+                        payment, status=PaymentStatus.REQUIRES_CAPTURE, txn_state=decision.state
+                    )
                 outcome[0] = "succeeded"
-                # The commit decision is on disk and nothing else in the row changes with
-                # it, so the answer is built here rather than read back (one read less on
-                # the database thread every payment waits for).
                 return dataclasses.replace(
                     payment, status=PaymentStatus.SUCCEEDED, txn_state=decision.state
                 )
@@ -269,9 +287,9 @@ class Payments:
                 reason=begun.error_reason,
                 metadata={PAYMENT_ID_KEY: begun.payment_id, OUTCOME_KEY: OUTCOME_FAILED},
             )
-        return await self._load(begun.payment_id)
+        return await self.load(begun.payment_id)
 
-    async def _load(self, payment_id: str) -> Payment:
+    async def load(self, payment_id: str) -> Payment:
         payment = await self._store.get_payment(payment_id)
         if payment is None:
             raise NotFound(f"no payment {payment_id}")

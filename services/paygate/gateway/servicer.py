@@ -9,6 +9,7 @@ from paygate.common.handlers import Context
 from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument
 from paygate.gateway.accounts import Accounts
 from paygate.gateway.auth_interceptor import PRINCIPAL
+from paygate.gateway.authorizations import Authorizations
 from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus
 from paygate.gateway.payments import Payments
 from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
@@ -17,8 +18,15 @@ SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_na
 
 _STATUS = {
     PaymentStatus.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
+    PaymentStatus.REQUIRES_CAPTURE: gateway_pb2.PAYMENT_STATUS_REQUIRES_CAPTURE,
     PaymentStatus.SUCCEEDED: gateway_pb2.PAYMENT_STATUS_SUCCEEDED,
     PaymentStatus.FAILED: gateway_pb2.PAYMENT_STATUS_FAILED,
+    PaymentStatus.CANCELED: gateway_pb2.PAYMENT_STATUS_CANCELED,
+}
+_MANUAL: dict[int, bool] = {
+    gateway_pb2.CAPTURE_METHOD_UNSPECIFIED: False,
+    gateway_pb2.CAPTURE_METHOD_AUTOMATIC: False,
+    gateway_pb2.CAPTURE_METHOD_MANUAL: True,
 }
 MAX_STRING_LENGTH = 1024
 
@@ -26,7 +34,10 @@ MAX_STRING_LENGTH = 1024
 def payment_message(payment: Payment) -> gateway_pb2.Payment:
     create_time = timestamp_pb2.Timestamp()
     create_time.FromMicroseconds(payment.create_time_us)
-    return gateway_pb2.Payment(
+    captured = payment.amount_captured_minor
+    if not payment.manual_capture and payment.status == PaymentStatus.SUCCEEDED:
+        captured = payment.amount_minor  # an automatic payment moves all of it at once
+    message = gateway_pb2.Payment(
         payment_id=payment.payment_id,
         status=_STATUS[payment.status],
         payer_username=payment.payer_username,
@@ -36,7 +47,29 @@ def payment_message(payment: Payment) -> gateway_pb2.Payment:
         description=payment.description,
         create_time=create_time,
         failure_reason=payment.failure_reason,
+        capture_method=gateway_pb2.CAPTURE_METHOD_MANUAL
+        if payment.manual_capture
+        else gateway_pb2.CAPTURE_METHOD_AUTOMATIC,
+        amount_captured=captured,
     )
+    if payment.manual_capture:
+        message.capture_before.FromMicroseconds(payment.capture_before_us)
+    return message
+
+
+def capture_method(value: int) -> bool:
+    """Whether a CreatePayment's capture_method asks for an authorization only."""
+    if value not in _MANUAL:
+        raise InvalidArgument(f"capture_method {value} is not a CaptureMethod")
+    return _MANUAL[value]
+
+
+async def mark_replayed(context: Context, replayed: list[bool]) -> None:
+    """Stripe's Idempotent-Replayed header on an answer given again (answers and errors
+    alike), and the mark in the call's log line."""
+    if replayed:
+        await context.send_initial_metadata(((IDEMPOTENT_REPLAYED_HEADER, "true"),))
+        note(replayed=True)
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -52,9 +85,12 @@ def bounded(value: str, field: str) -> str:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, accounts: Accounts, payments: Payments) -> None:
+    def __init__(
+        self, accounts: Accounts, payments: Payments, authorizations: Authorizations
+    ) -> None:
         self._accounts = accounts
         self._payments = payments
+        self._authorizations = authorizations
 
     async def Register(
         self, request: gateway_pb2.RegisterRequest, context: Context
@@ -107,14 +143,44 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     amount_minor=request.amount,
                     currency=bounded(request.currency, "currency"),
                     description=request.description,
+                    manual_capture=capture_method(request.capture_method),
                 ),
                 on_replay=lambda: replayed.append(True),
             )
         finally:
-            if replayed:  # Stripe's Idempotent-Replayed header, on answers and errors alike
-                await context.send_initial_metadata(((IDEMPOTENT_REPLAYED_HEADER, "true"),))
-                note(replayed=True)  # and in the call's log line
+            await mark_replayed(context, replayed)
         return gateway_pb2.CreatePaymentResponse(payment=payment_message(payment))
+
+    async def CapturePayment(
+        self, request: gateway_pb2.CapturePaymentRequest, context: Context
+    ) -> gateway_pb2.CapturePaymentResponse:
+        replayed: list[bool] = []
+        try:
+            payment = await self._authorizations.capture(
+                PRINCIPAL.get().user,
+                request.payment_id,
+                request.amount,
+                request.idempotency_key,
+                on_replay=lambda: replayed.append(True),
+            )
+        finally:
+            await mark_replayed(context, replayed)
+        return gateway_pb2.CapturePaymentResponse(payment=payment_message(payment))
+
+    async def CancelPayment(
+        self, request: gateway_pb2.CancelPaymentRequest, context: Context
+    ) -> gateway_pb2.CancelPaymentResponse:
+        replayed: list[bool] = []
+        try:
+            payment = await self._authorizations.cancel(
+                PRINCIPAL.get().user,
+                request.payment_id,
+                request.idempotency_key,
+                on_replay=lambda: replayed.append(True),
+            )
+        finally:
+            await mark_replayed(context, replayed)
+        return gateway_pb2.CancelPaymentResponse(payment=payment_message(payment))
 
     async def GetPayment(
         self, request: gateway_pb2.GetPaymentRequest, context: Context

@@ -373,8 +373,15 @@ def _begin(txn: Txn, event: Event) -> Result:
 def _capture(txn: Txn, event: Event) -> Result:
     assert isinstance(event, Capture)
     check(txn.manual and event.amount_minor > 0, f"{txn.payment_id}: a capture of nothing")
+    # Written from AUTHORIZED, whatever the request read: the store's answer says whether
+    # the payment still was (and whether the caller's key was used before).
     txn = dataclasses.replace(
-        txn, caller=True, stage=Stage.DECIDING, commit=True, capture_minor=event.amount_minor
+        txn,
+        state=TxnState.AUTHORIZED,
+        caller=True,
+        stage=Stage.DECIDING,
+        commit=True,
+        capture_minor=event.amount_minor,
     )
     return txn, [
         RecordCommit(
@@ -386,7 +393,14 @@ def _capture(txn: Txn, event: Event) -> Result:
 def _cancel(txn: Txn, event: Event) -> Result:
     assert isinstance(event, Cancel)
     failure = Failure(event.reason, event.message, False)
-    txn = dataclasses.replace(txn, caller=True, stage=Stage.DECIDING, commit=False, failure=failure)
+    txn = dataclasses.replace(
+        txn,
+        state=TxnState.AUTHORIZED,
+        caller=True,
+        stage=Stage.DECIDING,
+        commit=False,
+        failure=failure,
+    )
     return txn, [RecordAbort(failure, from_state=TxnState.AUTHORIZED)]
 
 

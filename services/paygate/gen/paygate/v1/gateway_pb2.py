@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paygate/v1/gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x04 \x01(\t\x12\x11\n\tlink_code\x18\x05 \x01(\t\"L\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x03 \x01(\t\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"V\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x13\n\x11GetBalanceRequest\"J\n\x12GetBalanceResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"\xf8\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\x12\x16\n\x0epayer_username\x18\x03 \x01(\t\x12\x16\n\x0epayee_username\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\"~\n\x14\x43reatePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x16\n\x0epayee_username\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"=\n\x15\x43reatePaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\":\n\x12GetPaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListPaymentsResponse\x12%\n\x08payments\x18\x01 \x03(\x0b\x32\x13.paygate.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x84\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x32\x99\x04\n\x0eGatewayService\x12\x45\n\x08Register\x12\x1b.paygate.v1.RegisterRequest\x1a\x1c.paygate.v1.RegisterResponse\x12<\n\x05Login\x12\x18.paygate.v1.LoginRequest\x1a\x19.paygate.v1.LoginResponse\x12?\n\x06Logout\x12\x19.paygate.v1.LogoutRequest\x1a\x1a.paygate.v1.LogoutResponse\x12K\n\nGetBalance\x12\x1d.paygate.v1.GetBalanceRequest\x1a\x1e.paygate.v1.GetBalanceResponse\x12T\n\rCreatePayment\x12 .paygate.v1.CreatePaymentRequest\x1a!.paygate.v1.CreatePaymentResponse\x12K\n\nGetPayment\x12\x1d.paygate.v1.GetPaymentRequest\x1a\x1e.paygate.v1.GetPaymentResponse\x12Q\n\x0cListPayments\x12\x1f.paygate.v1.ListPaymentsRequest\x1a .paygate.v1.ListPaymentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paygate/v1/gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x04 \x01(\t\x12\x11\n\tlink_code\x18\x05 \x01(\t\"L\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x03 \x01(\t\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"V\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x13\n\x11GetBalanceRequest\"J\n\x12GetBalanceResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"\xf8\x02\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\x12\x16\n\x0epayer_username\x18\x03 \x01(\t\x12\x16\n\x0epayee_username\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\x12\x31\n\x0e\x63\x61pture_method\x18\n \x01(\x0e\x32\x19.paygate.v1.CaptureMethod\x12\x32\n\x0e\x63\x61pture_before\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61mount_captured\x18\x0c \x01(\x03\"\xb1\x01\n\x14\x43reatePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x16\n\x0epayee_username\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x31\n\x0e\x63\x61pture_method\x18\x06 \x01(\x0e\x32\x19.paygate.v1.CaptureMethod\"=\n\x15\x43reatePaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\":\n\x12GetPaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListPaymentsResponse\x12%\n\x08payments\x18\x01 \x03(\x0b\x32\x13.paygate.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x15\x43\x61pturePaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\">\n\x16\x43\x61pturePaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"C\n\x14\x43\x61ncelPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"=\n\x15\x43\x61ncelPaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment*\xc6\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12#\n\x1fPAYMENT_STATUS_REQUIRES_CAPTURE\x10\x04\x12\x1b\n\x17PAYMENT_STATUS_CANCELED\x10\x05*h\n\rCaptureMethod\x12\x1e\n\x1a\x43\x41PTURE_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41PTURE_METHOD_AUTOMATIC\x10\x01\x12\x19\n\x15\x43\x41PTURE_METHOD_MANUAL\x10\x02\x32\xc8\x05\n\x0eGatewayService\x12\x45\n\x08Register\x12\x1b.paygate.v1.RegisterRequest\x1a\x1c.paygate.v1.RegisterResponse\x12<\n\x05Login\x12\x18.paygate.v1.LoginRequest\x1a\x19.paygate.v1.LoginResponse\x12?\n\x06Logout\x12\x19.paygate.v1.LogoutRequest\x1a\x1a.paygate.v1.LogoutResponse\x12K\n\nGetBalance\x12\x1d.paygate.v1.GetBalanceRequest\x1a\x1e.paygate.v1.GetBalanceResponse\x12T\n\rCreatePayment\x12 .paygate.v1.CreatePaymentRequest\x1a!.paygate.v1.CreatePaymentResponse\x12K\n\nGetPayment\x12\x1d.paygate.v1.GetPaymentRequest\x1a\x1e.paygate.v1.GetPaymentResponse\x12Q\n\x0cListPayments\x12\x1f.paygate.v1.ListPaymentsRequest\x1a .paygate.v1.ListPaymentsResponse\x12W\n\x0e\x43\x61pturePayment\x12!.paygate.v1.CapturePaymentRequest\x1a\".paygate.v1.CapturePaymentResponse\x12T\n\rCancelPayment\x12 .paygate.v1.CancelPaymentRequest\x1a!.paygate.v1.CancelPaymentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paygate.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=1232
-  _globals['_PAYMENTSTATUS']._serialized_end=1364
+  _globals['_PAYMENTSTATUS']._serialized_start=1694
+  _globals['_PAYMENTSTATUS']._serialized_end=1892
+  _globals['_CAPTUREMETHOD']._serialized_start=1894
+  _globals['_CAPTUREMETHOD']._serialized_end=1998
   _globals['_REGISTERREQUEST']._serialized_start=73
   _globals['_REGISTERREQUEST']._serialized_end=186
   _globals['_REGISTERRESPONSE']._serialized_start=188
@@ -51,19 +53,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETBALANCERESPONSE']._serialized_start=462
   _globals['_GETBALANCERESPONSE']._serialized_end=536
   _globals['_PAYMENT']._serialized_start=539
-  _globals['_PAYMENT']._serialized_end=787
-  _globals['_CREATEPAYMENTREQUEST']._serialized_start=789
-  _globals['_CREATEPAYMENTREQUEST']._serialized_end=915
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=917
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=978
-  _globals['_GETPAYMENTREQUEST']._serialized_start=980
-  _globals['_GETPAYMENTREQUEST']._serialized_end=1019
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=1021
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=1079
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1081
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1141
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1143
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=1229
-  _globals['_GATEWAYSERVICE']._serialized_start=1367
-  _globals['_GATEWAYSERVICE']._serialized_end=1904
+  _globals['_PAYMENT']._serialized_end=915
+  _globals['_CREATEPAYMENTREQUEST']._serialized_start=918
+  _globals['_CREATEPAYMENTREQUEST']._serialized_end=1095
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=1097
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=1158
+  _globals['_GETPAYMENTREQUEST']._serialized_start=1160
+  _globals['_GETPAYMENTREQUEST']._serialized_end=1199
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=1201
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=1259
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1261
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1321
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1323
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=1409
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=1411
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=1495
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=1497
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=1559
+  _globals['_CANCELPAYMENTREQUEST']._serialized_start=1561
+  _globals['_CANCELPAYMENTREQUEST']._serialized_end=1628
+  _globals['_CANCELPAYMENTRESPONSE']._serialized_start=1630
+  _globals['_CANCELPAYMENTRESPONSE']._serialized_end=1691
+  _globals['_GATEWAYSERVICE']._serialized_start=2001
+  _globals['_GATEWAYSERVICE']._serialized_end=2713
 # @@protoc_insertion_point(module_scope)

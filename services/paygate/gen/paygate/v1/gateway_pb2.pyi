@@ -16,10 +16,23 @@ class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_STATUS_PENDING: _ClassVar[PaymentStatus]
     PAYMENT_STATUS_SUCCEEDED: _ClassVar[PaymentStatus]
     PAYMENT_STATUS_FAILED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_REQUIRES_CAPTURE: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_CANCELED: _ClassVar[PaymentStatus]
+
+class CaptureMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAPTURE_METHOD_UNSPECIFIED: _ClassVar[CaptureMethod]
+    CAPTURE_METHOD_AUTOMATIC: _ClassVar[CaptureMethod]
+    CAPTURE_METHOD_MANUAL: _ClassVar[CaptureMethod]
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PENDING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus
 PAYMENT_STATUS_FAILED: PaymentStatus
+PAYMENT_STATUS_REQUIRES_CAPTURE: PaymentStatus
+PAYMENT_STATUS_CANCELED: PaymentStatus
+CAPTURE_METHOD_UNSPECIFIED: CaptureMethod
+CAPTURE_METHOD_AUTOMATIC: CaptureMethod
+CAPTURE_METHOD_MANUAL: CaptureMethod
 
 class RegisterRequest(_message.Message):
     __slots__ = ("username", "password", "bank_id", "account_number", "link_code")
@@ -84,7 +97,7 @@ class GetBalanceResponse(_message.Message):
     def __init__(self, currency: _Optional[str] = ..., balance: _Optional[int] = ..., available: _Optional[int] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "status", "payer_username", "payee_username", "amount", "currency", "description", "create_time", "failure_reason")
+    __slots__ = ("payment_id", "status", "payer_username", "payee_username", "amount", "currency", "description", "create_time", "failure_reason", "capture_method", "capture_before", "amount_captured")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAYER_USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +107,9 @@ class Payment(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CAPTURED_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     status: PaymentStatus
     payer_username: str
@@ -103,21 +119,26 @@ class Payment(_message.Message):
     description: str
     create_time: _timestamp_pb2.Timestamp
     failure_reason: str
-    def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payer_username: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+    capture_method: CaptureMethod
+    capture_before: _timestamp_pb2.Timestamp
+    amount_captured: int
+    def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payer_username: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ..., capture_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_captured: _Optional[int] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
-    __slots__ = ("idempotency_key", "payee_username", "amount", "currency", "description")
+    __slots__ = ("idempotency_key", "payee_username", "amount", "currency", "description", "capture_method")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     PAYEE_USERNAME_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_METHOD_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     payee_username: str
     amount: int
     currency: str
     description: str
-    def __init__(self, idempotency_key: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    capture_method: CaptureMethod
+    def __init__(self, idempotency_key: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ...) -> None: ...
 
 class CreatePaymentResponse(_message.Message):
     __slots__ = ("payment",)
@@ -152,3 +173,33 @@ class ListPaymentsResponse(_message.Message):
     payments: _containers.RepeatedCompositeFieldContainer[Payment]
     next_page_token: str
     def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CapturePaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "amount", "idempotency_key")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    amount: int
+    idempotency_key: str
+    def __init__(self, payment_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class CapturePaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class CancelPaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "idempotency_key")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    idempotency_key: str
+    def __init__(self, payment_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class CancelPaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...

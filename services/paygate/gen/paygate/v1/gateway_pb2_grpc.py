@@ -71,6 +71,16 @@ class GatewayServiceStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsResponse.FromString,
                 _registered_method=True)
+        self.CapturePayment = channel.unary_unary(
+                '/paygate.v1.GatewayService/CapturePayment',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.CapturePaymentRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.CapturePaymentResponse.FromString,
+                _registered_method=True)
+        self.CancelPayment = channel.unary_unary(
+                '/paygate.v1.GatewayService/CancelPayment',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -131,6 +141,23 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CapturePayment(self, request, context):
+        """CapturePayment moves the money of an authorization (a payment created with
+        CAPTURE_METHOD_MANUAL), all of it or less; the rest of the hold is released.
+        Only the payee may capture, once. Idempotent by (caller, idempotency_key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelPayment(self, request, context):
+        """CancelPayment releases an authorization's holds: nothing moves. Only the payee
+        may cancel. Idempotent by (caller, idempotency_key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +195,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListPayments,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'CapturePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CapturePayment,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.CapturePaymentRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.CapturePaymentResponse.SerializeToString,
+            ),
+            'CancelPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPayment,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +398,60 @@ class GatewayService:
             '/paygate.v1.GatewayService/ListPayments',
             paygate_dot_v1_dot_gateway__pb2.ListPaymentsRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CapturePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/CapturePayment',
+            paygate_dot_v1_dot_gateway__pb2.CapturePaymentRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.CapturePaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/CancelPayment',
+            paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,
