@@ -46,7 +46,7 @@ from paygate.chaos.history import History
 from paygate.chaos.observer import Observer
 from paygate.chaos.workload import Clock, Workload, WorkloadSettings
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
-from paygate.common.faults import POINTS
+from paygate.common.faults import PAYMENT_POINTS, POINTS
 
 DEFAULT_DURATION_S = 60.0
 DEFAULT_CLIENTS = 8
@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--crash-points",
         default="",
         metavar="POINTS",
-        help="comma-separated crash points to arm, or 'all'; needs fault_injection = true",
+        help="comma-separated crash points to arm, or 'all' (every point a payment passes);"
+        " needs fault_injection = true",
     )
     add(
         "--replay-max",
@@ -225,7 +226,8 @@ def fault_kinds(args: argparse.Namespace, config: SuiteConfig) -> tuple[str, ...
 
 
 def crash_point_list(text: str) -> tuple[str, ...]:
-    points = POINTS if text == "all" else tuple(p for p in text.split(",") if p)
+    # 'all': every point its workload passes (it makes payments, not authorizations).
+    points = PAYMENT_POINTS if text == "all" else tuple(p for p in text.split(",") if p)
     unknown = set(points) - set(POINTS)
     if unknown:
         raise ChaosError(f"unknown crash points {sorted(unknown)}; known: {', '.join(POINTS)}")

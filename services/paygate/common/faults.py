@@ -36,22 +36,26 @@ import os
 import pathlib
 import signal
 
-POINTS = (
+# The points a payment passes (its two phases); an authorization's life adds the others.
+PAYMENT_POINTS = (
     "gateway.before_prepare",
     "gateway.after_first_prepare",
     "gateway.after_prepares",
     "gateway.after_decision",
     "gateway.after_first_commit",
     "gateway.after_commits",
-    "gateway.after_authorization",
-    "gateway.after_captured_decision",
-    "gateway.after_canceled_decision",
-    "gateway.after_expired_decision",
     "bank.before_hold",
     "bank.after_hold",
     "bank.before_post",
     "bank.after_post",
 )
+AUTHORIZATION_POINTS = (
+    "gateway.after_authorization",
+    "gateway.after_captured_decision",
+    "gateway.after_canceled_decision",
+    "gateway.after_expired_decision",
+)
+POINTS = PAYMENT_POINTS + AUTHORIZATION_POINTS
 
 _log = logging.getLogger("paygate.faults")
 
