@@ -126,6 +126,7 @@ class CoordinatorMetrics:
     recovered: Counter
     batch_size: Histogram
     authorizations: Counter
+    overdue: Gauge
 
     @classmethod
     def build(
@@ -194,6 +195,12 @@ class CoordinatorMetrics:
                 "paygate_2pc_recovered",
                 "Transactions driven to their end by recovery, by the decision it delivered.",
                 ("decision",),
+                registry=registry,
+            ),
+            overdue=Gauge(
+                "paygate_authorizations_overdue",
+                "Authorizations past their deadline whose holds are not yet released (recovery"
+                " expires them within an interval), counted every recovery interval.",
                 registry=registry,
             ),
             authorizations=Counter(

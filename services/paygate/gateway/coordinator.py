@@ -301,9 +301,11 @@ class Coordinator:
     async def count_in_doubt(self) -> int:
         """Set paygate_2pc_in_doubt: the unfinished payments older than a request drives
         one. Its own loop, so that a recovery pass waiting on a dead bank does not stop it."""
-        created_before_s = time.time() - self._settings.request_drive_s
-        count = await self._store.count_unfinished(created_before_us=int(created_before_s * 1e6))
+        now_s = time.time()
+        created_before_us = int((now_s - self._settings.request_drive_s) * 1e6)
+        count = await self._store.count_unfinished(created_before_us=created_before_us)
         self._metrics.in_doubt.set(count)
+        self._metrics.overdue.set(await self._store.count_expired(now_s=now_s))
         return count
 
     async def count_in_doubt_forever(self) -> None:
