@@ -23,6 +23,7 @@ from paygate.chaos.history import (
     Outcome,
     Phase,
     Sample,
+    Settlement,
     User,
 )
 from suite import SHARED_GATEWAY_SETTINGS, Suite, started_suite
@@ -56,7 +57,9 @@ def results(out: pathlib.Path) -> dict[str, Any]:
 @pytest.mark.suite
 def test_a_short_chaos_run_under_every_kind_of_fault_is_valid(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "out"
-    with started_suite(tmp_path / "suite") as suite:
+    # Authorizations last 3 s, so that those the workload leaves uncaptured expire in the run.
+    short_lived = {**SHARED_GATEWAY_SETTINGS, "authorization_ttl_s": 3.0}
+    with started_suite(tmp_path / "suite", gateway_settings=short_lived) as suite:
         run = run_chaos(
             suite, out,
             "--duration", "40", "--clients", "8", "--users", "9", "--seed", "7",
@@ -93,7 +96,7 @@ def test_the_checker_catches_a_gateway_that_forgets_its_commit_decision(
             suite, out,
             "--duration", "12", "--clients", "4", "--users", "6", "--seed", "3",
             "--fault-interval", "3", "--faults", "crash-point",
-            "--crash-points", "gateway.after_decision",
+            "--crash-points", "gateway.after_decision", "--authorize-p", "0",
         )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
@@ -104,6 +107,34 @@ def test_the_checker_catches_a_gateway_that_forgets_its_commit_decision(
     assert violation["count"] >= 2  # its payer and its payee
     assert violation["first"]["expected_minor"] != violation["first"]["actual_minor"]
     assert "VIOLATED" in run.stdout
+
+
+@pytest.mark.suite
+def test_the_checker_catches_a_gateway_that_captures_more_than_asked(
+    tmp_path: pathlib.Path,
+) -> None:
+    out = tmp_path / "out"
+    broken = {**SHARED_GATEWAY_SETTINGS, "broken_protocol": "captures-everything-held"}
+    with started_suite(tmp_path / "suite", gateway_settings=broken) as suite:
+        # Every payment an authorization, no faults: the banks post all that is held where
+        # the payee captured part of it.
+        run = run_chaos(
+            suite, out,
+            "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
+            "--no-faults", "--authorize-p", "1",
+        )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
+    violations = results(out)["violations"]
+    assert violations["balance_mismatch"]["count"] >= 2  # its payer and its payee
+    captured = [s for s in history_settlements(out) if s["action"] == "capture"]
+    assert captured, "the run captured something"
+
+
+def history_settlements(out: pathlib.Path) -> list[dict[str, Any]]:
+    history = json.loads((out / "history.json").read_text())
+    settlements: list[dict[str, Any]] = history["settlements"]
+    return settlements
 
 
 def test_chaos_refuses_crash_points_without_fault_injection(tmp_path: pathlib.Path) -> None:
@@ -206,3 +237,53 @@ def test_checker_bounds_totals_read_during_the_run_by_holds_and_calls_in_flight(
     # A negative available balance is reported from any read.
     history.samples.append(sample(13.0, read(ALICE, 10, pending_debit=20), read(BOB, 90)))
     assert "negative_balance" in violated(history)
+
+
+def history_of_one_authorization(captured: int, posted: int) -> History:
+    """Alice authorizes 30 to Bob, who captures 20 of it; the banks posted `posted`."""
+    history = History(users=[ALICE, BOB])
+    history.intents["k1"] = Intent(
+        key="k1", payer="alice", payee="bob", amount_minor=30, manual=True, settle="capture",
+        capture_minor=20,
+    )  # fmt: skip
+    history.calls.append(
+        Call(key="k1", phase=Phase.RUN, start_s=1.0, end_s=2.0, outcome=Outcome.SUCCEEDED,
+             payment_id="p1", status="REQUIRES_CAPTURE", code="OK")
+    )  # fmt: skip
+    history.settlements.append(
+        Settlement(key="k1", action="capture", phase=Phase.RUN, start_s=3.0, end_s=3.5,
+                   outcome=Outcome.SUCCEEDED, payment_id="p1", amount_minor=20,
+                   status="SUCCEEDED", amount_captured=20, code="OK")
+    )  # fmt: skip
+    history.gateway_payments = [
+        GatewayPayment(payment_id="p1", status="SUCCEEDED", payer="alice", payee="bob",
+                       amount_minor=30, key="k1", manual=True, amount_captured=captured),
+    ]  # fmt: skip
+    history.quiescent = sample(25.0, read(ALICE, 100 - posted), read(BOB, posted))
+    history.pending_settled_after_s = 0.5
+    return history
+
+
+def test_checker_accepts_a_partial_capture_posted_once() -> None:
+    assert violated(history_of_one_authorization(20, 20)) == set()
+
+
+def test_checker_reports_a_capture_that_moved_more_than_captured() -> None:
+    assert violated(history_of_one_authorization(20, 30)) == {"balance_mismatch"}
+
+
+def test_checker_reports_a_capture_recorded_otherwise_than_answered() -> None:
+    assert violated(history_of_one_authorization(25, 25)) == {"capture_mismatch"}
+    over = history_of_one_authorization(35, 35)
+    over.quiescent = sample(25.0, read(ALICE, 65), read(BOB, 35))
+    assert "capture_mismatch" in violated(over)
+
+
+def test_checker_reports_an_authorization_left_awaiting_capture() -> None:
+    history = history_of_one_authorization(0, 0)
+    history.settlements.clear()
+    history.gateway_payments = [
+        GatewayPayment(payment_id="p1", status="REQUIRES_CAPTURE", payer="alice", payee="bob",
+                       amount_minor=30, key="k1", manual=True),
+    ]  # fmt: skip
+    assert violated(history) == {"payment_not_final"}

@@ -117,17 +117,23 @@ def test_the_protocol_holds_under_any_history() -> None:
     assert len(histories) >= EXAMPLES
 
 
-BROKEN = t.BROKEN_VARIANTS["forgets-commit-decision"](t.step)
+@pytest.mark.parametrize(
+    ("variant", "violation"),
+    [
+        ("forgets-commit-decision", "Abort sent while committing"),
+        ("captures-everything-held", "a Commit of 0, but"),
+    ],
+)
+def test_a_broken_transition_function_fails_the_same_check(variant: str, violation: str) -> None:
+    broken = t.BROKEN_VARIANTS[variant](t.step)
 
-
-def test_a_broken_transition_function_fails_the_same_check() -> None:
     # Finding one failure is the point; shrinking it would only take time.
     @settings(SETTINGS, max_examples=1_000, phases=[Phase.generate])
     @given(st.data())
     def broken_protocol_holds(data: st.DataObject) -> None:
-        check_protocol(data, BROKEN)
+        check_protocol(data, broken)
 
-    with pytest.raises(ProtocolViolation, match="Abort sent while committing"):
+    with pytest.raises(ProtocolViolation, match=violation):
         broken_protocol_holds()
 
 

@@ -9,8 +9,12 @@ The claims, after the schedule has healed every process and the gateway has reco
     hold_pending_after_recovery   no hold is pending `pending_limit_s` after recovery
     success_not_recorded     every payment a client saw succeed is SUCCEEDED at the gateway
     balance_mismatch         every account's final balance is its initial balance plus exactly
-                             the SUCCEEDED payments it took part in: each is posted at both
-                             banks exactly once, and nothing else moved money
+                             the SUCCEEDED payments it took part in (of an authorization, the
+                             amount captured): each is posted at both banks exactly once, and
+                             nothing else moved money
+    capture_mismatch         an authorization's capture is at most its amount, is what its
+                             payee asked and was answered, and a cancelled or expired one
+                             captured nothing
     key_multiple_effects     no key has more than one SUCCEEDED payment, nor one besides a
                              refusal it answered
     key_answer_changed       every definite answer of a key is the same, replays included
@@ -18,7 +22,7 @@ The claims, after the schedule has healed every process and the gateway has reco
                              it after recovery
     replay_not_definite      every key asked again after recovery answered definitely
     unexpected_error         no call got an answer a correct suite never gives this workload
-    payment_not_final        no payment is still PENDING after recovery
+    payment_not_final        no payment is still PENDING (or awaiting capture) after recovery
 
 Totals during the run. The reads of one sample are concurrent but not atomic: accounts are
 read one by one, at banks that commit a payment's two sides at different instants. A
@@ -55,6 +59,10 @@ from paygate.chaos.history import (
 
 SUCCEEDED = "SUCCEEDED"
 PENDING = "PENDING"
+REQUIRES_CAPTURE = "REQUIRES_CAPTURE"
+CANCELED = "CANCELED"
+# What an authorization a client saw made may be listed as: as made, or as settled.
+AUTHORIZATION_MADE = (SUCCEEDED, REQUIRES_CAPTURE, CANCELED)
 
 # Each check, stated as the claim it makes; the summary lists them with "ok" or "VIOLATED".
 CHECKS: dict[str, str] = {
@@ -64,12 +72,13 @@ CHECKS: dict[str, str] = {
     "hold_pending_after_recovery": "no hold is pending 10 s after recovery",
     "success_not_recorded": "every payment a client saw succeed is SUCCEEDED at the gateway",
     "balance_mismatch": "every balance is its initial one plus its SUCCEEDED payments, once",
+    "capture_mismatch": "captured <= authorized, as asked and answered; nothing if cancelled",
     "key_multiple_effects": "no key has more than one effect",
     "key_answer_changed": "every key gives the same definite answer each time",
     "call_unresolved": "every key got a definite answer, at once or retried after recovery",
     "replay_not_definite": "every key asked again after recovery answers definitely",
     "unexpected_error": "no call gets an answer a correct suite never gives",
-    "payment_not_final": "no payment is PENDING after recovery",
+    "payment_not_final": "no payment is PENDING or awaiting capture after recovery",
 }
 
 
@@ -119,6 +128,7 @@ def check_history(history: History, settings: CheckSettings) -> CheckResult:
         *check_pending(history, settings),
         *check_successes_recorded(history.calls, history.gateway_payments),
         *check_balances(history),
+        *check_captures(history),
         *check_one_effect_per_key(by_key, history.gateway_payments),
         *check_answers_stable(by_key),
         *check_resolved(by_key),
@@ -224,6 +234,12 @@ class ActiveWindows:
 
 def active_windows(history: History, settle_s: float) -> ActiveWindows:
     rows = []
+    # A capture in flight moves money too: its amount counts as a call's does.
+    for settled in history.settlements:
+        if settled.action == "capture":
+            definite = settled.outcome in (Outcome.SUCCEEDED, Outcome.REFUSED)
+            end_s = settled.end_s if definite else settled.end_s + settle_s
+            rows.append((settled.start_s, end_s, settled.amount_minor))
     for call in history.calls:
         intent = history.intents.get(call.key)
         if intent is None:
@@ -263,8 +279,9 @@ def check_balances(history: History) -> list[Violation]:
     expected = {u.username: u.initial_minor for u in history.users}
     for payment in history.gateway_payments:
         if payment.status == SUCCEEDED:
-            expected[payment.payer] = expected.get(payment.payer, 0) - payment.amount_minor
-            expected[payment.payee] = expected.get(payment.payee, 0) + payment.amount_minor
+            moved = payment.amount_captured if payment.manual else payment.amount_minor
+            expected[payment.payer] = expected.get(payment.payer, 0) - moved
+            expected[payment.payee] = expected.get(payment.payee, 0) + moved
     reads = {(r.bank_id, r.account_number): r for r in _reads(history.quiescent)}
     found = []
     for user in history.users:
@@ -289,6 +306,53 @@ def check_balances(history: History) -> list[Violation]:
     return found
 
 
+def check_captures(history: History) -> list[Violation]:
+    """Each authorization captured at most its amount, exactly what a capture that was
+    answered asked for and was told, and nothing when it was cancelled or expired."""
+    answers: dict[str, set[int]] = defaultdict(set)
+    asked: dict[str, int] = {}
+    for settled in history.settlements:
+        if settled.action == "capture" and settled.outcome == Outcome.SUCCEEDED:
+            answers[settled.payment_id].add(settled.amount_captured)
+            asked[settled.payment_id] = settled.amount_minor
+    found = []
+    for payment in history.gateway_payments:
+        problem = _capture_problem(payment, asked.get(payment.payment_id), answers)
+        if problem:
+            found.append(
+                Violation(
+                    "capture_mismatch",
+                    f"authorization {payment.payment_id} (key {payment.key}): {problem}",
+                    {"payment_id": payment.payment_id, "key": payment.key},
+                )
+            )
+    return found
+
+
+def _capture_problem(
+    payment: GatewayPayment, asked: int | None, answers: dict[str, set[int]]
+) -> str:
+    captured = payment.amount_captured
+    if not payment.manual:
+        return ""
+    if not 0 <= captured <= payment.amount_minor:
+        return f"captured {captured} of {payment.amount_minor} authorized"
+    if payment.status == SUCCEEDED and captured == 0:
+        return "SUCCEEDED with nothing captured"
+    if payment.status != SUCCEEDED and captured != 0:
+        return f"{payment.status} with {captured} captured"
+    if asked is not None and (
+        payment.status != SUCCEEDED
+        or answers[payment.payment_id] != {captured}
+        or captured != asked
+    ):
+        return (
+            f"a capture of {asked} was answered {sorted(answers[payment.payment_id])};"
+            f" the gateway lists {payment.status} with {captured} captured"
+        )
+    return ""
+
+
 # Keys -----------------------------------------------------------------------------------
 
 
@@ -301,7 +365,10 @@ def check_successes_recorded(
         if call.outcome != Outcome.SUCCEEDED:
             continue
         payment = by_id.get(call.payment_id)
-        if payment is None or payment.status != SUCCEEDED or payment.key != call.key:
+        made = (
+            (SUCCEEDED, REQUIRES_CAPTURE, CANCELED) if payment and payment.manual else (SUCCEEDED,)
+        )
+        if payment is None or payment.status not in made or payment.key != call.key:
             seen = "absent" if payment is None else f"{payment.status} under key {payment.key}"
             found.append(
                 Violation(
@@ -318,7 +385,8 @@ def check_one_effect_per_key(
 ) -> list[Violation]:
     effects: dict[str, list[str]] = defaultdict(list)
     for payment in payments:
-        if payment.status == SUCCEEDED:
+        # An authorization is an effect of its key however its payee settled it.
+        if payment.status == SUCCEEDED or (payment.manual and payment.status != "FAILED"):
             effects[payment.key].append(payment.payment_id)
     found = []
     for key, ids in effects.items():
@@ -397,9 +465,9 @@ def check_final_statuses(payments: Iterable[GatewayPayment]) -> list[Violation]:
     return [
         Violation(
             "payment_not_final",
-            f"payment {p.payment_id} (key {p.key}) is still PENDING after recovery",
+            f"payment {p.payment_id} (key {p.key}) is still {p.status} after recovery",
             {"payment_id": p.payment_id, "key": p.key},
         )
         for p in payments
-        if p.status == PENDING
+        if p.status in (PENDING, REQUIRES_CAPTURE)
     ]

@@ -60,6 +60,7 @@ REPLAY_TIMEOUT_S = 300.0
 SAMPLE_INTERVAL_S = 0.5
 PENDING_LIMIT_S = 10.0
 DEFAULT_REPLAY_MAX = 5000
+DEFAULT_AUTHORIZE_P = 0.25
 # How long after an indefinite answer the gateway may still decide that payment, beyond
 # the call's own deadline and decided_within_s (see checker: totals during the run).
 SETTLE_MARGIN_S = 5.0
@@ -180,7 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"most keys asked again after recovery (default {DEFAULT_REPLAY_MAX})",
     )
+    add(
+        "--authorize-p",
+        type=probability,
+        default=DEFAULT_AUTHORIZE_P,
+        metavar="P",
+        help="share of payments made as authorizations, which their payees capture in part,"
+        f" cancel or leave to expire (default {DEFAULT_AUTHORIZE_P})",
+    )
     return parser
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
 
 
 def positive(text: str) -> float:
@@ -303,7 +322,7 @@ async def experiment(
     clock = Clock()
     workload = Workload(
         conn,
-        WorkloadSettings(clients=args.clients, users=args.users),
+        WorkloadSettings(clients=args.clients, users=args.users, authorize_p=args.authorize_p),
         history,
         clock,
         tag=secrets.token_hex(3),

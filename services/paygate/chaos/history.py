@@ -44,6 +44,11 @@ class Intent:
     payer: str
     payee: str
     amount_minor: int
+    # An authorization (manual capture), and what its payee does with it: "capture"
+    # (capture_minor of it), "cancel", or "expire" (nothing, until after the run).
+    manual: bool = False
+    settle: str = ""
+    capture_minor: int = 0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,6 +68,24 @@ class Call:
         if self.outcome == Outcome.SUCCEEDED:
             return ("succeeded", self.payment_id)
         return (self.outcome.value, self.reason)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settlement:
+    """One CapturePayment or CancelPayment call of an authorization's payee."""
+
+    key: str  # the authorization's intent key
+    action: str  # "capture" or "cancel"
+    phase: Phase
+    start_s: float
+    end_s: float
+    outcome: Outcome
+    payment_id: str
+    amount_minor: int = 0  # asked to capture
+    status: str = ""
+    amount_captured: int = 0  # what the answer said was captured
+    code: str = ""
+    reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,11 +135,14 @@ class GatewayPayment:
     """A payment as the gateway lists it after recovery; `key` is read from its description."""
 
     payment_id: str
-    status: str  # "SUCCEEDED", "FAILED" or "PENDING"
+    status: str  # "SUCCEEDED", "FAILED", "PENDING", "REQUIRES_CAPTURE" or "CANCELED"
     payer: str
     payee: str
     amount_minor: int
     key: str
+    manual: bool = False
+    amount_captured: int = 0
+    failure_reason: str = ""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -124,6 +150,7 @@ class History:
     users: list[User] = dataclasses.field(default_factory=list)
     intents: dict[str, Intent] = dataclasses.field(default_factory=dict)
     calls: list[Call] = dataclasses.field(default_factory=list)
+    settlements: list[Settlement] = dataclasses.field(default_factory=list)
     samples: list[Sample] = dataclasses.field(default_factory=list)
     faults: list[Fault] = dataclasses.field(default_factory=list)
     run_end_s: float = 0.0
@@ -141,6 +168,7 @@ class History:
             "users": [dataclasses.asdict(u) for u in self.users],
             "intents": [dataclasses.asdict(i) for i in self.intents.values()],
             "calls": [dataclasses.asdict(c) for c in self.calls],
+            "settlements": [dataclasses.asdict(s) for s in self.settlements],
             "samples": [_sample_json(s) for s in self.samples],
             "faults": [dataclasses.asdict(f) for f in self.faults],
             "run_end_s": self.run_end_s,

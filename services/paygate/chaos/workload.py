@@ -9,6 +9,12 @@ the History; passwords and tokens stay in memory and are never recorded.
 
 A payment's description is `chaos:<key>`, so that the gateway's ListPayments, which does
 not return idempotency keys, tells the checker which key each payment belongs to.
+
+A share of the fresh payments (`authorize_p`) are authorizations (manual capture): once one
+is answered, its payee captures part of it or cancels it at once, or leaves it to expire
+(with a suite whose `authorization_ttl_s` is short); after the run, `resolve` cancels those
+still waiting, so that no hold is left. Captures and cancellations are recorded as
+Settlements, each under its own key (`<key>/capture`, `<key>/cancel`).
 """
 
 from __future__ import annotations
@@ -19,12 +25,22 @@ import itertools
 import random
 import secrets
 import time
+from typing import Any
 
 import grpc
 
 from paygate.chaos.checker import first_definite
 from paygate.chaos.connections import Connections
-from paygate.chaos.history import Call, GatewayPayment, History, Intent, Outcome, Phase, User
+from paygate.chaos.history import (
+    Call,
+    GatewayPayment,
+    History,
+    Intent,
+    Outcome,
+    Phase,
+    Settlement,
+    User,
+)
 from paygate.common.rpc_errors import reason_from_metadata
 from paygate.errors import IDEMPOTENCY_KEY_MISMATCH
 from paygate.gen.paygate.bank.v1 import bank_pb2
@@ -55,7 +71,12 @@ _STATUS_NAMES = {
     gateway_pb2.PAYMENT_STATUS_PENDING: "PENDING",
     gateway_pb2.PAYMENT_STATUS_SUCCEEDED: "SUCCEEDED",
     gateway_pb2.PAYMENT_STATUS_FAILED: "FAILED",
+    gateway_pb2.PAYMENT_STATUS_REQUIRES_CAPTURE: "REQUIRES_CAPTURE",
+    gateway_pb2.PAYMENT_STATUS_CANCELED: "CANCELED",
 }
+# What a CreatePayment of an authorization may answer: as made, or as its payee left it.
+AUTHORIZED_STATUSES = ("REQUIRES_CAPTURE", "SUCCEEDED", "CANCELED")
+SETTLE_ACTIONS = ("capture", "capture", "cancel", "expire")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,6 +90,7 @@ class WorkloadSettings:
     think_max_s: float = 0.05
     call_timeout_s: float = 10.0
     currency: str = "USD"
+    authorize_p: float = 0.25
 
 
 class Clock:
@@ -194,11 +216,17 @@ class Workload:
         if self._intent_list and rng.random() < self.settings.retry_old_key_p:
             return rng.choice(self._intent_list)
         payer, payee = rng.sample(sorted(self._sessions), 2)
+        amount_minor = rng.randint(1, self.settings.amount_max_minor)
+        # (No draw without authorizations: a seed then makes the same payments as before.)
+        manual = self.settings.authorize_p > 0 and rng.random() < self.settings.authorize_p
         intent = Intent(
             key=f"{self._tag}-{next(self._counter)}",
             payer=payer,
             payee=payee,
-            amount_minor=rng.randint(1, self.settings.amount_max_minor),
+            amount_minor=amount_minor,
+            manual=manual,
+            settle=rng.choice(SETTLE_ACTIONS) if manual else "",
+            capture_minor=rng.randint(1, amount_minor) if manual else 0,
         )
         self.history.intents[intent.key] = intent
         self._intent_list.append(intent)
@@ -212,6 +240,9 @@ class Workload:
             amount=intent.amount_minor,
             currency=self.settings.currency,
             description=DESCRIPTION_PREFIX + intent.key,
+            capture_method=gateway_pb2.CAPTURE_METHOD_MANUAL
+            if intent.manual
+            else gateway_pb2.CAPTURE_METHOD_AUTOMATIC,
         )
         start_s = self._clock.now()
         try:
@@ -238,8 +269,11 @@ class Workload:
                 phase=phase,
                 start_s=start_s,
                 end_s=self._clock.now(),
-                # CreatePayment answers only with a SUCCEEDED payment; anything else is a bug.
-                outcome=Outcome.SUCCEEDED if status == "SUCCEEDED" else Outcome.ERROR,
+                # CreatePayment answers only with a SUCCEEDED payment (an authorization: as
+                # made, or as its payee left it); anything else is a bug.
+                outcome=Outcome.SUCCEEDED
+                if status in (AUTHORIZED_STATUSES if intent.manual else ("SUCCEEDED",))
+                else Outcome.ERROR,
                 payment_id=response.payment.payment_id,
                 status=status,
                 code="OK",
@@ -255,7 +289,93 @@ class Workload:
                 if call.outcome != Outcome.INDEFINITE or stop.is_set():
                     break
                 await asyncio.sleep(backoff_s(attempt))
+            if call.outcome == Outcome.SUCCEEDED and intent.settle in ("capture", "cancel"):
+                await self._settle_retrying(intent, call.payment_id, intent.settle, Phase.RUN, stop)
             await asyncio.sleep(rng.uniform(0, self.settings.think_max_s))
+
+    # Authorizations -------------------------------------------------------------------
+
+    async def settle(
+        self, intent: Intent, payment_id: str, action: str, phase: Phase
+    ) -> Settlement:
+        """One CapturePayment (of the intent's capture amount) or CancelPayment, recorded."""
+        key = f"{intent.key}/{action}"
+        start_s = self._clock.now()
+        try:
+            metadata = await self._metadata(intent.payee)
+            if action == "capture":
+                response: Any = await self._conn.gateway.CapturePayment(
+                    gateway_pb2.CapturePaymentRequest(
+                        payment_id=payment_id, amount=intent.capture_minor, idempotency_key=key
+                    ),
+                    metadata=metadata,
+                    timeout=self.settings.call_timeout_s,
+                )
+            else:
+                response = await self._conn.gateway.CancelPayment(
+                    gateway_pb2.CancelPaymentRequest(payment_id=payment_id, idempotency_key=key),
+                    metadata=metadata,
+                    timeout=self.settings.call_timeout_s,
+                )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            reason = reason_from_metadata(exc.trailing_metadata()) or ""
+            outcome = classify(code, reason)
+            settlement = Settlement(
+                key=intent.key, action=action, phase=phase, start_s=start_s,
+                end_s=self._clock.now(), outcome=outcome, payment_id=payment_id,
+                amount_minor=intent.capture_minor, code=code, reason=reason,
+            )  # fmt: skip
+        else:
+            payment = response.payment
+            settlement = Settlement(
+                key=intent.key, action=action, phase=phase, start_s=start_s,
+                end_s=self._clock.now(), outcome=Outcome.SUCCEEDED, payment_id=payment_id,
+                amount_minor=intent.capture_minor,
+                status=_STATUS_NAMES.get(payment.status, str(payment.status)),
+                amount_captured=payment.amount_captured, code="OK",
+            )  # fmt: skip
+        self.history.settlements.append(settlement)
+        return settlement
+
+    async def _settle_retrying(
+        self,
+        intent: Intent,
+        payment_id: str,
+        action: str,
+        phase: Phase,
+        stop: asyncio.Event | None = None,
+        attempts: int = 0,
+    ) -> None:
+        for attempt in range((attempts or self.settings.immediate_retries) + 1):
+            settled = await self.settle(intent, payment_id, action, phase)
+            if settled.outcome != Outcome.INDEFINITE or (stop is not None and stop.is_set()):
+                return
+            await asyncio.sleep(backoff_s(attempt))
+
+    async def settle_all(self, timeout_s: float) -> None:
+        """After the run: finish every authorization's settlement, and cancel those left to
+        expire that have not yet, so that no hold stays (a refusal, PAYMENT_NOT_CAPTURABLE,
+        says it was settled otherwise: expired, or by the answer that was lost)."""
+        answered = {c.key: c.payment_id for c in self.history.calls if c.payment_id}
+        definite = {
+            (s.key, s.action) for s in self.history.settlements if s.outcome != Outcome.INDEFINITE
+        }
+        jobs = []
+        for key, payment_id in answered.items():
+            intent = self.history.intents[key]
+            action = "cancel" if intent.settle == "expire" else intent.settle
+            if intent.manual and (key, action) not in definite:
+                jobs.append(
+                    self._settle_retrying(
+                        intent, payment_id, action, Phase.RESOLVE, attempts=RESOLVE_ATTEMPTS
+                    )
+                )
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*jobs)
+        except TimeoutError:
+            pass  # what is still held is reported by the checker
 
     # After the run --------------------------------------------------------------------
 
@@ -269,6 +389,7 @@ class Workload:
         """Retry every key without a definite answer until it gets one; return how many."""
         keys = [k for k, calls in self._by_key().items() if first_definite(calls) is None]
         await self._each(keys, Phase.RESOLVE, RESOLVE_ATTEMPTS, timeout_s)
+        await self.settle_all(timeout_s)
         return len(keys)
 
     async def replay(self, limit: int, rng: random.Random, timeout_s: float) -> None:
@@ -333,4 +454,7 @@ def _gateway_payment(message: gateway_pb2.Payment) -> GatewayPayment:
         payee=message.payee_username,
         amount_minor=message.amount,
         key=message.description.removeprefix(DESCRIPTION_PREFIX),
+        manual=message.capture_method == gateway_pb2.CAPTURE_METHOD_MANUAL,
+        amount_captured=message.amount_captured,
+        failure_reason=message.failure_reason,
     )

@@ -802,6 +802,21 @@ def forgets_commit_decision(inner: Step) -> Step:
     return broken
 
 
+def captures_everything_held(inner: Step) -> Step:
+    """A deliberately broken protocol: a capture's Commits post all that is held, not the
+    amount captured (the banks post more than the payee captured)."""
+
+    def broken(txn: Txn, event: Event) -> Result:
+        txn, actions = inner(txn, event)
+        return txn, [
+            dataclasses.replace(a, amount_minor=0) if isinstance(a, SendDecision) else a
+            for a in actions
+        ]
+
+    return broken
+
+
 BROKEN_VARIANTS: dict[str, Callable[[Step], Step]] = {
     "forgets-commit-decision": forgets_commit_decision,
+    "captures-everything-held": captures_everything_held,
 }
