@@ -104,6 +104,11 @@ GATEWAY_REQUESTS = {
     ),
     "GetPayment": st.builds(pb.GetPaymentRequest, payment_id=texts),
     "ListPayments": st.builds(pb.ListPaymentsRequest, page_size=int32s, page_token=texts),
+    "ChangePassword": st.builds(pb.ChangePasswordRequest, current_password=texts,
+                                new_password=texts),
+    "ListSessions": st.just(pb.ListSessionsRequest()),
+    "RevokeSession": st.builds(pb.RevokeSessionRequest, session_id=st.one_of(
+        texts, st.builds(lambda: f"ses_{uuid.uuid4().hex[:24]}"))),
 }
 
 

@@ -45,6 +45,21 @@ class Session:
     user: User
     expire_at_s: float
     revoked: bool
+    session_id: str = ""
+    last_used_at_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SessionInfo:
+    """A live session as its user sees it in a list (the token's hash marks the current
+    one, and never leaves the gateway)."""
+
+    session_id: str
+    token_hash: str
+    created_at_s: float
+    last_used_at_s: float
+    expire_at_s: float
+    client_address: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -101,6 +101,16 @@ SQLITE_MIGRATIONS = [
     CREATE INDEX sessions_expire ON sessions (expire_at_s);
     CREATE INDEX login_failures_at ON login_failures (failed_at_s)
     """,
+    # 6: sessions a user can list and end one by one: a public id (random, unrelated to
+    # the token), the client's address at login, and when the session was last used.
+    """
+    ALTER TABLE sessions ADD COLUMN session_id TEXT;
+    ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN last_used_at_s REAL;
+    UPDATE sessions SET session_id = 'ses_' || lower(hex(randomblob(12)));
+    CREATE UNIQUE INDEX sessions_id ON sessions (session_id);
+    CREATE INDEX sessions_user ON sessions (user_id)
+    """,
 ]
 
 
@@ -191,5 +201,14 @@ POSTGRES_MIGRATIONS = [
     """
     CREATE INDEX sessions_expire ON sessions (expire_at_s);
     CREATE INDEX login_failures_at ON login_failures (failed_at_s)
+    """,
+    # 6: sessions a user can list and end one by one.
+    """
+    ALTER TABLE sessions ADD COLUMN session_id TEXT;
+    ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN last_used_at_s DOUBLE PRECISION;
+    UPDATE sessions SET session_id = 'ses_' || replace(gen_random_uuid()::text, '-', '');
+    CREATE UNIQUE INDEX sessions_id ON sessions (session_id);
+    CREATE INDEX sessions_user ON sessions (user_id)
     """,
 ]

@@ -56,14 +56,38 @@ class GatewaySql:
             f"SELECT {USERS.columns}, password_hash FROM users WHERE username = :username"
         )
         self.insert_session = sql(
-            "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s)"
-            " VALUES (:token_hash, :user_id, :expire_at_s, :created_at_s)"
+            "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s, session_id,"
+            " client_address, last_used_at_s) VALUES (:token_hash, :user_id, :expire_at_s,"
+            " :created_at_s, :session_id, :client_address, :created_at_s)"
         )
         self.session = sql(
-            f"SELECT {USERS.qualified('u')}, s.expire_at_s, s.revoked"
+            f"SELECT {USERS.qualified('u')}, s.expire_at_s, s.revoked, s.session_id,"
+            " COALESCE(s.last_used_at_s, s.created_at_s)"
             " FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.token_hash = :token"
         )
         self.revoke_session = sql("UPDATE sessions SET revoked = TRUE WHERE token_hash = :token")
+        self.touch_session = sql(
+            "UPDATE sessions SET last_used_at_s = :at_s WHERE token_hash = :token"
+        )
+        self.live_sessions = sql(
+            "SELECT session_id, token_hash, created_at_s,"
+            " COALESCE(last_used_at_s, created_at_s), expire_at_s, client_address"
+            " FROM sessions WHERE user_id = :user_id AND revoked = FALSE"
+            " AND expire_at_s > :now_s ORDER BY created_at_s DESC LIMIT :limit"
+        )
+        self.revoke_session_by_id = sql(
+            "UPDATE sessions SET revoked = TRUE WHERE session_id = :session_id"
+            " AND user_id = :user_id AND revoked = FALSE RETURNING token_hash"
+        )
+        # Every live session of a user but one (:keep, '' for none): their token hashes,
+        # for the session cache to forget.
+        self.revoke_sessions_of = sql(
+            "UPDATE sessions SET revoked = TRUE WHERE user_id = :user_id AND revoked = FALSE"
+            " AND expire_at_s > :now_s AND token_hash <> :keep RETURNING token_hash"
+        )
+        self.set_password = sql(
+            "UPDATE users SET password_hash = :password_hash WHERE user_id = :user_id"
+        )
         # The key first: of two requests with one key, the second waits for the first's
         # row (PostgreSQL) and then conflicts, so only one records a payment.
         self.claim_key = sql(

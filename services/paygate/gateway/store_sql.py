@@ -7,6 +7,7 @@ database transaction whose statements (statements.py) it awaits. SqliteGatewaySt
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -20,6 +21,7 @@ from paygate.gateway.models import (
     Lease,
     Payment,
     Session,
+    SessionInfo,
     TxnState,
     User,
 )
@@ -89,12 +91,23 @@ class SqlGatewayStore(OnDatabase):
 
         return await self._read(select)
 
-    async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None:
+    async def insert_session(
+        self,
+        token_hash: str,
+        user_id: str,
+        expire_at_s: float,
+        *,
+        session_id: str = "",
+        client_address: str = "",
+    ) -> None:
+        """Record a session; its public id is random (new_session_id()) unless given."""
         values = {
             "token_hash": token_hash,
             "user_id": user_id,
             "expire_at_s": expire_at_s,
             "created_at_s": time.time(),
+            "session_id": session_id or new_session_id(),
+            "client_address": client_address,
         }
         await self._write(lambda tx: tx.run(self._sql.insert_session, values))
 
@@ -103,13 +116,69 @@ class SqlGatewayStore(OnDatabase):
             row = await tx.one(self._sql.session, {"token": token_hash})
             if row is None:
                 return None
-            expire_at_s, revoked = row[USERS.width :]
-            return Session(USERS.from_row(row[: USERS.width]), float(expire_at_s), bool(revoked))
+            expire_at_s, revoked, session_id, last_used_at_s = row[USERS.width :]
+            return Session(
+                USERS.from_row(row[: USERS.width]),
+                float(expire_at_s),
+                bool(revoked),
+                session_id or "",
+                float(last_used_at_s),
+            )
 
         return await self._read(select)
 
     async def revoke_session(self, token_hash: str) -> None:
         await self._write(lambda tx: tx.run(self._sql.revoke_session, {"token": token_hash}))
+
+    async def touch_session(self, token_hash: str, at_s: float) -> None:
+        """Note that the session was used at `at_s`."""
+        values = {"token": token_hash, "at_s": at_s}
+        await self._write(lambda tx: tx.run(self._sql.touch_session, values))
+
+    async def live_sessions(self, user_id: str, *, now_s: float, limit: int) -> list[SessionInfo]:
+        """The user's sessions neither revoked nor expired at `now_s`, newest first."""
+        values = {"user_id": user_id, "now_s": now_s, "limit": limit}
+
+        async def select(tx: Tx) -> list[SessionInfo]:
+            return [
+                SessionInfo(
+                    session_id=row[0] or "",
+                    token_hash=row[1],
+                    created_at_s=float(row[2]),
+                    last_used_at_s=float(row[3]),
+                    expire_at_s=float(row[4]),
+                    client_address=row[5],
+                )
+                for row in await tx.all(self._sql.live_sessions, values)
+            ]
+
+        return await self._read(select)
+
+    async def revoke_session_by_id(self, user_id: str, session_id: str) -> str | None:
+        """End the user's live session of that id; its token hash, or None if none."""
+        values = {"user_id": user_id, "session_id": session_id}
+
+        async def revoke(tx: Tx) -> str | None:
+            rows = await tx.all(self._sql.revoke_session_by_id, values)
+            return str(rows[0][0]) if rows else None
+
+        return await self._write(revoke)
+
+    async def revoke_sessions_of(self, user_id: str, *, keep: str = "") -> list[str]:
+        """End every live session of the user but the one of token hash `keep`; the token
+        hashes of those ended."""
+        return await self._write(lambda tx: _revoke_all(tx, self._sql, user_id, keep))
+
+    async def change_password(self, user_id: str, password_hash: bytes, *, keep: str) -> list[str]:
+        """Replace the password and end every other session, in one transaction; the token
+        hashes of the sessions ended."""
+        values = {"user_id": user_id, "password_hash": password_hash}
+
+        async def change(tx: Tx) -> list[str]:
+            await tx.run(self._sql.set_password, values)
+            return await _revoke_all(tx, self._sql, user_id, keep)
+
+        return await self._write(change)
 
     async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` sessions that expired before `older_than_s`; how many."""
@@ -303,6 +372,16 @@ class SqlGatewayStore(OnDatabase):
     async def _delete_some(self, statement: Statement, before: float, limit: int) -> int:
         """Housekeeping's bounded delete, in one transaction; how many rows it deleted."""
         return await self._write(lambda tx: tx.run(statement, {"before": before, "limit": limit}))
+
+
+def new_session_id() -> str:
+    """A session's public id: 96 random bits, unrelated to its token."""
+    return f"ses_{secrets.token_hex(12)}"
+
+
+async def _revoke_all(tx: Tx, sql: GatewaySql, user_id: str, keep: str) -> list[str]:
+    values = {"user_id": user_id, "keep": keep, "now_s": time.time()}
+    return [str(row[0]) for row in await tx.all(sql.revoke_sessions_of, values)]
 
 
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:

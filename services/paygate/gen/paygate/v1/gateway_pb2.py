@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paygate/v1/gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x04 \x01(\t\x12\x11\n\tlink_code\x18\x05 \x01(\t\"L\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x03 \x01(\t\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"V\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x13\n\x11GetBalanceRequest\"J\n\x12GetBalanceResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"\xf8\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\x12\x16\n\x0epayer_username\x18\x03 \x01(\t\x12\x16\n\x0epayee_username\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\"~\n\x14\x43reatePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x16\n\x0epayee_username\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"=\n\x15\x43reatePaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\":\n\x12GetPaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListPaymentsResponse\x12%\n\x08payments\x18\x01 \x03(\x0b\x32\x13.paygate.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x84\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x32\x99\x04\n\x0eGatewayService\x12\x45\n\x08Register\x12\x1b.paygate.v1.RegisterRequest\x1a\x1c.paygate.v1.RegisterResponse\x12<\n\x05Login\x12\x18.paygate.v1.LoginRequest\x1a\x19.paygate.v1.LoginResponse\x12?\n\x06Logout\x12\x19.paygate.v1.LogoutRequest\x1a\x1a.paygate.v1.LogoutResponse\x12K\n\nGetBalance\x12\x1d.paygate.v1.GetBalanceRequest\x1a\x1e.paygate.v1.GetBalanceResponse\x12T\n\rCreatePayment\x12 .paygate.v1.CreatePaymentRequest\x1a!.paygate.v1.CreatePaymentResponse\x12K\n\nGetPayment\x12\x1d.paygate.v1.GetPaymentRequest\x1a\x1e.paygate.v1.GetPaymentResponse\x12Q\n\x0cListPayments\x12\x1f.paygate.v1.ListPaymentsRequest\x1a .paygate.v1.ListPaymentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paygate/v1/gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x04 \x01(\t\x12\x11\n\tlink_code\x18\x05 \x01(\t\"L\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x03 \x01(\t\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"V\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\rLogoutRequest\x12\x14\n\x0c\x61ll_sessions\x18\x01 \x01(\x08\"\x10\n\x0eLogoutResponse\"\x13\n\x11GetBalanceRequest\"J\n\x12GetBalanceResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"\xf8\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\x12\x16\n\x0epayer_username\x18\x03 \x01(\t\x12\x16\n\x0epayee_username\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\"~\n\x14\x43reatePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x16\n\x0epayee_username\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"=\n\x15\x43reatePaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\":\n\x12GetPaymentResponse\x12$\n\x07payment\x18\x01 \x01(\x0b\x32\x13.paygate.v1.Payment\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListPaymentsResponse\x12%\n\x08payments\x18\x01 \x03(\x0b\x32\x13.paygate.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"0\n\x16\x43hangePasswordResponse\x12\x16\n\x0esessions_ended\x18\x01 \x01(\x05\"\x15\n\x13ListSessionsRequest\"\xdb\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x14ListSessionsResponse\x12%\n\x08sessions\x18\x01 \x03(\x0b\x32\x13.paygate.v1.Session\"*\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15RevokeSessionResponse*\x84\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x32\x9b\x06\n\x0eGatewayService\x12\x45\n\x08Register\x12\x1b.paygate.v1.RegisterRequest\x1a\x1c.paygate.v1.RegisterResponse\x12<\n\x05Login\x12\x18.paygate.v1.LoginRequest\x1a\x19.paygate.v1.LoginResponse\x12?\n\x06Logout\x12\x19.paygate.v1.LogoutRequest\x1a\x1a.paygate.v1.LogoutResponse\x12K\n\nGetBalance\x12\x1d.paygate.v1.GetBalanceRequest\x1a\x1e.paygate.v1.GetBalanceResponse\x12T\n\rCreatePayment\x12 .paygate.v1.CreatePaymentRequest\x1a!.paygate.v1.CreatePaymentResponse\x12K\n\nGetPayment\x12\x1d.paygate.v1.GetPaymentRequest\x1a\x1e.paygate.v1.GetPaymentResponse\x12Q\n\x0cListPayments\x12\x1f.paygate.v1.ListPaymentsRequest\x1a .paygate.v1.ListPaymentsResponse\x12W\n\x0e\x43hangePassword\x12!.paygate.v1.ChangePasswordRequest\x1a\".paygate.v1.ChangePasswordResponse\x12Q\n\x0cListSessions\x12\x1f.paygate.v1.ListSessionsRequest\x1a .paygate.v1.ListSessionsResponse\x12T\n\rRevokeSession\x12 .paygate.v1.RevokeSessionRequest\x1a!.paygate.v1.RevokeSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paygate.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=1232
-  _globals['_PAYMENTSTATUS']._serialized_end=1364
+  _globals['_PAYMENTSTATUS']._serialized_start=1754
+  _globals['_PAYMENTSTATUS']._serialized_end=1886
   _globals['_REGISTERREQUEST']._serialized_start=73
   _globals['_REGISTERREQUEST']._serialized_end=186
   _globals['_REGISTERRESPONSE']._serialized_start=188
@@ -43,27 +43,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGINRESPONSE']._serialized_start=318
   _globals['_LOGINRESPONSE']._serialized_end=404
   _globals['_LOGOUTREQUEST']._serialized_start=406
-  _globals['_LOGOUTREQUEST']._serialized_end=421
-  _globals['_LOGOUTRESPONSE']._serialized_start=423
-  _globals['_LOGOUTRESPONSE']._serialized_end=439
-  _globals['_GETBALANCEREQUEST']._serialized_start=441
-  _globals['_GETBALANCEREQUEST']._serialized_end=460
-  _globals['_GETBALANCERESPONSE']._serialized_start=462
-  _globals['_GETBALANCERESPONSE']._serialized_end=536
-  _globals['_PAYMENT']._serialized_start=539
-  _globals['_PAYMENT']._serialized_end=787
-  _globals['_CREATEPAYMENTREQUEST']._serialized_start=789
-  _globals['_CREATEPAYMENTREQUEST']._serialized_end=915
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=917
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=978
-  _globals['_GETPAYMENTREQUEST']._serialized_start=980
-  _globals['_GETPAYMENTREQUEST']._serialized_end=1019
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=1021
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=1079
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1081
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1141
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1143
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=1229
-  _globals['_GATEWAYSERVICE']._serialized_start=1367
-  _globals['_GATEWAYSERVICE']._serialized_end=1904
+  _globals['_LOGOUTREQUEST']._serialized_end=443
+  _globals['_LOGOUTRESPONSE']._serialized_start=445
+  _globals['_LOGOUTRESPONSE']._serialized_end=461
+  _globals['_GETBALANCEREQUEST']._serialized_start=463
+  _globals['_GETBALANCEREQUEST']._serialized_end=482
+  _globals['_GETBALANCERESPONSE']._serialized_start=484
+  _globals['_GETBALANCERESPONSE']._serialized_end=558
+  _globals['_PAYMENT']._serialized_start=561
+  _globals['_PAYMENT']._serialized_end=809
+  _globals['_CREATEPAYMENTREQUEST']._serialized_start=811
+  _globals['_CREATEPAYMENTREQUEST']._serialized_end=937
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=939
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=1000
+  _globals['_GETPAYMENTREQUEST']._serialized_start=1002
+  _globals['_GETPAYMENTREQUEST']._serialized_end=1041
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=1043
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=1101
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1103
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1163
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1165
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=1251
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1253
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1324
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1326
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1374
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1376
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1397
+  _globals['_SESSION']._serialized_start=1400
+  _globals['_SESSION']._serialized_end=1619
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1621
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1682
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=1684
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1726
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1728
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1751
+  _globals['_GATEWAYSERVICE']._serialized_start=1889
+  _globals['_GATEWAYSERVICE']._serialized_end=2684
 # @@protoc_insertion_point(module_scope)

@@ -71,6 +71,21 @@ class GatewayServiceStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsResponse.FromString,
                 _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/paygate.v1.GatewayService/ChangePassword',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/paygate.v1.GatewayService/ListSessions',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/paygate.v1.GatewayService/RevokeSession',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -131,6 +146,28 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangePassword(self, request, context):
+        """ChangePassword replaces the caller's password and ends every other session
+        of the caller; the session the call is made with stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """ListSessions returns the caller's live sessions, the current one marked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSession(self, request, context):
+        """RevokeSession ends one of the caller's sessions, at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +205,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListPayments,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +413,87 @@ class GatewayService:
             '/paygate.v1.GatewayService/ListPayments',
             paygate_dot_v1_dot_gateway__pb2.ListPaymentsRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ChangePassword',
+            paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ListSessions',
+            paygate_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/RevokeSession',
+            paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
