@@ -24,6 +24,7 @@ import bcrypt
 
 from paygate.common.call_info import note
 from paygate.errors import (
+    MFA_REQUIRED,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -31,11 +32,13 @@ from paygate.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from paygate.gateway import totp
 from paygate.gateway.banks import BankClients
 from paygate.gateway.login_throttle import LoginThrottle, peer_address
 from paygate.gateway.models import BankAccount, Principal, User
 from paygate.gateway.session_cache import DEFAULT_MAX_ENTRIES, DEFAULT_TTL_S, SessionCache
 from paygate.gateway.store import GatewayStore, Session, SessionInfo
+from paygate.gateway.two_factor import CodeCheck, TwoFactor, wrong_code
 
 # Matched with fullmatch(): `$` would also match before a trailing newline ("alice\n").
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
@@ -121,7 +124,10 @@ class Accounts:
         banks: BankClients,
         settings: AccountSettings,
         throttle: LoginThrottle,
+        totp_box: totp.SecretBox | None = None,
     ) -> None:
+        """`totp_box` seals two-factor secrets: the gateway's key file (main.py); without
+        one, a key of this process only (unit tests that make no lasting secrets)."""
         self._store = store
         self._banks = banks
         self._settings = settings
@@ -133,6 +139,8 @@ class Accounts:
         self._sessions: SessionCache[Session] = SessionCache(
             settings.session_cache_ttl_s, settings.session_cache_max
         )
+        box = totp_box or totp.SecretBox(secrets.token_bytes(totp.KEY_BYTES))
+        self.two_factor = TwoFactor(store, box, self.check_password)
 
     async def register(
         self,
@@ -186,10 +194,14 @@ class Accounts:
         await self._store.create_user(user, await self._hasher.hash(encoded))
         return user
 
-    async def login(self, username: str, password: str, peer: str) -> tuple[str, float]:
+    async def login(
+        self, username: str, password: str, peer: str, one_time_code: str = ""
+    ) -> tuple[str, float]:
         """Check the credentials; return a new token and its expiry (unix seconds).
 
-        `peer` is the client's address, for the throttle of failed logins.
+        `peer` is the client's address, for the throttle of failed logins. A user with
+        two-factor on needs `one_time_code` too: without one, the answer is MFA_REQUIRED
+        (the password was right); a wrong one counts as a failed login.
         """
         # The name may be a password typed into the wrong field: the call's log line gets it
         # only once it names a user; until then a fingerprint, which ties one caller's
@@ -208,6 +220,15 @@ class Accounts:
             if not await self._hasher.check(password.encode(), hashed) or found is None:
                 await self._throttle.failed(username, peer)
                 raise Unauthenticated(BAD_LOGIN)
+            check = await self.two_factor.check_login(found[0], one_time_code)
+            if check == CodeCheck.MISSING:
+                raise Unauthenticated(
+                    "this account needs a one-time code from its authenticator app",
+                    reason=MFA_REQUIRED,
+                )
+            if check == CodeCheck.WRONG:
+                await self._throttle.failed(username, peer)
+                raise wrong_code()
             await self._throttle.succeeded(username)
         token = secrets.token_urlsafe(32)
         expire_at_s = time.time() + self._settings.token_ttl_s
@@ -272,19 +293,24 @@ class Accounts:
         """Replace the password; every other session ends. How many ended. Wrong current
         passwords count toward the login throttle (a stolen token must not guess it)."""
         user = principal.user
-        if len(current_password.encode()) > PASSWORD_MAX_BYTES:
-            raise Unauthenticated("the current password is wrong")
         encoded = validate_password(new_password)
-        async with self._throttle.attempt(user.username, peer):
-            found = await self._store.user_by_username(user.username)
-            hashed = found[1] if found else None
-            if not await self._hasher.check(current_password.encode(), hashed):
-                await self._throttle.failed(user.username, peer)
-                raise Unauthenticated("the current password is wrong")
+        await self.check_password(user, current_password, peer)
         new_hash = await self._hasher.hash(encoded)
         return await self._revoking(
             self._store.change_password(user.user_id, new_hash, keep=principal.token_hash)
         )
+
+    async def check_password(self, user: User, password: str, peer: str) -> None:
+        """Raise Unauthenticated unless `password` is the user's; a wrong one counts toward
+        the login throttle (a stolen token must not be a way to guess the password)."""
+        if len(password.encode()) > PASSWORD_MAX_BYTES:
+            raise Unauthenticated("the password is wrong")
+        async with self._throttle.attempt(user.username, peer):
+            found = await self._store.user_by_username(user.username)
+            hashed = found[1] if found else None
+            if not await self._hasher.check(password.encode(), hashed):
+                await self._throttle.failed(user.username, peer)
+                raise Unauthenticated("the password is wrong")
 
     async def list_sessions(self, principal: Principal) -> list[SessionInfo]:
         return await self._store.live_sessions(

@@ -63,6 +63,20 @@ class SessionInfo:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TotpRecord:
+    """A user's two-factor state as stored: secrets sealed (gateway/totp.py)."""
+
+    secret: bytes | None  # on when set
+    pending: bytes | None  # enrolled, not yet confirmed
+    last_step: int | None  # the last time step a code was accepted for
+    recovery_codes_left: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Principal:
     """The caller of an authenticated RPC: the user and the hash of the token used."""
 

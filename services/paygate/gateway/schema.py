@@ -111,6 +111,20 @@ SQLITE_MIGRATIONS = [
     CREATE UNIQUE INDEX sessions_id ON sessions (session_id);
     CREATE INDEX sessions_user ON sessions (user_id)
     """,
+    # 7: two-factor login. The TOTP secret, sealed with the gateway's key (gateway/totp.py):
+    # `totp_pending` between EnrollTotp and ConfirmTotp, then `totp_secret`; the last time
+    # step a code was accepted for (each is accepted once); recovery codes as hashes.
+    """
+    ALTER TABLE users ADD COLUMN totp_secret BLOB;
+    ALTER TABLE users ADD COLUMN totp_pending BLOB;
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+    CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        code_hash TEXT NOT NULL,
+        used_at_s REAL,
+        PRIMARY KEY (user_id, code_hash)
+    ) WITHOUT ROWID
+    """,
 ]
 
 
@@ -210,5 +224,17 @@ POSTGRES_MIGRATIONS = [
     UPDATE sessions SET session_id = 'ses_' || replace(gen_random_uuid()::text, '-', '');
     CREATE UNIQUE INDEX sessions_id ON sessions (session_id);
     CREATE INDEX sessions_user ON sessions (user_id)
+    """,
+    # 7: two-factor login.
+    """
+    ALTER TABLE users ADD COLUMN totp_secret BYTEA;
+    ALTER TABLE users ADD COLUMN totp_pending BYTEA;
+    ALTER TABLE users ADD COLUMN totp_last_step BIGINT;
+    CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        code_hash TEXT NOT NULL,
+        used_at_s DOUBLE PRECISION,
+        PRIMARY KEY (user_id, code_hash)
+    )
     """,
 ]

@@ -75,7 +75,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.LoginRequest, context: Context
     ) -> gateway_pb2.LoginResponse:
         token, expire_at_s = await self._accounts.login(
-            request.username, request.password, context.peer()
+            request.username, request.password, context.peer(), request.one_time_code
         )
         return gateway_pb2.LoginResponse(access_token=token, expire_time=timestamp(expire_at_s))
 
@@ -173,3 +173,36 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             PRINCIPAL.get(), bounded(request.session_id, "session_id")
         )
         return gateway_pb2.RevokeSessionResponse()
+
+    async def EnrollTotp(
+        self, request: gateway_pb2.EnrollTotpRequest, context: Context
+    ) -> gateway_pb2.EnrollTotpResponse:
+        secret, uri = await self._accounts.two_factor.enroll(
+            PRINCIPAL.get().user, bounded(request.password, "password"), context.peer()
+        )
+        return gateway_pb2.EnrollTotpResponse(secret=secret, otpauth_uri=uri)
+
+    async def ConfirmTotp(
+        self, request: gateway_pb2.ConfirmTotpRequest, context: Context
+    ) -> gateway_pb2.ConfirmTotpResponse:
+        codes = await self._accounts.two_factor.confirm(PRINCIPAL.get().user, request.code)
+        return gateway_pb2.ConfirmTotpResponse(recovery_codes=codes)
+
+    async def DisableTotp(
+        self, request: gateway_pb2.DisableTotpRequest, context: Context
+    ) -> gateway_pb2.DisableTotpResponse:
+        await self._accounts.two_factor.disable(
+            PRINCIPAL.get().user,
+            bounded(request.password, "password"),
+            request.one_time_code,
+            context.peer(),
+        )
+        return gateway_pb2.DisableTotpResponse()
+
+    async def RegenerateRecoveryCodes(
+        self, request: gateway_pb2.RegenerateRecoveryCodesRequest, context: Context
+    ) -> gateway_pb2.RegenerateRecoveryCodesResponse:
+        codes = await self._accounts.two_factor.regenerate_recovery_codes(
+            PRINCIPAL.get().user, request.one_time_code
+        )
+        return gateway_pb2.RegenerateRecoveryCodesResponse(recovery_codes=codes)

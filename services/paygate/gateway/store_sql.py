@@ -22,6 +22,7 @@ from paygate.gateway.models import (
     Payment,
     Session,
     SessionInfo,
+    TotpRecord,
     TxnState,
     User,
 )
@@ -183,6 +184,65 @@ class SqlGatewayStore(OnDatabase):
     async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` sessions that expired before `older_than_s`; how many."""
         return await self._delete_some(self._sql.prune_sessions, older_than_s, limit)
+
+    # Two-factor login ---------------------------------------------------------------
+
+    async def totp(self, user_id: str) -> TotpRecord:
+        async def select(tx: Tx) -> TotpRecord:
+            row = await tx.one(self._sql.totp, {"user_id": user_id})
+            if row is None:
+                return TotpRecord(secret=None, pending=None, last_step=None, recovery_codes_left=0)
+            secret, pending, last_step, left = row
+            return TotpRecord(
+                secret=bytes(secret) if secret is not None else None,
+                pending=bytes(pending) if pending is not None else None,
+                last_step=int(last_step) if last_step is not None else None,
+                recovery_codes_left=int(left),
+            )
+
+        return await self._read(select)
+
+    async def set_totp_pending(self, user_id: str, sealed: bytes) -> None:
+        values = {"user_id": user_id, "sealed": sealed}
+        await self._write(lambda tx: tx.run(self._sql.set_totp_pending, values))
+
+    async def enable_totp(
+        self, user_id: str, sealed: bytes, *, step: int, code_hashes: list[str]
+    ) -> bool:
+        """Turn on the pending secret `sealed` (its code of `step` used), with new recovery
+        codes; False when another secret is pending now."""
+        values = {"user_id": user_id, "sealed": sealed, "step": step}
+
+        async def enable(tx: Tx) -> bool:
+            if await tx.run(self._sql.enable_totp, values) != 1:
+                return False
+            await _replace_codes(tx, self._sql, user_id, code_hashes)
+            return True
+
+        return await self._write(enable)
+
+    async def use_totp_step(self, user_id: str, step: int) -> bool:
+        """Record that a code of time `step` was used; False when that step, or a later
+        one, already was (or two-factor is off)."""
+        values = {"user_id": user_id, "step": step}
+        return await self._write(lambda tx: _changed_one(tx, self._sql.use_totp_step, values))
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, at_s: float) -> bool:
+        """Use up an unused recovery code; False when there is none of that hash."""
+        values = {"user_id": user_id, "code_hash": code_hash, "at_s": at_s}
+        return await self._write(lambda tx: _changed_one(tx, self._sql.use_recovery_code, values))
+
+    async def replace_recovery_codes(self, user_id: str, code_hashes: list[str]) -> None:
+        await self._write(lambda tx: _replace_codes(tx, self._sql, user_id, code_hashes))
+
+    async def disable_totp(self, user_id: str) -> None:
+        """Turn two-factor off: the secret, a pending one and the recovery codes go."""
+
+        async def disable(tx: Tx) -> None:
+            await tx.run(self._sql.disable_totp, {"user_id": user_id})
+            await tx.run(self._sql.delete_recovery_codes, {"user_id": user_id})
+
+        await self._write(disable)
 
     # Payments and their idempotency keys -------------------------------------------
 
@@ -372,6 +432,16 @@ class SqlGatewayStore(OnDatabase):
     async def _delete_some(self, statement: Statement, before: float, limit: int) -> int:
         """Housekeeping's bounded delete, in one transaction; how many rows it deleted."""
         return await self._write(lambda tx: tx.run(statement, {"before": before, "limit": limit}))
+
+
+async def _changed_one(tx: Tx, statement: Statement, values: Values) -> bool:
+    return await tx.run(statement, values) == 1
+
+
+async def _replace_codes(tx: Tx, sql: GatewaySql, user_id: str, code_hashes: list[str]) -> None:
+    await tx.run(sql.delete_recovery_codes, {"user_id": user_id})
+    rows = [{"user_id": user_id, "code_hash": code_hash} for code_hash in code_hashes]
+    await tx.many(sql.insert_recovery_code, rows)
 
 
 def new_session_id() -> str:

@@ -46,12 +46,14 @@ class RegisterResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., account_number: _Optional[str] = ...) -> None: ...
 
 class LoginRequest(_message.Message):
-    __slots__ = ("username", "password")
+    __slots__ = ("username", "password", "one_time_code")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    ONE_TIME_CODE_FIELD_NUMBER: _ClassVar[int]
     username: str
     password: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+    one_time_code: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., one_time_code: _Optional[str] = ...) -> None: ...
 
 class LoginResponse(_message.Message):
     __slots__ = ("access_token", "expire_time")
@@ -204,3 +206,53 @@ class RevokeSessionRequest(_message.Message):
 class RevokeSessionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class EnrollTotpRequest(_message.Message):
+    __slots__ = ("password",)
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    password: str
+    def __init__(self, password: _Optional[str] = ...) -> None: ...
+
+class EnrollTotpResponse(_message.Message):
+    __slots__ = ("secret", "otpauth_uri")
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    OTPAUTH_URI_FIELD_NUMBER: _ClassVar[int]
+    secret: str
+    otpauth_uri: str
+    def __init__(self, secret: _Optional[str] = ..., otpauth_uri: _Optional[str] = ...) -> None: ...
+
+class ConfirmTotpRequest(_message.Message):
+    __slots__ = ("code",)
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    def __init__(self, code: _Optional[str] = ...) -> None: ...
+
+class ConfirmTotpResponse(_message.Message):
+    __slots__ = ("recovery_codes",)
+    RECOVERY_CODES_FIELD_NUMBER: _ClassVar[int]
+    recovery_codes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recovery_codes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DisableTotpRequest(_message.Message):
+    __slots__ = ("password", "one_time_code")
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    ONE_TIME_CODE_FIELD_NUMBER: _ClassVar[int]
+    password: str
+    one_time_code: str
+    def __init__(self, password: _Optional[str] = ..., one_time_code: _Optional[str] = ...) -> None: ...
+
+class DisableTotpResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RegenerateRecoveryCodesRequest(_message.Message):
+    __slots__ = ("one_time_code",)
+    ONE_TIME_CODE_FIELD_NUMBER: _ClassVar[int]
+    one_time_code: str
+    def __init__(self, one_time_code: _Optional[str] = ...) -> None: ...
+
+class RegenerateRecoveryCodesResponse(_message.Message):
+    __slots__ = ("recovery_codes",)
+    RECOVERY_CODES_FIELD_NUMBER: _ClassVar[int]
+    recovery_codes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recovery_codes: _Optional[_Iterable[str]] = ...) -> None: ...

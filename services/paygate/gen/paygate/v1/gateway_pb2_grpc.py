@@ -86,6 +86,26 @@ class GatewayServiceStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.FromString,
                 _registered_method=True)
+        self.EnrollTotp = channel.unary_unary(
+                '/paygate.v1.GatewayService/EnrollTotp',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpResponse.FromString,
+                _registered_method=True)
+        self.ConfirmTotp = channel.unary_unary(
+                '/paygate.v1.GatewayService/ConfirmTotp',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpResponse.FromString,
+                _registered_method=True)
+        self.DisableTotp = channel.unary_unary(
+                '/paygate.v1.GatewayService/DisableTotp',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpResponse.FromString,
+                _registered_method=True)
+        self.RegenerateRecoveryCodes = channel.unary_unary(
+                '/paygate.v1.GatewayService/RegenerateRecoveryCodes',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -168,6 +188,36 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnrollTotp(self, request, context):
+        """EnrollTotp starts turning on two-factor login: it returns a new secret for
+        an authenticator app. Nothing changes until ConfirmTotp.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmTotp(self, request, context):
+        """ConfirmTotp turns two-factor login on with a code of the enrolled secret,
+        and returns the recovery codes, shown this once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableTotp(self, request, context):
+        """DisableTotp turns two-factor login off; it needs the password and a code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegenerateRecoveryCodes(self, request, context):
+        """RegenerateRecoveryCodes replaces the recovery codes with new ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +270,26 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.RevokeSession,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.SerializeToString,
+            ),
+            'EnrollTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollTotp,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpResponse.SerializeToString,
+            ),
+            'ConfirmTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTotp,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpResponse.SerializeToString,
+            ),
+            'DisableTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableTotp,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpResponse.SerializeToString,
+            ),
+            'RegenerateRecoveryCodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegenerateRecoveryCodes,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +564,114 @@ class GatewayService:
             '/paygate.v1.GatewayService/RevokeSession',
             paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/EnrollTotp',
+            paygate_dot_v1_dot_gateway__pb2.EnrollTotpRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.EnrollTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ConfirmTotp',
+            paygate_dot_v1_dot_gateway__pb2.ConfirmTotpRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ConfirmTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/DisableTotp',
+            paygate_dot_v1_dot_gateway__pb2.DisableTotpRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.DisableTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegenerateRecoveryCodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/RegenerateRecoveryCodes',
+            paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.FromString,
             options,
             channel_credentials,
             insecure,
