@@ -7,7 +7,7 @@ BUF := .tools/node_modules/.bin/buf
 
 .PHONY: run test setup certs lint protos clean stop status
 
-setup: $(STAMP) certs/ca.pem var/log
+setup: $(STAMP) certs/ca.pem certs/totp.key var/log
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 certs/ca.pem: | $(STAMP)
+	$(BIN)/python ops/gen_certs.py --dir certs
+
+# The gateway's key for two-factor secrets; made once, beside certificates made earlier.
+certs/totp.key: | $(STAMP)
 	$(BIN)/python ops/gen_certs.py --dir certs
 
 certs: $(STAMP)

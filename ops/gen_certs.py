@@ -5,17 +5,21 @@ Usage: python ops/gen_certs.py [--dir certs] [--force]
 Writes DIR/ca.pem and, for each identity (gateway, bank-a, bank-b, bank-c, admin),
 DIR/NAME.pem and DIR/NAME-key.pem (mode 0600). The certificate's common name is the
 identity; banks authorize callers by it. Server certificates are valid for localhost and
-127.0.0.1. Existing files are kept unless --force is given. The CA's private key is kept in
-DIR/ca-key.pem (0600) so that more identities can be added; none of it is ever committed.
+127.0.0.1. Also DIR/totp.key (0600), the gateway's key for users' two-factor secrets, made
+once and kept even with --force. Existing files are kept unless --force is given. The CA's
+private key is kept in DIR/ca-key.pem (0600) so that more identities can be added; none of
+it is ever committed.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import ipaddress
 import os
 import pathlib
+import secrets
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 IDENTITIES = ("gateway", "bank-a", "bank-b", "bank-c", "admin")
+TOTP_KEY_FILE = "totp.key"
 VALID_DAYS = 825
 
 
@@ -114,6 +119,20 @@ def make_leaf(
     return key, cert
 
 
+def write_totp_key(folder: pathlib.Path) -> bool:
+    """DIR/totp.key: the gateway's key for users' two-factor secrets (32 random bytes in
+    base64, mode 0600), unless it exists. Never replaced, even with --force: secrets
+    sealed with it would no longer open."""
+    path = folder / TOTP_KEY_FILE
+    if path.exists():
+        return False
+    key = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return True
+
+
 def generate(
     folder: pathlib.Path, *, force: bool = False, identities: tuple[str, ...] = IDENTITIES
 ) -> bool:
@@ -122,6 +141,7 @@ def generate(
     wanted = [folder / "ca.pem"] + [
         folder / f"{i}{s}" for i in identities for s in (".pem", "-key.pem")
     ]
+    write_totp_key(folder)
     if not force and all(p.exists() for p in wanted):
         return False
     now = datetime.datetime.now(datetime.UTC)

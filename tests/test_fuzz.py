@@ -37,6 +37,8 @@ texts = st.one_of(
     st.text(max_size=600),
     st.sampled_from(["", " ", "\x00", "bank-a", "100001", "USD", "ünïcødé", "a" * 300]),
 )
+codes = st.one_of(st.from_regex(r"[0-9]{6}", fullmatch=True),
+                  st.from_regex(r"[a-z2-7]{4}(-[a-z2-7]{4}){3}", fullmatch=True))
 int64s = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-5, 5))
 int32s = st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(-5, 200))
 
@@ -94,7 +96,8 @@ GATEWAY = "/paygate.v1.GatewayService/"
 GATEWAY_REQUESTS = {
     "Register": st.builds(pb.RegisterRequest, username=texts, password=texts, bank_id=texts,
                           account_number=texts, link_code=texts),
-    "Login": st.builds(pb.LoginRequest, username=texts, password=texts),
+    "Login": st.builds(pb.LoginRequest, username=texts, password=texts,
+                       one_time_code=st.one_of(texts, codes)),
     "Logout": st.just(pb.LogoutRequest()),
     "GetBalance": st.just(pb.GetBalanceRequest()),
     "CreatePayment": st.builds(
@@ -104,6 +107,17 @@ GATEWAY_REQUESTS = {
     ),
     "GetPayment": st.builds(pb.GetPaymentRequest, payment_id=texts),
     "ListPayments": st.builds(pb.ListPaymentsRequest, page_size=int32s, page_token=texts),
+    "ChangePassword": st.builds(pb.ChangePasswordRequest, current_password=texts,
+                                new_password=texts),
+    "ListSessions": st.just(pb.ListSessionsRequest()),
+    "RevokeSession": st.builds(pb.RevokeSessionRequest, session_id=st.one_of(
+        texts, st.builds(lambda: f"ses_{uuid.uuid4().hex[:24]}"))),
+    "EnrollTotp": st.builds(pb.EnrollTotpRequest, password=texts),
+    "ConfirmTotp": st.builds(pb.ConfirmTotpRequest, code=st.one_of(texts, codes)),
+    "DisableTotp": st.builds(pb.DisableTotpRequest, password=texts,
+                             one_time_code=st.one_of(texts, codes)),
+    "RegenerateRecoveryCodes": st.builds(pb.RegenerateRecoveryCodesRequest,
+                                         one_time_code=st.one_of(texts, codes)),
 }
 
 

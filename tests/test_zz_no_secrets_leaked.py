@@ -3,8 +3,9 @@ and every line of every process's log is JSON.
 
 The file name sorts last, so this runs after every other test module has used the suites.
 It searches every file the suites wrote in this pytest session (every log, every SQLite
-file with its WAL, every report), for the passwords the tests typed and the tokens they were
-given, and the logs also for anything shaped like a token at all.
+file with its WAL, every report), for the passwords the tests typed, the tokens they were
+given, and a TOTP secret and recovery codes of two-factor login used every way a client
+can, and the logs also for anything shaped like a token at all.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import ISSUED_LINK_CODES, Suite
-from users import ISSUED_TOKENS, PASSWORD, new_user
+from totp_codes import STEP_S, rfc6238
+from users import ISSUED_TOKENS, PASSWORD, TestUser, new_user
 
 pytestmark = pytest.mark.suite
 
@@ -68,13 +70,14 @@ def test_no_password_or_token_in_any_log_or_database(
             user.stub.GetBalance(
                 pb.GetBalanceRequest(), metadata=[("authorization", f"Bearer {token}x")], timeout=10
             )
+        two_factor = _use_two_factor(user)
         user.stub.Logout(
             pb.LogoutRequest(), metadata=[("authorization", f"Bearer {token}")], timeout=10
         )
 
     secrets = [
         s.encode() for s in [*TYPED_PASSWORDS, password, wrong_password, token, *ISSUED_TOKENS,
-                            *ISSUED_LINK_CODES]
+                            *ISSUED_LINK_CODES, *two_factor]
     ]
     roots = {tmp_path_factory.getbasetemp(), suite.dir}
     files = sorted({f for root in roots for f in _files(root)})
@@ -95,6 +98,34 @@ def test_no_password_or_token_in_any_log_or_database(
                 f"{path}: token-shaped {m.group()[:6]!r}..." for m in TOKEN_SHAPE.finditer(data)
             ]
     assert leaks == [], "secrets found:\n" + "\n".join(leaks[:20])
+
+
+def _use_two_factor(user: TestUser) -> list[str]:
+    """Turn two-factor login on for `user` and use it every way a client can (a code, a
+    wrong code, a recovery code, new recovery codes); the secrets it saw: the TOTP secret,
+    its otpauth:// URI, and every recovery code (the 6-digit codes are too short to search
+    for: any 6 digits of a log would match)."""
+    metadata = user.metadata
+    enrolled = user.stub.EnrollTotp(pb.EnrollTotpRequest(password=PASSWORD), metadata=metadata,
+                                    timeout=10)
+    step = int(time.time()) // STEP_S
+    codes = list(user.stub.ConfirmTotp(
+        pb.ConfirmTotpRequest(code=rfc6238(enrolled.secret, step)), metadata=metadata,
+        timeout=10).recovery_codes)
+    login = pb.LoginRequest(username=user.username, password=PASSWORD,
+                            one_time_code=rfc6238(enrolled.secret, step + 1))
+    user.stub.Login(login, timeout=10)
+    for wrong in ("000000", codes[0] + "x"):
+        with pytest.raises(grpc.RpcError):
+            user.stub.Login(pb.LoginRequest(username=user.username, password=PASSWORD,
+                                            one_time_code=wrong), timeout=10)
+    user.stub.Login(pb.LoginRequest(username=user.username, password=PASSWORD,
+                                    one_time_code=codes[0]), timeout=10)
+    codes += user.stub.RegenerateRecoveryCodes(
+        pb.RegenerateRecoveryCodesRequest(one_time_code=codes[1]), metadata=metadata, timeout=10
+    ).recovery_codes
+    return [enrolled.secret, enrolled.otpauth_uri, *codes,
+            *(code.replace("-", "") for code in codes)]
 
 
 def _process_logs(root: pathlib.Path) -> list[pathlib.Path]:

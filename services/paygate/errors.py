@@ -119,6 +119,14 @@ PAYMENT_NOT_CAPTURABLE = "PAYMENT_NOT_CAPTURABLE"
 AMOUNT_EXCEEDS_CAPTURABLE = "AMOUNT_EXCEEDS_CAPTURABLE"
 CANCELED = "CANCELED"
 AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
+# Account security: two-factor login, and accounts an operator froze.
+MFA_REQUIRED = "MFA_REQUIRED"  # the password was right; the account needs a one-time code too
+INVALID_ONE_TIME_CODE = "INVALID_ONE_TIME_CODE"
+TOTP_NOT_ENROLLED = "TOTP_NOT_ENROLLED"
+TOTP_ALREADY_ENABLED = "TOTP_ALREADY_ENABLED"
+TOTP_NOT_ENABLED = "TOTP_NOT_ENABLED"
+TOTP_KEY_MISMATCH = "TOTP_KEY_MISMATCH"
+USER_FROZEN = "USER_FROZEN"
 
 # ErrorInfo metadata of a failed CreatePayment (docs/protocol.md, "What a failed payment
 # says"): the payment's id, and what is known of it. OUTCOME_FAILED: the gateway decided

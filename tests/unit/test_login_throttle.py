@@ -100,3 +100,35 @@ def test_an_attempt_that_ended_is_no_longer_ahead(tmp_path: pathlib.Path) -> Non
 )
 def test_a_client_address_is_keyed_by_what_one_client_controls(peer: str, key: str) -> None:
     assert peer_address(peer) == key
+
+
+def test_refused_registrations_are_throttled_per_address_apart_from_logins(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def scenario() -> list[str]:
+        store = SqliteGatewayStore(tmp_path / "gateway.db")
+        await store.open()
+        settings = ThrottleSettings(window_s=900, max_failures_per_user=5,
+                                    max_failures_per_address=3)
+        throttle = LoginThrottle(store, settings)
+        answers = []
+        try:
+            for _ in range(4):
+                try:
+                    async with throttle.register_attempt(PEER):
+                        answers.append("checked")
+                        await throttle.register_failed(PEER)
+                except ResourceExhausted as refused:
+                    answers.append(refused.message)
+            async with throttle.attempt("alice", PEER):  # logins keep their own count
+                answers.append("login checked")
+            async with throttle.register_attempt("ipv4:10.0.0.8:1"):  # another address
+                answers.append("other address checked")
+        finally:
+            await store.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers[:3] == ["checked"] * 3
+    assert answers[3].startswith("too many failed registrations; retry in")
+    assert answers[4:] == ["login checked", "other address checked"]

@@ -65,7 +65,7 @@ def test_ttl_zero_switches_the_cache_off() -> None:
 
 
 class FakeStore:
-    """The two store calls authenticate and logout make, with a gate to hold a read."""
+    """The store calls authenticate and logout make, with a gate to hold a read."""
 
     def __init__(self, expire_at_s: float) -> None:
         self.revoked = False
@@ -83,6 +83,9 @@ class FakeStore:
     async def revoke_session(self, hashed: str) -> None:
         await asyncio.sleep(0)
         self.revoked = True
+
+    async def touch_session(self, hashed: str, at_s: float) -> None:
+        """When the session was last used: nothing any test here reads."""
 
 
 def accounts(store: FakeStore, ttl_s: float = 2.0) -> Accounts:

@@ -52,6 +52,7 @@ CONFIG_ENV = "PAYGATE_CONFIG"
 
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:50051"
 DEFAULT_GATEWAY_METRICS = "127.0.0.1:9151"
+TOTP_KEY_FILE = "totp.key"  # in certs_dir, unless [gateway] totp_key_file names another
 DEFAULT_BANKS: dict[str, tuple[str, str]] = {
     "bank-a": ("127.0.0.1:50061", "127.0.0.1:9161"),
     "bank-b": ("127.0.0.1:50062", "127.0.0.1:9162"),
@@ -141,6 +142,9 @@ class GatewayConfig:
     # How long an authorization (a payment with manual capture) holds the payer's money
     # before it is cancelled uncaptured: Stripe's 7 days by default.
     authorization_ttl_s: float = DEFAULT_AUTHORIZATION_TTL_S
+    # The key that seals users' two-factor secrets (gateway/totp.py): a file readable by
+    # its owner only, made by ops/gen_certs.py; by default certs_dir/totp.key.
+    totp_key_file: pathlib.Path | None = None
     # A deliberately broken protocol (gateway/transitions.py BROKEN_VARIANTS), only with
     # fault_injection: for the tests that show paygate-chaos catches one. Never in production.
     broken_protocol: str = ""
@@ -299,6 +303,7 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
         metrics=table.pop("metrics", DEFAULT_GATEWAY_METRICS),
         database=_database("gateway", table.pop("database", None), var_dir / "gateway.db", base),
         tls=tls_files(certs_dir, "gateway"),
+        totp_key_file=_path(table.pop("totp_key_file", certs_dir / TOTP_KEY_FILE), base),
         bank_addresses={bank_id: bank.listen for bank_id, bank in banks.items()},
         fault_injection=fault_injection,
         **table,

@@ -38,6 +38,8 @@ SAFE_FIELDS = (
     "vote",
     "reason",
     "page_size",
+    "session_id",  # a session's public id, unrelated to its token
+    "all_sessions",
 )
 # Safe fields that are not safe in one message: the name typed into Login may be a password
 # typed into the wrong field. The gateway's login logs it only once it names a user

@@ -18,22 +18,27 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable
 
 import bcrypt
 
 from paygate.common.call_info import note
 from paygate.errors import (
+    MFA_REQUIRED,
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     Unauthenticated,
 )
+from paygate.gateway import totp
 from paygate.gateway.banks import BankClients
-from paygate.gateway.login_throttle import LoginThrottle
+from paygate.gateway.login_throttle import LoginThrottle, peer_address
 from paygate.gateway.models import BankAccount, Principal, User
 from paygate.gateway.session_cache import DEFAULT_MAX_ENTRIES, DEFAULT_TTL_S, SessionCache
-from paygate.gateway.store import GatewayStore, Session
+from paygate.gateway.store import GatewayStore, Session, SessionInfo
+from paygate.gateway.two_factor import CodeCheck, TwoFactor, wrong_code
 
 # Matched with fullmatch(): `$` would also match before a trailing newline ("alice\n").
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
@@ -47,6 +52,10 @@ BAD_LOGIN = "invalid username or password"
 NOT_A_USER = "<not a user>"
 NAME_NOT_LOOKED_UP = "<not looked up>"
 FINGERPRINT_HEX_CHARS = 16
+# When a session was last used is written at most this often (and read to this precision).
+LAST_USED_RESOLUTION_S = 60.0
+SESSIONS_LISTED_MAX = 100
+SESSION_ID_PATTERN = re.compile(r"ses_[0-9a-f]{24,32}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -115,7 +124,10 @@ class Accounts:
         banks: BankClients,
         settings: AccountSettings,
         throttle: LoginThrottle,
+        totp_box: totp.SecretBox | None = None,
     ) -> None:
+        """`totp_box` seals two-factor secrets: the gateway's key file (main.py); without
+        one, a key of this process only (unit tests that make no lasting secrets)."""
         self._store = store
         self._banks = banks
         self._settings = settings
@@ -127,8 +139,28 @@ class Accounts:
         self._sessions: SessionCache[Session] = SessionCache(
             settings.session_cache_ttl_s, settings.session_cache_max
         )
+        box = totp_box or totp.SecretBox(secrets.token_bytes(totp.KEY_BYTES))
+        self.two_factor = TwoFactor(store, box, self.check_password)
 
     async def register(
+        self,
+        username: str,
+        password: str,
+        bank_id: str,
+        account_number: str,
+        link_code: str,
+        peer: str = "",
+    ) -> User:
+        """Create a user linked to the account. Refusals count per client address
+        (`peer`), as failed logins do: a wrong link code is a guess at a secret."""
+        async with self._throttle.register_attempt(peer):
+            try:
+                return await self._register(username, password, bank_id, account_number, link_code)
+            except (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition):
+                await self._throttle.register_failed(peer)
+                raise
+
+    async def _register(
         self, username: str, password: str, bank_id: str, account_number: str, link_code: str
     ) -> User:
         validate_username(username)
@@ -162,10 +194,14 @@ class Accounts:
         await self._store.create_user(user, await self._hasher.hash(encoded))
         return user
 
-    async def login(self, username: str, password: str, peer: str) -> tuple[str, float]:
+    async def login(
+        self, username: str, password: str, peer: str, one_time_code: str = ""
+    ) -> tuple[str, float]:
         """Check the credentials; return a new token and its expiry (unix seconds).
 
-        `peer` is the client's address, for the throttle of failed logins.
+        `peer` is the client's address, for the throttle of failed logins. A user with
+        two-factor on needs `one_time_code` too: without one, the answer is MFA_REQUIRED
+        (the password was right); a wrong one counts as a failed login.
         """
         # The name may be a password typed into the wrong field: the call's log line gets it
         # only once it names a user; until then a fingerprint, which ties one caller's
@@ -184,10 +220,21 @@ class Accounts:
             if not await self._hasher.check(password.encode(), hashed) or found is None:
                 await self._throttle.failed(username, peer)
                 raise Unauthenticated(BAD_LOGIN)
+            check = await self.two_factor.check_login(found[0], one_time_code)
+            if check == CodeCheck.MISSING:
+                raise Unauthenticated(
+                    "this account needs a one-time code from its authenticator app",
+                    reason=MFA_REQUIRED,
+                )
+            if check == CodeCheck.WRONG:
+                await self._throttle.failed(username, peer)
+                raise wrong_code()
             await self._throttle.succeeded(username)
         token = secrets.token_urlsafe(32)
         expire_at_s = time.time() + self._settings.token_ttl_s
-        await self._store.insert_session(token_hash(token), found[0].user_id, expire_at_s)
+        await self._store.insert_session(
+            token_hash(token), found[0].user_id, expire_at_s, client_address=peer_address(peer)
+        )
         return token, expire_at_s
 
     def _fingerprint(self, username: str) -> str:
@@ -202,24 +249,82 @@ class Accounts:
             session = await self._store.session(hashed)
             if session is not None and not session.revoked:
                 self._sessions.put(hashed, session, generation)
+                await self._note_use(hashed, session)
         if session is None or session.revoked:
             raise Unauthenticated("the access token is invalid or was revoked; log in again")
         if session.expire_at_s <= time.time():
             raise Unauthenticated("the access token has expired; log in again")
         return Principal(user=session.user, token_hash=hashed)
 
-    async def logout(self, principal: Principal) -> None:
-        hashed = principal.token_hash
-        revoke = asyncio.ensure_future(self._store.revoke_session(hashed))
-        # The cache forgets the token as soon as the revocation is in the database, before
-        # Logout answers, and even if this call is cancelled while the write runs on.
-        revoke.add_done_callback(lambda task: self._forget(hashed, task))
-        await asyncio.shield(revoke)
+    async def _note_use(self, hashed: str, session: Session) -> None:
+        """Record when a session was used, to LAST_USED_RESOLUTION_S: at most one write a
+        session per that time, and only on a read from the database (not from the cache)."""
+        now_s = time.time()
+        if now_s - session.last_used_at_s >= LAST_USED_RESOLUTION_S:
+            await self._store.touch_session(hashed, now_s)
 
-    def _forget(self, hashed: str, revoke: asyncio.Future[None]) -> None:
-        self._sessions.invalidate(hashed)
-        if not revoke.cancelled():
-            revoke.exception()  # marked as seen: a cancelled Logout has nobody to raise it to
+    async def logout(self, principal: Principal, *, all_sessions: bool = False) -> None:
+        if all_sessions:
+            await self._revoking(self._store.revoke_sessions_of(principal.user.user_id))
+            return
+        hashed = principal.token_hash
+        await self._revoking(_listed(hashed, self._store.revoke_session(hashed)))
+
+    async def _revoking(self, revoke: Awaitable[list[str]]) -> int:
+        """Run a revocation; the cache forgets the tokens it ended as soon as it is in the
+        database, before the call answers, even if the call is cancelled while the write
+        runs on. How many sessions it ended."""
+        task = asyncio.ensure_future(revoke)
+        task.add_done_callback(self._forget)
+        return len(await asyncio.shield(task))
+
+    def _forget(self, revoke: asyncio.Future[list[str]]) -> None:
+        if revoke.cancelled() or revoke.exception() is not None:
+            # Marked as seen: a cancelled call has nobody to raise it to. What was ended is
+            # not known: forget every cached session.
+            self._sessions.clear()
+            return
+        for hashed in revoke.result():
+            self._sessions.invalidate(hashed)
+
+    async def change_password(
+        self, principal: Principal, current_password: str, new_password: str, peer: str
+    ) -> int:
+        """Replace the password; every other session ends. How many ended. Wrong current
+        passwords count toward the login throttle (a stolen token must not guess it)."""
+        user = principal.user
+        encoded = validate_password(new_password)
+        await self.check_password(user, current_password, peer)
+        new_hash = await self._hasher.hash(encoded)
+        return await self._revoking(
+            self._store.change_password(user.user_id, new_hash, keep=principal.token_hash)
+        )
+
+    async def check_password(self, user: User, password: str, peer: str) -> None:
+        """Raise Unauthenticated unless `password` is the user's; a wrong one counts toward
+        the login throttle (a stolen token must not be a way to guess the password)."""
+        if len(password.encode()) > PASSWORD_MAX_BYTES:
+            raise Unauthenticated("the password is wrong")
+        async with self._throttle.attempt(user.username, peer):
+            found = await self._store.user_by_username(user.username)
+            hashed = found[1] if found else None
+            if not await self._hasher.check(password.encode(), hashed):
+                await self._throttle.failed(user.username, peer)
+                raise Unauthenticated("the password is wrong")
+
+    async def list_sessions(self, principal: Principal) -> list[SessionInfo]:
+        return await self._store.live_sessions(
+            principal.user.user_id, now_s=time.time(), limit=SESSIONS_LISTED_MAX
+        )
+
+    async def revoke_session(self, principal: Principal, session_id: str) -> None:
+        if not SESSION_ID_PATTERN.fullmatch(session_id):
+            raise InvalidArgument("session_id must be an id that ListSessions gave")
+        revoked = await self._revoking(
+            _listed_optional(self._store.revoke_session_by_id(principal.user.user_id, session_id))
+        )
+        if revoked == 0:
+            raise NotFound(f"no live session {session_id} of yours")
 
     async def balance(self, user: User) -> BankAccount:
         return await self._banks.get_account(
@@ -228,3 +333,13 @@ class Accounts:
 
     def close(self) -> None:
         self._hasher.close()
+
+
+async def _listed(hashed: str, revoke: Awaitable[None]) -> list[str]:
+    await revoke
+    return [hashed]
+
+
+async def _listed_optional(revoke: Awaitable[str | None]) -> list[str]:
+    hashed = await revoke
+    return [hashed] if hashed is not None else []

@@ -4,7 +4,8 @@ The authenticated Principal travels to the servicer in the PRINCIPAL context var
 the username into the call's log line. Health and reflection are open.
 
 Refusals are counted in paygate_auth_failures_total{reason}: missing_token, malformed_header,
-rejected_token (unknown, revoked or expired) and bad_credentials (a failed Login).
+rejected_token (unknown, revoked or expired) and bad_credentials (a failed Login: a wrong
+password or one-time code; not a right password that still needs its code).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client import Counter
 from paygate.common.call_info import current_call_info
 from paygate.common.handlers import Context, Handler, UnaryBehavior, service_and_method, wrap_unary
 from paygate.common.metrics import auth_failures, new_registry
-from paygate.errors import Unauthenticated
+from paygate.errors import MFA_REQUIRED, Unauthenticated
 from paygate.gateway.accounts import Accounts
 from paygate.gateway.models import Principal
 
@@ -91,8 +92,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         async def login(request: Any, context: Context) -> Any:
             try:
                 return await behavior(request, context)
-            except Unauthenticated:
-                self._failures.labels("bad_credentials").inc()
+            except Unauthenticated as refused:
+                if refused.reason != MFA_REQUIRED:  # the password was right
+                    self._failures.labels("bad_credentials").inc()
                 raise
 
         return login

@@ -72,15 +72,31 @@ class LoginThrottle:
     def _keys(self, username: str, peer: str) -> list[str]:
         return [f"user:{username}", f"address:{peer_address(peer)}"]
 
-    @contextlib.asynccontextmanager
-    async def attempt(self, username: str, peer: str) -> AsyncIterator[None]:
+    def attempt(self, username: str, peer: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Check the throttle for one login, counting the attempts already running as
         failures ahead of this one; the login's failed() or succeeded() goes inside."""
-        keys = self._keys(username, peer)
+        limits = [self._settings.max_failures_per_user, self._settings.max_failures_per_address]
+        return self._attempt(self._keys(username, peer), limits, "logins")
+
+    def register_attempt(self, peer: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Check the throttle for one Register from `peer`: its failures (a wrong link
+        code, a name taken) count per address, with the per-address limit of logins."""
+        keys = [self._register_key(peer)]
+        return self._attempt(keys, [self._settings.max_failures_per_address], "registrations")
+
+    async def register_failed(self, peer: str) -> None:
+        await self._store.record_login_failure([self._register_key(peer)], self._clock())
+
+    @staticmethod
+    def _register_key(peer: str) -> str:
+        return f"register:{peer_address(peer)}"
+
+    @contextlib.asynccontextmanager
+    async def _attempt(self, keys: list[str], limits: list[int], what: str) -> AsyncIterator[None]:
         ahead = [self._in_flight[key] for key in keys]  # no await before the counts go up
         self._in_flight.update(keys)
         try:
-            await self._check(keys, ahead)
+            await self._check(keys, ahead, limits, what)
             yield
         finally:
             self._in_flight.subtract(keys)
@@ -88,11 +104,10 @@ class LoginThrottle:
                 if self._in_flight[key] <= 0:
                     del self._in_flight[key]
 
-    async def _check(self, keys: list[str], ahead: list[int]) -> None:
-        """Raise ResourceExhausted, with the wait, while either key is over its limit."""
+    async def _check(self, keys: list[str], ahead: list[int], limits: list[int], what: str) -> None:
+        """Raise ResourceExhausted, with the wait, while any key is over its limit."""
         now = self._clock()
         window_s = self._settings.window_s
-        limits = [self._settings.max_failures_per_user, self._settings.max_failures_per_address]
         failures = await self._store.login_failures(keys, since_s=now - window_s)
         wait_s = 0.0
         for times, running, limit in zip(failures, ahead, limits, strict=True):
@@ -103,7 +118,7 @@ class LoginThrottle:
             elif len(times) + running >= limit:
                 wait_s = max(wait_s, 1.0)  # the attempts ahead end within a bcrypt or so
         if wait_s > 0:
-            raise ResourceExhausted(f"too many failed logins; retry in {math.ceil(wait_s)} s")
+            raise ResourceExhausted(f"too many failed {what}; retry in {math.ceil(wait_s)} s")
 
     async def failed(self, username: str, peer: str) -> None:
         await self._store.record_login_failure(self._keys(username, peer), self._clock())

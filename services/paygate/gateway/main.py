@@ -56,6 +56,7 @@ from paygate.gateway.payments import Payments, PaymentSettings
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
 from paygate.gateway.store import GatewayStore
 from paygate.gateway.stores import open_gateway_store
+from paygate.gateway.totp import KeyFileError, SecretBox
 from paygate.gateway.transitions import ABORT_REASONS
 from paygate.gen.paygate.v1 import gateway_pb2_grpc
 
@@ -147,6 +148,16 @@ async def prune_in_batches(prune: Callable[..., Awaitable[int]], older_than_s: f
             return total
 
 
+def totp_box(config: GatewayConfig) -> SecretBox:
+    """The key that seals two-factor secrets; the gateway refuses to start without it."""
+    if config.totp_key_file is None:
+        raise ConfigError("[gateway] totp_key_file is not set")
+    try:
+        return SecretBox.from_file(config.totp_key_file)
+    except KeyFileError as exc:
+        raise ConfigError(f"[gateway] totp_key_file: {exc}") from None
+
+
 def transition_function(config: GatewayConfig) -> transitions.Step:
     """The protocol's transition function: the real one, or a broken variant for a test."""
     if not config.broken_protocol:
@@ -197,6 +208,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
                 max_failures_per_address=config.login_max_failures_per_address,
             ),
         ),
+        totp_box=totp_box(config),
     )
     coordinator = Coordinator(
         store,

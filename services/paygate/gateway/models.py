@@ -50,6 +50,35 @@ class Session:
     user: User
     expire_at_s: float
     revoked: bool
+    session_id: str = ""
+    last_used_at_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SessionInfo:
+    """A live session as its user sees it in a list (the token's hash marks the current
+    one, and never leaves the gateway)."""
+
+    session_id: str
+    token_hash: str
+    created_at_s: float
+    last_used_at_s: float
+    expire_at_s: float
+    client_address: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TotpRecord:
+    """A user's two-factor state as stored: secrets sealed (gateway/totp.py)."""
+
+    secret: bytes | None  # on when set
+    pending: bytes | None  # enrolled, not yet confirmed
+    last_step: int | None  # the last time step a code was accepted for
+    recovery_codes_left: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -154,6 +154,30 @@ SQLITE_MIGRATIONS = [
     CREATE INDEX payments_authorized ON payments (capture_before_us)
         WHERE txn_state = 'authorized'
     """,
+    # 7: sessions a user can list and end one by one: a public id (random, unrelated to
+    # the token), the client's address at login, and when the session was last used.
+    """
+    ALTER TABLE sessions ADD COLUMN session_id TEXT;
+    ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN last_used_at_s REAL;
+    UPDATE sessions SET session_id = 'ses_' || lower(hex(randomblob(12)));
+    CREATE UNIQUE INDEX sessions_id ON sessions (session_id);
+    CREATE INDEX sessions_user ON sessions (user_id)
+    """,
+    # 8: two-factor login. The TOTP secret, sealed with the gateway's key (gateway/totp.py):
+    # `totp_pending` between EnrollTotp and ConfirmTotp, then `totp_secret`; the last time
+    # step a code was accepted for (each is accepted once); recovery codes as hashes.
+    """
+    ALTER TABLE users ADD COLUMN totp_secret BLOB;
+    ALTER TABLE users ADD COLUMN totp_pending BLOB;
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+    CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        code_hash TEXT NOT NULL,
+        used_at_s REAL,
+        PRIMARY KEY (user_id, code_hash)
+    ) WITHOUT ROWID
+    """,
 ]
 
 
@@ -261,5 +285,26 @@ POSTGRES_MIGRATIONS = [
         CHECK (amount_captured >= 0 AND amount_captured <= amount);
     CREATE INDEX payments_authorized ON payments (capture_before_us)
         WHERE txn_state = 'authorized'
+    """,
+    # 7: sessions a user can list and end one by one.
+    """
+    ALTER TABLE sessions ADD COLUMN session_id TEXT;
+    ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN last_used_at_s DOUBLE PRECISION;
+    UPDATE sessions SET session_id = 'ses_' || replace(gen_random_uuid()::text, '-', '');
+    CREATE UNIQUE INDEX sessions_id ON sessions (session_id);
+    CREATE INDEX sessions_user ON sessions (user_id)
+    """,
+    # 8: two-factor login.
+    """
+    ALTER TABLE users ADD COLUMN totp_secret BYTEA;
+    ALTER TABLE users ADD COLUMN totp_pending BYTEA;
+    ALTER TABLE users ADD COLUMN totp_last_step BIGINT;
+    CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        code_hash TEXT NOT NULL,
+        used_at_s DOUBLE PRECISION,
+        PRIMARY KEY (user_id, code_hash)
+    )
     """,
 ]

@@ -101,6 +101,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             bounded(request.bank_id, "bank_id"),
             bounded(request.account_number, "account_number"),
             bounded(request.link_code, "link_code"),
+            context.peer(),
         )
         return gateway_pb2.RegisterResponse(
             user_id=user.user_id, bank_id=user.bank_id, account_number=user.account_number
@@ -110,14 +111,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.LoginRequest, context: Context
     ) -> gateway_pb2.LoginResponse:
         token, expire_at_s = await self._accounts.login(
-            request.username, request.password, context.peer()
+            request.username, request.password, context.peer(), request.one_time_code
         )
         return gateway_pb2.LoginResponse(access_token=token, expire_time=timestamp(expire_at_s))
 
     async def Logout(
         self, request: gateway_pb2.LogoutRequest, context: Context
     ) -> gateway_pb2.LogoutResponse:
-        await self._accounts.logout(PRINCIPAL.get())
+        await self._accounts.logout(PRINCIPAL.get(), all_sessions=request.all_sessions)
         return gateway_pb2.LogoutResponse()
 
     async def GetBalance(
@@ -200,3 +201,74 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.ListPaymentsResponse(
             payments=[payment_message(p) for p in payments], next_page_token=next_token
         )
+
+    async def ChangePassword(
+        self, request: gateway_pb2.ChangePasswordRequest, context: Context
+    ) -> gateway_pb2.ChangePasswordResponse:
+        ended = await self._accounts.change_password(
+            PRINCIPAL.get(),
+            bounded(request.current_password, "current_password"),
+            bounded(request.new_password, "new_password"),
+            context.peer(),
+        )
+        return gateway_pb2.ChangePasswordResponse(sessions_ended=ended)
+
+    async def ListSessions(
+        self, request: gateway_pb2.ListSessionsRequest, context: Context
+    ) -> gateway_pb2.ListSessionsResponse:
+        principal = PRINCIPAL.get()
+        sessions = await self._accounts.list_sessions(principal)
+        return gateway_pb2.ListSessionsResponse(
+            sessions=[
+                gateway_pb2.Session(
+                    session_id=s.session_id,
+                    create_time=timestamp(s.created_at_s),
+                    last_use_time=timestamp(s.last_used_at_s),
+                    expire_time=timestamp(s.expire_at_s),
+                    client_address=s.client_address,
+                    current=s.token_hash == principal.token_hash,
+                )
+                for s in sessions
+            ]
+        )
+
+    async def RevokeSession(
+        self, request: gateway_pb2.RevokeSessionRequest, context: Context
+    ) -> gateway_pb2.RevokeSessionResponse:
+        await self._accounts.revoke_session(
+            PRINCIPAL.get(), bounded(request.session_id, "session_id")
+        )
+        return gateway_pb2.RevokeSessionResponse()
+
+    async def EnrollTotp(
+        self, request: gateway_pb2.EnrollTotpRequest, context: Context
+    ) -> gateway_pb2.EnrollTotpResponse:
+        secret, uri = await self._accounts.two_factor.enroll(
+            PRINCIPAL.get().user, bounded(request.password, "password"), context.peer()
+        )
+        return gateway_pb2.EnrollTotpResponse(secret=secret, otpauth_uri=uri)
+
+    async def ConfirmTotp(
+        self, request: gateway_pb2.ConfirmTotpRequest, context: Context
+    ) -> gateway_pb2.ConfirmTotpResponse:
+        codes = await self._accounts.two_factor.confirm(PRINCIPAL.get().user, request.code)
+        return gateway_pb2.ConfirmTotpResponse(recovery_codes=codes)
+
+    async def DisableTotp(
+        self, request: gateway_pb2.DisableTotpRequest, context: Context
+    ) -> gateway_pb2.DisableTotpResponse:
+        await self._accounts.two_factor.disable(
+            PRINCIPAL.get().user,
+            bounded(request.password, "password"),
+            request.one_time_code,
+            context.peer(),
+        )
+        return gateway_pb2.DisableTotpResponse()
+
+    async def RegenerateRecoveryCodes(
+        self, request: gateway_pb2.RegenerateRecoveryCodesRequest, context: Context
+    ) -> gateway_pb2.RegenerateRecoveryCodesResponse:
+        codes = await self._accounts.two_factor.regenerate_recovery_codes(
+            PRINCIPAL.get().user, request.one_time_code
+        )
+        return gateway_pb2.RegenerateRecoveryCodesResponse(recovery_codes=codes)

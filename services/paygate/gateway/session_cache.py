@@ -4,8 +4,10 @@ Only positive answers are kept (a token hash whose session existed and was not r
 for `ttl_s` seconds, and at most `max_entries` of them (the oldest go first). The caller
 still checks the session's expiry on every call, cached or not.
 
-Revocation. Logout revokes in the database first and then calls invalidate(), in the
-same step of the event loop, so once Logout has answered this process refuses the token.
+Revocation. Logout (of one session or all), RevokeSession, ChangePassword and an
+operator's freeze revoke in the database first and then call invalidate() for each token
+they ended, in the same step of the event loop, so once the call has answered this process
+refuses those tokens.
 A lookup that read the database before the revocation and finishes after it must not
 put the old answer back: invalidate() advances a generation, and put() ignores an answer
 read under an older generation. A restart starts with an empty cache.
@@ -72,6 +74,11 @@ class SessionCache(Generic[S]):
         """Forget a token at once (after its revocation is in the database)."""
         self._generation += 1
         self._entries.pop(token_hash, None)
+
+    def clear(self) -> None:
+        """Forget every session (when what a revocation ended is not known)."""
+        self._generation += 1
+        self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

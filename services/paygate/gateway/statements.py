@@ -75,14 +75,70 @@ class GatewaySql:
             f"SELECT {USERS.columns}, password_hash FROM users WHERE username = :username"
         )
         self.insert_session = sql(
-            "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s)"
-            " VALUES (:token_hash, :user_id, :expire_at_s, :created_at_s)"
+            "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s, session_id,"
+            " client_address, last_used_at_s) VALUES (:token_hash, :user_id, :expire_at_s,"
+            " :created_at_s, :session_id, :client_address, :created_at_s)"
         )
         self.session = sql(
-            f"SELECT {USERS.qualified('u')}, s.expire_at_s, s.revoked"
+            f"SELECT {USERS.qualified('u')}, s.expire_at_s, s.revoked, s.session_id,"
+            " COALESCE(s.last_used_at_s, s.created_at_s)"
             " FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.token_hash = :token"
         )
         self.revoke_session = sql("UPDATE sessions SET revoked = TRUE WHERE token_hash = :token")
+        self.touch_session = sql(
+            "UPDATE sessions SET last_used_at_s = :at_s WHERE token_hash = :token"
+        )
+        self.live_sessions = sql(
+            "SELECT session_id, token_hash, created_at_s,"
+            " COALESCE(last_used_at_s, created_at_s), expire_at_s, client_address"
+            " FROM sessions WHERE user_id = :user_id AND revoked = FALSE"
+            " AND expire_at_s > :now_s ORDER BY created_at_s DESC LIMIT :limit"
+        )
+        self.revoke_session_by_id = sql(
+            "UPDATE sessions SET revoked = TRUE WHERE session_id = :session_id"
+            " AND user_id = :user_id AND revoked = FALSE RETURNING token_hash"
+        )
+        # Every live session of a user but one (:keep, '' for none): their token hashes,
+        # for the session cache to forget.
+        self.revoke_sessions_of = sql(
+            "UPDATE sessions SET revoked = TRUE WHERE user_id = :user_id AND revoked = FALSE"
+            " AND expire_at_s > :now_s AND token_hash <> :keep RETURNING token_hash"
+        )
+        self.set_password = sql(
+            "UPDATE users SET password_hash = :password_hash WHERE user_id = :user_id"
+        )
+        self.totp = sql(
+            "SELECT totp_secret, totp_pending, totp_last_step,"
+            " (SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = u.user_id"
+            " AND r.used_at_s IS NULL) FROM users u WHERE u.user_id = :user_id"
+        )
+        self.set_totp_pending = sql(
+            "UPDATE users SET totp_pending = :sealed WHERE user_id = :user_id"
+        )
+        # Conditional on the secret the user confirmed a code of: a second EnrollTotp
+        # meanwhile replaced it, and this confirmation must not turn on the other one.
+        self.enable_totp = sql(
+            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL,"
+            " totp_last_step = :step WHERE user_id = :user_id AND totp_pending = :sealed"
+        )
+        # Each time step once: of two gateways checking one code at once, one wins.
+        self.use_totp_step = sql(
+            "UPDATE users SET totp_last_step = :step WHERE user_id = :user_id"
+            " AND totp_secret IS NOT NULL"
+            " AND (totp_last_step IS NULL OR totp_last_step < :step)"
+        )
+        self.disable_totp = sql(
+            "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = NULL"
+            " WHERE user_id = :user_id"
+        )
+        self.delete_recovery_codes = sql("DELETE FROM recovery_codes WHERE user_id = :user_id")
+        self.insert_recovery_code = sql(
+            "INSERT INTO recovery_codes (user_id, code_hash) VALUES (:user_id, :code_hash)"
+        )
+        self.use_recovery_code = sql(
+            "UPDATE recovery_codes SET used_at_s = :at_s WHERE user_id = :user_id"
+            " AND code_hash = :code_hash AND used_at_s IS NULL"
+        )
         # The key first: of two requests with one key, the second waits for the first's
         # row (PostgreSQL) and then conflicts, so only one records a payment.
         self.claim_key = sql(

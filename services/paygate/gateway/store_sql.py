@@ -7,6 +7,7 @@ database transaction whose statements (statements.py) it awaits. SqliteGatewaySt
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -21,7 +22,9 @@ from paygate.gateway.models import (
     OperationKey,
     Payment,
     Session,
+    SessionInfo,
     Settled,
+    TotpRecord,
     TxnState,
     User,
 )
@@ -91,12 +94,23 @@ class SqlGatewayStore(OnDatabase):
 
         return await self._read(select)
 
-    async def insert_session(self, token_hash: str, user_id: str, expire_at_s: float) -> None:
+    async def insert_session(
+        self,
+        token_hash: str,
+        user_id: str,
+        expire_at_s: float,
+        *,
+        session_id: str = "",
+        client_address: str = "",
+    ) -> None:
+        """Record a session; its public id is random (new_session_id()) unless given."""
         values = {
             "token_hash": token_hash,
             "user_id": user_id,
             "expire_at_s": expire_at_s,
             "created_at_s": time.time(),
+            "session_id": session_id or new_session_id(),
+            "client_address": client_address,
         }
         await self._write(lambda tx: tx.run(self._sql.insert_session, values))
 
@@ -105,17 +119,132 @@ class SqlGatewayStore(OnDatabase):
             row = await tx.one(self._sql.session, {"token": token_hash})
             if row is None:
                 return None
-            expire_at_s, revoked = row[USERS.width :]
-            return Session(USERS.from_row(row[: USERS.width]), float(expire_at_s), bool(revoked))
+            expire_at_s, revoked, session_id, last_used_at_s = row[USERS.width :]
+            return Session(
+                USERS.from_row(row[: USERS.width]),
+                float(expire_at_s),
+                bool(revoked),
+                session_id or "",
+                float(last_used_at_s),
+            )
 
         return await self._read(select)
 
     async def revoke_session(self, token_hash: str) -> None:
         await self._write(lambda tx: tx.run(self._sql.revoke_session, {"token": token_hash}))
 
+    async def touch_session(self, token_hash: str, at_s: float) -> None:
+        """Note that the session was used at `at_s`."""
+        values = {"token": token_hash, "at_s": at_s}
+        await self._write(lambda tx: tx.run(self._sql.touch_session, values))
+
+    async def live_sessions(self, user_id: str, *, now_s: float, limit: int) -> list[SessionInfo]:
+        """The user's sessions neither revoked nor expired at `now_s`, newest first."""
+        values = {"user_id": user_id, "now_s": now_s, "limit": limit}
+
+        async def select(tx: Tx) -> list[SessionInfo]:
+            return [
+                SessionInfo(
+                    session_id=row[0] or "",
+                    token_hash=row[1],
+                    created_at_s=float(row[2]),
+                    last_used_at_s=float(row[3]),
+                    expire_at_s=float(row[4]),
+                    client_address=row[5],
+                )
+                for row in await tx.all(self._sql.live_sessions, values)
+            ]
+
+        return await self._read(select)
+
+    async def revoke_session_by_id(self, user_id: str, session_id: str) -> str | None:
+        """End the user's live session of that id; its token hash, or None if none."""
+        values = {"user_id": user_id, "session_id": session_id}
+
+        async def revoke(tx: Tx) -> str | None:
+            rows = await tx.all(self._sql.revoke_session_by_id, values)
+            return str(rows[0][0]) if rows else None
+
+        return await self._write(revoke)
+
+    async def revoke_sessions_of(self, user_id: str, *, keep: str = "") -> list[str]:
+        """End every live session of the user but the one of token hash `keep`; the token
+        hashes of those ended."""
+        return await self._write(lambda tx: _revoke_all(tx, self._sql, user_id, keep))
+
+    async def change_password(self, user_id: str, password_hash: bytes, *, keep: str) -> list[str]:
+        """Replace the password and end every other session, in one transaction; the token
+        hashes of the sessions ended."""
+        values = {"user_id": user_id, "password_hash": password_hash}
+
+        async def change(tx: Tx) -> list[str]:
+            await tx.run(self._sql.set_password, values)
+            return await _revoke_all(tx, self._sql, user_id, keep)
+
+        return await self._write(change)
+
     async def prune_sessions(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` sessions that expired before `older_than_s`; how many."""
         return await self._delete_some(self._sql.prune_sessions, older_than_s, limit)
+
+    # Two-factor login ---------------------------------------------------------------
+
+    async def totp(self, user_id: str) -> TotpRecord:
+        async def select(tx: Tx) -> TotpRecord:
+            row = await tx.one(self._sql.totp, {"user_id": user_id})
+            if row is None:
+                return TotpRecord(secret=None, pending=None, last_step=None, recovery_codes_left=0)
+            secret, pending, last_step, left = row
+            return TotpRecord(
+                secret=bytes(secret) if secret is not None else None,
+                pending=bytes(pending) if pending is not None else None,
+                last_step=int(last_step) if last_step is not None else None,
+                recovery_codes_left=int(left),
+            )
+
+        return await self._read(select)
+
+    async def set_totp_pending(self, user_id: str, sealed: bytes) -> None:
+        values = {"user_id": user_id, "sealed": sealed}
+        await self._write(lambda tx: tx.run(self._sql.set_totp_pending, values))
+
+    async def enable_totp(
+        self, user_id: str, sealed: bytes, *, step: int, code_hashes: list[str]
+    ) -> bool:
+        """Turn on the pending secret `sealed` (its code of `step` used), with new recovery
+        codes; False when another secret is pending now."""
+        values = {"user_id": user_id, "sealed": sealed, "step": step}
+
+        async def enable(tx: Tx) -> bool:
+            if await tx.run(self._sql.enable_totp, values) != 1:
+                return False
+            await _replace_codes(tx, self._sql, user_id, code_hashes)
+            return True
+
+        return await self._write(enable)
+
+    async def use_totp_step(self, user_id: str, step: int) -> bool:
+        """Record that a code of time `step` was used; False when that step, or a later
+        one, already was (or two-factor is off)."""
+        values = {"user_id": user_id, "step": step}
+        return await self._write(lambda tx: _changed_one(tx, self._sql.use_totp_step, values))
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, at_s: float) -> bool:
+        """Use up an unused recovery code; False when there is none of that hash."""
+        values = {"user_id": user_id, "code_hash": code_hash, "at_s": at_s}
+        return await self._write(lambda tx: _changed_one(tx, self._sql.use_recovery_code, values))
+
+    async def replace_recovery_codes(self, user_id: str, code_hashes: list[str]) -> None:
+        await self._write(lambda tx: _replace_codes(tx, self._sql, user_id, code_hashes))
+
+    async def disable_totp(self, user_id: str) -> None:
+        """Turn two-factor off: the secret, a pending one and the recovery codes go."""
+
+        async def disable(tx: Tx) -> None:
+            await tx.run(self._sql.disable_totp, {"user_id": user_id})
+            await tx.run(self._sql.delete_recovery_codes, {"user_id": user_id})
+
+        await self._write(disable)
 
     # Payments and their idempotency keys -------------------------------------------
 
@@ -390,6 +519,26 @@ class SqlGatewayStore(OnDatabase):
     async def _delete_some(self, statement: Statement, before: float, limit: int) -> int:
         """Housekeeping's bounded delete, in one transaction; how many rows it deleted."""
         return await self._write(lambda tx: tx.run(statement, {"before": before, "limit": limit}))
+
+
+async def _changed_one(tx: Tx, statement: Statement, values: Values) -> bool:
+    return await tx.run(statement, values) == 1
+
+
+async def _replace_codes(tx: Tx, sql: GatewaySql, user_id: str, code_hashes: list[str]) -> None:
+    await tx.run(sql.delete_recovery_codes, {"user_id": user_id})
+    rows = [{"user_id": user_id, "code_hash": code_hash} for code_hash in code_hashes]
+    await tx.many(sql.insert_recovery_code, rows)
+
+
+def new_session_id() -> str:
+    """A session's public id: 96 random bits, unrelated to its token."""
+    return f"ses_{secrets.token_hex(12)}"
+
+
+async def _revoke_all(tx: Tx, sql: GatewaySql, user_id: str, keep: str) -> list[str]:
+    values = {"user_id": user_id, "keep": keep, "now_s": time.time()}
+    return [str(row[0]) for row in await tx.all(sql.revoke_sessions_of, values)]
 
 
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:

@@ -81,6 +81,41 @@ class GatewayServiceStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.FromString,
                 _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/paygate.v1.GatewayService/ChangePassword',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/paygate.v1.GatewayService/ListSessions',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/paygate.v1.GatewayService/RevokeSession',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
+        self.EnrollTotp = channel.unary_unary(
+                '/paygate.v1.GatewayService/EnrollTotp',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpResponse.FromString,
+                _registered_method=True)
+        self.ConfirmTotp = channel.unary_unary(
+                '/paygate.v1.GatewayService/ConfirmTotp',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpResponse.FromString,
+                _registered_method=True)
+        self.DisableTotp = channel.unary_unary(
+                '/paygate.v1.GatewayService/DisableTotp',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpResponse.FromString,
+                _registered_method=True)
+        self.RegenerateRecoveryCodes = channel.unary_unary(
+                '/paygate.v1.GatewayService/RegenerateRecoveryCodes',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -158,6 +193,58 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangePassword(self, request, context):
+        """ChangePassword replaces the caller's password and ends every other session
+        of the caller; the session the call is made with stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """ListSessions returns the caller's live sessions, the current one marked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSession(self, request, context):
+        """RevokeSession ends one of the caller's sessions, at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrollTotp(self, request, context):
+        """EnrollTotp starts turning on two-factor login: it returns a new secret for
+        an authenticator app. Nothing changes until ConfirmTotp.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmTotp(self, request, context):
+        """ConfirmTotp turns two-factor login on with a code of the enrolled secret,
+        and returns the recovery codes, shown this once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableTotp(self, request, context):
+        """DisableTotp turns two-factor login off; it needs the password and a code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegenerateRecoveryCodes(self, request, context):
+        """RegenerateRecoveryCodes replaces the recovery codes with new ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +292,41 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CancelPayment,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.SerializeToString,
+            ),
+            'EnrollTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollTotp,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.EnrollTotpResponse.SerializeToString,
+            ),
+            'ConfirmTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmTotp,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ConfirmTotpResponse.SerializeToString,
+            ),
+            'DisableTotp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableTotp,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.DisableTotpResponse.SerializeToString,
+            ),
+            'RegenerateRecoveryCodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegenerateRecoveryCodes,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -452,6 +574,195 @@ class GatewayService:
             '/paygate.v1.GatewayService/CancelPayment',
             paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ChangePassword',
+            paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ListSessions',
+            paygate_dot_v1_dot_gateway__pb2.ListSessionsRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/RevokeSession',
+            paygate_dot_v1_dot_gateway__pb2.RevokeSessionRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/EnrollTotp',
+            paygate_dot_v1_dot_gateway__pb2.EnrollTotpRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.EnrollTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ConfirmTotp',
+            paygate_dot_v1_dot_gateway__pb2.ConfirmTotpRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ConfirmTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableTotp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/DisableTotp',
+            paygate_dot_v1_dot_gateway__pb2.DisableTotpRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.DisableTotpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegenerateRecoveryCodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/RegenerateRecoveryCodes',
+            paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.FromString,
             options,
             channel_credentials,
             insecure,
