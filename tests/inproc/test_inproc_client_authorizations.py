@@ -34,7 +34,7 @@ from users import PASSWORD, unique_name
 
 CODE = grpc.StatusCode
 TIMEOUT_S = 10.0
-CAPTURE_WINDOW = datetime.timedelta(days=7)  # the gateway's default authorization_ttl
+CAPTURE_WINDOW = datetime.timedelta(days=7)  # the gateway's default authorization_ttl_s
 
 
 def client(servers: Servers, outbox: Outbox | None = None) -> AsyncClient:
