@@ -166,6 +166,8 @@ COMMANDS = {
     "payments": (["payments"], ""),
     "pay": (["pay", "bob", "1.00"], "nothing was paid"),
     "logout": (["logout"], "the session was not revoked"),
+    "capture": (["capture", "pay_0", "1.00"], "nothing was captured"),
+    "cancel": (["cancel", "pay_0"], "nothing was cancelled"),
 }
 
 

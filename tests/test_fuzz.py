@@ -3,7 +3,10 @@
 Thousands of random and malformed requests: random field values (empty, huge, unicode,
 extreme integers, unknown enum values), random bytes that are not a valid message, and
 garbage credentials. Whatever the input: never UNKNOWN or INTERNAL, every process still
-SERVING afterwards, and the money of the accounts involved is conserved.
+SERVING afterwards, and the money of the accounts involved is conserved. Every RPC of the
+services is fuzzed: a new one without a strategy here fails
+test_every_rpc_of_the_gateway_is_fuzzed. CapturePayment and CancelPayment get real
+authorizations too, called by their payee as well as by their payer.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paygate.gen.paygate.bank.v1 import bank_pb2
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
+from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
 from suite import PROGRAMS, Suite
 from users import TestUser, new_user
 
@@ -41,6 +45,7 @@ codes = st.one_of(st.from_regex(r"[0-9]{6}", fullmatch=True),
                   st.from_regex(r"[a-z2-7]{4}(-[a-z2-7]{4}){3}", fullmatch=True))
 int64s = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-5, 5))
 int32s = st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(-5, 200))
+enums = st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(-1, 4))
 
 
 class Fuzz:
@@ -55,6 +60,38 @@ class Fuzz:
         self.bob: TestUser = new_user(suite, self.gateway, "bank-b", 1000_00, "fuzzb")
         self.tracked = {self.alice.account_number, self.bob.account_number}
         self.prepared: set[str] = set()
+        self.gateway_stub = pbg.GatewayServiceStub(self.gateway)
+        self.authorizations = 0  # made for CapturePayment and CancelPayment examples
+
+    def authorization(self) -> str:
+        """The id of a new authorization of alice's, to bob, awaiting capture."""
+        request = pb.CreatePaymentRequest(
+            idempotency_key=uuid.uuid4().hex, payee_username=self.bob.username, amount=1_00,
+            currency="USD", capture_method=pb.CAPTURE_METHOD_MANUAL,
+        )
+        response = self.gateway_stub.CreatePayment(
+            request, metadata=self.alice.metadata, timeout=10.0
+        )
+        self.authorizations += 1
+        return str(response.payment.payment_id)
+
+    def cancel_authorizations(self) -> None:
+        """Release what the fuzzer left held: holds must end. Listed and cancelled by bob,
+        their payee, whose token no fuzzed call can revoke (alice's may be, by Logout)."""
+        page_token = ""
+        while True:
+            page = self.bob.list_payments(page_size=100, page_token=page_token)
+            for payment in page.payments:
+                if payment.status == pb.PAYMENT_STATUS_REQUIRES_CAPTURE:
+                    self.gateway_stub.CancelPayment(
+                        pb.CancelPaymentRequest(
+                            payment_id=payment.payment_id, idempotency_key=uuid.uuid4().hex
+                        ),
+                        metadata=self.bob.metadata, timeout=10.0,
+                    )
+            page_token = page.next_page_token
+            if not page_token:
+                return
 
     def call(self, channel: grpc.Channel, method: str, request: bytes,
              metadata: list[tuple[str, str]] | None = None) -> grpc.StatusCode:
@@ -76,6 +113,7 @@ def fuzz(suite: Suite) -> Iterator[Fuzz]:
     before = target.suite.total_money([(u.bank_id, u.account_number)
                                         for u in (target.alice, target.bob)])
     yield target
+    target.cancel_authorizations()
     # Void whatever the fuzzer prepared as the gateway, as the coordinator would.
     for transaction_id in target.prepared:
         target.call(target.bank_gateway, "/paygate.bank.v1.BankService/Abort",
@@ -104,6 +142,7 @@ GATEWAY_REQUESTS = {
         pb.CreatePaymentRequest, idempotency_key=texts,
         payee_username=st.one_of(texts, st.just("PAYEE")), amount=int64s,
         currency=st.one_of(texts, st.just("USD")), description=texts,
+        capture_method=enums,
     ),
     "GetPayment": st.builds(pb.GetPaymentRequest, payment_id=texts),
     "ListPayments": st.builds(pb.ListPaymentsRequest, page_size=int32s, page_token=texts),
@@ -118,23 +157,47 @@ GATEWAY_REQUESTS = {
                              one_time_code=st.one_of(texts, codes)),
     "RegenerateRecoveryCodes": st.builds(pb.RegenerateRecoveryCodesRequest,
                                          one_time_code=st.one_of(texts, codes)),
+    # AUTH stands for a real authorization, made for the example.
+    "CapturePayment": st.builds(
+        pb.CapturePaymentRequest, payment_id=st.one_of(texts, st.just("AUTH")),
+        amount=st.one_of(int64s, st.integers(0, 2_00)), idempotency_key=texts,
+    ),
+    "CancelPayment": st.builds(
+        pb.CancelPaymentRequest, payment_id=st.one_of(texts, st.just("AUTH")),
+        idempotency_key=texts,
+    ),
 }
+
+
+# Called by bob (the payee) half of the time; every other method by alice.
+PAYEE_METHODS = {"CapturePayment", "CancelPayment"}
+
+
+def test_every_rpc_of_the_gateway_is_fuzzed() -> None:
+    service = pb.DESCRIPTOR.services_by_name["GatewayService"]
+    assert set(GATEWAY_REQUESTS) == {method.name for method in service.methods}
 
 
 @pytest.mark.parametrize("method", sorted(GATEWAY_REQUESTS))
 def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None:
     @FUZZ_SETTINGS
-    @given(request=GATEWAY_REQUESTS[method], garbage=st.booleans())
-    def run(request: Any, garbage: bool) -> None:
+    @given(request=GATEWAY_REQUESTS[method], garbage=st.booleans(), as_payee=st.booleans())
+    def run(request: Any, garbage: bool, as_payee: bool) -> None:
         if getattr(request, "payee_username", None) == "PAYEE":
             request.payee_username = fuzz.bob.username
+        if getattr(request, "payment_id", None) == "AUTH":
+            request.payment_id = fuzz.authorization()
         if method == "Logout" and not garbage:
             return  # logging the fuzzer out would only test UNAUTHENTICATED from then on
-        metadata = [("authorization", "Bearer x" * 3)] if garbage else fuzz.alice.metadata
+        caller = fuzz.bob if as_payee and method in PAYEE_METHODS else fuzz.alice
+        metadata = [("authorization", "Bearer x" * 3)] if garbage else caller.metadata
         code = fuzz.call(fuzz.gateway, GATEWAY + method, request.SerializeToString(), metadata)
         assert code not in FORBIDDEN, (method, request)
 
+    made_before = fuzz.authorizations
     run()
+    if method in PAYEE_METHODS:
+        assert fuzz.authorizations - made_before >= 10, "too few real authorizations fuzzed"
 
 
 def _transaction_id(prefix: str) -> st.SearchStrategy[str]:

@@ -5,6 +5,7 @@ files of older clients upgraded in place."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pathlib
 import socket
@@ -419,4 +420,65 @@ def test_a_file_of_an_older_client_is_upgraded_once_keeping_its_rows(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "outbox_upgrade" not in tables and "outbox_unsettled" in tables
+    conn.close()
+
+
+def test_an_authorization_is_queued_as_one_and_its_key_is_not_reused_for_a_plain_payment(
+    tmp_path: pathlib.Path,
+) -> None:
+    async def body(store: OutboxStore) -> None:
+        held = dataclasses.replace(order("k1"), capture_later=True)
+        entry = await store.enqueue(held)
+        assert entry.capture_later and not (await store.enqueue(order("k2"))).capture_later
+        assert await store.enqueue(held) == entry
+        with pytest.raises(FailedPrecondition) as info:
+            await store.enqueue(order("k1"))
+        assert info.value.reason == "IDEMPOTENCY_KEY_MISMATCH"
+        claimed = await store.claim_head(GATEWAY, "alice", ours())
+        assert claimed is not None and not isinstance(claimed, Blocked)
+        assert (claimed.idempotency_key, claimed.capture_later) == ("k1", True)
+
+    run_with(tmp_path / "outbox.db", body)
+
+
+# The table as clients before authorizations wrote it: no capture_later column.
+V2_SCHEMA = V1_SCHEMA.replace(
+    "('queued', 'delivering', 'succeeded', 'failed', 'forgotten')",
+    "('queued', 'delivering', 'succeeded', 'failed', 'forgotten', 'needs_review')",
+).replace(
+    "updated_at_s REAL NOT NULL,",
+    "updated_at_s REAL NOT NULL, maybe_delivered_at_s REAL NOT NULL DEFAULT 0,"
+    " maybe_delivered_attempt INTEGER NOT NULL DEFAULT 0,",
+)
+
+
+def test_a_file_from_before_authorizations_opens_and_its_payments_stay_automatic(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    clock = Clock()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V2_SCHEMA)
+        conn.execute(V1_ROW, (1, "old", GATEWAY, "queued", 0, clock.now_s, clock.now_s))
+    conn.close()
+    processes = [
+        subprocess.Popen([sys.executable, "-c", UPGRADE_SCRIPT, str(path)], cwd=REPO)
+        for _ in range(3)
+    ]
+    for process in processes:
+        assert process.wait(timeout=60) == 0
+
+    async def body(store: OutboxStore) -> None:
+        (old,) = await store.entries(GATEWAY, "alice")
+        assert (old.idempotency_key, old.capture_later, old.state) == (
+            "old", False, EntryState.QUEUED,
+        )
+        new = await store.enqueue(dataclasses.replace(order("new"), capture_later=True))
+        assert (new.entry_id, new.capture_later) == (2, True)
+
+    run_with(path, body, clock)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        with pytest.raises(sqlite3.IntegrityError):  # the column keeps its CHECK
+            conn.execute("UPDATE outbox SET capture_later = 2")
     conn.close()

@@ -4,6 +4,12 @@
         await client.login("alice", password)
         payment = await client.pay("bob", 1250, description="lunch")
 
+An authorization holds the payer's money until its payee captures it (all or part) or
+cancels it, before its `capture_before`:
+
+        held = await client.pay("shop", 2000, capture_later=True)   # payer
+        await shop_client.capture(held.payment_id, 1250)               # payee: 12.50 of 20.00
+
 Every call has a deadline (`timeout_s`, 10 s by default). Failures are raised as the
 exceptions of paygate.errors, each with a `reason` such as "INSUFFICIENT_FUNDS".
 
@@ -13,7 +19,14 @@ and deliver_queued() or start_delivery() send it later, exactly once.
 """
 
 from paygate.client._async_client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AsyncClient
-from paygate.client._models import Balance, Payment, PaymentStatus, RegisteredUser, Session
+from paygate.client._models import (
+    Balance,
+    CaptureMethod,
+    Payment,
+    PaymentStatus,
+    RegisteredUser,
+    Session,
+)
 from paygate.client._sync_client import Client
 from paygate.client.delivery import DeliveryReport, DeliverySettings, RunEnd
 from paygate.client.outbox import Outbox, OutboxMetrics, Outcome
@@ -38,6 +51,7 @@ __all__ = [
     "AlreadyExists",
     "AsyncClient",
     "Balance",
+    "CaptureMethod",
     "Client",
     "DeliveryReport",
     "DeliverySettings",

@@ -24,6 +24,7 @@ from paygate.client._models import (
     RegisteredUser,
     Session,
 )
+from paygate.client._request_checks import check_capture_fields, check_payment_fields
 from paygate.client.delivery import Deliverer, DeliveryReport, DeliverySettings
 from paygate.client.logging_interceptor import LoggingInterceptor
 from paygate.client.outbox import Outbox
@@ -41,8 +42,6 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_PAGE_SIZE = 20
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-MAX_AMOUNT_MINOR = 2**63 - 1  # the request's int64 field; the gateway's own limit is lower
-KEY_MAX_LENGTH = 255  # the gateway's limit on an idempotency key
 HEALTH_TIMEOUT_S = 1.0  # a health check is small: a slow answer is as bad as none
 
 StrPath = str | os.PathLike[str]
@@ -182,6 +181,7 @@ class AsyncClient:
         currency: str = ...,
         description: str = ...,
         idempotency_key: str | None = ...,
+        capture_later: bool = ...,
         queue_if_offline: Literal[False] = ...,
     ) -> Payment: ...
 
@@ -194,6 +194,7 @@ class AsyncClient:
         currency: str = ...,
         description: str = ...,
         idempotency_key: str | None = ...,
+        capture_later: bool = ...,
         queue_if_offline: bool,
     ) -> Payment | QueuedPayment: ...
 
@@ -205,10 +206,15 @@ class AsyncClient:
         currency: str = DEFAULT_CURRENCY,
         description: str = "",
         idempotency_key: str | None = None,
+        capture_later: bool = False,
         queue_if_offline: bool = False,
     ) -> Payment | QueuedPayment:
         """Pay another user. Without an idempotency key a new one is made for this call;
         pass your own to retry safely after an Unavailable error.
+
+        With capture_later the payment is an authorization: the money is only held, and
+        the payment is REQUIRES_CAPTURE until the payee captures it (capture()) or cancels
+        it (cancel()) before its `capture_before`; uncaptured by then, it is cancelled.
 
         With queue_if_offline the payment is first written to the outbox, after the ones
         queued before it; a QueuedPayment is returned when it could not be sent now.
@@ -220,7 +226,7 @@ class AsyncClient:
         check_payment_fields(payee_username, amount_minor, currency, description, key)
         if not queue_if_offline:
             return await self._create_payment(
-                key, payee_username, amount_minor, currency, description
+                key, payee_username, amount_minor, currency, description, capture_later
             )
         deliverer = self._deliverer()
         order = PaymentOrder(
@@ -231,6 +237,7 @@ class AsyncClient:
             amount_minor=amount_minor,
             currency=currency,
             description=description,
+            capture_later=capture_later,
         )
         return await deliverer.pay_or_queue(order)
 
@@ -295,7 +302,13 @@ class AsyncClient:
         )
 
     async def _create_payment(
-        self, key: str, payee_username: str, amount_minor: int, currency: str, description: str
+        self,
+        key: str,
+        payee_username: str,
+        amount_minor: int,
+        currency: str,
+        description: str,
+        capture_later: bool = False,
     ) -> Payment:
         try:
             request = gateway_pb2.CreatePaymentRequest(
@@ -304,18 +317,60 @@ class AsyncClient:
                 amount=amount_minor,
                 currency=currency,
                 description=description,
+                capture_method=(
+                    gateway_pb2.CAPTURE_METHOD_MANUAL
+                    if capture_later
+                    else gateway_pb2.CAPTURE_METHOD_AUTOMATIC
+                ),
             )
         except (TypeError, ValueError) as exc:
             # Only a queued row written before check_payment_fields existed gets here.
             raise InvalidArgument(f"the payment cannot be sent: {exc}") from exc
-        call = self._stub.CreatePayment(request, timeout=self.timeout_s)
+        return await self._call_for_payment(self._stub.CreatePayment, request)
+
+    async def capture(
+        self,
+        payment_id: str,
+        amount_minor: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Payment:
+        """Capture an authorization you are the payee of: all of it (amount_minor None) or
+        less, once; the rest of the hold goes back to the payer. Returns the payment,
+        SUCCEEDED with its amount_captured_minor.
+
+        Refusals: FailedPrecondition with reason PAYMENT_NOT_CAPTURABLE (captured,
+        cancelled, expired, or not an authorization) or AMOUNT_EXCEEDS_CAPTURABLE;
+        PermissionDenied for its payer; NotFound for anyone else. Without an idempotency
+        key one is made for this call; pass your own to retry after an Unavailable error.
+        """
+        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        check_capture_fields(payment_id, amount_minor, key)
+        request = gateway_pb2.CapturePaymentRequest(
+            payment_id=payment_id, amount=amount_minor or 0, idempotency_key=key
+        )
+        return await self._call_for_payment(self._stub.CapturePayment, request)
+
+    async def cancel(self, payment_id: str, *, idempotency_key: str | None = None) -> Payment:
+        """Cancel an authorization you are the payee of: its holds are released and
+        nothing moves. Returns the payment, CANCELED. Refused as capture() is."""
+        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        check_capture_fields(payment_id, None, key)
+        request = gateway_pb2.CancelPaymentRequest(payment_id=payment_id, idempotency_key=key)
+        return await self._call_for_payment(self._stub.CancelPayment, request)
+
+    async def _call_for_payment(self, rpc: Any, request: Message) -> Payment:
+        """Call an RPC that answers a payment and says in its headers whether the answer
+        was replayed from the idempotency key (nothing happened this time)."""
+        call = rpc(request, timeout=self.timeout_s)
         try:
-            response: gateway_pb2.CreatePaymentResponse = await call
+            response = await call
             metadata = await call.initial_metadata()
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
         replayed = (IDEMPOTENT_REPLAYED_HEADER, "true") in list(metadata or ())
-        return dataclasses.replace(Payment.from_proto(response.payment), replayed=replayed)
+        payment: gateway_pb2.Payment = response.payment
+        return dataclasses.replace(Payment.from_proto(payment), replayed=replayed)
 
     async def get_payment(self, payment_id: str) -> Payment:
         request = gateway_pb2.GetPaymentRequest(payment_id=payment_id)
@@ -373,38 +428,8 @@ class _ClientSender:
             entry.amount_minor,
             entry.currency,
             entry.description,
+            entry.capture_later,
         )
 
     async def reachable(self) -> bool:
         return await self._client.reachable()
-
-
-def check_payment_fields(
-    payee_username: object, amount_minor: object, currency: object, description: object,
-    idempotency_key: object,
-) -> None:
-    """Refuse, with InvalidArgument, a payment that could not be sent as a request at all.
-
-    The gateway checks the rest (its names, currencies and amount limit): those answers are
-    final, and a queued payment that gets one is recorded as failed.
-    """
-    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
-        raise InvalidArgument(
-            f"amount_minor must be a whole number of minor units (cents), not {amount_minor!r}"
-        )
-    if not 0 < amount_minor <= MAX_AMOUNT_MINOR:
-        raise InvalidArgument(f"amount_minor must be positive, not {amount_minor}")
-    fields = {"payee_username": payee_username, "currency": currency, "description": description}
-    for name, value in fields.items():
-        if not isinstance(value, str):
-            raise InvalidArgument(f"{name} must be a string, not {type(value).__name__}")
-    if not payee_username:
-        raise InvalidArgument("payee_username is required")
-    if (
-        not isinstance(idempotency_key, str)
-        or not 0 < len(idempotency_key) <= KEY_MAX_LENGTH
-        or not idempotency_key.isprintable()
-    ):
-        raise InvalidArgument(
-            f"idempotency_key must be 1 to {KEY_MAX_LENGTH} printable characters"
-        )

@@ -21,12 +21,32 @@ class PaymentStatus(enum.StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    # An authorization: the payer's money is held until the payee captures or cancels it.
+    REQUIRES_CAPTURE = "REQUIRES_CAPTURE"
+    # An authorization cancelled by its payee or expired uncaptured: nothing moved.
+    CANCELED = "CANCELED"
+
+
+class CaptureMethod(enum.StrEnum):
+    """When a payment's money moves: at once, or when its payee captures it."""
+
+    AUTOMATIC = "AUTOMATIC"
+    MANUAL = "MANUAL"
 
 
 _STATUS_BY_PROTO: dict[int, PaymentStatus] = {
     gateway_pb2.PAYMENT_STATUS_PENDING: PaymentStatus.PENDING,
     gateway_pb2.PAYMENT_STATUS_SUCCEEDED: PaymentStatus.SUCCEEDED,
     gateway_pb2.PAYMENT_STATUS_FAILED: PaymentStatus.FAILED,
+    gateway_pb2.PAYMENT_STATUS_REQUIRES_CAPTURE: PaymentStatus.REQUIRES_CAPTURE,
+    gateway_pb2.PAYMENT_STATUS_CANCELED: PaymentStatus.CANCELED,
+}
+
+# UNSPECIFIED is what a gateway older than authorizations sends: its payments are automatic.
+_CAPTURE_METHOD_BY_PROTO: dict[int, CaptureMethod] = {
+    gateway_pb2.CAPTURE_METHOD_UNSPECIFIED: CaptureMethod.AUTOMATIC,
+    gateway_pb2.CAPTURE_METHOD_AUTOMATIC: CaptureMethod.AUTOMATIC,
+    gateway_pb2.CAPTURE_METHOD_MANUAL: CaptureMethod.MANUAL,
 }
 
 
@@ -42,9 +62,17 @@ class Payment:
     currency: str
     description: str
     create_time: datetime.datetime
+    # Why a FAILED payment failed, or why a CANCELED one was cancelled ("CANCELED" by its
+    # payee, "AUTHORIZATION_EXPIRED"); empty otherwise.
     failure_reason: str
-    # True when CreatePayment answered again from the idempotency key: this payment was
-    # made by an earlier call, and nothing moved this time.
+    capture_method: CaptureMethod = CaptureMethod.AUTOMATIC
+    # An authorization's deadline: uncaptured by then, it is cancelled. None otherwise.
+    capture_before: datetime.datetime | None = None
+    # How much moved: the amount of a succeeded automatic payment, what the payee captured
+    # of an authorization (at most the amount), 0 while nothing has.
+    amount_captured_minor: int = 0
+    # True when the call (CreatePayment, CapturePayment, CancelPayment) answered again from
+    # its idempotency key: an earlier call did this, and nothing happened this time.
     replayed: bool = False
 
     @classmethod
@@ -59,6 +87,13 @@ class Payment:
             description=message.description,
             create_time=datetime_from_proto(message.create_time),
             failure_reason=message.failure_reason,
+            capture_method=capture_method_from_proto(message.capture_method),
+            capture_before=(
+                datetime_from_proto(message.capture_before)
+                if message.HasField("capture_before")
+                else None
+            ),
+            amount_captured_minor=message.amount_captured,
         )
 
 
@@ -116,6 +151,13 @@ def payment_status_from_proto(value: int) -> PaymentStatus:
     if status is None:
         raise PaygateError(f"gateway sent payment status {value}", reason=INVALID_RESPONSE)
     return status
+
+
+def capture_method_from_proto(value: int) -> CaptureMethod:
+    method = _CAPTURE_METHOD_BY_PROTO.get(value)
+    if method is None:
+        raise PaygateError(f"gateway sent capture method {value}", reason=INVALID_RESPONSE)
+    return method
 
 
 def datetime_from_proto(timestamp: timestamp_pb2.Timestamp) -> datetime.datetime:

@@ -107,6 +107,7 @@ class Client:
         currency: str = ...,
         description: str = ...,
         idempotency_key: str | None = ...,
+        capture_later: bool = ...,
         queue_if_offline: Literal[False] = ...,
     ) -> Payment: ...
 
@@ -119,6 +120,7 @@ class Client:
         currency: str = ...,
         description: str = ...,
         idempotency_key: str | None = ...,
+        capture_later: bool = ...,
         queue_if_offline: bool,
     ) -> Payment | QueuedPayment: ...
 
@@ -130,6 +132,7 @@ class Client:
         currency: str = DEFAULT_CURRENCY,
         description: str = "",
         idempotency_key: str | None = None,
+        capture_later: bool = False,
         queue_if_offline: bool = False,
     ) -> Payment | QueuedPayment:
         coroutine = self._client.pay(
@@ -138,9 +141,24 @@ class Client:
             currency=currency,
             description=description,
             idempotency_key=idempotency_key,
+            capture_later=capture_later,
             queue_if_offline=queue_if_offline,
         )
         return self._runner.run(coroutine)
+
+    def capture(
+        self,
+        payment_id: str,
+        amount_minor: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Payment:
+        return self._runner.run(
+            self._client.capture(payment_id, amount_minor, idempotency_key=idempotency_key)
+        )
+
+    def cancel(self, payment_id: str, *, idempotency_key: str | None = None) -> Payment:
+        return self._runner.run(self._client.cancel(payment_id, idempotency_key=idempotency_key))
 
     def deliver_queued(
         self, *, wait_s: float = 0.0, max_attempts: int | None = None

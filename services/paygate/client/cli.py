@@ -5,6 +5,8 @@
     paygate balance
     paygate pay bob 12.50 --description lunch
     paygate pay --queue-if-offline bob 5.00        (see `paygate queue --help`)
+    paygate pay bob 20.00 --capture-later          held until bob captures it:
+    paygate capture PAYMENT_ID 12.50               (bob) or `paygate cancel PAYMENT_ID`
     paygate payments --limit 10
     paygate logout
 
@@ -34,9 +36,9 @@ from paygate.client import (
     Outbox,
     PaygateError,
     Payment,
-    PaymentStatus,
     Unauthenticated,
     Unavailable,
+    cli_authorizations,
     cli_queue,
 )
 from paygate.client._session_file import (
@@ -166,6 +168,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         action="store_true",
         help="keep the payment in the outbox if the gateway cannot be reached, to send later",
     )
+    cli_authorizations.add_capture_later_option(pay)
     pay.set_defaults(
         command=cmd_pay,
         unreachable_means="nothing was paid",
@@ -180,6 +183,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     payments.set_defaults(command=cmd_payments)
     cli_queue.add_queue_parsers(commands)
+    cli_authorizations.add_authorization_parsers(commands)
     return parser
 
 
@@ -280,6 +284,7 @@ def cmd_pay(args: argparse.Namespace) -> None:
                 currency=args.currency,
                 description=args.description,
                 idempotency_key=key,
+                capture_later=args.capture_later,
             )
         except Unavailable as error:
             # What is known of the payment; main then prints the error itself.
@@ -287,6 +292,9 @@ def cmd_pay(args: argparse.Namespace) -> None:
             if said:
                 print(said, file=sys.stderr)
             raise
+    if args.capture_later:
+        print(cli_authorizations.held_message(payment))
+        return
     amount = format_amount(payment.amount_minor, payment.currency)
     replayed = " (replayed: this key's payment, made before; nothing moved now)"
     print(
@@ -309,16 +317,18 @@ def cmd_payments(args: argparse.Namespace) -> None:
 def describe_payment(payment: Payment, username: str) -> str:
     outgoing = payment.payer_username == username
     direction = f"to {payment.payee_username}" if outgoing else f"from {payment.payer_username}"
-    amount = format_amount(payment.amount_minor, payment.currency)
-    # Signed only when the money moved: a failed payment moved nothing.
-    moved = payment.status == PaymentStatus.SUCCEEDED
-    sign = ("-" if outgoing else "+") if moved else " "
+    # What moved of a payment that did (all of it, or what its payee captured), signed;
+    # one that did not (failed, cancelled, or only held) unsigned: it moved nothing.
+    moved_minor = cli_authorizations.moved_minor(payment)
+    amount = format_amount(moved_minor or payment.amount_minor, payment.currency)
+    sign = ("-" if outgoing else "+") if moved_minor else " "
     line = (
         f"{payment.create_time:%Y-%m-%d %H:%M:%S} UTC  {payment.payment_id}  "
         f"{payment.status:<9}  {sign}{amount} {payment.currency}  {direction}"
     )
     if payment.failure_reason:
         line += f"  [{payment.failure_reason}]"
+    line += cli_authorizations.capture_note(payment)
     if payment.description:
         line += f"  {payment.description}"
     return line

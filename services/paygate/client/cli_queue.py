@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 
 from paygate.client import cli as _cli
+from paygate.client import cli_authorizations
 from paygate.client._session_file import (
     StoredSession,
     load_session,
@@ -129,15 +130,19 @@ def pay_or_queue(args: argparse.Namespace, key: str, amount: int) -> None:
     with open_queue_client(args, stored, outbox) as client:
         result = client.pay(
             args.payee, amount, currency=args.currency, description=args.description,
-            idempotency_key=key, queue_if_offline=True,
+            idempotency_key=key, capture_later=args.capture_later, queue_if_offline=True,
         )
     if isinstance(result, QueuedPayment) and result.state == EntryState.NEEDS_REVIEW:
         raise CliError(review_message(result))  # its key was queued long ago
     if isinstance(result, QueuedPayment):
         why = result.last_error or "it waits behind payments queued before it"
+        held = ", to be held until the payee captures it" if result.capture_later else ""
         print(f"queued payment #{result.entry_id} to {result.payee_username} "
-              f"{money(result)} (key {key}): not sent yet [{why}]")
+              f"{money(result)}{held} (key {key}): not sent yet [{why}]")
         print(next_step(result.last_error), file=sys.stderr)
+        return
+    if args.capture_later:
+        print(cli_authorizations.held_message(result))
         return
     print(
         f"paid {result.payee_username} {format_amount(result.amount_minor, result.currency)} "
@@ -300,6 +305,8 @@ def describe_entry(entry: QueuedPayment) -> str:
         f"attempts {entry.attempts:<3} {money(entry):>14} to {entry.payee_username}"
         f"  key {entry.idempotency_key}"
     )
+    if entry.capture_later:
+        line += "  (capture later)"
     if entry.payment_id:
         line += f"  payment {entry.payment_id} {entry.payment_status}"
     if entry.failure_reason:

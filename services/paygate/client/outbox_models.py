@@ -40,6 +40,8 @@ class PaymentOrder:
     amount_minor: int
     currency: str
     description: str
+    # An authorization: the money is held until the payee captures it (pay's capture_later).
+    capture_later: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,6 +68,8 @@ class QueuedPayment:
     # yet, or every one was refused before it left); the key is safe until that time plus
     # the gateway's key window.
     maybe_delivered_at: datetime.datetime | None
+    # An authorization: sent with manual capture.
+    capture_later: bool = False
 
     @property
     def settled(self) -> bool:

@@ -3,9 +3,11 @@
 A new file gets the current table from MIGRATIONS (user_version 1). A file written by a
 client before the `needs_review` state has the table without it and without the
 `maybe_delivered_*` columns; `upgrade` rebuilds that table once (SQLite cannot change a
-CHECK constraint in place). The upgrade looks at the table itself, inside the write
-transaction, rather than at user_version: several processes may open an old file at once,
-and whichever comes second must find the work done, not do it again.
+CHECK constraint in place). A file written before authorizations lacks the `capture_later`
+column, which `upgrade` adds (0: every payment of such a file is an automatic one). The
+upgrade looks at the table itself, inside the write transaction, rather than at
+user_version: several processes may open an old file at once, and whichever comes second
+must find the work done, not do it again.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _TABLE = """
         -- The first attempt that may have reached the gateway: when (0: none) and which.
         maybe_delivered_at_s REAL NOT NULL DEFAULT 0,
         maybe_delivered_attempt INTEGER NOT NULL DEFAULT 0,
+        -- 1: an authorization, sent with manual capture (the payee captures it later).
+        capture_later INTEGER NOT NULL DEFAULT 0 CHECK (capture_later IN (0, 1)),
         -- A key belongs to a user at a gateway, as it does at the gateway.
         UNIQUE (gateway, payer_username, idempotency_key)
     )
@@ -62,8 +66,19 @@ def upgrade(conn: sqlite3.Connection) -> bool:
     """Bring an older outbox table to the current schema, in the caller's write transaction;
     False when it already is (the usual case, and the second process's)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
-    if "maybe_delivered_at_s" in columns:
-        return False
+    if "maybe_delivered_at_s" not in columns:
+        _rebuild_first_schema(conn)  # the new table has every column: nothing more to do
+        return True
+    if "capture_later" not in columns:
+        conn.execute(
+            "ALTER TABLE outbox ADD COLUMN capture_later INTEGER NOT NULL DEFAULT 0"
+            " CHECK (capture_later IN (0, 1))"
+        )
+        return True
+    return False
+
+
+def _rebuild_first_schema(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS outbox_upgrade")
     conn.execute(_TABLE.format(name="outbox_upgrade"))
     # Whether the attempts of an older row reached the gateway was not recorded. Assume one
@@ -86,4 +101,3 @@ def upgrade(conn: sqlite3.Connection) -> bool:
         if updated.rowcount == 0:  # the old table held no row: nothing was copied
             conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", sequence)
     conn.execute(_INDEX)
-    return True

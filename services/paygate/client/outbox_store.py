@@ -57,6 +57,7 @@ _FIELDS = (
     "entry_id", "idempotency_key", "gateway", "payer_username", "payee_username",
     "amount_minor", "currency", "description", "state", "attempts", "last_error", "payment_id",
     "payment_status", "failure_reason", "created_at_s", "updated_at_s", "maybe_delivered_at_s",
+    "capture_later",
 )
 _COLUMNS = ", ".join(_FIELDS)
 _UNSETTLED = "state IN ('queued', 'delivering')"  # to be sent
@@ -132,11 +133,12 @@ class OutboxStore:
             )
         conn.execute(
             "INSERT INTO outbox (idempotency_key, gateway, payer_username, payee_username,"
-            " amount_minor, currency, description, state, created_at_s, updated_at_s)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            " amount_minor, currency, description, capture_later, state, created_at_s,"
+            " updated_at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
             (
                 order.idempotency_key, order.gateway, order.payer_username, order.payee_username,
-                order.amount_minor, order.currency, order.description, now_s, now_s,
+                order.amount_minor, order.currency, order.description, int(order.capture_later),
+                now_s, now_s,
             ),
         )
         return _existing_row(conn, mine, params)
@@ -374,6 +376,7 @@ def _entry(row: tuple[Any, ...]) -> QueuedPayment:
     created_s, updated_s = values.pop("created_at_s"), values.pop("updated_at_s")
     maybe_delivered_s = values.pop("maybe_delivered_at_s")
     values["state"] = EntryState(values["state"])
+    values["capture_later"] = bool(values["capture_later"])
     return QueuedPayment(
         **values,
         created_at=_utc(created_s),
@@ -395,6 +398,7 @@ def _order_of(entry: QueuedPayment) -> PaymentOrder:
         amount_minor=entry.amount_minor,
         currency=entry.currency,
         description=entry.description,
+        capture_later=entry.capture_later,
     )
 
 
