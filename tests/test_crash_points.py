@@ -109,7 +109,7 @@ def test_every_crash_point_has_a_case() -> None:
     assert {point for point, _, _ in CASES} == set(faults.PAYMENT_POINTS)
     # A one-phase commit passes the points before and at its decision; no phase two.
     assert {point for point, _, _ in ONE_PHASE_CASES} == {
-        point for point in faults.POINTS if "commit" not in point and "post" not in point
+        point for point in faults.PAYMENT_POINTS if "commit" not in point and "post" not in point
     } - {"gateway.after_first_prepare"}
     bank_points = {point for point in faults.POINTS if point.startswith("bank.")}
     for victim in ("payer", "payee"):
