@@ -236,7 +236,10 @@ class Coordinator:
             drive.key_taken = settled.key
             return t.Recorded(settled.state, settled.applied)
         if isinstance(action, t.RecordCommit):
-            state = await self._store.decide_commit(payment_id, finished=action.finished)
+            refund = drive.payment if drive.payment.refund_of else None
+            state = await self._store.decide_commit(
+                payment_id, finished=action.finished, refund=refund
+            )
             return t.Recorded(state, state in (TxnState.COMMITTING, TxnState.COMMITTED))
         failure = action.failure
         state = await self._store.decide_abort(

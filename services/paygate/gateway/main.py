@@ -53,6 +53,7 @@ from paygate.gateway.banks import BankClients, BatchSettings
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.payments import Payments, PaymentSettings
+from paygate.gateway.refunds import Refunds
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
 from paygate.gateway.store import GatewayStore
 from paygate.gateway.stores import open_gateway_store
@@ -225,6 +226,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         owner=f"{name}-{secrets.token_hex(6)}",
         step=transition_function(config),
     )
+    payment_metrics = PaymentMetrics.build(registry)
     payments = Payments(
         store,
         coordinator,
@@ -233,9 +235,14 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             max_message_bytes=config.max_message_bytes,
             authorization_ttl_s=config.authorization_ttl_s,
         ),
-        PaymentMetrics.build(registry),
+        payment_metrics,
     )
-    servicer = GatewayServicer(accounts, payments, Authorizations(payments, coordinator))
+    servicer = GatewayServicer(
+        accounts,
+        payments,
+        Authorizations(payments, coordinator),
+        Refunds(store, payments, coordinator, payment_metrics),
+    )
     server = await build_server(
         listen=config.listen,
         credentials=server_credentials(config.tls, require_client_cert=False),
@@ -249,9 +256,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     metrics_server = start_metrics_server(config.metrics, registry)
-    return Gateway(
-        config, server, store, banks, accounts, coordinator, registry, metrics_server
-    )
+    return Gateway(config, server, store, banks, accounts, coordinator, registry, metrics_server)
 
 
 async def run(suite: SuiteConfig, name: str) -> None:

@@ -35,6 +35,9 @@ UNFINISHED_SQL = "(" + ", ".join(f"'{state}'" for state in UNFINISHED) + ")"
 LEASED_SQL = "(" + ", ".join(f"'{state}'" for state in (*UNFINISHED, TxnState.AUTHORIZED)) + ")"
 
 
+REFUND_ID_PREFIX = "re_"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class User:
     user_id: str
@@ -125,6 +128,18 @@ class Payment:
     manual_capture: bool = False
     capture_before_us: int = 0
     amount_captured_minor: int = 0  # recorded with the capture decision; 0 until then
+    # A refund is a transaction of its own, from the payee of the payment it refunds back
+    # to its payer (gateway/refunds.py); empty for a payment.
+    refund_of: str = ""
+    # The sum of the payment's refunds that were decided to commit.
+    amount_refunded_minor: int = 0
+
+    @property
+    def captured_minor(self) -> int:
+        """How much of the payment moved (or moves): what can be refunded in all."""
+        if self.status != PaymentStatus.SUCCEEDED:
+            return 0
+        return self.amount_captured_minor if self.manual_capture else self.amount_minor
 
     @property
     def participants(self) -> list[str]:
@@ -147,6 +162,7 @@ class BeginOutcome(enum.Enum):
     REPLAY = "replay"  # the key finished before: answer as the first time
     MISMATCH = "mismatch"  # the key was used with other parameters
     IN_USE = "in_use"  # the key's first request is still running
+    REFUSED = "refused"  # the key is new and the request cannot be: nothing was written
 
 
 @dataclasses.dataclass(frozen=True)

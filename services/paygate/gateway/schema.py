@@ -178,6 +178,16 @@ SQLITE_MIGRATIONS = [
         PRIMARY KEY (user_id, code_hash)
     ) WITHOUT ROWID
     """,
+    # 9: refunds. A refund is a transaction of its own in the payments table, from the
+    # payment's payee back to its payer, naming the payment it refunds in `refund_of`
+    # (gateway/refunds.py). The refunds of a payment are found by that column; the payment's
+    # `amount_refunded` grows in the database transaction that records a refund's commit.
+    """
+    ALTER TABLE payments ADD COLUMN refund_of TEXT;
+    ALTER TABLE payments ADD COLUMN amount_refunded INTEGER NOT NULL DEFAULT 0
+        CHECK (amount_refunded >= 0 AND amount_refunded <= amount);
+    CREATE INDEX payments_refunds ON payments (refund_of, seq) WHERE refund_of IS NOT NULL
+    """,
 ]
 
 
@@ -306,5 +316,12 @@ POSTGRES_MIGRATIONS = [
         used_at_s DOUBLE PRECISION,
         PRIMARY KEY (user_id, code_hash)
     )
+    """,
+    # 9: refunds.
+    """
+    ALTER TABLE payments ADD COLUMN refund_of TEXT;
+    ALTER TABLE payments ADD COLUMN amount_refunded BIGINT NOT NULL DEFAULT 0
+        CHECK (amount_refunded >= 0 AND amount_refunded <= amount);
+    CREATE INDEX payments_refunds ON payments (refund_of, seq) WHERE refund_of IS NOT NULL
     """,
 ]

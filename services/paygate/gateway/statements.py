@@ -27,6 +27,14 @@ def _capture_method(manual: bool) -> str:
     return "manual" if manual else "automatic"
 
 
+def _text_or_empty(value: str | None) -> str:
+    return value or ""
+
+
+def _text_or_null(value: str) -> str | None:
+    return value or None
+
+
 USERS = Table(
     "users", User, ("user_id", "username", "bank_id", "account_number", "currency", "role")
 )
@@ -54,6 +62,8 @@ PAYMENTS = Table(
         Column("capture_method", field="manual_capture", load=_is_manual, dump=_capture_method),
         "capture_before_us",
         Column("amount_captured", field="amount_captured_minor"),
+        Column("refund_of", load=_text_or_empty, dump=_text_or_null),
+        Column("amount_refunded", field="amount_refunded_minor"),
     ),
 )
 
@@ -225,6 +235,25 @@ class GatewaySql:
         self.finish = sql(
             "UPDATE payments SET txn_state = :state, finished_at_s = :finished_at_s"
             " WHERE payment_id = :payment_id AND txn_state = :decided"
+        )
+        # Refunds (gateway/refunds.py). The payment refunded is read with a write lock
+        # (PostgreSQL; SQLite has one writer), so that of two refunds of one payment the
+        # second sees the first's reservation: every refund not aborted counts.
+        self.refunded_payment = sql(
+            f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :refund_of"
+            f"{d.for_update}"
+        )
+        self.refunds_reserved = sql(
+            "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE refund_of = :refund_of"
+            " AND txn_state NOT IN ('aborting', 'aborted')"
+        )
+        self.add_refunded = sql(
+            "UPDATE payments SET amount_refunded = amount_refunded + :amount"
+            " WHERE payment_id = :refund_of"
+        )
+        self.refunds_of = sql(
+            f"SELECT seq, {PAYMENTS.columns} FROM payments"
+            " WHERE refund_of = :payment_id AND seq > :after_seq ORDER BY seq LIMIT :limit"
         )
         self.payment = sql(
             f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :payment_id"

@@ -24,7 +24,8 @@ from paygate.gateway.models import SessionInfo as SessionInfo
 from paygate.gateway.models import TotpRecord as TotpRecord
 from paygate.gateway.schema import SQLITE_MIGRATIONS as MIGRATIONS
 from paygate.gateway.statements import GatewaySql
-from paygate.gateway.store_sql import Body, SqlGatewayStore
+from paygate.gateway.store_sql import SqlGatewayStore
+from paygate.gateway.store_tx import Body
 
 T = TypeVar("T")
 
@@ -71,7 +72,15 @@ class GatewayStore(Protocol):
     async def begin_payment(
         self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
     ) -> BeginResult: ...
-    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState: ...
+    async def begin_refund(
+        self, key: str, request_hash: str, refund: Payment, lease: Lease
+    ) -> tuple[BeginResult, Payment | None]: ...
+    async def list_refunds(
+        self, payment_id: str, *, after_seq: int, limit: int
+    ) -> list[tuple[int, Payment]]: ...
+    async def decide_commit(
+        self, payment_id: str, *, finished: bool = False, refund: Payment | None = None
+    ) -> TxnState: ...
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool
     ) -> TxnState: ...

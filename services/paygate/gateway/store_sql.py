@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
-from paygate.common.invariants import InvariantViolation
-from paygate.common.sql import NO_VALUES, Database, OnDatabase, Row, Statement, Values
+from paygate.common.invariants import InvariantViolation, check
+from paygate.common.sql import Database, OnDatabase, Statement, Values
 from paygate.errors import AlreadyExists
+from paygate.gateway import store_refunds
 from paygate.gateway.models import (
     BeginOutcome,
     BeginResult,
@@ -29,29 +30,9 @@ from paygate.gateway.models import (
     User,
 )
 from paygate.gateway.statements import PAYMENTS, USERS, GatewaySql
+from paygate.gateway.store_tx import BEGIN_ATTEMPTS, Body, Tx, key_owner
 
 T = TypeVar("T")
-
-# A key released by a transient failure between our insert and our read (by a concurrent
-# request on PostgreSQL) is retried this many times before the caller is told it is in use.
-BEGIN_ATTEMPTS = 3
-
-class Tx(Protocol):
-    """One database transaction, as SqlGatewayStore's bodies run statements in it."""
-
-    async def run(self, statement: Statement, values: Values = NO_VALUES) -> int:
-        """Execute the statement; how many rows it changed."""
-        ...
-
-    async def one(self, statement: Statement, values: Values = NO_VALUES) -> Row | None: ...
-    async def all(self, statement: Statement, values: Values = NO_VALUES) -> list[Row]: ...
-    async def many(self, statement: Statement, rows: Iterable[Values]) -> None: ...
-    async def insert(self, statement: Statement, values: Values) -> int:
-        """Insert one row (with Dialect.returning); its generated id."""
-        ...
-
-
-Body = Callable[[Tx], Coroutine[Any, Any, T]]
 
 
 class SqlGatewayStore(OnDatabase):
@@ -271,18 +252,50 @@ class SqlGatewayStore(OnDatabase):
                 if await tx.run(sql.claim_key, values) == 1:
                     await _insert_payment(tx, sql, payment, values)
                     return BeginResult(BeginOutcome.STARTED, payment.payment_id)
-                taken = await _key_owner(tx, sql.key, values)
+                taken = await key_owner(tx, sql.key, values)
                 if taken is not None:
                     return taken
             return BeginResult(BeginOutcome.IN_USE)
 
         return await self._write(begin)
 
-    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState:
+    async def begin_refund(
+        self, key: str, request_hash: str, refund: Payment, lease: Lease
+    ) -> tuple[BeginResult, Payment | None]:
+        """Record a refund (amount 0: all that is left) and its key together, reserving its
+        amount on the payment it refunds, or say why not (store_refunds.py)."""
+        values = {
+            **PAYMENTS.values(refund),
+            "lease_owner": lease.owner,
+            "lease_expires_at_s": lease.expires_at_s,
+            "key": key,
+            "request_hash": request_hash,
+            "now_s": time.time(),
+        }
+        return await self._write(
+            lambda tx: store_refunds.begin_refund(tx, self._sql, refund, values)
+        )
+
+    async def list_refunds(
+        self, payment_id: str, *, after_seq: int, limit: int
+    ) -> list[tuple[int, Payment]]:
+        """The refunds of a payment after `after_seq`, oldest first."""
+        values = {"payment_id": payment_id, "after_seq": after_seq, "limit": limit}
+
+        async def select(tx: Tx) -> list[tuple[int, Payment]]:
+            rows = await tx.all(self._sql.refunds_of, values)
+            return [(int(row[0]), PAYMENTS.from_row(row[1:])) for row in rows]
+
+        return await self._read(select)
+
+    async def decide_commit(
+        self, payment_id: str, *, finished: bool = False, refund: Payment | None = None
+    ) -> TxnState:
         """Write the commit decision, unless a decision exists; return the decided state.
 
         `finished`: the only bank has already committed (a one-phase commit), so the
-        transaction goes straight to COMMITTED.
+        transaction goes straight to COMMITTED. `refund`: the transaction is this refund,
+        whose amount the payment it refunds counts as refunded from the same write.
         """
         state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
         sql = self._sql
@@ -296,6 +309,12 @@ class SqlGatewayStore(OnDatabase):
             }
             if await tx.run(sql.decide_commit, values):
                 await tx.run(sql.complete_key, values)
+                if refund is not None:
+                    refunded = {"refund_of": refund.refund_of, "amount": refund.amount_minor}
+                    check(
+                        await tx.run(sql.add_refunded, refunded) == 1,
+                        f"refund {payment_id}: payment {refund.refund_of} is not there",
+                    )
             return await _txn_state(tx, sql, values)
 
         return await self._write(decide)
@@ -372,7 +391,7 @@ class SqlGatewayStore(OnDatabase):
             values.update(user_id=key.user_id, key=key.key, request_hash=key.request_hash)
 
         async def write(tx: Tx) -> Settled:
-            if key is not None and (taken := await _key_owner(tx, sql.operation_key, values)):
+            if key is not None and (taken := await key_owner(tx, sql.operation_key, values)):
                 return Settled(await _txn_state(tx, sql, values), False, taken)
             applied = bool(await tx.run(statement, values))
             if applied and key is not None:
@@ -545,19 +564,6 @@ async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Val
     seq = await tx.insert(sql.insert_payment, values)
     parties = (payment.payer_user_id, payment.payee_user_id)
     await tx.many(sql.insert_party, [{"user_id": user_id, "seq": seq} for user_id in parties])
-
-
-async def _key_owner(tx: Tx, statement: Statement, values: Values) -> BeginResult | None:
-    """Why a key that is taken is taken; None when it was released meanwhile."""
-    row = await tx.one(statement, values)
-    if row is None:
-        return None
-    stored_hash, state, payment_id, error_reason, error_message = row
-    if stored_hash != values["request_hash"]:
-        return BeginResult(BeginOutcome.MISMATCH, payment_id)
-    if state == "in_progress":
-        return BeginResult(BeginOutcome.IN_USE, payment_id)
-    return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
 
 
 async def _txn_state(tx: Tx, sql: GatewaySql, values: Values) -> TxnState:
