@@ -15,7 +15,7 @@ import grpc
 import pytest
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import SuiteClient
-from users import RPC_TIMEOUT_S, TestUser, assert_settled, error_reason, new_user
+from users import RPC_TIMEOUT_S, assert_settled, error_reason, new_user
 
 CODE = grpc.StatusCode
 

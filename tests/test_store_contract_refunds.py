@@ -18,16 +18,9 @@ from hypothesis import strategies as st
 from paygate.errors import AMOUNT_EXCEEDS_REFUNDABLE, PAYMENT_NOT_REFUNDABLE
 from paygate.gateway.models import BeginOutcome, Payment, PaymentStatus, TxnState
 from paygate.gateway.store import GatewayStore, Lease, SqliteGatewayStore
-from test_store_contract import (  # noqa: F401 (fixtures)
-    ALICE,
-    BOB,
-    Backend,
-    backend,
-    payment,
-    pg_schemas,
-    run,
-    with_users,
-)
+from test_store_contract import ALICE, BOB, Backend, backend, payment, pg_schemas, run, with_users
+
+__all__ = ["backend", "pg_schemas"]  # the fixtures, used by name
 
 LEASE = Lease("gateway-test", time.time() + 60)
 
@@ -117,7 +110,9 @@ STEPS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(steps=STEPS)
 def test_any_order_of_refunds_and_decisions_keeps_the_amounts(
     steps: list[tuple[str, int]], tmp_path: pathlib.Path

@@ -101,11 +101,14 @@ class TestUser:
             reason=reason,
             idempotency_key=key or uuid.uuid4().hex,
         )
-        return self.stub.RefundPayment(request, metadata=self.metadata, timeout=RPC_TIMEOUT_S).refund
+        response = self.stub.RefundPayment(request, metadata=self.metadata, timeout=RPC_TIMEOUT_S)
+        return response.refund
 
     def list_refunds(self, payment_id: str, page_size: int = 0, page_token: str = ""):  # type: ignore[no-untyped-def]
         return self.stub.ListRefunds(
-            pb.ListRefundsRequest(payment_id=payment_id, page_size=page_size, page_token=page_token),
+            pb.ListRefundsRequest(
+                payment_id=payment_id, page_size=page_size, page_token=page_token
+            ),
             metadata=self.metadata,
             timeout=RPC_TIMEOUT_S,
         )
@@ -129,7 +132,10 @@ def new_user(
     username = unique_name(prefix)
     stub.Register(
         pb.RegisterRequest(
-            username=username, password=PASSWORD, bank_id=bank_id, account_number=account,
+            username=username,
+            password=PASSWORD,
+            bank_id=bank_id,
+            account_number=account,
             link_code=account.link_code,
         ),
         timeout=RPC_TIMEOUT_S,
