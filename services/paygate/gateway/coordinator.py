@@ -90,6 +90,10 @@ class Coordinator:
         if not self._driving[payment_id]:
             del self._driving[payment_id]
 
+    def crash_point(self, point: str) -> None:
+        """A crash point of a step outside the transition function (faults.py)."""
+        self._faults.crash_point(point)
+
     def new_lease(self) -> Lease:
         """The lease a payment this process begins is recorded with."""
         return Lease(self.owner, time.time() + self._settings.lease_s)

@@ -124,6 +124,7 @@ class Refunds:
             if begun.outcome == BeginOutcome.STARTED:
                 assert recorded is not None
                 outcome[0] = "failed"
+                self._coordinator.crash_point("gateway.after_refund_reserved")
                 decision = await self._coordinator.run(recorded)
                 if decision.failure is not None:
                     error = failed_payment_error(
