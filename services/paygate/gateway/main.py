@@ -45,7 +45,7 @@ from paygate.common.metrics import (
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
-from paygate.gateway import transitions
+from paygate.gateway import refunds, transitions
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.auth_interceptor import AuthInterceptor
 from paygate.gateway.authorizations import Authorizations
@@ -160,20 +160,22 @@ def totp_box(config: GatewayConfig) -> SecretBox:
 
 
 def transition_function(config: GatewayConfig) -> transitions.Step:
-    """The protocol's transition function: the real one, or a broken variant for a test."""
+    """The protocol's transition function: the real one, or a broken variant for a test
+    (a broken refund path keeps the real one: refunds.BROKEN_VARIANTS)."""
     if not config.broken_protocol:
         return transitions.step
-    variant = transitions.BROKEN_VARIANTS.get(config.broken_protocol)
-    if variant is None or not config.fault_injection:
+    known = {*transitions.BROKEN_VARIANTS, *refunds.BROKEN_VARIANTS}
+    if config.broken_protocol not in known or not config.fault_injection:
         raise ConfigError(
             f"[gateway] broken_protocol = {config.broken_protocol!r}: a test-only variant, one"
-            f" of {sorted(transitions.BROKEN_VARIANTS)}, with fault_injection = true"
+            f" of {sorted(known)}, with fault_injection = true"
         )
     _log.warning(
         "running a deliberately broken protocol",
         extra={"fields": {"variant": config.broken_protocol}},
     )
-    return variant(transitions.step)
+    variant = transitions.BROKEN_VARIANTS.get(config.broken_protocol)
+    return transitions.step if variant is None else variant(transitions.step)
 
 
 async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway:
@@ -241,7 +243,13 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         accounts,
         payments,
         Authorizations(payments, coordinator),
-        Refunds(store, payments, coordinator, payment_metrics),
+        Refunds(
+            store,
+            payments,
+            coordinator,
+            payment_metrics,
+            forget_keys=config.broken_protocol == refunds.REFUNDS_TWICE,
+        ),
     )
     server = await build_server(
         listen=config.listen,

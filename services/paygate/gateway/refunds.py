@@ -23,6 +23,7 @@ used for something else is IDEMPOTENCY_KEY_MISMATCH.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable
@@ -62,6 +63,11 @@ from paygate.gateway.payments import (
 from paygate.gateway.store import GatewayStore
 
 REFUND_ID_KEY = "refund-id"  # the refund a failed RefundPayment made, in its metadata
+# A deliberately broken refund path, for the chaos checker's test only (`[gateway]
+# broken_protocol`, with fault injection): every request makes a new refund, so that a
+# retried or replayed refund sends the money back again.
+REFUNDS_TWICE = "refunds-twice"
+BROKEN_VARIANTS = (REFUNDS_TWICE,)
 
 
 class Refunds:
@@ -71,7 +77,10 @@ class Refunds:
         payments: Payments,
         coordinator: Coordinator,
         metrics: PaymentMetrics | None = None,
+        *,
+        forget_keys: bool = False,
     ) -> None:
+        self._forget_keys = forget_keys  # REFUNDS_TWICE
         self._store = store
         self._payments = payments
         self._coordinator = coordinator
@@ -113,6 +122,8 @@ class Refunds:
                 f"reason must be at most {DESCRIPTION_MAX_LENGTH} characters on one line"
             )
         key = operation_key(user, idempotency_key, "refund", payment_id, amount_minor, reason)
+        if self._forget_keys:
+            key = dataclasses.replace(key, key=f"{key.key[:200]}#{secrets.token_hex(6)}")
         payment = await self._payments.get(user, payment_id)  # NOT_FOUND unless a party
         if user.user_id != payment.payee_user_id:
             raise PermissionDenied("only the payee of a payment may refund it")
