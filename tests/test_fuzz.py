@@ -6,7 +6,8 @@ garbage credentials. Whatever the input: never UNKNOWN or INTERNAL, every proces
 SERVING afterwards, and the money of the accounts involved is conserved. Every RPC of the
 services is fuzzed: a new one without a strategy here fails
 test_every_rpc_of_the_gateway_is_fuzzed. CapturePayment and CancelPayment get real
-authorizations too, called by their payee as well as by their payer.
+authorizations too, and RefundPayment and ListRefunds real payments, called by their payee
+as well as by their payer.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Fuzz:
         self.prepared: set[str] = set()
         self.gateway_stub = pbg.GatewayServiceStub(self.gateway)
         self.authorizations = 0  # made for CapturePayment and CancelPayment examples
+        self.payments = 0  # made for RefundPayment and ListRefunds examples
 
     def authorization(self) -> str:
         """The id of a new authorization of alice's, to bob, awaiting capture."""
@@ -73,6 +75,18 @@ class Fuzz:
             request, metadata=self.alice.metadata, timeout=10.0
         )
         self.authorizations += 1
+        return str(response.payment.payment_id)
+
+    def payment(self) -> str:
+        """The id of a new payment of 1.00 from alice to bob, which bob may refund."""
+        request = pb.CreatePaymentRequest(
+            idempotency_key=uuid.uuid4().hex, payee_username=self.bob.username, amount=1_00,
+            currency="USD",
+        )
+        response = self.gateway_stub.CreatePayment(
+            request, metadata=self.alice.metadata, timeout=10.0
+        )
+        self.payments += 1
         return str(response.payment.payment_id)
 
     def cancel_authorizations(self) -> None:
@@ -166,11 +180,20 @@ GATEWAY_REQUESTS = {
         pb.CancelPaymentRequest, payment_id=st.one_of(texts, st.just("AUTH")),
         idempotency_key=texts,
     ),
+    # PAID stands for a real payment of 1.00 from alice to bob, made for the example.
+    "RefundPayment": st.builds(
+        pb.RefundPaymentRequest, payment_id=st.one_of(texts, st.just("PAID")),
+        amount=st.one_of(int64s, st.integers(0, 1_50)), reason=texts, idempotency_key=texts,
+    ),
+    "ListRefunds": st.builds(
+        pb.ListRefundsRequest, payment_id=st.one_of(texts, st.just("PAID")), page_size=int32s,
+        page_token=texts,
+    ),
 }
 
 
 # Called by bob (the payee) half of the time; every other method by alice.
-PAYEE_METHODS = {"CapturePayment", "CancelPayment"}
+PAYEE_METHODS = {"CapturePayment", "CancelPayment", "RefundPayment", "ListRefunds"}
 
 
 def test_every_rpc_of_the_gateway_is_fuzzed() -> None:
@@ -187,6 +210,8 @@ def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> N
             request.payee_username = fuzz.bob.username
         if getattr(request, "payment_id", None) == "AUTH":
             request.payment_id = fuzz.authorization()
+        if getattr(request, "payment_id", None) == "PAID":
+            request.payment_id = fuzz.payment()
         if method == "Logout" and not garbage:
             return  # logging the fuzzer out would only test UNAUTHENTICATED from then on
         caller = fuzz.bob if as_payee and method in PAYEE_METHODS else fuzz.alice
@@ -194,10 +219,11 @@ def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> N
         code = fuzz.call(fuzz.gateway, GATEWAY + method, request.SerializeToString(), metadata)
         assert code not in FORBIDDEN, (method, request)
 
-    made_before = fuzz.authorizations
+    made_before = fuzz.authorizations + fuzz.payments
     run()
     if method in PAYEE_METHODS:
-        assert fuzz.authorizations - made_before >= 10, "too few real authorizations fuzzed"
+        made = fuzz.authorizations + fuzz.payments - made_before
+        assert made >= 10, "too few real authorizations or payments fuzzed"
 
 
 def _transaction_id(prefix: str) -> st.SearchStrategy[str]:
