@@ -327,17 +327,19 @@ def test_list_holds(servers: Servers) -> None:
 
         assert rows(await holds(payer)) == []
         committed, aborted, named_otherwise = payment_txn(), payment_txn(), txn()
+        refund = f"re_{uuid.uuid4().hex[:24]}"  # a refund's transaction, named as the gateway does
         before_s = time.time()
         for transaction_id, amount in ((committed, 3_00), (aborted, 2_00)):
             await bank.gateway.Prepare(
                 transfer(transaction_id, payer, payee, amount), timeout=TIMEOUT_S
             )
-        await bank.gateway.Prepare(
-            bpb.PrepareRequest(
-                transaction_id=named_otherwise, legs=[leg(payee, 1_00, bpb.DIRECTION_CREDIT)]
-            ),
-            timeout=TIMEOUT_S,
-        )
+        for transaction_id in (named_otherwise, refund):
+            await bank.gateway.Prepare(
+                bpb.PrepareRequest(
+                    transaction_id=transaction_id, legs=[leg(payee, 1_00, bpb.DIRECTION_CREDIT)]
+                ),
+                timeout=TIMEOUT_S,
+            )
         listed = await holds(payer)
         assert rows(listed) == [
             (committed, committed, bpb.DIRECTION_DEBIT, 3_00, "USD"),
@@ -346,11 +348,14 @@ def test_list_holds(servers: Servers) -> None:
         assert listed.next_page_token == ""
         created_s = [h.create_time.ToMicroseconds() / 1e6 for h in listed.holds]
         assert before_s - 1 < created_s[0] <= created_s[1] < time.time() + 1
-        assert rows(await holds(payee)) == [
+        at_payee = await holds(payee)
+        assert rows(at_payee) == [
             (committed, committed, bpb.DIRECTION_CREDIT, 3_00, "USD"),
             (aborted, aborted, bpb.DIRECTION_CREDIT, 2_00, "USD"),
             (named_otherwise, "", bpb.DIRECTION_CREDIT, 1_00, "USD"),
+            (refund, "", bpb.DIRECTION_CREDIT, 1_00, "USD"),
         ]
+        assert [h.refund_id for h in at_payee.holds] == ["", "", "", refund]
         first = await holds(payer, page_size=1)
         assert [h.transaction_id for h in first.holds] == [committed] and first.next_page_token
         second = await holds(payer, page_size=1, page_token=first.next_page_token)
@@ -360,10 +365,11 @@ def test_list_holds(servers: Servers) -> None:
         await bank.gateway.Commit(bpb.CommitRequest(transaction_id=committed), timeout=TIMEOUT_S)
         await bank.gateway.Abort(bpb.AbortRequest(transaction_id=aborted), timeout=TIMEOUT_S)
         assert rows(await holds(payer)) == []
-        assert [h.transaction_id for h in (await holds(payee)).holds] == [named_otherwise]
-        await bank.gateway.Abort(
-            bpb.AbortRequest(transaction_id=named_otherwise), timeout=TIMEOUT_S
-        )
+        assert [h.transaction_id for h in (await holds(payee)).holds] == [named_otherwise, refund]
+        for transaction_id in (named_otherwise, refund):
+            await bank.gateway.Abort(
+                bpb.AbortRequest(transaction_id=transaction_id), timeout=TIMEOUT_S
+            )
         assert rows(await holds(payee)) == []
 
         # Only the operator's certificate may list holds; bad input is refused.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import pathlib
+import secrets
 import sqlite3
 
 import pytest
@@ -14,9 +15,11 @@ from paygate.bank.holds import (
     decode_page_token,
     encode_page_token,
     payment_id_of,
+    refund_id_of,
 )
 from paygate.bank.store import SQL, SqliteLedgerStore
 from paygate.errors import InvalidArgument
+from paygate.gateway.models import REFUND_ID_PREFIX
 
 
 @pytest.mark.parametrize(
@@ -62,6 +65,13 @@ def test_a_transaction_id_is_a_payment_id_when_the_gateway_made_it(
     transaction_id: str, payment_id: str
 ) -> None:
     assert payment_id_of(transaction_id) == payment_id
+    assert refund_id_of(transaction_id) == ""
+
+
+def test_a_refunds_transaction_is_named_by_the_refund() -> None:
+    refund_id = f"{REFUND_ID_PREFIX}{secrets.token_hex(12)}"  # as gateway/refunds.py makes it
+    assert (refund_id_of(refund_id), payment_id_of(refund_id)) == (refund_id, "")
+    assert refund_id_of(refund_id.upper()) == refund_id_of("re_0123") == ""
 
 
 def test_holds_are_found_through_the_prepared_transactions_not_a_scan(

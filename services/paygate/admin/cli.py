@@ -243,8 +243,11 @@ def holds_table(holds: Sequence[bank_pb2.Hold]) -> list[str]:
     rows = [("placed", "hold", "amount", "payment")]
     for hold in holds:
         placed = datetime.datetime.fromtimestamp(hold.create_time.seconds, datetime.UTC)
-        # A transaction the gateway did not name (another coordinator's) has no payment.
-        payment = hold.payment_id or f"(transaction {hold.transaction_id})"
+        # A refund is a transaction of its own; one the gateway did not name (another
+        # coordinator's) is shown by its transaction id.
+        payment = hold.payment_id or (
+            f"refund {hold.refund_id}" if hold.refund_id else f"(transaction {hold.transaction_id})"
+        )
         rows.append(
             (
                 placed.strftime(TIME_FORMAT),

@@ -5,7 +5,8 @@ a pending credit marks the payee's on its way. An authorization (a payment with 
 capture) keeps its holds open until it is captured, cancelled or expires, which may be
 days. Each hold is named with the payment it belongs to: the gateway gives the transaction
 it prepares at the banks its payment's id (gateway/payments.py makes it: `pay_` and 24
-hex digits), so a transaction id of that form is the payment id.
+hex digits), so a transaction id of that form is the payment id. A refund is a transaction
+of its own, named by the refund's id (gateway/refunds.py: `re_` and 24 hex digits).
 
 Pages are oldest first, then by transaction id, and a page token names the last
 transaction of its page: the next page starts after it (keyset paging; holds that open or
@@ -31,8 +32,9 @@ MAX_PAGE_SIZE = 100
 # A token holds a transaction id: up to 255 characters of up to 4 bytes each, in base64.
 PAGE_TOKEN_MAX_LENGTH = 2048
 _TOKEN_VERSION = "v1:"
-# The ids the gateway gives its payments (and so the transactions it prepares).
+# The ids the gateway gives its payments and refunds, and so the transactions it prepares.
 PAYMENT_ID = re.compile(r"pay_[0-9a-f]{24}")
+REFUND_ID = re.compile(r"re_[0-9a-f]{24}")
 # What a hold adds to a ListHolds answer beside the hold itself (its field's tag and
 # length), and the room kept for the rest of the answer (the next page's token).
 PAGE_ITEM_OVERHEAD_BYTES = 4
@@ -43,6 +45,7 @@ PAGE_HEADROOM_BYTES = PAGE_TOKEN_MAX_LENGTH + 16
 class Hold:
     transaction_id: str
     payment_id: str  # "" when the transaction id is not a payment id
+    refund_id: str  # "" when the transaction id is not a refund id
     direction: str  # ledger.DEBIT or ledger.CREDIT
     amount_minor: int
     currency: str
@@ -56,8 +59,13 @@ class HoldsPage:
 
 
 def payment_id_of(transaction_id: str) -> str:
-    """The payment a transaction belongs to, when the gateway named it ("" otherwise)."""
+    """The payment a transaction is, when the gateway named it so ("" otherwise)."""
     return transaction_id if PAYMENT_ID.fullmatch(transaction_id) else ""
+
+
+def refund_id_of(transaction_id: str) -> str:
+    """The refund a transaction is, when the gateway named it so ("" otherwise)."""
+    return transaction_id if REFUND_ID.fullmatch(transaction_id) else ""
 
 
 def encode_page_token(transaction_id: str) -> str:
@@ -116,6 +124,7 @@ def _hold(account: AccountRow, row: AccountHold) -> Hold:
     return Hold(
         transaction_id=row.transaction_id,
         payment_id=payment_id_of(row.transaction_id),
+        refund_id=refund_id_of(row.transaction_id),
         direction=row.direction,
         amount_minor=row.amount,
         currency=account.currency,

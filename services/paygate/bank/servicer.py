@@ -41,6 +41,7 @@ def hold_message(hold: Hold) -> bank_pb2.Hold:
     return bank_pb2.Hold(
         transaction_id=hold.transaction_id,
         payment_id=hold.payment_id,
+        refund_id=hold.refund_id,
         direction=_DIRECTION_MESSAGES[hold.direction],
         amount=hold.amount_minor,
         currency=hold.currency,

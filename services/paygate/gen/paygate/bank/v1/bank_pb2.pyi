@@ -247,20 +247,22 @@ class ListHoldsRequest(_message.Message):
     def __init__(self, account_number: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Hold(_message.Message):
-    __slots__ = ("transaction_id", "payment_id", "direction", "amount", "currency", "create_time")
+    __slots__ = ("transaction_id", "payment_id", "direction", "amount", "currency", "create_time", "refund_id")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     payment_id: str
     direction: Direction
     amount: int
     currency: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, transaction_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    refund_id: str
+    def __init__(self, transaction_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refund_id: _Optional[str] = ...) -> None: ...
 
 class ListHoldsResponse(_message.Message):
     __slots__ = ("holds", "next_page_token")
