@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from paygate.gen.paygate.bank.v1 import bank_pb2 as bpb
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import SuiteClient
 from users import RPC_TIMEOUT_S, TestUser, assert_settled, error_reason, new_user
@@ -60,6 +61,12 @@ def refusal(call: object, *args: object, **kwargs: object) -> tuple[grpc.StatusC
     return caught.value.code(), error_reason(caught.value)
 
 
+def holds(suite: SuiteClient, user: TestUser) -> list[tuple[str, int, int]]:
+    """The holds on the user's account, as the bank lists them to an operator."""
+    listed = suite.bank_holds(user.bank_id, user.account_number)
+    return [(hold.payment_id, hold.direction, hold.amount) for hold in listed]
+
+
 def held(user: TestUser) -> tuple[int, int, int]:
     account = user.bank_account()
     return account.balance, account.pending_debit, account.pending_credit
@@ -79,6 +86,9 @@ def test_an_authorization_holds_the_money_and_moves_nothing(
     assert (balance.balance, balance.available) == (50_00, 30_00)
     assert held(alice) == (50_00, 20_00, 0) and held(shop) == (0, 0, 20_00)
     assert shop.get_payment(payment.payment_id) == payment
+    # What an operator sees at each bank: one hold, named by the payment it belongs to.
+    assert holds(suite, alice) == [(payment.payment_id, bpb.DIRECTION_DEBIT, 20_00)]
+    assert holds(suite, shop) == [(payment.payment_id, bpb.DIRECTION_CREDIT, 20_00)]
 
 
 def test_a_partial_capture_moves_that_amount_and_releases_the_rest_at_both_banks(
@@ -117,6 +127,7 @@ def test_a_cancellation_releases_everything(suite: SuiteClient, channel: grpc.Ch
     assert_settled(alice, 50_00)
     assert_settled(shop, 0)
     assert alice.balance().available == 50_00
+    assert holds(suite, alice) == holds(suite, shop) == []
 
 
 def test_refusals_say_why_and_change_nothing(suite: SuiteClient, channel: grpc.Channel) -> None:

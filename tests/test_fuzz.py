@@ -5,9 +5,9 @@ extreme integers, unknown enum values), random bytes that are not a valid messag
 garbage credentials. Whatever the input: never UNKNOWN or INTERNAL, every process still
 SERVING afterwards, and the money of the accounts involved is conserved. Every RPC of the
 services is fuzzed: a new one without a strategy here fails
-test_every_rpc_of_the_gateway_is_fuzzed. CapturePayment and CancelPayment get real
-authorizations too, and RefundPayment and ListRefunds real payments, called by their payee
-as well as by their payer.
+test_every_rpc_of_the_gateway_is_fuzzed or test_every_rpc_of_the_bank_is_fuzzed.
+CapturePayment and CancelPayment get real authorizations too, and RefundPayment and
+ListRefunds real payments, called by their payee as well as by their payer.
 """
 
 from __future__ import annotations
@@ -248,6 +248,17 @@ def _bank_requests(fuzz: Fuzz) -> dict[str, tuple[grpc.Channel, st.SearchStrateg
                                                      account_number=texts)),
         "OpenAccount": (fuzz.bank_admin, st.builds(bank_pb2.OpenAccountRequest, currency=texts,
                                                     initial_balance=int64s)),
+        "LinkAccount": (fuzz.bank_gateway, st.builds(bank_pb2.LinkAccountRequest,
+                                                      account_number=texts, link_code=texts)),
+        # Never a number: a new code for an account of the suite's (a demo account) would
+        # stop other tests from registering with it.
+        "IssueLinkCode": (fuzz.bank_admin, st.builds(
+            bank_pb2.IssueLinkCodeRequest, account_number=texts.filter(
+                lambda number: not number.strip().isdigit()))),
+        "ListHolds": (fuzz.bank_admin, st.builds(
+            bank_pb2.ListHoldsRequest,
+            account_number=st.one_of(texts, st.sampled_from(sorted(fuzz.tracked))),
+            page_size=int32s, page_token=texts)),
         "Deposit": (fuzz.bank_admin, st.builds(bank_pb2.DepositRequest,
                                                 account_number=untracked, amount=int64s,
                                                 currency=texts, reference=texts)),
@@ -274,8 +285,17 @@ def _bank_requests(fuzz: Fuzz) -> dict[str, tuple[grpc.Channel, st.SearchStrateg
     }
 
 
-@pytest.mark.parametrize("method", ["GetAccount", "OpenAccount", "Deposit", "Prepare", "Commit",
-                                    "Abort", "PrepareBatch", "CommitBatch", "AbortBatch"])
+BANK_METHODS = ["GetAccount", "OpenAccount", "LinkAccount", "IssueLinkCode", "Deposit",
+                "Prepare", "Commit", "Abort", "PrepareBatch", "CommitBatch", "AbortBatch",
+                "ListHolds"]
+
+
+def test_every_rpc_of_the_bank_is_fuzzed() -> None:
+    service = bank_pb2.DESCRIPTOR.services_by_name["BankService"]
+    assert set(BANK_METHODS) == {method.name for method in service.methods}
+
+
+@pytest.mark.parametrize("method", BANK_METHODS)
 def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None:
     channel, requests = _bank_requests(fuzz)[method]
 
@@ -296,7 +316,7 @@ def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None
     ("target", "method"),
     [("gateway", m) for m in sorted(GATEWAY_REQUESTS)]
     + [("bank", m) for m in ("GetAccount", "Deposit", "Prepare", "Commit", "Abort",
-                             "PrepareBatch", "CommitBatch", "AbortBatch")],
+                             "PrepareBatch", "CommitBatch", "AbortBatch", "ListHolds")],
 )
 def test_malformed_bytes_are_invalid_argument(fuzz: Fuzz, target: str, method: str) -> None:
     channel = fuzz.gateway if target == "gateway" else fuzz.bank_admin
