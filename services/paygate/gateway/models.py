@@ -147,6 +147,33 @@ class Payment:
         return sorted({self.payer_bank_id, self.payee_bank_id})
 
 
+class EventType(enum.StrEnum):
+    """What happened to a user's money (docs/events.md): `object.change`."""
+
+    PAYMENT_SUCCEEDED = "payment.succeeded"
+    PAYMENT_FAILED = "payment.failed"
+    PAYMENT_AUTHORIZED = "payment.authorized"  # held, awaiting capture
+    PAYMENT_CAPTURED = "payment.captured"
+    PAYMENT_CANCELED = "payment.canceled"  # by its payee
+    PAYMENT_EXPIRED = "payment.expired"  # uncaptured past capture_before
+    REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Event:
+    """One change a user should know about, as stored for that user: `sequence` is the
+    user's own (1, 2, 3, ... with no gap), and `payment` the payment (or refund, whose
+    `refund_of` is set) as it was just after the change."""
+
+    event_id: str
+    user_id: str
+    sequence: int
+    type: EventType
+    create_time_us: int
+    payment: Payment
+
+
 @dataclasses.dataclass(frozen=True)
 class Lease:
     """A gateway's claim on driving a transaction: `owner` (an instance id) until a time."""

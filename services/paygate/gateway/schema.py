@@ -188,6 +188,27 @@ SQLITE_MIGRATIONS = [
         CHECK (amount_refunded >= 0 AND amount_refunded <= amount);
     CREATE INDEX payments_refunds ON payments (refund_of, seq) WHERE refund_of IS NOT NULL
     """,
+    # 10: events. Each change a user should know about writes one row per party in the
+    # same database transaction as the change (gateway/store_events.py). `sequence` is the
+    # user's own, counted in `users.event_seq`: the row's lock makes the user's events
+    # commit in sequence order, with no gap. `published` is the relay's mark.
+    """
+    ALTER TABLE users ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        sequence INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        create_time_us INTEGER NOT NULL,
+        payment_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (user_id, sequence)
+    );
+    CREATE INDEX events_unpublished ON events (id) WHERE published = 0;
+    CREATE INDEX events_created ON events (create_time_us)
+    """,
 ]
 
 
@@ -323,5 +344,22 @@ POSTGRES_MIGRATIONS = [
     ALTER TABLE payments ADD COLUMN amount_refunded BIGINT NOT NULL DEFAULT 0
         CHECK (amount_refunded >= 0 AND amount_refunded <= amount);
     CREATE INDEX payments_refunds ON payments (refund_of, seq) WHERE refund_of IS NOT NULL
+    """,    # 10: events.
+    """
+    ALTER TABLE users ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        sequence BIGINT NOT NULL,
+        type TEXT NOT NULL,
+        create_time_us BIGINT NOT NULL,
+        payment_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        published SMALLINT NOT NULL DEFAULT 0,
+        UNIQUE (user_id, sequence)
+    );
+    CREATE INDEX events_unpublished ON events (id) WHERE published = 0;
+    CREATE INDEX events_created ON events (create_time_us)
     """,
 ]

@@ -240,8 +240,7 @@ class GatewaySql:
         # (PostgreSQL; SQLite has one writer), so that of two refunds of one payment the
         # second sees the first's reservation: every refund not aborted counts.
         self.refunded_payment = sql(
-            f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :refund_of"
-            f"{d.for_update}"
+            f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :refund_of{d.for_update}"
         )
         self.refunds_reserved = sql(
             "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE refund_of = :refund_of"
@@ -254,6 +253,25 @@ class GatewaySql:
         self.refunds_of = sql(
             f"SELECT seq, {PAYMENTS.columns} FROM payments"
             " WHERE refund_of = :payment_id AND seq > :after_seq ORDER BY seq LIMIT :limit"
+        )
+        # Events (gateway/store_events.py): the user's row counts its events; updating it
+        # holds its lock until commit, so one user's events commit in sequence order.
+        self.next_event_seq = sql(
+            "UPDATE users SET event_seq = event_seq + 1 WHERE user_id = :user_id"
+            " RETURNING event_seq"
+        )
+        self.insert_event = sql(
+            "INSERT INTO events (event_id, user_id, sequence, type, create_time_us, payment_id,"
+            " body) VALUES (:event_id, :user_id, :sequence, :type, :create_time_us,"
+            " :payment_id, :body)"
+        )
+        self.events_of = sql(
+            "SELECT event_id, sequence, type, create_time_us, body FROM events"
+            " WHERE user_id = :user_id AND sequence > :after ORDER BY sequence LIMIT :limit"
+        )
+        self.event_bounds = sql(
+            "SELECT u.event_seq, (SELECT MIN(e.sequence) FROM events e"
+            " WHERE e.user_id = u.user_id) FROM users u WHERE u.user_id = :user_id"
         )
         self.payment = sql(
             f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :payment_id"
@@ -300,3 +318,4 @@ class GatewaySql:
             "idempotency_keys", "created_at_s < :before AND state = 'completed'"
         )
         self.prune_login_failures = d.bounded_delete("login_failures", "failed_at_s < :before")
+        self.prune_events = d.bounded_delete("events", "create_time_us < :before")

@@ -17,8 +17,8 @@ from paygate.common.sql import NO_VALUES, SQLITE, Row, Statement, Values
 from paygate.common.sqlite import Database
 from paygate.gateway.models import BeginOutcome as BeginOutcome
 from paygate.gateway.models import BeginResult as BeginResult
+from paygate.gateway.models import Event, OperationKey, Payment, Settled, TxnState, User
 from paygate.gateway.models import Lease as Lease
-from paygate.gateway.models import OperationKey, Payment, Settled, TxnState, User
 from paygate.gateway.models import Session as Session
 from paygate.gateway.models import SessionInfo as SessionInfo
 from paygate.gateway.models import TotpRecord as TotpRecord
@@ -81,6 +81,9 @@ class GatewayStore(Protocol):
     async def decide_commit(
         self, payment_id: str, *, finished: bool = False, refund: Payment | None = None
     ) -> TxnState: ...
+    async def list_events(self, user_id: str, *, after: int, limit: int) -> list[Event]: ...
+    async def event_bounds(self, user_id: str) -> tuple[int, int | None]: ...
+    async def prune_events(self, *, older_than_us: int, limit: int) -> int: ...
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool
     ) -> TxnState: ...

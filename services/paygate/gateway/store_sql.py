@@ -15,10 +15,11 @@ from typing import TypeVar
 from paygate.common.invariants import InvariantViolation, check
 from paygate.common.sql import Database, OnDatabase, Statement, Values
 from paygate.errors import AlreadyExists
-from paygate.gateway import store_refunds
+from paygate.gateway import store_events, store_refunds
 from paygate.gateway.models import (
     BeginOutcome,
     BeginResult,
+    Event,
     Lease,
     OperationKey,
     Payment,
@@ -309,6 +310,7 @@ class SqlGatewayStore(OnDatabase):
             }
             if await tx.run(sql.decide_commit, values):
                 await tx.run(sql.complete_key, values)
+                await store_events.record(tx, sql, payment_id, store_events.COMMIT)
                 if refund is not None:
                     refunded = {"refund_of": refund.refund_of, "amount": refund.amount_minor}
                     check(
@@ -338,6 +340,7 @@ class SqlGatewayStore(OnDatabase):
             }
             if await tx.run(sql.decide_abort, values):
                 await tx.run(sql.release_key if release_key else sql.refuse_key, values)
+                await store_events.record(tx, sql, payment_id, store_events.ABORT)
             return await _txn_state(tx, sql, values)
 
         return await self._write(decide)
@@ -351,6 +354,7 @@ class SqlGatewayStore(OnDatabase):
         async def write(tx: Tx) -> TxnState:
             if await tx.run(sql.authorize, values):
                 await tx.run(sql.complete_key, values)
+                await store_events.record(tx, sql, payment_id, store_events.AUTHORIZE)
             return await _txn_state(tx, sql, values)
 
         return await self._write(write)
@@ -362,18 +366,23 @@ class SqlGatewayStore(OnDatabase):
         in one transaction: only from AUTHORIZED (else not applied), and only if the key is
         new (else what the key holds)."""
         values = {"amount": amount_minor, "reason": ""}
-        return await self._settle(self._sql.capture, payment_id, lease, key, values)
+        return await self._settle(
+            self._sql.capture, store_events.CAPTURE, payment_id, lease, key, values
+        )
 
     async def cancel(
         self, payment_id: str, reason: str, lease: Lease, key: OperationKey | None
     ) -> Settled:
         """Record the cancellation of an authorization (by its payee with `key`, or expired
         by recovery without one), as capture() does."""
-        return await self._settle(self._sql.cancel, payment_id, lease, key, {"reason": reason})
+        return await self._settle(
+            self._sql.cancel, store_events.CANCEL, payment_id, lease, key, {"reason": reason}
+        )
 
     async def _settle(
         self,
         statement: Statement,
+        change: str,
         payment_id: str,
         lease: Lease,
         key: OperationKey | None,
@@ -396,6 +405,8 @@ class SqlGatewayStore(OnDatabase):
             applied = bool(await tx.run(statement, values))
             if applied and key is not None:
                 await tx.run(sql.insert_completed_key, values)
+            if applied:
+                await store_events.record(tx, sql, payment_id, change)
             return Settled(await _txn_state(tx, sql, values), applied)
 
         return await self._write(write)
@@ -505,6 +516,28 @@ class SqlGatewayStore(OnDatabase):
             return await tx.run(self._sql.renew_lease, values) == 1
 
         return await self._write(renew)
+
+    # Events ------------------------------------------------------------------------------
+
+    async def list_events(self, user_id: str, *, after: int, limit: int) -> list[Event]:
+        """The user's events after sequence `after`, oldest first."""
+        return await self._read(
+            lambda tx: store_events.events_of(tx, self._sql, user_id, after=after, limit=limit)
+        )
+
+    async def event_bounds(self, user_id: str) -> tuple[int, int | None]:
+        """The user's last event sequence (0: none yet) and the oldest one still kept."""
+
+        async def select(tx: Tx) -> tuple[int, int | None]:
+            row = await tx.one(self._sql.event_bounds, {"user_id": user_id})
+            if row is None:
+                return 0, None
+            return int(row[0]), None if row[1] is None else int(row[1])
+
+        return await self._read(select)
+
+    async def prune_events(self, *, older_than_us: int, limit: int) -> int:
+        return await self._delete_some(self._sql.prune_events, older_than_us, limit)
 
     async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` completed keys created before `older_than_s`; how many."""
