@@ -184,6 +184,7 @@ class Running:
 
     async def stop(self) -> None:
         """The gateway first (it calls the banks), then the banks; then the jobs."""
+        self.gateway.events.close()
         await self.gateway.server.grpc_server.stop(None)
         for bank in self.banks.values():
             await bank.server.grpc_server.stop(None)

@@ -19,6 +19,7 @@ and deliver_queued() or start_delivery() send it later, exactly once.
 """
 
 from paygate.client._async_client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AsyncClient
+from paygate.client._events import Event
 from paygate.client._models import (
     Balance,
     CaptureMethod,
@@ -39,6 +40,7 @@ from paygate.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     PaygateError,
     PermissionDenied,
     ResourceExhausted,
@@ -58,9 +60,11 @@ __all__ = [
     "DeliveryReport",
     "DeliverySettings",
     "EntryState",
+    "Event",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "Outbox",
     "OutboxMetrics",
     "Outcome",

@@ -17,6 +17,8 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from paygate.client import _events
+from paygate.client._events import Event
 from paygate.client._models import (
     INVALID_RESPONSE,
     Balance,
@@ -30,7 +32,11 @@ from paygate.client.delivery import Deliverer, DeliveryReport, DeliverySettings
 from paygate.client.logging_interceptor import LoggingInterceptor
 from paygate.client.outbox import Outbox
 from paygate.client.outbox_models import PaymentOrder, QueuedPayment
-from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
+from paygate.client.token_interceptor import (
+    TokenHolder,
+    TokenInterceptor,
+    TokenStreamInterceptor,
+)
 from paygate.common import tracing
 from paygate.common.gateway_targets import channel_target
 from paygate.common.money import DEFAULT_CURRENCY
@@ -69,6 +75,7 @@ def open_channel(target: str, ca_cert: StrPath, token: TokenHolder) -> grpc.aio.
             *tracing.client_interceptors(),
             LoggingInterceptor(),
             TokenInterceptor(token),
+            TokenStreamInterceptor(token),
         ],
     )
 
@@ -406,6 +413,21 @@ class AsyncClient:
         )
         refunds = [Refund.from_proto(message) for message in response.refunds]
         return refunds, checked_next_page_token(page_token, response.next_page_token)
+
+    async def list_events(
+        self, *, starting_after: int = 0, page_size: int = 0, types: list[str] | None = None
+    ) -> tuple[list[Event], int, bool]:
+        """A page of your events after a sequence, oldest first: the events, the cursor of
+        the next page, and whether more were stored. OutOfRange (EVENTS_EXPIRED) when the
+        cursor is older than the events kept: list again from 0."""
+        return await _events.list_page(
+            self._stub, self.timeout_s, starting_after, page_size, list(types or ())
+        )
+
+    def watch_events(self, *, starting_after: int = 0) -> AsyncIterator[Event]:
+        """Your events after a sequence, then each new one as it happens, each once and in
+        order, reconnecting by itself when the gateway restarts or another takes over."""
+        return _events.follow(self._stub, starting_after)
 
     async def _call_for_payment(self, rpc: Any, request: Message) -> Payment:
         """Call an RPC that answers a payment and says in its headers whether the answer

@@ -14,6 +14,7 @@ from paygate.client._async_client import (
     AsyncClient,
     StrPath,
 )
+from paygate.client._events import Event
 from paygate.client._models import Balance, Payment, Refund, RegisteredUser, Session
 from paygate.client.delivery import DeliveryReport, DeliverySettings
 from paygate.client.outbox import Outbox
@@ -184,6 +185,15 @@ class Client:
     ) -> tuple[list[Refund], str]:
         return self._runner.run(
             self._client.list_refunds(payment_id, page_size=page_size, page_token=page_token)
+        )
+
+    def list_events(
+        self, *, starting_after: int = 0, page_size: int = 0, types: list[str] | None = None
+    ) -> tuple[list[Event], int, bool]:
+        return self._runner.run(
+            self._client.list_events(
+                starting_after=starting_after, page_size=page_size, types=types
+            )
         )
 
     def deliver_queued(

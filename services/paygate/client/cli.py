@@ -39,6 +39,7 @@ from paygate.client import (
     Unauthenticated,
     Unavailable,
     cli_authorizations,
+    cli_events,
     cli_queue,
     cli_refunds,
 )
@@ -194,6 +195,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     cli_queue.add_queue_parsers(commands)
     cli_authorizations.add_authorization_parsers(commands)
     cli_refunds.add_refund_parsers(commands)
+    cli_events.add_events_parser(commands)
     return parser
 
 

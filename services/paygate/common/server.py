@@ -103,8 +103,12 @@ async def serve(
     grace_s: float,
     background: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    on_draining: Callable[[], None] | None = None,
 ) -> None:
-    """Report SERVING, run until SIGTERM/SIGINT, then drain for `grace_s` and stop."""
+    """Report SERVING, run until SIGTERM/SIGINT, then drain for `grace_s` and stop.
+
+    `on_draining` is called as draining starts: it ends the calls that would otherwise
+    run for the whole grace period (the gateway's event streams), cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,6 +118,8 @@ async def serve(
     _log.info("serving", extra={"fields": {"port": server.port, "service": server.service_name}})
     await stop.wait()
     await server.set_serving(False)
+    if on_draining is not None:
+        on_draining()
     _log.info(
         "shutting down: health NOT_SERVING, draining calls",
         extra={"fields": {"grace_s": grace_s}},

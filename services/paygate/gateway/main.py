@@ -51,6 +51,7 @@ from paygate.gateway.auth_interceptor import AuthInterceptor
 from paygate.gateway.authorizations import Authorizations
 from paygate.gateway.banks import BankClients, BatchSettings
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
+from paygate.gateway.events import Events
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.payments import Payments, PaymentSettings
 from paygate.gateway.refunds import Refunds
@@ -102,6 +103,7 @@ class Gateway:
     coordinator: Coordinator
     registry: CollectorRegistry
     metrics_server: MetricsServer
+    events: Events
 
     async def close(self) -> None:
         await self.coordinator.close()
@@ -130,10 +132,16 @@ class Gateway:
 
 
 async def housekeeping_pass(store: GatewayStore, config: GatewayConfig, now_s: float) -> None:
-    """Prune idempotency keys, login failures and sessions that are past their time."""
+    """Prune idempotency keys, login failures, sessions and events past their time."""
     await prune_in_batches(store.prune_idempotency_keys, now_s - config.idempotency_ttl_s)
     await prune_in_batches(store.prune_login_failures, now_s - config.login_failure_window_s)
     await prune_in_batches(store.prune_sessions, now_s - SESSION_KEPT_AFTER_EXPIRY_S)
+    events_before_us = int((now_s - config.event_retention_s) * 1e6)
+    await prune_in_batches(
+        lambda *, older_than_s, limit: store.prune_events(older_than_us=events_before_us,
+                                                          limit=limit),
+        0.0,
+    )  # fmt: skip
 
 
 async def prune_in_batches(prune: Callable[..., Awaitable[int]], older_than_s: float) -> int:
@@ -239,6 +247,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         ),
         payment_metrics,
     )
+    events = Events(store)
     servicer = GatewayServicer(
         accounts,
         payments,
@@ -250,6 +259,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             payment_metrics,
             forget_keys=config.broken_protocol == refunds.REFUNDS_TWICE,
         ),
+        events,
     )
     server = await build_server(
         listen=config.listen,
@@ -264,7 +274,9 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     metrics_server = start_metrics_server(config.metrics, registry)
-    return Gateway(config, server, store, banks, accounts, coordinator, registry, metrics_server)
+    return Gateway(
+        config, server, store, banks, accounts, coordinator, registry, metrics_server, events
+    )
 
 
 async def run(suite: SuiteConfig, name: str) -> None:
@@ -274,6 +286,7 @@ async def run(suite: SuiteConfig, name: str) -> None:
         grace_s=gateway.config.grace_s,
         background=gateway.background(),
         on_stop=gateway.close,
+        on_draining=gateway.events.close,
     )
 
 
