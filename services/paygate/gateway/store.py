@@ -1,4 +1,5 @@
-"""The gateway's storage: users, sessions, payments with their 2PC state, idempotency keys.
+"""The gateway's storage: users, sessions, payments with their 2PC state, idempotency keys,
+and what operators did to users (the audit table).
 
 GatewayStore is the narrow interface the domain modules use; every method is one
 database transaction. Its methods are written once, in store_sql.SqlGatewayStore;
@@ -15,16 +16,26 @@ from typing import Any, Protocol, TypeVar
 from paygate.common.invariants import InvariantViolation
 from paygate.common.sql import NO_VALUES, SQLITE, Row, Statement, Values
 from paygate.common.sqlite import Database
+from paygate.gateway.models import (
+    ActionDone,
+    OperationKey,
+    Payment,
+    Settled,
+    TxnState,
+    User,
+    UserAction,
+    UserStatus,
+)
 from paygate.gateway.models import BeginOutcome as BeginOutcome
 from paygate.gateway.models import BeginResult as BeginResult
 from paygate.gateway.models import Lease as Lease
-from paygate.gateway.models import OperationKey, Payment, Settled, TxnState, User
 from paygate.gateway.models import Session as Session
 from paygate.gateway.models import SessionInfo as SessionInfo
 from paygate.gateway.models import TotpRecord as TotpRecord
 from paygate.gateway.schema import SQLITE_MIGRATIONS as MIGRATIONS
 from paygate.gateway.statements import GatewaySql
-from paygate.gateway.store_sql import Body, SqlGatewayStore
+from paygate.gateway.store_sql import SqlGatewayStore
+from paygate.gateway.store_tx import Body
 
 T = TypeVar("T")
 
@@ -46,7 +57,7 @@ class GatewayStore(Protocol):
         *,
         session_id: str = "",
         client_address: str = "",
-    ) -> None: ...
+    ) -> bool: ...
     async def session(self, token_hash: str) -> Session | None: ...
     async def revoke_session(self, token_hash: str) -> None: ...
     async def touch_session(self, token_hash: str, at_s: float) -> None: ...
@@ -71,6 +82,13 @@ class GatewayStore(Protocol):
     async def begin_payment(
         self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
     ) -> BeginResult: ...
+    async def frozen_parties(self, payer_user_id: str, payee_user_id: str) -> list[str]: ...
+    async def user_status(
+        self, username: str, *, now_s: float, recent_actions: int
+    ) -> UserStatus | None: ...
+    async def act_on_user(
+        self, action: UserAction, username: str, *, operator: str, reason: str, at_s: float
+    ) -> ActionDone | None: ...
     async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState: ...
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from paygate.common.invariants import InvariantViolation
-from paygate.common.sql import NO_VALUES, Database, OnDatabase, Row, Statement, Values
+from paygate.common.sql import Database, OnDatabase, Statement, Values
 from paygate.errors import AlreadyExists
 from paygate.gateway.models import (
     BeginOutcome,
@@ -29,6 +29,8 @@ from paygate.gateway.models import (
     User,
 )
 from paygate.gateway.statements import PAYMENTS, USERS, GatewaySql
+from paygate.gateway.store_operators import SqlOperatorStore, revoke_all
+from paygate.gateway.store_tx import Body, Tx
 
 T = TypeVar("T")
 
@@ -36,30 +38,13 @@ T = TypeVar("T")
 # request on PostgreSQL) is retried this many times before the caller is told it is in use.
 BEGIN_ATTEMPTS = 3
 
-class Tx(Protocol):
-    """One database transaction, as SqlGatewayStore's bodies run statements in it."""
 
-    async def run(self, statement: Statement, values: Values = NO_VALUES) -> int:
-        """Execute the statement; how many rows it changed."""
-        ...
-
-    async def one(self, statement: Statement, values: Values = NO_VALUES) -> Row | None: ...
-    async def all(self, statement: Statement, values: Values = NO_VALUES) -> list[Row]: ...
-    async def many(self, statement: Statement, rows: Iterable[Values]) -> None: ...
-    async def insert(self, statement: Statement, values: Values) -> int:
-        """Insert one row (with Dialect.returning); its generated id."""
-        ...
-
-
-Body = Callable[[Tx], Coroutine[Any, Any, T]]
-
-
-class SqlGatewayStore(OnDatabase):
+class SqlGatewayStore(SqlOperatorStore, OnDatabase):
     """GatewayStore, each method one transaction; a subclass runs the bodies (`_write`,
     `_read`) on its database."""
 
     def __init__(self, db: Database, sql: GatewaySql) -> None:
-        super().__init__(db)
+        OnDatabase.__init__(self, db)
         self._sql = sql
 
     def _write(self, body: Body[T]) -> Awaitable[T]:
@@ -102,8 +87,9 @@ class SqlGatewayStore(OnDatabase):
         *,
         session_id: str = "",
         client_address: str = "",
-    ) -> None:
-        """Record a session; its public id is random (new_session_id()) unless given."""
+    ) -> bool:
+        """Record a session, unless its user is frozen (False); its public id is random
+        (new_session_id()) unless given."""
         values = {
             "token_hash": token_hash,
             "user_id": user_id,
@@ -112,7 +98,15 @@ class SqlGatewayStore(OnDatabase):
             "session_id": session_id or new_session_id(),
             "client_address": client_address,
         }
-        await self._write(lambda tx: tx.run(self._sql.insert_session, values))
+
+        async def insert(tx: Tx) -> bool:
+            row = await tx.one(self._sql.frozen_for_login, values)
+            if row is None or row[0]:
+                return False
+            await tx.run(self._sql.insert_session, values)
+            return True
+
+        return await self._write(insert)
 
     async def session(self, token_hash: str) -> Session | None:
         async def select(tx: Tx) -> Session | None:
@@ -170,7 +164,7 @@ class SqlGatewayStore(OnDatabase):
     async def revoke_sessions_of(self, user_id: str, *, keep: str = "") -> list[str]:
         """End every live session of the user but the one of token hash `keep`; the token
         hashes of those ended."""
-        return await self._write(lambda tx: _revoke_all(tx, self._sql, user_id, keep))
+        return await self._write(lambda tx: revoke_all(tx, self._sql, user_id, keep))
 
     async def change_password(self, user_id: str, password_hash: bytes, *, keep: str) -> list[str]:
         """Replace the password and end every other session, in one transaction; the token
@@ -179,7 +173,7 @@ class SqlGatewayStore(OnDatabase):
 
         async def change(tx: Tx) -> list[str]:
             await tx.run(self._sql.set_password, values)
-            return await _revoke_all(tx, self._sql, user_id, keep)
+            return await revoke_all(tx, self._sql, user_id, keep)
 
         return await self._write(change)
 
@@ -267,6 +261,9 @@ class SqlGatewayStore(OnDatabase):
         )
 
         async def begin(tx: Tx) -> BeginResult:
+            frozen = await tx.all(sql.frozen_parties, values)
+            if frozen:
+                return BeginResult(BeginOutcome.FROZEN, frozen=tuple(str(r[0]) for r in frozen))
             for _ in range(BEGIN_ATTEMPTS):
                 if await tx.run(sql.claim_key, values) == 1:
                     await _insert_payment(tx, sql, payment, values)
@@ -277,6 +274,15 @@ class SqlGatewayStore(OnDatabase):
             return BeginResult(BeginOutcome.IN_USE)
 
         return await self._write(begin)
+
+    async def frozen_parties(self, payer_user_id: str, payee_user_id: str) -> list[str]:
+        """The ids of those of a payment's two parties who are frozen."""
+        values = {"payer_user_id": payer_user_id, "payee_user_id": payee_user_id}
+
+        async def select(tx: Tx) -> list[str]:
+            return [str(row[0]) for row in await tx.all(self._sql.frozen_parties, values)]
+
+        return await self._read(select)
 
     async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState:
         """Write the commit decision, unless a decision exists; return the decided state.
@@ -534,11 +540,6 @@ async def _replace_codes(tx: Tx, sql: GatewaySql, user_id: str, code_hashes: lis
 def new_session_id() -> str:
     """A session's public id: 96 random bits, unrelated to its token."""
     return f"ses_{secrets.token_hex(12)}"
-
-
-async def _revoke_all(tx: Tx, sql: GatewaySql, user_id: str, keep: str) -> list[str]:
-    values = {"user_id": user_id, "keep": keep, "now_s": time.time()}
-    return [str(row[0]) for row in await tx.all(sql.revoke_sessions_of, values)]
 
 
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:
