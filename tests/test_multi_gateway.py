@@ -2,8 +2,8 @@
 
 A suite of its own: gateway-1, gateway-2 and the three banks, every process in a fresh
 schema of the server at PAYGATE_TEST_POSTGRES_URL, the gateways sharing theirs. It runs the
-repository's ops/supervisord-postgres.conf, with gateway-2's fixed ports (50052, 9152)
-replaced by free ones. Without a reachable server every test is skipped, with the reason.
+repository's ops/supervisord-postgres.conf, with gateway-2's fixed ports (50052, 9152,
+50152) replaced by free ones. Without a reachable server every test is skipped, with the reason.
 
 What a user of two replicas relies on: a retry that lands on the other gateway gets the
 same answer; a key in flight on one is IDEMPOTENCY_KEY_IN_USE on the other; a payment whose
@@ -46,9 +46,13 @@ T = TypeVar("T")
 
 def supervisor_conf(folder: pathlib.Path) -> tuple[pathlib.Path, str]:
     """The ops config with gateway-2 on free ports and the repository's venv; its target."""
-    listen_port, metrics_port = free_ports(2)
+    listen_port, metrics_port, admin_port = free_ports(3)
     text = OPS_CONF.read_text()
-    for fixed, free in (("127.0.0.1:50052", listen_port), ("127.0.0.1:9152", metrics_port)):
+    for fixed, free in (
+        ("127.0.0.1:50052", listen_port),
+        ("127.0.0.1:9152", metrics_port),
+        ("127.0.0.1:50152", admin_port),
+    ):
         assert fixed in text, f"{OPS_CONF} no longer runs gateway-2 on {fixed}"
         text = text.replace(fixed, f"127.0.0.1:{free}")
     text = text.replace("%(here)s/..", str(REPO))
