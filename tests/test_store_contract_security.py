@@ -314,3 +314,19 @@ def test_users_have_no_stored_role(backend: Backend) -> None:
             found = [str(row[1]) for row in conn.execute("PRAGMA table_info(users)")]
     assert "frozen" in found and "username" in found
     assert "role" not in found
+
+
+def test_logins_racing_a_freeze_leave_no_live_session(backend: Backend) -> None:
+    """Thirty logins of a user at once with a freeze of them: each login is either recorded
+    before the freeze, which ends it, or refused; none is left live (on PostgreSQL the
+    login locks the user's row against the freeze's update)."""
+
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        logins = [store.insert_session(f"r{i}", ALICE.user_id, LATER_S) for i in range(30)]
+        results = await asyncio.gather(*logins[:15], act(store, FREEZE, "alice"), *logins[15:])
+        recorded = {f"r{i}" for i, ok in enumerate(results[:15] + results[16:]) if ok}
+        assert set(results[15].ended) == recorded
+        assert await store.live_sessions(ALICE.user_id, now_s=time.time(), limit=100) == []
+
+    run(backend.gateway(backend.fresh("gateway")), body)
