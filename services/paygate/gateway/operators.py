@@ -23,6 +23,7 @@ written to the table.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +59,14 @@ def validate(username: str, reason: str) -> None:
         )
 
 
+@dataclasses.dataclass
+class Call:
+    """What became of one operator call, set by its body as it learns it."""
+
+    outcome: str = "failed"  # one of OUTCOMES
+    done: ActionDone | None = None  # what a change did
+
+
 def not_found(username: str) -> NotFound:
     return NotFound(f"no user {username!r}", reason=USER_NOT_FOUND)
 
@@ -76,17 +85,17 @@ class Operators:
         self._clock = clock
 
     async def get_user(self, operator: str, username: str) -> UserStatus:
-        with self._recorded(operator, GET_USER, username, "") as outcome:
+        with self._recorded(operator, GET_USER, username, "") as call:
             validate(username, "")
             status = await self._status(username)
-            outcome[0] = "done"
+            call.outcome = "done"
             return status
 
     async def act(
         self, operator: str, action: UserAction, username: str, reason: str
     ) -> tuple[UserStatus, ActionDone]:
         """Do `action` to the user; the user as they are after it, and what it did."""
-        with self._recorded(operator, str(action), username, reason) as outcome:
+        with self._recorded(operator, str(action), username, reason) as call:
             validate(username, reason)
             write = self._store.act_on_user(
                 action, username, operator=operator, reason=reason, at_s=self._clock()
@@ -94,8 +103,7 @@ class Operators:
             done = await self._accounts.ending_sessions(write, _ended)
             if done is None:
                 raise not_found(username)
-            outcome[0] = "done" if done.changed else "unchanged"
-            outcome[1:] = [done]
+            call.outcome, call.done = ("done" if done.changed else "unchanged"), done
             return await self._status(username), done
 
     async def _status(self, username: str) -> UserStatus:
@@ -107,33 +115,28 @@ class Operators:
         return status
 
     @contextmanager
-    def _recorded(
-        self, operator: str, action: str, username: str, reason: str
-    ) -> Iterator[list[object]]:
-        """Count the call, and log it once the input is valid: outcome[0] is set by the
-        body as it learns it, outcome[1] (if any) is what a change did."""
-        outcome: list[object] = ["failed"]
+    def _recorded(self, operator: str, action: str, username: str, reason: str) -> Iterator[Call]:
+        """Count the call, and log it once its input is valid."""
+        call = Call()
         try:
-            yield outcome
+            yield call
         except InvalidArgument:
-            outcome[0] = "invalid"
+            call.outcome = "invalid"
             raise
         except NotFound:
-            outcome[0] = "not_found"
+            call.outcome = "not_found"
             raise
         finally:
-            self._actions.labels(action, outcome[0]).inc()
-            if outcome[0] != "invalid":
-                _log_action(operator, action, username, reason, outcome)
+            self._actions.labels(action, call.outcome).inc()
+            if call.outcome != "invalid":
+                _log_action(operator, action, username, reason, call)
 
 
 def _ended(done: ActionDone | None) -> tuple[str, ...]:
     return done.ended if done is not None else ()
 
 
-def _log_action(
-    operator: str, action: str, username: str, reason: str, outcome: list[object]
-) -> None:
+def _log_action(operator: str, action: str, username: str, reason: str, call: Call) -> None:
     """One line per action: who, what, to whom, why, and what came of it; never a secret
     (a session's token hash is not one either, but only the count is logged)."""
     fields: dict[str, object] = {
@@ -141,9 +144,9 @@ def _log_action(
         "action": action,
         "username": username,
         "reason": reason,
-        "outcome": outcome[0],
+        "outcome": call.outcome,
     }
-    if len(outcome) > 1 and isinstance(done := outcome[1], ActionDone):
-        fields.update(changed=done.changed, sessions_ended=len(done.ended))
-    level = logging.WARNING if outcome[0] == "failed" else logging.INFO
+    if call.done is not None:
+        fields.update(changed=call.done.changed, sessions_ended=len(call.done.ended))
+    level = logging.WARNING if call.outcome == "failed" else logging.INFO
     _log.log(level, "operator action", extra={"fields": fields})
