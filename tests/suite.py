@@ -319,6 +319,22 @@ class SuiteClient:
         account: bank_pb2.Account = response.account
         return account
 
+    def bank_holds(self, bank_id: str, account_number: str) -> list[bank_pb2.Hold]:
+        """Every hold open on an account (ListHolds, page after page), oldest first."""
+        holds: list[bank_pb2.Hold] = []
+        token = ""
+        with self.bank_channel_sync(bank_id) as channel:
+            stub = bank_pb2_grpc.BankServiceStub(channel)
+            while True:
+                response = stub.ListHolds(
+                    bank_pb2.ListHoldsRequest(account_number=account_number, page_token=token),
+                    timeout=DEFAULT_RPC_TIMEOUT_S,
+                )
+                holds += response.holds
+                token = response.next_page_token
+                if not token:
+                    return holds
+
     def total_money(self, accounts: Iterable[tuple[str, str]]) -> int:
         """The sum of the posted balances of the given (bank_id, account_number) pairs."""
         return sum(self.bank_account(bank_id, number).balance for bank_id, number in accounts)

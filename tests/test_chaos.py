@@ -7,6 +7,7 @@ functions are also tested on small hand-made histories.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -18,10 +19,12 @@ from paygate.chaos.history import (
     AccountRead,
     Call,
     GatewayPayment,
+    GatewayRefund,
     History,
     Intent,
     Outcome,
     Phase,
+    RefundCall,
     Sample,
     Settlement,
     User,
@@ -78,6 +81,10 @@ def test_a_short_chaos_run_under_every_kind_of_fault_is_valid(tmp_path: pathlib.
     assert calls["run"]["succeeded"] > 100, calls
     assert calls["run"].get("indefinite", 0) > 0, "the faults should have cut some calls short"
     assert calls["replay"]["succeeded"] > 100, calls
+    # Payees refunded parts of payments, several at once; some were refused as too much.
+    refunds = data["counts"]["refunds"]
+    assert refunds["run"]["succeeded"] > 10, refunds
+    assert data["counts"]["gateway_refunds"]["SUCCEEDED"] > 10, data["counts"]
     assert data["money"]["final_total_minor"] == data["money"]["initial_total_minor"]
     assert (out / "chaos.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert len(run.stdout.splitlines()) <= 30, "the summary fits on one screen"
@@ -129,6 +136,25 @@ def test_the_checker_catches_a_gateway_that_captures_more_than_asked(
     assert violations["balance_mismatch"]["count"] >= 2  # its payer and its payee
     captured = [s for s in history_settlements(out) if s["action"] == "capture"]
     assert captured, "the run captured something"
+
+
+@pytest.mark.suite
+def test_the_checker_catches_a_gateway_that_refunds_twice(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    broken = {**SHARED_GATEWAY_SETTINGS, "broken_protocol": "refunds-twice"}
+    with started_suite(tmp_path / "suite", gateway_settings=broken) as suite:
+        # Every payment refunded in part, no faults: asked again after the run, the broken
+        # gateway refunds again what its key had refunded.
+        run = run_chaos(
+            suite, out,
+            "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
+            "--no-faults", "--authorize-p", "0", "--refund-p", "1",
+        )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
+    violations = results(out)["violations"]
+    assert violations["refund_mismatch"]["count"] >= 1, violations
+    assert "refund key" in violations["refund_mismatch"]["first"]["message"]
 
 
 def history_settlements(out: pathlib.Path) -> list[dict[str, Any]]:
@@ -287,3 +313,42 @@ def test_checker_reports_an_authorization_left_awaiting_capture() -> None:
                        amount_minor=30, key="k1", manual=True),
     ]  # fmt: skip
     assert violated(history) == {"payment_not_final"}
+
+
+def history_of_one_refund(refunds: list[tuple[str, int]], answered: list[str]) -> History:
+    """Alice pays Bob 30, who refunds 10 under key k1/refund-0: the gateway lists `refunds`
+    (refund id, amount), all SUCCEEDED under that key; the calls were answered `answered`."""
+    history = history_of_one_payment(70, 30)
+    moved = sum(amount for _, amount in refunds)
+    history.gateway_payments = [
+        dataclasses.replace(history.gateway_payments[0], amount_refunded=moved)
+    ]
+    history.gateway_refunds = [
+        GatewayRefund(refund_id=rid, payment_id="p1", status="SUCCEEDED", amount_minor=amount,
+                      refund_key="k1/refund-0")
+        for rid, amount in refunds
+    ]  # fmt: skip
+    history.refunds = [
+        RefundCall(key="k1", index=0, phase=Phase.RUN, start_s=3.0, end_s=3.1,
+                   outcome=Outcome.SUCCEEDED, payment_id="p1", amount_minor=10, refund_id=rid,
+                   status="SUCCEEDED", code="OK")
+        for rid in answered
+    ]  # fmt: skip
+    history.quiescent = sample(25.0, read(ALICE, 70 + moved), read(BOB, 30 - moved))
+    return history
+
+
+def test_checker_accepts_a_refund_made_once() -> None:
+    assert violated(history_of_one_refund([("r1", 10)], ["r1", "r1"])) == set()
+
+
+def test_checker_reports_a_refund_made_twice_for_one_key() -> None:
+    twice = history_of_one_refund([("r1", 10), ("r2", 10)], ["r1", "r2"])
+    assert violated(twice) == {"refund_mismatch"}
+
+
+def test_checker_reports_refunds_past_what_moved_and_money_without_its_refund() -> None:
+    assert "refund_mismatch" in violated(history_of_one_refund([("r1", 40)], []))
+    unlisted = history_of_one_refund([("r1", 10)], ["r1"])
+    unlisted.quiescent = sample(25.0, read(ALICE, 90), read(BOB, 10))  # 20 went back
+    assert violated(unlisted) == {"balance_mismatch"}

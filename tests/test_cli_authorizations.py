@@ -154,3 +154,57 @@ def test_a_capture_retried_with_its_key_is_said_to_be_replayed(
         " (replayed: this key's answer, given before; nothing happened now)\n"
     )
     assert suite.bank_account("bank-b", payer_account).balance == 6_00
+
+
+def test_an_operator_sees_the_holds_of_authorizations_until_they_are_cancelled(
+    suite: Suite, cli: Cli, shop: Cli
+) -> None:
+    payer, payee = unique_name("xia"), unique_name("shop")
+    payer_account = cli.open_account("bank-a", "50.00")
+    payee_account = cli.open_account("bank-b", "0")
+    cli.register(payer, "bank-a", payer_account)
+    cli.register(payee, "bank-b", payee_account)
+    cli.login(payer)
+    shop.login(payee)
+    older = authorize(cli, payee, "20.00")
+    newer = authorize(cli, payee, "5.00")
+
+    def account(bank_id: str, number: str, *args: str) -> str:
+        return cli.ok("paygate-admin", "account", "--bank", bank_id, "--account", number, *args)
+
+    header = "  placed" + " " * 19 + "hold" + " " * 15 + "amount  payment"
+    assert re.fullmatch(
+        f"account:        {payer_account} at bank-a\n"
+        "balance:        50.00 USD\n"
+        "available:      25.00 USD\n"
+        "pending debit:  25.00 USD\n"
+        "pending credit: 0.00 USD\n"
+        "holds, oldest first:\n"
+        f"{header}\n"
+        rf"  {TIME}  debit hold      20\.00 USD  {older}\n"
+        rf"  {TIME}  debit hold       5\.00 USD  {newer}\n",
+        account("bank-a", payer_account),
+    ), account("bank-a", payer_account)
+    payee_said = account("bank-b", payee_account, "--limit", "1")
+    assert re.fullmatch(
+        f"account:        {payee_account} at bank-b\n"
+        r"balance:        0\.00 USD\n"
+        r"available:      0\.00 USD\n"
+        r"pending debit:  0\.00 USD\n"
+        r"pending credit: 25\.00 USD\n"
+        "holds, oldest first:\n"
+        f"{header}\n"
+        rf"  {TIME}  pending credit  20\.00 USD  {older}\n"
+        "more holds not shown: --limit 1 listed the oldest 1\n",
+        payee_said,
+    ), payee_said
+
+    shop.ok("paygate", "cancel", older)
+    (line,) = account("bank-a", payer_account).splitlines()[7:]
+    assert line.endswith(f"  debit hold      5.00 USD  {newer}"), line
+    shop.ok("paygate", "cancel", newer)
+    for bank_id, number in (("bank-a", payer_account), ("bank-b", payee_account)):
+        assert account(bank_id, number).splitlines()[4:] == [
+            "pending credit: 0.00 USD",
+            "no holds",
+        ]

@@ -92,7 +92,8 @@ def expect_balances(payer: TestUser, payee: TestUser, moved: int, held: int = 0)
 def test_every_authorization_crash_point_has_a_case() -> None:
     cases = {point for point, _ in CAPTURE_CASES} | {AUTHORIZE_POINT, CANCEL_POINT, EXPIRY_POINT}
     assert set(faults.AUTHORIZATION_POINTS) <= cases
-    assert set(faults.PAYMENT_POINTS) | set(faults.AUTHORIZATION_POINTS) == set(faults.POINTS)
+    families = (faults.PAYMENT_POINTS, faults.AUTHORIZATION_POINTS, faults.REFUND_POINTS)
+    assert set().union(*families) == set(faults.POINTS)
 
 
 AUTHORIZE_POINT = "gateway.after_authorization"

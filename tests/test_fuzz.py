@@ -5,10 +5,11 @@ extreme integers, unknown enum values), random bytes that are not a valid messag
 garbage credentials. Whatever the input: never UNKNOWN or INTERNAL, every process still
 SERVING afterwards, and the money of the accounts involved is conserved. Every RPC of the
 services is fuzzed: a new one without a strategy here fails
-test_every_rpc_of_the_gateway_is_fuzzed. CapturePayment and CancelPayment get real
-authorizations too, called by their payee as well as by their payer. AdminService is fuzzed
-on the gateway's admin port with the admin certificate, on a user of its own as well as
-random names.
+test_every_rpc_of_the_gateway_is_fuzzed or test_every_rpc_of_the_bank_is_fuzzed.
+CapturePayment and CancelPayment get real authorizations too, and RefundPayment and
+ListRefunds real payments, called by their payee as well as by their payer. AdminService is
+fuzzed on the gateway's admin port with the admin certificate, on a user of its own as well
+as random names.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Fuzz:
         self.prepared: set[str] = set()
         self.gateway_stub = pbg.GatewayServiceStub(self.gateway)
         self.authorizations = 0  # made for CapturePayment and CancelPayment examples
+        self.payments = 0  # made for RefundPayment and ListRefunds examples
 
     def authorization(self) -> str:
         """The id of a new authorization of alice's, to bob, awaiting capture."""
@@ -79,6 +81,18 @@ class Fuzz:
             request, metadata=self.alice.metadata, timeout=10.0
         )
         self.authorizations += 1
+        return str(response.payment.payment_id)
+
+    def payment(self) -> str:
+        """The id of a new payment of 1.00 from alice to bob, which bob may refund."""
+        request = pb.CreatePaymentRequest(
+            idempotency_key=uuid.uuid4().hex, payee_username=self.bob.username, amount=1_00,
+            currency="USD",
+        )
+        response = self.gateway_stub.CreatePayment(
+            request, metadata=self.alice.metadata, timeout=10.0
+        )
+        self.payments += 1
         return str(response.payment.payment_id)
 
     def cancel_authorizations(self) -> None:
@@ -172,11 +186,20 @@ GATEWAY_REQUESTS = {
         pb.CancelPaymentRequest, payment_id=st.one_of(texts, st.just("AUTH")),
         idempotency_key=texts,
     ),
+    # PAID stands for a real payment of 1.00 from alice to bob, made for the example.
+    "RefundPayment": st.builds(
+        pb.RefundPaymentRequest, payment_id=st.one_of(texts, st.just("PAID")),
+        amount=st.one_of(int64s, st.integers(0, 1_50)), reason=texts, idempotency_key=texts,
+    ),
+    "ListRefunds": st.builds(
+        pb.ListRefundsRequest, payment_id=st.one_of(texts, st.just("PAID")), page_size=int32s,
+        page_token=texts,
+    ),
 }
 
 
 # Called by bob (the payee) half of the time; every other method by alice.
-PAYEE_METHODS = {"CapturePayment", "CancelPayment"}
+PAYEE_METHODS = {"CapturePayment", "CancelPayment", "RefundPayment", "ListRefunds"}
 
 
 def test_every_rpc_of_the_gateway_is_fuzzed() -> None:
@@ -193,6 +216,8 @@ def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> N
             request.payee_username = fuzz.bob.username
         if getattr(request, "payment_id", None) == "AUTH":
             request.payment_id = fuzz.authorization()
+        if getattr(request, "payment_id", None) == "PAID":
+            request.payment_id = fuzz.payment()
         if method == "Logout" and not garbage:
             return  # logging the fuzzer out would only test UNAUTHENTICATED from then on
         caller = fuzz.bob if as_payee and method in PAYEE_METHODS else fuzz.alice
@@ -200,10 +225,11 @@ def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> N
         code = fuzz.call(fuzz.gateway, GATEWAY + method, request.SerializeToString(), metadata)
         assert code not in FORBIDDEN, (method, request)
 
-    made_before = fuzz.authorizations
+    made_before = fuzz.authorizations + fuzz.payments
     run()
     if method in PAYEE_METHODS:
-        assert fuzz.authorizations - made_before >= 10, "too few real authorizations fuzzed"
+        made = fuzz.authorizations + fuzz.payments - made_before
+        assert made >= 10, "too few real authorizations or payments fuzzed"
 
 
 ADMIN = "/paygate.v1.AdminService/"
@@ -257,6 +283,17 @@ def _bank_requests(fuzz: Fuzz) -> dict[str, tuple[grpc.Channel, st.SearchStrateg
                                                      account_number=texts)),
         "OpenAccount": (fuzz.bank_admin, st.builds(bank_pb2.OpenAccountRequest, currency=texts,
                                                     initial_balance=int64s)),
+        "LinkAccount": (fuzz.bank_gateway, st.builds(bank_pb2.LinkAccountRequest,
+                                                      account_number=texts, link_code=texts)),
+        # Never a number: a new code for an account of the suite's (a demo account) would
+        # stop other tests from registering with it.
+        "IssueLinkCode": (fuzz.bank_admin, st.builds(
+            bank_pb2.IssueLinkCodeRequest, account_number=texts.filter(
+                lambda number: not number.strip().isdigit()))),
+        "ListHolds": (fuzz.bank_admin, st.builds(
+            bank_pb2.ListHoldsRequest,
+            account_number=st.one_of(texts, st.sampled_from(sorted(fuzz.tracked))),
+            page_size=int32s, page_token=texts)),
         "Deposit": (fuzz.bank_admin, st.builds(bank_pb2.DepositRequest,
                                                 account_number=untracked, amount=int64s,
                                                 currency=texts, reference=texts)),
@@ -283,8 +320,17 @@ def _bank_requests(fuzz: Fuzz) -> dict[str, tuple[grpc.Channel, st.SearchStrateg
     }
 
 
-@pytest.mark.parametrize("method", ["GetAccount", "OpenAccount", "Deposit", "Prepare", "Commit",
-                                    "Abort", "PrepareBatch", "CommitBatch", "AbortBatch"])
+BANK_METHODS = ["GetAccount", "OpenAccount", "LinkAccount", "IssueLinkCode", "Deposit",
+                "Prepare", "Commit", "Abort", "PrepareBatch", "CommitBatch", "AbortBatch",
+                "ListHolds"]
+
+
+def test_every_rpc_of_the_bank_is_fuzzed() -> None:
+    service = bank_pb2.DESCRIPTOR.services_by_name["BankService"]
+    assert set(BANK_METHODS) == {method.name for method in service.methods}
+
+
+@pytest.mark.parametrize("method", BANK_METHODS)
 def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None:
     channel, requests = _bank_requests(fuzz)[method]
 
@@ -306,7 +352,7 @@ def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None
     [("gateway", m) for m in sorted(GATEWAY_REQUESTS)]
     + [("admin", m) for m in sorted(ADMIN_REQUESTS)]
     + [("bank", m) for m in ("GetAccount", "Deposit", "Prepare", "Commit", "Abort",
-                             "PrepareBatch", "CommitBatch", "AbortBatch")],
+                             "PrepareBatch", "CommitBatch", "AbortBatch", "ListHolds")],
 )
 def test_malformed_bytes_are_invalid_argument(fuzz: Fuzz, target: str, method: str) -> None:
     channel = {"gateway": fuzz.gateway, "admin": fuzz.admin}.get(target, fuzz.bank_admin)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import pathlib
 import re
 import threading
@@ -20,14 +21,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from paygate.bank import ledger
+from paygate.bank import holds, ledger
 from paygate.bank import store as sqlite_ledger
 from paygate.bank import store_postgres as postgres_ledger
 from paygate.bank.store import LedgerStore
 from paygate.common.database_url import DatabaseLocation, PostgresUrl
 from paygate.common.money import MAX_AMOUNT_MINOR
 from paygate.common.postgres import drop_schema
-from paygate.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from paygate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from paygate.gateway import store as sqlite_gateway
 from paygate.gateway import store_postgres as postgres_gateway
 from paygate.gateway.main import prune_in_batches
@@ -749,6 +750,92 @@ def test_concurrent_deposits_and_openings_happen_once_each(backend: Backend) -> 
         assert len({a.account_number for a in opened}) == 10
         totals, journal = await store.read(ledger.audit)
         assert (totals.balance, journal.total) == (17_00, 17_00)
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
+async def holds_in_pages(
+    store: LedgerStore, number: str, page_size: int
+) -> list[list[tuple[str, str, int]]]:
+    """Every page of an account's open holds: (transaction id, direction, amount) each."""
+    pages, token = [], ""
+    while True:
+        read = functools.partial(holds.list_holds, account_number=number, page_size=page_size,
+                                 page_token=token)
+        page = await store.read(lambda tx, read=read: read(tx))
+        pages.append([(h.transaction_id, h.direction, h.amount_minor) for h in page.holds])
+        token = page.next_page_token
+        if not token:
+            return pages
+
+
+def test_an_accounts_open_holds_are_listed_oldest_first_page_by_page(backend: Backend) -> None:
+    async def body(store: LedgerStore) -> None:
+        payer, payee, other = await open_accounts(store, 100_00, 0, 100_00)
+        # Ids in the reverse order of their Prepares: the list follows the time of each.
+        ids = [f"pay_{n:024x}" for n in (5, 4, 3, 2, 1)]
+        started_s = time.time()
+        for amount, transaction_id in enumerate(ids, start=1):
+            legs = [debit(payer, amount * 1_00), credit(payee, amount * 1_00)]
+            vote = await store.transaction(
+                lambda tx, t=transaction_id, legs=legs: ledger.prepare(tx, t, legs)
+            )
+            assert vote.yes
+            await asyncio.sleep(0.002)  # SQLite keeps the time of a write in milliseconds
+        refused = await store.transaction(
+            lambda tx: ledger.prepare(tx, "too-much", [debit(payer, 1000_00)])
+        )
+        assert not refused.yes
+        assert (await store.transaction(lambda tx: ledger.prepare(tx, "x", [debit(other, 1)]))).yes
+        assert await store.transaction(lambda tx: ledger.commit(tx, ids[1])) is True
+        assert await store.transaction(lambda tx: ledger.abort(tx, ids[3])) is True
+
+        # Neither committed, aborted nor refused transactions hold anything; pages of two.
+        assert await holds_in_pages(store, payer, 2) == [
+            [(ids[0], "debit", 1_00), (ids[2], "debit", 3_00)],
+            [(ids[4], "debit", 5_00)],
+        ]
+        assert await holds_in_pages(store, payee, 0) == [
+            [(ids[0], "credit", 1_00), (ids[2], "credit", 3_00), (ids[4], "credit", 5_00)]
+        ]
+        assert await holds_in_pages(store, other, 1) == [[("x", "debit", 1)]]
+        page = await store.read(lambda tx: holds.list_holds(tx, payee, 0, ""))
+        assert [h.payment_id for h in page.holds] == [ids[0], ids[2], ids[4]]
+        assert {h.currency for h in page.holds} == {"USD"}
+        times_s = [h.created_at_us / 1e6 for h in page.holds]
+        assert times_s == sorted(times_s) and started_s - 5 < times_s[0] < time.time() + 5
+        other_page = await store.read(lambda tx: holds.list_holds(tx, other, 0, ""))
+        assert [h.payment_id for h in other_page.holds] == [""]  # not named by the gateway
+
+        # A token names its page's last transaction: resolved since, the next page follows.
+        first = await store.read(lambda tx: holds.list_holds(tx, payer, 1, ""))
+        assert await store.transaction(lambda tx: ledger.commit(tx, ids[0])) is True
+        rest = await store.read(lambda tx: holds.list_holds(tx, payer, 0, first.next_page_token))
+        assert [h.transaction_id for h in rest.holds] == [ids[2], ids[4]]
+        assert await holds_in_pages(store, payer, 0) == [[(ids[2], "debit", 3_00),
+                                                         (ids[4], "debit", 5_00)]]
+
+    run(backend.ledger(backend.fresh("bank")), body)
+
+
+@pytest.mark.parametrize(
+    ("number", "page_size", "page_token", "error"),
+    [
+        ("OWN", -1, "", InvalidArgument),
+        ("OWN", 0, "not-a-token", InvalidArgument),
+        ("OWN", 0, holds.encode_page_token("never-prepared"), InvalidArgument),
+        ("999999999", 0, "", NotFound),
+        ("", 0, "", InvalidArgument),
+    ],
+)
+def test_listing_holds_refuses_bad_input(
+    backend: Backend, number: str, page_size: int, page_token: str, error: type[Exception]
+) -> None:
+    async def body(store: LedgerStore) -> None:
+        [own] = await open_accounts(store, 0)
+        account = own if number == "OWN" else number
+        with pytest.raises(error):
+            await store.read(lambda tx: holds.list_holds(tx, account, page_size, page_token))
 
     run(backend.ledger(backend.fresh("bank")), body)
 

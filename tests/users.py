@@ -92,6 +92,27 @@ class TestUser:
             timeout=RPC_TIMEOUT_S,
         )
 
+    def refund(
+        self, payment_id: str, amount_minor: int = 0, *, key: str = "", reason: str = ""
+    ) -> pb.Refund:
+        request = pb.RefundPaymentRequest(
+            payment_id=payment_id,
+            amount=amount_minor,
+            reason=reason,
+            idempotency_key=key or uuid.uuid4().hex,
+        )
+        response = self.stub.RefundPayment(request, metadata=self.metadata, timeout=RPC_TIMEOUT_S)
+        return response.refund
+
+    def list_refunds(self, payment_id: str, page_size: int = 0, page_token: str = ""):  # type: ignore[no-untyped-def]
+        return self.stub.ListRefunds(
+            pb.ListRefundsRequest(
+                payment_id=payment_id, page_size=page_size, page_token=page_token
+            ),
+            metadata=self.metadata,
+            timeout=RPC_TIMEOUT_S,
+        )
+
     def bank_account(self):  # type: ignore[no-untyped-def]
         """The account as the bank sees it (posted, pending), read with the admin certificate."""
         return self.suite.bank_account(self.bank_id, self.account_number)
@@ -111,7 +132,10 @@ def new_user(
     username = unique_name(prefix)
     stub.Register(
         pb.RegisterRequest(
-            username=username, password=PASSWORD, bank_id=bank_id, account_number=account,
+            username=username,
+            password=PASSWORD,
+            bank_id=bank_id,
+            account_number=account,
             link_code=account.link_code,
         ),
         timeout=RPC_TIMEOUT_S,

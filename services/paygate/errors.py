@@ -119,6 +119,9 @@ PAYMENT_NOT_CAPTURABLE = "PAYMENT_NOT_CAPTURABLE"
 AMOUNT_EXCEEDS_CAPTURABLE = "AMOUNT_EXCEEDS_CAPTURABLE"
 CANCELED = "CANCELED"
 AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
+# Refunds: only of a payment that succeeded, never more than it moved.
+PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
+AMOUNT_EXCEEDS_REFUNDABLE = "AMOUNT_EXCEEDS_REFUNDABLE"
 # Account security: two-factor login, and accounts an operator froze.
 MFA_REQUIRED = "MFA_REQUIRED"  # the password was right; the account needs a one-time code too
 INVALID_ONE_TIME_CODE = "INVALID_ONE_TIME_CODE"

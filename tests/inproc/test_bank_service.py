@@ -6,6 +6,7 @@ certificate of the wrong identity (the operator's for the gateway's calls, and b
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable
 from typing import Any
@@ -31,6 +32,11 @@ async def refusal(call: Awaitable[Any]) -> tuple[CODE, str]:
 
 def txn() -> str:
     return f"inproc-{uuid.uuid4()}"
+
+
+def payment_txn() -> str:
+    """A transaction id of the form the gateway gives its payments' transactions."""
+    return f"pay_{uuid.uuid4().hex[:24]}"
 
 
 def leg(account: str, amount: int, direction: int, currency: str = "USD") -> bpb.Leg:
@@ -298,6 +304,130 @@ def test_batches(servers: Servers) -> None:
                 CODE.PERMISSION_DENIED,
                 "PERMISSION_DENIED",
             ), method
+
+    servers.run(with_callers(servers, scenario))
+
+
+def test_list_holds(servers: Servers) -> None:
+    payer = servers.admin_open_account(BANK, 10_00)
+    payee = servers.admin_open_account(BANK, 0)
+
+    async def scenario(bank: Callers) -> None:
+        async def holds(number: str, page_size: int = 0, page_token: str = "") -> Any:
+            request = bpb.ListHoldsRequest(
+                account_number=number, page_size=page_size, page_token=page_token
+            )
+            return await bank.admin.ListHolds(request, timeout=TIMEOUT_S)
+
+        def rows(response: Any) -> list[tuple[str, str, int, int, str]]:
+            return [
+                (h.transaction_id, h.payment_id, h.direction, h.amount, h.currency)
+                for h in response.holds
+            ]
+
+        assert rows(await holds(payer)) == []
+        committed, aborted, named_otherwise = payment_txn(), payment_txn(), txn()
+        refund = f"re_{uuid.uuid4().hex[:24]}"  # a refund's transaction, named as the gateway does
+        before_s = time.time()
+        for transaction_id, amount in ((committed, 3_00), (aborted, 2_00)):
+            await bank.gateway.Prepare(
+                transfer(transaction_id, payer, payee, amount), timeout=TIMEOUT_S
+            )
+        for transaction_id in (named_otherwise, refund):
+            await bank.gateway.Prepare(
+                bpb.PrepareRequest(
+                    transaction_id=transaction_id, legs=[leg(payee, 1_00, bpb.DIRECTION_CREDIT)]
+                ),
+                timeout=TIMEOUT_S,
+            )
+        listed = await holds(payer)
+        assert rows(listed) == [
+            (committed, committed, bpb.DIRECTION_DEBIT, 3_00, "USD"),
+            (aborted, aborted, bpb.DIRECTION_DEBIT, 2_00, "USD"),
+        ]
+        assert listed.next_page_token == ""
+        created_s = [h.create_time.ToMicroseconds() / 1e6 for h in listed.holds]
+        assert before_s - 1 < created_s[0] <= created_s[1] < time.time() + 1
+        at_payee = await holds(payee)
+        assert rows(at_payee) == [
+            (committed, committed, bpb.DIRECTION_CREDIT, 3_00, "USD"),
+            (aborted, aborted, bpb.DIRECTION_CREDIT, 2_00, "USD"),
+            (named_otherwise, "", bpb.DIRECTION_CREDIT, 1_00, "USD"),
+            (refund, "", bpb.DIRECTION_CREDIT, 1_00, "USD"),
+        ]
+        assert [h.refund_id for h in at_payee.holds] == ["", "", "", refund]
+        first = await holds(payer, page_size=1)
+        assert [h.transaction_id for h in first.holds] == [committed] and first.next_page_token
+        second = await holds(payer, page_size=1, page_token=first.next_page_token)
+        assert [h.transaction_id for h in second.holds] == [aborted]
+        assert second.next_page_token == ""
+
+        await bank.gateway.Commit(bpb.CommitRequest(transaction_id=committed), timeout=TIMEOUT_S)
+        await bank.gateway.Abort(bpb.AbortRequest(transaction_id=aborted), timeout=TIMEOUT_S)
+        assert rows(await holds(payer)) == []
+        assert [h.transaction_id for h in (await holds(payee)).holds] == [named_otherwise, refund]
+        for transaction_id in (named_otherwise, refund):
+            await bank.gateway.Abort(
+                bpb.AbortRequest(transaction_id=transaction_id), timeout=TIMEOUT_S
+            )
+        assert rows(await holds(payee)) == []
+
+        # Only the operator's certificate may list holds; bad input is refused.
+        request = bpb.ListHoldsRequest(account_number=payer)
+        assert await refusal(bank.gateway.ListHolds(request, timeout=TIMEOUT_S)) == (
+            CODE.PERMISSION_DENIED,
+            "PERMISSION_DENIED",
+        )
+        for page_size in (-1, -(2**31)):
+            assert await refusal(holds(payer, page_size=page_size)) == (
+                CODE.INVALID_ARGUMENT,
+                "INVALID_ARGUMENT",
+            )
+        assert await refusal(holds(payer, page_token="not-a-token")) == (
+            CODE.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+        )
+        assert await refusal(holds("9" * 9)) == (CODE.NOT_FOUND, "ACCOUNT_NOT_FOUND")
+        assert await refusal(holds("")) == (CODE.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+    servers.run(with_callers(servers, scenario))
+
+
+def test_a_page_of_holds_stays_within_the_largest_message(servers: Servers) -> None:
+    """70 holds of 255-character transaction ids, 4 bytes each in UTF-8: 100 of them would
+    pass the bank's 64 KiB messages. A page of 100 asked for stops short, with a token."""
+    payer = servers.admin_open_account(BANK, 1_00)
+    ids = [f"{n:03d}" + "\N{MUSICAL SYMBOL G CLEF}" * 252 for n in range(70)]
+
+    async def scenario(bank: Callers) -> None:
+        prepares = [
+            bpb.PrepareRequest(transaction_id=t, legs=[leg(payer, 1, bpb.DIRECTION_DEBIT)])
+            for t in ids
+        ]
+        for half in (prepares[:35], prepares[35:]):  # each batch within the 64 KiB too
+            prepared = await bank.gateway.PrepareBatch(
+                bpb.PrepareBatchRequest(transactions=half), timeout=TIMEOUT_S
+            )
+            assert {r.response.vote for r in prepared.results} == {bpb.VOTE_YES}
+        listed, token, pages = [], "", 0
+        while True:
+            page = await bank.admin.ListHolds(
+                bpb.ListHoldsRequest(account_number=payer, page_size=100, page_token=token),
+                timeout=TIMEOUT_S,
+            )
+            listed += [h.transaction_id for h in page.holds]
+            pages, token = pages + 1, page.next_page_token
+            assert page.ByteSize() <= 64 * 1024
+            if not token:
+                break
+        assert pages == 2
+        assert sorted(listed) == ids
+        for half in (ids[:35], ids[35:]):
+            aborts = [bpb.AbortRequest(transaction_id=t) for t in half]
+            await bank.gateway.AbortBatch(
+                bpb.AbortBatchRequest(transactions=aborts), timeout=TIMEOUT_S
+            )
+        assert (await bank.account(payer)).available == 1_00
 
     servers.run(with_callers(servers, scenario))
 

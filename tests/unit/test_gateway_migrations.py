@@ -14,7 +14,7 @@ from paygate.gateway.schema import SQLITE_MIGRATIONS
 from paygate.gateway.store import SqliteGatewayStore
 
 BEFORE_AUTHORIZATIONS = 5
-BEFORE_OPERATORS = 8
+BEFORE_OPERATORS = 10
 
 
 def old_database(path: pathlib.Path) -> None:
@@ -73,7 +73,7 @@ def test_payments_survive_the_rebuild_of_their_table(tmp_path: pathlib.Path) -> 
 def test_users_of_an_earlier_version_lose_their_role_and_are_not_frozen(
     tmp_path: pathlib.Path,
 ) -> None:
-    """Step 9 drops the stored role (nothing read it) and adds `frozen`, off."""
+    """Step 11 drops the stored role (nothing read it) and adds `frozen`, off."""
     path = tmp_path / "gateway.db"
     old_database(path)
     conn = sqlite3.connect(path, isolation_level=None)

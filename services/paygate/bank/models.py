@@ -34,6 +34,16 @@ class HoldRow:
 
 
 @dataclasses.dataclass(frozen=True)
+class AccountHold:
+    """A hold on one account, of a transaction still prepared: what an operator lists."""
+
+    transaction_id: str
+    direction: str
+    amount: int
+    created_at_us: int  # when the transaction was prepared, microseconds since the epoch
+
+
+@dataclasses.dataclass(frozen=True)
 class Totals:
     """Bank-wide sums over the accounts and the prepared holds, for the audit and metrics.
 

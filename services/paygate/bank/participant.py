@@ -16,10 +16,11 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from paygate.bank import ledger
+from paygate.bank import holds, ledger
+from paygate.bank.holds import Hold, HoldsPage
 from paygate.bank.ledger import Leg, Vote
 from paygate.bank.store import AccountRow, JournalMark, LedgerStore, LedgerTx, Totals
 from paygate.common.faults import FaultInjector
@@ -102,6 +103,18 @@ class Participant:
             "link code issued", extra={"fields": {"account_number": account_number}}
         )
         return code
+
+    async def list_holds(
+        self,
+        account_number: str,
+        page_size: int,
+        page_token: str,
+        size_of: Callable[[Hold], int] = lambda hold: 0,
+    ) -> HoldsPage:
+        """A page of the holds open on an account, oldest first (holds.py)."""
+        return await self._store.read(
+            lambda tx: holds.list_holds(tx, account_number, page_size, page_token, size_of)
+        )
 
     async def deposit(
         self, account_number: str, amount_minor: int, currency: str, reference: str

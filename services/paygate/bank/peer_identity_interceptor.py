@@ -33,6 +33,7 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "PrepareBatch": frozenset({GATEWAY}),
     "CommitBatch": frozenset({GATEWAY}),
     "AbortBatch": frozenset({GATEWAY}),
+    "ListHolds": frozenset({ADMIN}),
 }
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from google.protobuf import timestamp_pb2
+
 from paygate.bank import ledger
+from paygate.bank.holds import Hold
 from paygate.bank.ledger import Leg
 from paygate.bank.participant import Participant
 from paygate.bank.store import AccountRow
@@ -18,6 +21,7 @@ SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
 MAX_BATCH = MAX_BATCH_SIZE
 
 _DIRECTIONS = {bank_pb2.DIRECTION_DEBIT: ledger.DEBIT, bank_pb2.DIRECTION_CREDIT: ledger.CREDIT}
+_DIRECTION_MESSAGES = {direction: message for message, direction in _DIRECTIONS.items()}
 
 
 def account_message(account: AccountRow) -> bank_pb2.Account:
@@ -28,6 +32,20 @@ def account_message(account: AccountRow) -> bank_pb2.Account:
         available=account.available,
         pending_debit=account.pending_debit,
         pending_credit=account.pending_credit,
+    )
+
+
+def hold_message(hold: Hold) -> bank_pb2.Hold:
+    create_time = timestamp_pb2.Timestamp()
+    create_time.FromMicroseconds(hold.created_at_us)
+    return bank_pb2.Hold(
+        transaction_id=hold.transaction_id,
+        payment_id=hold.payment_id,
+        refund_id=hold.refund_id,
+        direction=_DIRECTION_MESSAGES[hold.direction],
+        amount=hold.amount_minor,
+        currency=hold.currency,
+        create_time=create_time,
     )
 
 
@@ -90,6 +108,20 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             request.account_number, request.amount, request.currency, request.reference
         )
         return bank_pb2.DepositResponse(account=account_message(account), replayed=replayed)
+
+    async def ListHolds(
+        self, request: bank_pb2.ListHoldsRequest, context: Context
+    ) -> bank_pb2.ListHoldsResponse:
+        page = await self._bank.list_holds(
+            request.account_number,
+            request.page_size,
+            request.page_token,
+            size_of=lambda hold: hold_message(hold).ByteSize(),
+        )
+        return bank_pb2.ListHoldsResponse(
+            holds=[hold_message(hold) for hold in page.holds],
+            next_page_token=page.next_page_token,
+        )
 
     async def Prepare(
         self, request: bank_pb2.PrepareRequest, context: Context

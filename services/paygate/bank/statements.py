@@ -1,7 +1,8 @@
 """The bank's tables and statements, each written once for SQLite and PostgreSQL.
 
 ACCOUNTS, TRANSACTIONS and HOLDS declare the columns the ledger reads, each with the field
-of the record it holds (common/sql.py's Table); LedgerSql holds the statements both
+of the record it holds (common/sql.py's Table), and ACCOUNT_HOLDS those of an account's open
+holds, which operators list; LedgerSql holds the statements both
 databases share, written with named parameters and compiled for one dialect. Each store
 adds its own (store.py, store_postgres.py): which account numbers are numeric, and how the
 audit sums the journal.
@@ -9,8 +10,10 @@ audit sums the journal.
 
 from __future__ import annotations
 
-from paygate.bank.models import AccountRow, HoldRow, TransactionRow
-from paygate.common.sql import Dialect, Statement, Table
+import datetime
+
+from paygate.bank.models import AccountHold, AccountRow, HoldRow, TransactionRow
+from paygate.common.sql import Column, Dialect, Statement, Table
 
 ACCOUNTS = Table(
     "accounts",
@@ -21,6 +24,26 @@ TRANSACTIONS = Table(
     "transactions", TransactionRow, ("transaction_id", "state", "legs_digest", "reason")
 )
 HOLDS = Table("holds", HoldRow, ("account_number", "direction", "amount"))  # of a transaction
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def microseconds(value: datetime.datetime | str) -> int:
+    """A time of a write (Dialect.now) in microseconds since the epoch: PostgreSQL's
+    TIMESTAMPTZ arrives as a datetime, SQLite's as ISO 8601 text with its offset."""
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    return (value - _EPOCH) // _MICROSECOND
+
+
+# The holds of prepared transactions on one account: holds joined with their transaction
+# (USING: transaction_id is one column of the join).
+ACCOUNT_HOLDS = Table(
+    "holds",
+    AccountHold,
+    ("transaction_id", "direction", "amount", Column("created_at", "created_at_us", microseconds)),
+)
 
 _DEBIT_HOLDS = "CASE WHEN h.direction = 'debit' THEN h.amount END"
 _CREDIT_HOLDS = "CASE WHEN h.direction = 'credit' THEN h.amount END"
@@ -77,6 +100,23 @@ class LedgerSql:
         self.holds_of = sql(
             f"SELECT {HOLDS.columns} FROM holds WHERE transaction_id = :transaction_id"
             f" ORDER BY account_number{d.bytewise}, direction"
+        )
+        # A page of an account's open holds, oldest first, then by transaction id; the next
+        # page starts after the transaction `after` (the previous page's last). The prepared
+        # transactions are found by their partial index: the cost is bounded by how many are
+        # prepared at the bank, not by its history.
+        holds_of_prepared = "holds JOIN transactions USING (transaction_id)"
+        on_account = "account_number = :account_number AND state = 'prepared'"
+        page = f" ORDER BY created_at, transaction_id{d.bytewise} LIMIT :limit"
+        self.holds_on_account = sql(
+            f"SELECT {ACCOUNT_HOLDS.columns} FROM {holds_of_prepared} WHERE {on_account}{page}"
+        )
+        self.holds_on_account_after = sql(
+            "WITH mark AS (SELECT created_at AS at FROM transactions"
+            " WHERE transaction_id = :after)"
+            f" SELECT {ACCOUNT_HOLDS.columns} FROM mark, {holds_of_prepared}"
+            f" WHERE {on_account} AND (created_at > mark.at"
+            f" OR (created_at = mark.at AND transaction_id{d.bytewise} > :after)){page}"
         )
         self.insert_entry = sql(
             "INSERT INTO entries (account_number, amount, kind, reference, created_at)"

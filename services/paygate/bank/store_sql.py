@@ -7,8 +7,8 @@ for the audit, and (on PostgreSQL) locking an account before an entry refers to 
 
 from __future__ import annotations
 
-from paygate.bank.models import AccountRow, HoldRow, Totals, TransactionRow
-from paygate.bank.statements import ACCOUNTS, HOLDS, TRANSACTIONS, LedgerSql
+from paygate.bank.models import AccountHold, AccountRow, HoldRow, Totals, TransactionRow
+from paygate.bank.statements import ACCOUNT_HOLDS, ACCOUNTS, HOLDS, TRANSACTIONS, LedgerSql
 from paygate.common.invariants import InvariantViolation
 from paygate.common.sql import NO_VALUES, Connection, Row, Statement, Values
 
@@ -97,6 +97,11 @@ class SqlLedgerTx:
     def holds_of(self, transaction_id: str) -> list[HoldRow]:
         rows = self._all(self._sql.holds_of, {"transaction_id": transaction_id})
         return [HOLDS.from_row(row) for row in rows]
+
+    def holds_on_account(self, account_number: str, after: str, limit: int) -> list[AccountHold]:
+        values = {"account_number": account_number, "after": after, "limit": limit}
+        statement = self._sql.holds_on_account_after if after else self._sql.holds_on_account
+        return [ACCOUNT_HOLDS.from_row(row) for row in self._all(statement, values)]
 
     def insert_entry(self, account_number: str, amount: int, kind: str, reference: str) -> None:
         values = {

@@ -23,6 +23,8 @@ The claims, after the schedule has healed every process and the gateway has reco
     replay_not_definite      every key asked again after recovery answered definitely
     unexpected_error         no call got an answer a correct suite never gives this workload
     payment_not_final        no payment is still PENDING (or awaiting capture) after recovery
+    refund_mismatch          refunds add up, never pass what moved, once per key
+                             (chaos/refund_checks.py)
 
 Totals during the run. The reads of one sample are concurrent but not atomic: accounts are
 read one by one, at banks that commit a payment's two sides at different instants. A
@@ -56,6 +58,7 @@ from paygate.chaos.history import (
     Phase,
     Sample,
 )
+from paygate.chaos.refund_checks import check_refunds, refunded_by_user
 
 SUCCEEDED = "SUCCEEDED"
 PENDING = "PENDING"
@@ -79,6 +82,7 @@ CHECKS: dict[str, str] = {
     "replay_not_definite": "every key asked again after recovery answers definitely",
     "unexpected_error": "no call gets an answer a correct suite never gives",
     "payment_not_final": "no payment is PENDING or awaiting capture after recovery",
+    "refund_mismatch": "refunds <= what moved, as listed and answered, once per key",
 }
 
 
@@ -129,6 +133,7 @@ def check_history(history: History, settings: CheckSettings) -> CheckResult:
         *check_successes_recorded(history.calls, history.gateway_payments),
         *check_balances(history),
         *check_captures(history),
+        *check_refunds(history),
         *check_one_effect_per_key(by_key, history.gateway_payments),
         *check_answers_stable(by_key),
         *check_resolved(by_key),
@@ -275,8 +280,11 @@ def _reads(sample: Sample | None) -> tuple[AccountRead, ...]:
 
 
 def check_balances(history: History) -> list[Violation]:
-    """Each account's final balance is its initial one plus its SUCCEEDED payments."""
+    """Each account's final balance is its initial one plus its SUCCEEDED payments, less
+    what it refunded and plus what was refunded to it."""
     expected = {u.username: u.initial_minor for u in history.users}
+    for username, change in refunded_by_user(history).items():
+        expected[username] = expected.get(username, 0) + change
     for payment in history.gateway_payments:
         if payment.status == SUCCEEDED:
             moved = payment.amount_captured if payment.manual else payment.amount_minor

@@ -61,6 +61,7 @@ SAMPLE_INTERVAL_S = 0.5
 PENDING_LIMIT_S = 10.0
 DEFAULT_REPLAY_MAX = 5000
 DEFAULT_AUTHORIZE_P = 0.25
+DEFAULT_REFUND_P = 0.2
 # How long after an indefinite answer the gateway may still decide that payment, beyond
 # the call's own deadline and decided_within_s (see checker: totals during the run).
 SETTLE_MARGIN_S = 5.0
@@ -189,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of payments made as authorizations, which their payees capture in part,"
         f" cancel or leave to expire (default {DEFAULT_AUTHORIZE_P})",
     )
+    add(
+        "--refund-p",
+        type=probability,
+        default=DEFAULT_REFUND_P,
+        metavar="P",
+        help="share of payments their payees refund, in one to three parts sent at once, as"
+        f" soon as money moved (default {DEFAULT_REFUND_P})",
+    )
     return parser
 
 
@@ -217,7 +226,7 @@ def positive_int(text: str) -> int:
 
 
 def gateway_map(text: str) -> dict[str, str]:
-    """"gateway-1=127.0.0.1:50051,gateway-2=127.0.0.1:50052" -> {program: address}."""
+    """ "gateway-1=127.0.0.1:50051,gateway-2=127.0.0.1:50052" -> {program: address}."""
     pairs = [part.partition("=") for part in text.split(",") if part]
     if not pairs or any(not name or not sep or not address for name, sep, address in pairs):
         raise argparse.ArgumentTypeError("expected PROGRAM=IP:PORT[,PROGRAM=IP:PORT...]")
@@ -322,7 +331,12 @@ async def experiment(
     clock = Clock()
     workload = Workload(
         conn,
-        WorkloadSettings(clients=args.clients, users=args.users, authorize_p=args.authorize_p),
+        WorkloadSettings(
+            clients=args.clients,
+            users=args.users,
+            authorize_p=args.authorize_p,
+            refund_p=args.refund_p,
+        ),
         history,
         clock,
         tag=secrets.token_hex(3),
@@ -381,6 +395,7 @@ async def experiment(
     await workload.replay(args.replay_max, rng, REPLAY_TIMEOUT_S)
     progress("listing payments at the gateway")
     history.gateway_payments = await workload.gateway_payments()
+    history.gateway_refunds = await workload.gateway_refunds(history.gateway_payments)
 
 
 def progress(text: str) -> None:

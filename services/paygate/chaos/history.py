@@ -49,6 +49,9 @@ class Intent:
     manual: bool = False
     settle: str = ""
     capture_minor: int = 0
+    # Refunds its payee sends at once, all together, once the payment moved money: their
+    # amounts (their sum may pass what moved: the gateway refuses what is too much).
+    refund_minor: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -131,6 +134,39 @@ class Fault:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RefundCall:
+    """One RefundPayment call by a payment's payee, under the key `<key>/refund-<index>`."""
+
+    key: str  # the payment's intent key
+    index: int
+    phase: Phase
+    start_s: float
+    end_s: float
+    outcome: Outcome
+    payment_id: str
+    amount_minor: int  # asked
+    refund_id: str = ""  # of a refund that came back
+    status: str = ""
+    code: str = ""
+    reason: str = ""
+
+    @property
+    def refund_key(self) -> str:
+        return f"{self.key}/refund-{self.index}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewayRefund:
+    """A refund as the gateway lists it after recovery; `refund_key` read from its reason."""
+
+    refund_id: str
+    payment_id: str
+    status: str  # "SUCCEEDED", "FAILED" or "PENDING"
+    amount_minor: int
+    refund_key: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class GatewayPayment:
     """A payment as the gateway lists it after recovery; `key` is read from its description."""
 
@@ -143,6 +179,7 @@ class GatewayPayment:
     manual: bool = False
     amount_captured: int = 0
     failure_reason: str = ""
+    amount_refunded: int = 0
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -151,6 +188,7 @@ class History:
     intents: dict[str, Intent] = dataclasses.field(default_factory=dict)
     calls: list[Call] = dataclasses.field(default_factory=list)
     settlements: list[Settlement] = dataclasses.field(default_factory=list)
+    refunds: list[RefundCall] = dataclasses.field(default_factory=list)
     samples: list[Sample] = dataclasses.field(default_factory=list)
     faults: list[Fault] = dataclasses.field(default_factory=list)
     run_end_s: float = 0.0
@@ -158,6 +196,7 @@ class History:
     quiescent: Sample | None = None  # the read after recovery, holds settled (or timed out)
     pending_settled_after_s: float | None = None  # None: holds were still pending at the limit
     gateway_payments: list[GatewayPayment] = dataclasses.field(default_factory=list)
+    gateway_refunds: list[GatewayRefund] = dataclasses.field(default_factory=list)
     replay_skipped: int = 0  # keys not replayed because of --replay-max
 
     def initial_total(self) -> int:
@@ -169,6 +208,7 @@ class History:
             "intents": [dataclasses.asdict(i) for i in self.intents.values()],
             "calls": [dataclasses.asdict(c) for c in self.calls],
             "settlements": [dataclasses.asdict(s) for s in self.settlements],
+            "refunds": [dataclasses.asdict(r) for r in self.refunds],
             "samples": [_sample_json(s) for s in self.samples],
             "faults": [dataclasses.asdict(f) for f in self.faults],
             "run_end_s": self.run_end_s,
@@ -176,6 +216,7 @@ class History:
             "quiescent": None if self.quiescent is None else _sample_json(self.quiescent),
             "pending_settled_after_s": self.pending_settled_after_s,
             "gateway_payments": [dataclasses.asdict(p) for p in self.gateway_payments],
+            "gateway_refunds": [dataclasses.asdict(r) for r in self.gateway_refunds],
             "replay_skipped": self.replay_skipped,
         }
 

@@ -38,11 +38,16 @@ def counts(history: History) -> dict[str, Any]:
     refusals = collections.Counter(
         c.reason for c in history.calls if c.outcome == Outcome.REFUSED and c.phase == Phase.RUN
     )
+    refunds: dict[str, collections.Counter[str]] = {p.value: collections.Counter() for p in Phase}
+    for refund in history.refunds:
+        refunds[refund.phase.value][refund.outcome.value] += 1
     return {
         "users": len(history.users),
         "keys": len(history.intents),
         "calls": {phase: dict(counter) for phase, counter in outcomes.items()},
         "refusals": dict(refusals),
+        "refunds": {phase: dict(counter) for phase, counter in refunds.items()},
+        "gateway_refunds": dict(collections.Counter(r.status for r in history.gateway_refunds)),
         "gateway_payments": dict(statuses),
         "faults": fault_counts(history.faults),
         "samples": len(history.samples),
@@ -100,6 +105,7 @@ def summary(data: dict[str, Any], history: History, files: list[pathlib.Path]) -
         *(f"           {line}" for line in _wrap(targets)),
         f"keys       {c['keys']}; gateway payments {_fmt(c['gateway_payments'])}",
         f"calls      run {_fmt(run)}; refusals {_fmt(c['refusals'])}",
+        f"refunds    run {_fmt(c['refunds']['run'])}; gateway {_fmt(c['gateway_refunds'])}",
         f"after      resolve {_fmt(c['calls']['resolve'])}; replay {_fmt(c['calls']['replay'])}"
         + (f" ({c['replay_skipped']} keys not replayed)" if c["replay_skipped"] else ""),
         f"money      initial {money['initial_total_minor']} minor, after recovery "

@@ -14,7 +14,8 @@ A share of the fresh payments (`authorize_p`) are authorizations (manual capture
 is answered, its payee captures part of it or cancels it at once, or leaves it to expire
 (with a suite whose `authorization_ttl_s` is short); after the run, `resolve` cancels those
 still waiting, so that no hold is left. Captures and cancellations are recorded as
-Settlements, each under its own key (`<key>/capture`, `<key>/cancel`).
+Settlements, each under its own key (`<key>/capture`, `<key>/cancel`). A share of the
+payments that move money are then refunded in parts, concurrently (chaos/refunds.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import itertools
 import random
 import secrets
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
@@ -34,6 +36,7 @@ from paygate.chaos.connections import Connections
 from paygate.chaos.history import (
     Call,
     GatewayPayment,
+    GatewayRefund,
     History,
     Intent,
     Outcome,
@@ -41,6 +44,7 @@ from paygate.chaos.history import (
     Settlement,
     User,
 )
+from paygate.chaos.refunds import Refunder, draw_refunds
 from paygate.common.rpc_errors import reason_from_metadata
 from paygate.errors import IDEMPOTENCY_KEY_MISMATCH
 from paygate.gen.paygate.bank.v1 import bank_pb2
@@ -91,6 +95,7 @@ class WorkloadSettings:
     call_timeout_s: float = 10.0
     currency: str = "USD"
     authorize_p: float = 0.25
+    refund_p: float = 0.2
 
 
 class Clock:
@@ -148,6 +153,8 @@ class Workload:
         self._sessions: dict[str, Session] = {}
         self._intent_list: list[Intent] = []
         self._counter = itertools.count(1)
+        self.refunder = Refunder(conn, history, self._metadata, clock.now, classify, backoff_s,
+                                 settings.call_timeout_s)  # fmt: skip
 
     # Setup ----------------------------------------------------------------------------
 
@@ -219,14 +226,18 @@ class Workload:
         amount_minor = rng.randint(1, self.settings.amount_max_minor)
         # (No draw without authorizations: a seed then makes the same payments as before.)
         manual = self.settings.authorize_p > 0 and rng.random() < self.settings.authorize_p
+        settle = rng.choice(SETTLE_ACTIONS) if manual else ""
+        capture_minor = rng.randint(1, amount_minor) if manual else 0
+        moved_minor = capture_minor if settle == "capture" else 0 if manual else amount_minor
         intent = Intent(
             key=f"{self._tag}-{next(self._counter)}",
             payer=payer,
             payee=payee,
             amount_minor=amount_minor,
             manual=manual,
-            settle=rng.choice(SETTLE_ACTIONS) if manual else "",
-            capture_minor=rng.randint(1, amount_minor) if manual else 0,
+            settle=settle,
+            capture_minor=capture_minor,
+            refund_minor=draw_refunds(rng, moved_minor, self.settings.refund_p),
         )
         self.history.intents[intent.key] = intent
         self._intent_list.append(intent)
@@ -289,8 +300,16 @@ class Workload:
                 if call.outcome != Outcome.INDEFINITE or stop.is_set():
                     break
                 await asyncio.sleep(backoff_s(attempt))
+            moved = call.outcome == Outcome.SUCCEEDED and not intent.manual
             if call.outcome == Outcome.SUCCEEDED and intent.settle in ("capture", "cancel"):
-                await self._settle_retrying(intent, call.payment_id, intent.settle, Phase.RUN, stop)
+                settled = await self._settle_retrying(
+                    intent, call.payment_id, intent.settle, Phase.RUN, stop
+                )
+                moved = settled.outcome == Outcome.SUCCEEDED and intent.settle == "capture"
+            if moved and intent.refund_minor and not stop.is_set():
+                await self.refunder.refund_all(
+                    intent, call.payment_id, Phase.RUN, self.settings.immediate_retries, stop
+                )
             await asyncio.sleep(rng.uniform(0, self.settings.think_max_s))
 
     # Authorizations -------------------------------------------------------------------
@@ -346,12 +365,13 @@ class Workload:
         phase: Phase,
         stop: asyncio.Event | None = None,
         attempts: int = 0,
-    ) -> None:
+    ) -> Settlement:
         for attempt in range((attempts or self.settings.immediate_retries) + 1):
             settled = await self.settle(intent, payment_id, action, phase)
             if settled.outcome != Outcome.INDEFINITE or (stop is not None and stop.is_set()):
-                return
+                break
             await asyncio.sleep(backoff_s(attempt))
+        return settled
 
     async def settle_all(self, timeout_s: float) -> None:
         """After the run: finish every authorization's settlement, and cancel those left to
@@ -390,7 +410,17 @@ class Workload:
         keys = [k for k, calls in self._by_key().items() if first_definite(calls) is None]
         await self._each(keys, Phase.RESOLVE, RESOLVE_ATTEMPTS, timeout_s)
         await self.settle_all(timeout_s)
+        await self._bounded(self.refunder.again(Phase.RESOLVE, RESOLVE_ATTEMPTS, answered=False),
+                            timeout_s)  # fmt: skip
         return len(keys)
+
+    @staticmethod
+    async def _bounded(job: Coroutine[Any, Any, None], timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await job
+        except TimeoutError:
+            pass  # what is still indefinite is reported by the checker
 
     async def replay(self, limit: int, rng: random.Random, timeout_s: float) -> None:
         """Ask keys again: all that ever had an indefinite answer, then others, up to `limit`."""
@@ -402,6 +432,8 @@ class Workload:
         keys = (troubled + calm)[:limit]
         self.history.replay_skipped = len(definite) - len(keys)
         await self._each(keys, Phase.REPLAY, REPLAY_ATTEMPTS, timeout_s)
+        await self._bounded(self.refunder.again(Phase.REPLAY, REPLAY_ATTEMPTS, answered=True),
+                            timeout_s)  # fmt: skip
 
     async def _each(
         self,
@@ -445,6 +477,17 @@ class Workload:
                     break
         return payments
 
+    async def gateway_refunds(self, payments: list[GatewayPayment]) -> list[GatewayRefund]:
+        """Every refund the gateway lists of the payments that were refunded or asked to be."""
+        asked = {call.payment_id for call in self.history.refunds}
+        return await self.refunder.gateway_refunds(
+            [
+                (p.payment_id, p.payer)
+                for p in payments
+                if p.amount_refunded or p.payment_id in asked
+            ]
+        )
+
 
 def _gateway_payment(message: gateway_pb2.Payment) -> GatewayPayment:
     return GatewayPayment(
@@ -457,4 +500,5 @@ def _gateway_payment(message: gateway_pb2.Payment) -> GatewayPayment:
         manual=message.capture_method == gateway_pb2.CAPTURE_METHOD_MANUAL,
         amount_captured=message.amount_captured,
         failure_reason=message.failure_reason,
+        amount_refunded=message.amount_refunded,
     )

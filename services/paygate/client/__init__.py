@@ -24,6 +24,8 @@ from paygate.client._models import (
     CaptureMethod,
     Payment,
     PaymentStatus,
+    Refund,
+    RefundStatus,
     RegisteredUser,
     Session,
 )
@@ -67,6 +69,8 @@ __all__ = [
     "PaymentStatus",
     "PermissionDenied",
     "QueuedPayment",
+    "Refund",
+    "RefundStatus",
     "RegisteredUser",
     "ResourceExhausted",
     "RunEnd",

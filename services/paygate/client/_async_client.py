@@ -21,6 +21,7 @@ from paygate.client._models import (
     INVALID_RESPONSE,
     Balance,
     Payment,
+    Refund,
     RegisteredUser,
     Session,
 )
@@ -144,8 +145,11 @@ class AsyncClient:
         """Create a user linked to an account; `link_code` is the code its bank gave the
         account holder (the proof that the account is theirs)."""
         request = gateway_pb2.RegisterRequest(
-            username=username, password=password, bank_id=bank_id,
-            account_number=account_number, link_code=link_code,
+            username=username,
+            password=password,
+            bank_id=bank_id,
+            account_number=account_number,
+            link_code=link_code,
         )
         response: gateway_pb2.RegisterResponse = await self._call(self._stub.Register, request)
         return RegisteredUser.from_proto(response)
@@ -358,6 +362,50 @@ class AsyncClient:
         check_capture_fields(payment_id, None, key)
         request = gateway_pb2.CancelPaymentRequest(payment_id=payment_id, idempotency_key=key)
         return await self._call_for_payment(self._stub.CancelPayment, request)
+
+    async def refund(
+        self,
+        payment_id: str,
+        amount_minor: int | None = None,
+        *,
+        reason: str = "",
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        """Send money of a payment you were paid back to its payer: all that is left to
+        refund (amount_minor None) or part, as often as you like up to what was captured.
+        Returns the refund, SUCCEEDED.
+
+        Refusals: FailedPrecondition with reason PAYMENT_NOT_REFUNDABLE (the payment did
+        not succeed), AMOUNT_EXCEEDS_REFUNDABLE, or INSUFFICIENT_FUNDS (you lack the money:
+        the refund is recorded FAILED and nothing moved); PermissionDenied for its payer;
+        NotFound for anyone else. Pass your own idempotency key to retry safely.
+        """
+        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        check_capture_fields(payment_id, amount_minor, key)
+        request = gateway_pb2.RefundPaymentRequest(
+            payment_id=payment_id, amount=amount_minor or 0, reason=reason, idempotency_key=key
+        )
+        call = self._stub.RefundPayment(request, timeout=self.timeout_s)
+        try:
+            response = await call
+            metadata = await call.initial_metadata()
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        replayed = (IDEMPOTENT_REPLAYED_HEADER, "true") in list(metadata or ())
+        return dataclasses.replace(Refund.from_proto(response.refund), replayed=replayed)
+
+    async def list_refunds(
+        self, payment_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, page_token: str = ""
+    ) -> tuple[list[Refund], str]:
+        """One page of a payment's refunds, oldest first, and the next page's token."""
+        request = gateway_pb2.ListRefundsRequest(
+            payment_id=payment_id, page_size=page_size, page_token=page_token
+        )
+        response: gateway_pb2.ListRefundsResponse = await self._call(
+            self._stub.ListRefunds, request
+        )
+        refunds = [Refund.from_proto(message) for message in response.refunds]
+        return refunds, checked_next_page_token(page_token, response.next_page_token)
 
     async def _call_for_payment(self, rpc: Any, request: Message) -> Payment:
         """Call an RPC that answers a payment and says in its headers whether the answer

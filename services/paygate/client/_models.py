@@ -71,6 +71,8 @@ class Payment:
     # How much moved: the amount of a succeeded automatic payment, what the payee captured
     # of an authorization (at most the amount), 0 while nothing has.
     amount_captured_minor: int = 0
+    # How much of amount_captured_minor went back to the payer in refunds that succeeded.
+    amount_refunded_minor: int = 0
     # True when the call (CreatePayment, CapturePayment, CancelPayment) answered again from
     # its idempotency key: an earlier call did this, and nothing happened this time.
     replayed: bool = False
@@ -94,6 +96,55 @@ class Payment:
                 else None
             ),
             amount_captured_minor=message.amount_captured,
+            amount_refunded_minor=message.amount_refunded,
+        )
+
+
+class RefundStatus(enum.StrEnum):
+    """Where a refund stands."""
+
+    PENDING = "PENDING"  # in flight: its amount is reserved on the payment
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"  # nothing moved; the amount can be refunded again
+
+
+_REFUND_STATUS_BY_PROTO: dict[int, RefundStatus] = {
+    gateway_pb2.REFUND_STATUS_PENDING: RefundStatus.PENDING,
+    gateway_pb2.REFUND_STATUS_SUCCEEDED: RefundStatus.SUCCEEDED,
+    gateway_pb2.REFUND_STATUS_FAILED: RefundStatus.FAILED,
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Refund:
+    """Money of a payment sent back from its payee to its payer; amounts in minor units."""
+
+    refund_id: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    status: RefundStatus
+    reason: str
+    create_time: datetime.datetime
+    failure_reason: str  # why a FAILED refund failed, for example "INSUFFICIENT_FUNDS"
+    # True when RefundPayment answered again from its idempotency key: nothing moved now.
+    replayed: bool = False
+
+    @classmethod
+    def from_proto(cls, message: gateway_pb2.Refund) -> Refund:
+        if message.status not in _REFUND_STATUS_BY_PROTO:
+            raise PaygateError(
+                f"the gateway sent refund status {message.status}", reason=INVALID_RESPONSE
+            )
+        return cls(
+            refund_id=message.refund_id,
+            payment_id=message.payment_id,
+            amount_minor=message.amount,
+            currency=message.currency,
+            status=_REFUND_STATUS_BY_PROTO[message.status],
+            reason=message.reason,
+            create_time=datetime_from_proto(message.create_time),
+            failure_reason=message.failure_reason,
         )
 
 

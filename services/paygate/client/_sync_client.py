@@ -14,7 +14,7 @@ from paygate.client._async_client import (
     AsyncClient,
     StrPath,
 )
-from paygate.client._models import Balance, Payment, RegisteredUser, Session
+from paygate.client._models import Balance, Payment, Refund, RegisteredUser, Session
 from paygate.client.delivery import DeliveryReport, DeliverySettings
 from paygate.client.outbox import Outbox
 from paygate.client.outbox_models import QueuedPayment
@@ -41,8 +41,13 @@ class Client:
             # Created inside the runner's loop, which its grpc.aio channel is bound to.
             self._client = self._runner.run(
                 _open(
-                    target, ca_cert=ca_cert, access_token=access_token, timeout_s=timeout_s,
-                    username=username, outbox=outbox, delivery=delivery,
+                    target,
+                    ca_cert=ca_cert,
+                    access_token=access_token,
+                    timeout_s=timeout_s,
+                    username=username,
+                    outbox=outbox,
+                    delivery=delivery,
                 )
             )
         except BaseException:
@@ -160,6 +165,27 @@ class Client:
     def cancel(self, payment_id: str, *, idempotency_key: str | None = None) -> Payment:
         return self._runner.run(self._client.cancel(payment_id, idempotency_key=idempotency_key))
 
+    def refund(
+        self,
+        payment_id: str,
+        amount_minor: int | None = None,
+        *,
+        reason: str = "",
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        return self._runner.run(
+            self._client.refund(
+                payment_id, amount_minor, reason=reason, idempotency_key=idempotency_key
+            )
+        )
+
+    def list_refunds(
+        self, payment_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, page_token: str = ""
+    ) -> tuple[list[Refund], str]:
+        return self._runner.run(
+            self._client.list_refunds(payment_id, page_size=page_size, page_token=page_token)
+        )
+
     def deliver_queued(
         self, *, wait_s: float = 0.0, max_attempts: int | None = None
     ) -> DeliveryReport:
@@ -208,6 +234,11 @@ async def _open(
     delivery: DeliverySettings | None,
 ) -> AsyncClient:
     return AsyncClient(
-        target, ca_cert=ca_cert, access_token=access_token, timeout_s=timeout_s,
-        username=username, outbox=outbox, delivery=delivery,
+        target,
+        ca_cert=ca_cert,
+        access_token=access_token,
+        timeout_s=timeout_s,
+        username=username,
+        outbox=outbox,
+        delivery=delivery,
     )

@@ -40,6 +40,7 @@ from paygate.client import (
     Unavailable,
     cli_authorizations,
     cli_queue,
+    cli_refunds,
 )
 from paygate.client._session_file import (
     SessionFileError,
@@ -80,8 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if from_channel(error):
             # Every command the gateway did not answer, said the same way.
             said = no_answer_message(
-                error, args.dialed or args.gateway, timeout_s=args.timeout,
-                consequence=args.unreachable_means, hint=args.unreachable_hint,
+                error,
+                args.dialed or args.gateway,
+                timeout_s=args.timeout,
+                consequence=args.unreachable_means,
+                hint=args.unreachable_hint,
             )
             print(said, file=sys.stderr)
         else:
@@ -98,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="Pay other Paygate users.")
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {paygate.__version__}",
+        "--version",
+        action="version",
+        version=f"%(prog)s {paygate.__version__}",
         help="print the version of paygate and exit",
     )
     parser.add_argument(
@@ -156,7 +162,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     pay.add_argument("payee", help="the user name of the user to pay")
     pay.add_argument("amount", help="decimal amount, for example 12.50")
     pay.add_argument(
-        "--currency", default=DEFAULT_CURRENCY,
+        "--currency",
+        default=DEFAULT_CURRENCY,
         help="ISO 4217 code; both accounts must hold it (default %(default)s)",
     )
     pay.add_argument(
@@ -178,12 +185,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     payments = commands.add_parser("payments", help="list your payments, newest first")
     payments.add_argument(
-        "--limit", type=positive_int, default=DEFAULT_LIMIT,
+        "--limit",
+        type=positive_int,
+        default=DEFAULT_LIMIT,
         help="list at most this many (default %(default)s)",
     )
     payments.set_defaults(command=cmd_payments)
     cli_queue.add_queue_parsers(commands)
     cli_authorizations.add_authorization_parsers(commands)
+    cli_refunds.add_refund_parsers(commands)
     return parser
 
 
@@ -329,6 +339,7 @@ def describe_payment(payment: Payment, username: str) -> str:
     if payment.failure_reason:
         line += f"  [{payment.failure_reason}]"
     line += cli_authorizations.capture_note(payment)
+    line += cli_refunds.refund_note(payment)
     if payment.description:
         line += f"  {payment.description}"
     return line

@@ -18,6 +18,8 @@ The points, in protocol order:
     gateway.after_captured_decision a capture and its amount are on disk, no Commit sent
     gateway.after_canceled_decision a cancellation is on disk, no Abort sent
     gateway.after_expired_decision  recovery recorded an authorization as expired, no Abort sent
+    gateway.after_refund_reserved   a refund and its amount are on disk, no bank asked (a refund
+                                    then passes the payment points, as the payment turned around)
     bank.before_hold                a bank is about to write the holds of a prepare
     bank.after_hold                 the holds are on disk, the vote is not sent yet
     bank.before_post                a bank is about to post a committed transaction
@@ -55,7 +57,8 @@ AUTHORIZATION_POINTS = (
     "gateway.after_canceled_decision",
     "gateway.after_expired_decision",
 )
-POINTS = PAYMENT_POINTS + AUTHORIZATION_POINTS
+REFUND_POINTS = ("gateway.after_refund_reserved",)
+POINTS = PAYMENT_POINTS + AUTHORIZATION_POINTS + REFUND_POINTS
 
 _log = logging.getLogger("paygate.faults")
 

@@ -227,6 +227,7 @@ class PaymentMetrics:
     payments: Counter
     replays: Counter
     conflicts: Counter
+    refunds: Counter
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> PaymentMetrics:
@@ -247,6 +248,14 @@ class PaymentMetrics:
                 "paygate_idempotency_conflicts",
                 "CreatePayment requests refused because of their idempotency key.",
                 ("reason",),
+                registry=registry,
+            ),
+            refunds=Counter(
+                "paygate_refunds",
+                "RefundPayment requests by outcome: succeeded, failed (aborted, for example "
+                "the payee short of funds), rejected (refused, nothing written), replayed or "
+                "conflict (key misuse).",
+                ("outcome",),
                 registry=registry,
             ),
         )

@@ -90,6 +90,10 @@ class Coordinator:
         if not self._driving[payment_id]:
             del self._driving[payment_id]
 
+    def crash_point(self, point: str) -> None:
+        """A crash point of a step outside the transition function (faults.py)."""
+        self._faults.crash_point(point)
+
     def new_lease(self) -> Lease:
         """The lease a payment this process begins is recorded with."""
         return Lease(self.owner, time.time() + self._settings.lease_s)
@@ -236,7 +240,10 @@ class Coordinator:
             drive.key_taken = settled.key
             return t.Recorded(settled.state, settled.applied)
         if isinstance(action, t.RecordCommit):
-            state = await self._store.decide_commit(payment_id, finished=action.finished)
+            refund = drive.payment if drive.payment.refund_of else None
+            state = await self._store.decide_commit(
+                payment_id, finished=action.finished, refund=refund
+            )
             return t.Recorded(state, state in (TxnState.COMMITTING, TxnState.COMMITTED))
         failure = action.failure
         state = await self._store.decide_abort(

@@ -51,7 +51,7 @@ from paygate.common.metrics import (
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
-from paygate.gateway import transitions
+from paygate.gateway import refunds, transitions
 from paygate.gateway.accounts import Accounts, AccountSettings
 from paygate.gateway.admin_servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
 from paygate.gateway.admin_servicer import AdminServicer
@@ -63,6 +63,7 @@ from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
 from paygate.gateway.operator_interceptor import OperatorInterceptor
 from paygate.gateway.operators import ACTIONS, OUTCOMES, Operators
 from paygate.gateway.payments import Payments, PaymentSettings
+from paygate.gateway.refunds import Refunds
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
 from paygate.gateway.store import GatewayStore
 from paygate.gateway.stores import open_gateway_store
@@ -172,20 +173,22 @@ def totp_box(config: GatewayConfig) -> SecretBox:
 
 
 def transition_function(config: GatewayConfig) -> transitions.Step:
-    """The protocol's transition function: the real one, or a broken variant for a test."""
+    """The protocol's transition function: the real one, or a broken variant for a test
+    (a broken refund path keeps the real one: refunds.BROKEN_VARIANTS)."""
     if not config.broken_protocol:
         return transitions.step
-    variant = transitions.BROKEN_VARIANTS.get(config.broken_protocol)
-    if variant is None or not config.fault_injection:
+    known = {*transitions.BROKEN_VARIANTS, *refunds.BROKEN_VARIANTS}
+    if config.broken_protocol not in known or not config.fault_injection:
         raise ConfigError(
             f"[gateway] broken_protocol = {config.broken_protocol!r}: a test-only variant, one"
-            f" of {sorted(transitions.BROKEN_VARIANTS)}, with fault_injection = true"
+            f" of {sorted(known)}, with fault_injection = true"
         )
     _log.warning(
         "running a deliberately broken protocol",
         extra={"fields": {"variant": config.broken_protocol}},
     )
-    return variant(transitions.step)
+    variant = transitions.BROKEN_VARIANTS.get(config.broken_protocol)
+    return transitions.step if variant is None else variant(transitions.step)
 
 
 async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway:
@@ -238,6 +241,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         owner=f"{name}-{secrets.token_hex(6)}",
         step=transition_function(config),
     )
+    payment_metrics = PaymentMetrics.build(registry)
     payments = Payments(
         store,
         coordinator,
@@ -246,9 +250,20 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             max_message_bytes=config.max_message_bytes,
             authorization_ttl_s=config.authorization_ttl_s,
         ),
-        PaymentMetrics.build(registry),
+        payment_metrics,
     )
-    servicer = GatewayServicer(accounts, payments, Authorizations(payments, coordinator))
+    servicer = GatewayServicer(
+        accounts,
+        payments,
+        Authorizations(payments, coordinator),
+        Refunds(
+            store,
+            payments,
+            coordinator,
+            payment_metrics,
+            forget_keys=config.broken_protocol == refunds.REFUNDS_TWICE,
+        ),
+    )
     admin = AdminServicer(Operators(store, accounts, admin_actions(registry, ACTIONS, OUTCOMES)))
     grpc_metrics = GrpcMetrics.build(registry, "server")  # both ports'
 
@@ -256,7 +271,6 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s)  # type: ignore[no-untyped-call]
         # Here only to refuse: no caller of this port has an operator's certificate.
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, s)  # type: ignore[no-untyped-call]
-
     server = await build_server(
         listen=config.listen,
         credentials=server_credentials(config.tls, require_client_cert=False),

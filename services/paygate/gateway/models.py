@@ -35,6 +35,9 @@ UNFINISHED_SQL = "(" + ", ".join(f"'{state}'" for state in UNFINISHED) + ")"
 LEASED_SQL = "(" + ", ".join(f"'{state}'" for state in (*UNFINISHED, TxnState.AUTHORIZED)) + ")"
 
 
+REFUND_ID_PREFIX = "re_"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class User:
     user_id: str
@@ -165,11 +168,50 @@ class Payment:
     manual_capture: bool = False
     capture_before_us: int = 0
     amount_captured_minor: int = 0  # recorded with the capture decision; 0 until then
+    # A refund is a transaction of its own, from the payee of the payment it refunds back
+    # to its payer (gateway/refunds.py); empty for a payment.
+    refund_of: str = ""
+    # The sum of the payment's refunds that were decided to commit.
+    amount_refunded_minor: int = 0
+
+    @property
+    def captured_minor(self) -> int:
+        """How much of the payment moved (or moves): what can be refunded in all."""
+        if self.status != PaymentStatus.SUCCEEDED:
+            return 0
+        return self.amount_captured_minor if self.manual_capture else self.amount_minor
 
     @property
     def participants(self) -> list[str]:
         """The banks taking part in the payment's transaction, in a fixed order."""
         return sorted({self.payer_bank_id, self.payee_bank_id})
+
+
+class EventType(enum.StrEnum):
+    """What happened to a user's money (docs/events.md): `object.change`."""
+
+    PAYMENT_SUCCEEDED = "payment.succeeded"
+    PAYMENT_FAILED = "payment.failed"
+    PAYMENT_AUTHORIZED = "payment.authorized"  # held, awaiting capture
+    PAYMENT_CAPTURED = "payment.captured"
+    PAYMENT_CANCELED = "payment.canceled"  # by its payee
+    PAYMENT_EXPIRED = "payment.expired"  # uncaptured past capture_before
+    REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Event:
+    """One change a user should know about, as stored for that user: `sequence` is the
+    user's own (1, 2, 3, ... with no gap), and `payment` the payment (or refund, whose
+    `refund_of` is set) as it was just after the change."""
+
+    event_id: str
+    user_id: str
+    sequence: int
+    type: EventType
+    create_time_us: int
+    payment: Payment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +230,7 @@ class BeginOutcome(enum.Enum):
     MISMATCH = "mismatch"  # the key was used with other parameters
     IN_USE = "in_use"  # the key's first request is still running
     FROZEN = "frozen"  # the payer or the payee is frozen: nothing was written
+    REFUSED = "refused"  # the key is new and the request cannot be: nothing was written
 
 
 @dataclasses.dataclass(frozen=True)

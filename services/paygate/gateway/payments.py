@@ -330,7 +330,12 @@ class Payments:
             )
         payment = await self._store.get_payment(payment_id)
         # Someone else's payment is indistinguishable from one that does not exist.
-        if payment is None or user.user_id not in (payment.payer_user_id, payment.payee_user_id):
+        # A refund is not a payment: it is read with the payment it refunds (ListRefunds).
+        if (
+            payment is None
+            or payment.refund_of
+            or user.user_id not in (payment.payer_user_id, payment.payee_user_id)
+        ):
             raise NotFound(f"no payment {payment_id}")
         return payment
 

@@ -178,7 +178,38 @@ SQLITE_MIGRATIONS = [
         PRIMARY KEY (user_id, code_hash)
     ) WITHOUT ROWID
     """,
-    # 9: operators (AdminService). A frozen user can neither log in, pay nor be paid; every
+    # 9: refunds. A refund is a transaction of its own in the payments table, from the
+    # payment's payee back to its payer, naming the payment it refunds in `refund_of`
+    # (gateway/refunds.py). The refunds of a payment are found by that column; the payment's
+    # `amount_refunded` grows in the database transaction that records a refund's commit.
+    """
+    ALTER TABLE payments ADD COLUMN refund_of TEXT;
+    ALTER TABLE payments ADD COLUMN amount_refunded INTEGER NOT NULL DEFAULT 0
+        CHECK (amount_refunded >= 0 AND amount_refunded <= amount);
+    CREATE INDEX payments_refunds ON payments (refund_of, seq) WHERE refund_of IS NOT NULL
+    """,
+    # 10: events. Each change a user should know about writes one row per party in the
+    # same database transaction as the change (gateway/store_events.py). `sequence` is the
+    # user's own, counted in `users.event_seq`: the row's lock makes the user's events
+    # commit in sequence order, with no gap. `published` is the relay's mark.
+    """
+    ALTER TABLE users ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        sequence INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        create_time_us INTEGER NOT NULL,
+        payment_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (user_id, sequence)
+    );
+    CREATE INDEX events_unpublished ON events (id) WHERE published = 0;
+    CREATE INDEX events_created ON events (create_time_us)
+    """,
+    # 11: operators (AdminService). A frozen user can neither log in, pay nor be paid; every
     # change an operator makes is recorded in operator_actions with the name on their
     # certificate (gateway/operators.py). The stored role, which nothing read, goes:
     # operators are certificates, not users (DROP COLUMN needs SQLite 3.35, of 2021).
@@ -326,7 +357,31 @@ POSTGRES_MIGRATIONS = [
         PRIMARY KEY (user_id, code_hash)
     )
     """,
-    # 9: operators: frozen users, the audit table of operator actions; the unread role goes.
+    # 9: refunds.
+    """
+    ALTER TABLE payments ADD COLUMN refund_of TEXT;
+    ALTER TABLE payments ADD COLUMN amount_refunded BIGINT NOT NULL DEFAULT 0
+        CHECK (amount_refunded >= 0 AND amount_refunded <= amount);
+    CREATE INDEX payments_refunds ON payments (refund_of, seq) WHERE refund_of IS NOT NULL
+    """,    # 10: events.
+    """
+    ALTER TABLE users ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        sequence BIGINT NOT NULL,
+        type TEXT NOT NULL,
+        create_time_us BIGINT NOT NULL,
+        payment_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        published SMALLINT NOT NULL DEFAULT 0,
+        UNIQUE (user_id, sequence)
+    );
+    CREATE INDEX events_unpublished ON events (id) WHERE published = 0;
+    CREATE INDEX events_created ON events (create_time_us)
+    """,
+    # 11: operators: frozen users, the audit table of operator actions; the unread role goes.
     """
     ALTER TABLE users DROP COLUMN role;
     ALTER TABLE users ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT FALSE;

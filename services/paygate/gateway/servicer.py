@@ -12,6 +12,7 @@ from paygate.gateway.auth_interceptor import PRINCIPAL
 from paygate.gateway.authorizations import Authorizations
 from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus
 from paygate.gateway.payments import Payments
+from paygate.gateway.refunds import Refunds
 from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -22,6 +23,11 @@ _STATUS = {
     PaymentStatus.SUCCEEDED: gateway_pb2.PAYMENT_STATUS_SUCCEEDED,
     PaymentStatus.FAILED: gateway_pb2.PAYMENT_STATUS_FAILED,
     PaymentStatus.CANCELED: gateway_pb2.PAYMENT_STATUS_CANCELED,
+}
+_REFUND_STATUS = {
+    PaymentStatus.PENDING: gateway_pb2.REFUND_STATUS_PENDING,
+    PaymentStatus.SUCCEEDED: gateway_pb2.REFUND_STATUS_SUCCEEDED,
+    PaymentStatus.FAILED: gateway_pb2.REFUND_STATUS_FAILED,
 }
 _MANUAL: dict[int, bool] = {
     gateway_pb2.CAPTURE_METHOD_UNSPECIFIED: False,
@@ -51,9 +57,25 @@ def payment_message(payment: Payment) -> gateway_pb2.Payment:
         if payment.manual_capture
         else gateway_pb2.CAPTURE_METHOD_AUTOMATIC,
         amount_captured=captured,
+        amount_refunded=payment.amount_refunded_minor,
     )
     if payment.manual_capture:
         message.capture_before.FromMicroseconds(payment.capture_before_us)
+    return message
+
+
+def refund_message(refund: Payment) -> gateway_pb2.Refund:
+    """A refund, from its row (the payment turned around: gateway/refunds.py)."""
+    message = gateway_pb2.Refund(
+        refund_id=refund.payment_id,
+        payment_id=refund.refund_of,
+        amount=refund.amount_minor,
+        currency=refund.currency,
+        status=_REFUND_STATUS[refund.status],
+        reason=refund.description,
+        failure_reason=refund.failure_reason,
+    )
+    message.create_time.FromMicroseconds(refund.create_time_us)
     return message
 
 
@@ -86,11 +108,16 @@ def bounded(value: str, field: str) -> str:
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
-        self, accounts: Accounts, payments: Payments, authorizations: Authorizations
+        self,
+        accounts: Accounts,
+        payments: Payments,
+        authorizations: Authorizations,
+        refunds: Refunds,
     ) -> None:
         self._accounts = accounts
         self._payments = payments
         self._authorizations = authorizations
+        self._refunds = refunds
 
     async def Register(
         self, request: gateway_pb2.RegisterRequest, context: Context
@@ -182,6 +209,36 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         finally:
             await mark_replayed(context, replayed)
         return gateway_pb2.CancelPaymentResponse(payment=payment_message(payment))
+
+    async def RefundPayment(
+        self, request: gateway_pb2.RefundPaymentRequest, context: Context
+    ) -> gateway_pb2.RefundPaymentResponse:
+        replayed: list[bool] = []
+        try:
+            refund = await self._refunds.refund(
+                PRINCIPAL.get().user,
+                bounded(request.payment_id, "payment_id"),
+                request.amount,
+                bounded(request.reason, "reason"),
+                request.idempotency_key,
+                on_replay=lambda: replayed.append(True),
+            )
+        finally:
+            await mark_replayed(context, replayed)
+        return gateway_pb2.RefundPaymentResponse(refund=refund_message(refund))
+
+    async def ListRefunds(
+        self, request: gateway_pb2.ListRefundsRequest, context: Context
+    ) -> gateway_pb2.ListRefundsResponse:
+        refunds, next_token = await self._refunds.list(
+            PRINCIPAL.get().user,
+            bounded(request.payment_id, "payment_id"),
+            request.page_size,
+            request.page_token,
+        )
+        return gateway_pb2.ListRefundsResponse(
+            refunds=[refund_message(refund) for refund in refunds], next_page_token=next_token
+        )
 
     async def GetPayment(
         self, request: gateway_pb2.GetPaymentRequest, context: Context

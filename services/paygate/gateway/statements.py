@@ -27,6 +27,14 @@ def _capture_method(manual: bool) -> str:
     return "manual" if manual else "automatic"
 
 
+def _text_or_empty(value: str | None) -> str:
+    return value or ""
+
+
+def _text_or_null(value: str) -> str | None:
+    return value or None
+
+
 USERS = Table("users", User, ("user_id", "username", "bank_id", "account_number", "currency"))
 PAYMENTS = Table(
     "payments",
@@ -52,6 +60,8 @@ PAYMENTS = Table(
         Column("capture_method", field="manual_capture", load=_is_manual, dump=_capture_method),
         "capture_before_us",
         Column("amount_captured", field="amount_captured_minor"),
+        Column("refund_of", load=_text_or_empty, dump=_text_or_null),
+        Column("amount_refunded", field="amount_refunded_minor"),
     ),
 )
 
@@ -236,6 +246,43 @@ class GatewaySql:
             "UPDATE payments SET txn_state = :state, finished_at_s = :finished_at_s"
             " WHERE payment_id = :payment_id AND txn_state = :decided"
         )
+        # Refunds (gateway/refunds.py). The payment refunded is read with a write lock
+        # (PostgreSQL; SQLite has one writer), so that of two refunds of one payment the
+        # second sees the first's reservation: every refund not aborted counts.
+        self.refunded_payment = sql(
+            f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :refund_of{d.for_update}"
+        )
+        self.refunds_reserved = sql(
+            "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE refund_of = :refund_of"
+            " AND txn_state NOT IN ('aborting', 'aborted')"
+        )
+        self.add_refunded = sql(
+            "UPDATE payments SET amount_refunded = amount_refunded + :amount"
+            " WHERE payment_id = :refund_of"
+        )
+        self.refunds_of = sql(
+            f"SELECT seq, {PAYMENTS.columns} FROM payments"
+            " WHERE refund_of = :payment_id AND seq > :after_seq ORDER BY seq LIMIT :limit"
+        )
+        # Events (gateway/store_events.py): the user's row counts its events; updating it
+        # holds its lock until commit, so one user's events commit in sequence order.
+        self.next_event_seq = sql(
+            "UPDATE users SET event_seq = event_seq + 1 WHERE user_id = :user_id"
+            " RETURNING event_seq"
+        )
+        self.insert_event = sql(
+            "INSERT INTO events (event_id, user_id, sequence, type, create_time_us, payment_id,"
+            " body) VALUES (:event_id, :user_id, :sequence, :type, :create_time_us,"
+            " :payment_id, :body)"
+        )
+        self.events_of = sql(
+            "SELECT event_id, sequence, type, create_time_us, body FROM events"
+            " WHERE user_id = :user_id AND sequence > :after ORDER BY sequence LIMIT :limit"
+        )
+        self.event_bounds = sql(
+            "SELECT u.event_seq, (SELECT MIN(e.sequence) FROM events e"
+            " WHERE e.user_id = u.user_id) FROM users u WHERE u.user_id = :user_id"
+        )
         self.payment = sql(
             f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :payment_id"
         )
@@ -281,6 +328,7 @@ class GatewaySql:
             "idempotency_keys", "created_at_s < :before AND state = 'completed'"
         )
         self.prune_login_failures = d.bounded_delete("login_failures", "failed_at_s < :before")
+        self.prune_events = d.bounded_delete("events", "create_time_us < :before")
         self._operators(d)
 
     def _operators(self, d: Dialect) -> None:

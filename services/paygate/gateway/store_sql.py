@@ -12,12 +12,14 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
-from paygate.common.invariants import InvariantViolation
+from paygate.common.invariants import InvariantViolation, check
 from paygate.common.sql import Database, OnDatabase, Statement, Values
 from paygate.errors import AlreadyExists
+from paygate.gateway import store_events, store_refunds
 from paygate.gateway.models import (
     BeginOutcome,
     BeginResult,
+    Event,
     Lease,
     OperationKey,
     Payment,
@@ -30,13 +32,9 @@ from paygate.gateway.models import (
 )
 from paygate.gateway.statements import PAYMENTS, USERS, GatewaySql
 from paygate.gateway.store_operators import SqlOperatorStore, revoke_all
-from paygate.gateway.store_tx import Body, Tx
+from paygate.gateway.store_tx import BEGIN_ATTEMPTS, Body, Tx, key_owner
 
 T = TypeVar("T")
-
-# A key released by a transient failure between our insert and our read (by a concurrent
-# request on PostgreSQL) is retried this many times before the caller is told it is in use.
-BEGIN_ATTEMPTS = 3
 
 
 class SqlGatewayStore(SqlOperatorStore, OnDatabase):
@@ -268,7 +266,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
                 if await tx.run(sql.claim_key, values) == 1:
                     await _insert_payment(tx, sql, payment, values)
                     return BeginResult(BeginOutcome.STARTED, payment.payment_id)
-                taken = await _key_owner(tx, sql.key, values)
+                taken = await key_owner(tx, sql.key, values)
                 if taken is not None:
                     return taken
             return BeginResult(BeginOutcome.IN_USE)
@@ -284,11 +282,43 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
 
         return await self._read(select)
 
-    async def decide_commit(self, payment_id: str, *, finished: bool = False) -> TxnState:
+    async def begin_refund(
+        self, key: str, request_hash: str, refund: Payment, lease: Lease
+    ) -> tuple[BeginResult, Payment | None]:
+        """Record a refund (amount 0: all that is left) and its key together, reserving its
+        amount on the payment it refunds, or say why not (store_refunds.py)."""
+        values = {
+            **PAYMENTS.values(refund),
+            "lease_owner": lease.owner,
+            "lease_expires_at_s": lease.expires_at_s,
+            "key": key,
+            "request_hash": request_hash,
+            "now_s": time.time(),
+        }
+        return await self._write(
+            lambda tx: store_refunds.begin_refund(tx, self._sql, refund, values)
+        )
+
+    async def list_refunds(
+        self, payment_id: str, *, after_seq: int, limit: int
+    ) -> list[tuple[int, Payment]]:
+        """The refunds of a payment after `after_seq`, oldest first."""
+        values = {"payment_id": payment_id, "after_seq": after_seq, "limit": limit}
+
+        async def select(tx: Tx) -> list[tuple[int, Payment]]:
+            rows = await tx.all(self._sql.refunds_of, values)
+            return [(int(row[0]), PAYMENTS.from_row(row[1:])) for row in rows]
+
+        return await self._read(select)
+
+    async def decide_commit(
+        self, payment_id: str, *, finished: bool = False, refund: Payment | None = None
+    ) -> TxnState:
         """Write the commit decision, unless a decision exists; return the decided state.
 
         `finished`: the only bank has already committed (a one-phase commit), so the
-        transaction goes straight to COMMITTED.
+        transaction goes straight to COMMITTED. `refund`: the transaction is this refund,
+        whose amount the payment it refunds counts as refunded from the same write.
         """
         state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
         sql = self._sql
@@ -302,6 +332,13 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
             }
             if await tx.run(sql.decide_commit, values):
                 await tx.run(sql.complete_key, values)
+                await store_events.record(tx, sql, payment_id, store_events.COMMIT)
+                if refund is not None:
+                    refunded = {"refund_of": refund.refund_of, "amount": refund.amount_minor}
+                    check(
+                        await tx.run(sql.add_refunded, refunded) == 1,
+                        f"refund {payment_id}: payment {refund.refund_of} is not there",
+                    )
             return await _txn_state(tx, sql, values)
 
         return await self._write(decide)
@@ -325,6 +362,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
             }
             if await tx.run(sql.decide_abort, values):
                 await tx.run(sql.release_key if release_key else sql.refuse_key, values)
+                await store_events.record(tx, sql, payment_id, store_events.ABORT)
             return await _txn_state(tx, sql, values)
 
         return await self._write(decide)
@@ -338,6 +376,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
         async def write(tx: Tx) -> TxnState:
             if await tx.run(sql.authorize, values):
                 await tx.run(sql.complete_key, values)
+                await store_events.record(tx, sql, payment_id, store_events.AUTHORIZE)
             return await _txn_state(tx, sql, values)
 
         return await self._write(write)
@@ -349,18 +388,23 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
         in one transaction: only from AUTHORIZED (else not applied), and only if the key is
         new (else what the key holds)."""
         values = {"amount": amount_minor, "reason": ""}
-        return await self._settle(self._sql.capture, payment_id, lease, key, values)
+        return await self._settle(
+            self._sql.capture, store_events.CAPTURE, payment_id, lease, key, values
+        )
 
     async def cancel(
         self, payment_id: str, reason: str, lease: Lease, key: OperationKey | None
     ) -> Settled:
         """Record the cancellation of an authorization (by its payee with `key`, or expired
         by recovery without one), as capture() does."""
-        return await self._settle(self._sql.cancel, payment_id, lease, key, {"reason": reason})
+        return await self._settle(
+            self._sql.cancel, store_events.CANCEL, payment_id, lease, key, {"reason": reason}
+        )
 
     async def _settle(
         self,
         statement: Statement,
+        change: str,
         payment_id: str,
         lease: Lease,
         key: OperationKey | None,
@@ -378,11 +422,13 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
             values.update(user_id=key.user_id, key=key.key, request_hash=key.request_hash)
 
         async def write(tx: Tx) -> Settled:
-            if key is not None and (taken := await _key_owner(tx, sql.operation_key, values)):
+            if key is not None and (taken := await key_owner(tx, sql.operation_key, values)):
                 return Settled(await _txn_state(tx, sql, values), False, taken)
             applied = bool(await tx.run(statement, values))
             if applied and key is not None:
                 await tx.run(sql.insert_completed_key, values)
+            if applied:
+                await store_events.record(tx, sql, payment_id, change)
             return Settled(await _txn_state(tx, sql, values), applied)
 
         return await self._write(write)
@@ -493,6 +539,28 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
 
         return await self._write(renew)
 
+    # Events ------------------------------------------------------------------------------
+
+    async def list_events(self, user_id: str, *, after: int, limit: int) -> list[Event]:
+        """The user's events after sequence `after`, oldest first."""
+        return await self._read(
+            lambda tx: store_events.events_of(tx, self._sql, user_id, after=after, limit=limit)
+        )
+
+    async def event_bounds(self, user_id: str) -> tuple[int, int | None]:
+        """The user's last event sequence (0: none yet) and the oldest one still kept."""
+
+        async def select(tx: Tx) -> tuple[int, int | None]:
+            row = await tx.one(self._sql.event_bounds, {"user_id": user_id})
+            if row is None:
+                return 0, None
+            return int(row[0]), None if row[1] is None else int(row[1])
+
+        return await self._read(select)
+
+    async def prune_events(self, *, older_than_us: int, limit: int) -> int:
+        return await self._delete_some(self._sql.prune_events, older_than_us, limit)
+
     async def prune_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
         """Delete up to `limit` completed keys created before `older_than_s`; how many."""
         return await self._delete_some(self._sql.prune_idempotency_keys, older_than_s, limit)
@@ -546,19 +614,6 @@ async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Val
     seq = await tx.insert(sql.insert_payment, values)
     parties = (payment.payer_user_id, payment.payee_user_id)
     await tx.many(sql.insert_party, [{"user_id": user_id, "seq": seq} for user_id in parties])
-
-
-async def _key_owner(tx: Tx, statement: Statement, values: Values) -> BeginResult | None:
-    """Why a key that is taken is taken; None when it was released meanwhile."""
-    row = await tx.one(statement, values)
-    if row is None:
-        return None
-    stored_hash, state, payment_id, error_reason, error_message = row
-    if stored_hash != values["request_hash"]:
-        return BeginResult(BeginOutcome.MISMATCH, payment_id)
-    if state == "in_progress":
-        return BeginResult(BeginOutcome.IN_USE, payment_id)
-    return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
 
 
 async def _txn_state(tx: Tx, sql: GatewaySql, values: Values) -> TxnState:

@@ -1,7 +1,7 @@
-"""A transaction of the gateway's store, as the store's bodies see it (store_sql.py).
+"""One database transaction as the gateway store's bodies see it, and what they share.
 
-A body is a coroutine over a `Tx`: every statement it awaits runs in one database
-transaction, which SqliteGatewayStore and PostgresGatewayStore run each their own way.
+Every GatewayStore method is a body over a `Tx` (store_sql.py, store_refunds.py); the
+SQLite and PostgreSQL stores only say how a body is run.
 """
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
 from paygate.common.sql import NO_VALUES, Row, Statement, Values
+from paygate.gateway.models import BeginOutcome, BeginResult
 
 T = TypeVar("T")
 
+# A key released by a transient failure between our insert and our read (by a concurrent
+# request on PostgreSQL) is retried this many times before the caller is told it is in use.
+BEGIN_ATTEMPTS = 3
 
 class Tx(Protocol):
     """One database transaction, as SqlGatewayStore's bodies run statements in it."""
@@ -30,3 +34,16 @@ class Tx(Protocol):
 
 
 Body = Callable[[Tx], Coroutine[Any, Any, T]]
+
+
+async def key_owner(tx: Tx, statement: Statement, values: Values) -> BeginResult | None:
+    """Why a key that is taken is taken; None when it was released meanwhile."""
+    row = await tx.one(statement, values)
+    if row is None:
+        return None
+    stored_hash, state, payment_id, error_reason, error_message = row
+    if stored_hash != values["request_hash"]:
+        return BeginResult(BeginOutcome.MISMATCH, payment_id)
+    if state == "in_progress":
+        return BeginResult(BeginOutcome.IN_USE, payment_id)
+    return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)

@@ -24,6 +24,13 @@ class CaptureMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAPTURE_METHOD_UNSPECIFIED: _ClassVar[CaptureMethod]
     CAPTURE_METHOD_AUTOMATIC: _ClassVar[CaptureMethod]
     CAPTURE_METHOD_MANUAL: _ClassVar[CaptureMethod]
+
+class RefundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUND_STATUS_UNSPECIFIED: _ClassVar[RefundStatus]
+    REFUND_STATUS_PENDING: _ClassVar[RefundStatus]
+    REFUND_STATUS_SUCCEEDED: _ClassVar[RefundStatus]
+    REFUND_STATUS_FAILED: _ClassVar[RefundStatus]
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PENDING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus
@@ -33,6 +40,10 @@ PAYMENT_STATUS_CANCELED: PaymentStatus
 CAPTURE_METHOD_UNSPECIFIED: CaptureMethod
 CAPTURE_METHOD_AUTOMATIC: CaptureMethod
 CAPTURE_METHOD_MANUAL: CaptureMethod
+REFUND_STATUS_UNSPECIFIED: RefundStatus
+REFUND_STATUS_PENDING: RefundStatus
+REFUND_STATUS_SUCCEEDED: RefundStatus
+REFUND_STATUS_FAILED: RefundStatus
 
 class RegisterRequest(_message.Message):
     __slots__ = ("username", "password", "bank_id", "account_number", "link_code")
@@ -101,7 +112,7 @@ class GetBalanceResponse(_message.Message):
     def __init__(self, currency: _Optional[str] = ..., balance: _Optional[int] = ..., available: _Optional[int] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "status", "payer_username", "payee_username", "amount", "currency", "description", "create_time", "failure_reason", "capture_method", "capture_before", "amount_captured")
+    __slots__ = ("payment_id", "status", "payer_username", "payee_username", "amount", "currency", "description", "create_time", "failure_reason", "capture_method", "capture_before", "amount_captured", "amount_refunded")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAYER_USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +125,7 @@ class Payment(_message.Message):
     CAPTURE_METHOD_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_BEFORE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_REFUNDED_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     status: PaymentStatus
     payer_username: str
@@ -126,7 +138,28 @@ class Payment(_message.Message):
     capture_method: CaptureMethod
     capture_before: _timestamp_pb2.Timestamp
     amount_captured: int
-    def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payer_username: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ..., capture_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_captured: _Optional[int] = ...) -> None: ...
+    amount_refunded: int
+    def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payer_username: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ..., capture_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_captured: _Optional[int] = ..., amount_refunded: _Optional[int] = ...) -> None: ...
+
+class Refund(_message.Message):
+    __slots__ = ("refund_id", "payment_id", "amount", "currency", "status", "reason", "create_time", "failure_reason")
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    refund_id: str
+    payment_id: str
+    amount: int
+    currency: str
+    status: RefundStatus
+    reason: str
+    create_time: _timestamp_pb2.Timestamp
+    failure_reason: str
+    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[_Union[RefundStatus, str]] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
     __slots__ = ("idempotency_key", "payee_username", "amount", "currency", "description", "capture_method")
@@ -207,6 +240,42 @@ class CancelPaymentResponse(_message.Message):
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     payment: Payment
     def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class RefundPaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "amount", "reason", "idempotency_key")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    amount: int
+    reason: str
+    idempotency_key: str
+    def __init__(self, payment_id: _Optional[str] = ..., amount: _Optional[int] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class RefundPaymentResponse(_message.Message):
+    __slots__ = ("refund",)
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    refund: Refund
+    def __init__(self, refund: _Optional[_Union[Refund, _Mapping]] = ...) -> None: ...
+
+class ListRefundsRequest(_message.Message):
+    __slots__ = ("payment_id", "page_size", "page_token")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, payment_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRefundsResponse(_message.Message):
+    __slots__ = ("refunds", "next_page_token")
+    REFUNDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    refunds: _containers.RepeatedCompositeFieldContainer[Refund]
+    next_page_token: str
+    def __init__(self, refunds: _Optional[_Iterable[_Union[Refund, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ChangePasswordRequest(_message.Message):
     __slots__ = ("current_password", "new_password")

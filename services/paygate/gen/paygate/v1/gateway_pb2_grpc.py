@@ -81,6 +81,16 @@ class GatewayServiceStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.FromString,
                 _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/paygate.v1.GatewayService/RefundPayment',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
+        self.ListRefunds = channel.unary_unary(
+                '/paygate.v1.GatewayService/ListRefunds',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsResponse.FromString,
+                _registered_method=True)
         self.ChangePassword = channel.unary_unary(
                 '/paygate.v1.GatewayService/ChangePassword',
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.SerializeToString,
@@ -193,6 +203,23 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundPayment(self, request, context):
+        """RefundPayment sends money of a SUCCEEDED payment back from its payee to its payer,
+        all that is left or part of it, with its own two-phase commit. Only the payee may
+        refund; the refunds of a payment never add up to more than was captured.
+        Idempotent by (caller, idempotency_key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefunds(self, request, context):
+        """ListRefunds returns the refunds of a payment the caller is a party to, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ChangePassword(self, request, context):
         """ChangePassword replaces the caller's password and ends every other session
         of the caller; the session the call is made with stays.
@@ -292,6 +319,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CancelPayment,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'ListRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefunds,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsResponse.SerializeToString,
             ),
             'ChangePassword': grpc.unary_unary_rpc_method_handler(
                     servicer.ChangePassword,
@@ -574,6 +611,60 @@ class GatewayService:
             '/paygate.v1.GatewayService/CancelPayment',
             paygate_dot_v1_dot_gateway__pb2.CancelPaymentRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.CancelPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/RefundPayment',
+            paygate_dot_v1_dot_gateway__pb2.RefundPaymentRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ListRefunds',
+            paygate_dot_v1_dot_gateway__pb2.ListRefundsRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ListRefundsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,11 @@ class BankServiceStub:
                 request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchRequest.SerializeToString,
                 response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchResponse.FromString,
                 _registered_method=True)
+        self.ListHolds = channel.unary_unary(
+                '/paygate.bank.v1.BankService/ListHolds',
+                request_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.ListHoldsRequest.SerializeToString,
+                response_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.ListHoldsResponse.FromString,
+                _registered_method=True)
 
 
 class BankServiceServicer:
@@ -185,6 +190,15 @@ class BankServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHolds(self, request, context):
+        """ListHolds lists the holds open on one account, oldest first: the pending debits and
+        credits of the transactions prepared and not yet committed or aborted, each with
+        the payment it belongs to (operators only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +256,11 @@ def add_BankServiceServicer_to_server(servicer, server):
                     servicer.AbortBatch,
                     request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchRequest.FromString,
                     response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchResponse.SerializeToString,
+            ),
+            'ListHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHolds,
+                    request_deserializer=paygate_dot_bank_dot_v1_dot_bank__pb2.ListHoldsRequest.FromString,
+                    response_serializer=paygate_dot_bank_dot_v1_dot_bank__pb2.ListHoldsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +561,33 @@ class BankService:
             '/paygate.bank.v1.BankService/AbortBatch',
             paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchRequest.SerializeToString,
             paygate_dot_bank_dot_v1_dot_bank__pb2.AbortBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.bank.v1.BankService/ListHolds',
+            paygate_dot_bank_dot_v1_dot_bank__pb2.ListHoldsRequest.SerializeToString,
+            paygate_dot_bank_dot_v1_dot_bank__pb2.ListHoldsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,63 @@
+"""The store's refund bodies: reserving a refund with its key, and a page of refunds.
+
+A refund's amount is reserved on the payment it refunds by the refund's own row: every
+refund of a payment that is not aborted counts against what is left to refund, so two
+refunds sent together never pass the amount captured (the payment's row is read with a
+write lock first on PostgreSQL; SQLite has one writer). A refund that fails is aborted,
+which gives its amount back; one decided to commit adds to the payment's `amount_refunded`
+in the same database transaction as the decision (store_sql.decide_commit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from paygate.common.invariants import check
+from paygate.common.sql import Values
+from paygate.errors import AMOUNT_EXCEEDS_REFUNDABLE, PAYMENT_NOT_REFUNDABLE
+from paygate.gateway.models import BeginOutcome, BeginResult, Payment, PaymentStatus
+from paygate.gateway.statements import PAYMENTS, GatewaySql
+from paygate.gateway.store_tx import BEGIN_ATTEMPTS, Tx, key_owner
+
+
+async def begin_refund(
+    tx: Tx, sql: GatewaySql, refund: Payment, values: Values
+) -> tuple[BeginResult, Payment | None]:
+    """Record `refund` (amount 0: all that is left) with its key, or say why not."""
+    for _ in range(BEGIN_ATTEMPTS):
+        taken = await key_owner(tx, sql.key, values)
+        if taken is not None:
+            return taken, None
+        row = await tx.one(sql.refunded_payment, values)
+        check(row is not None, f"refund of {refund.refund_of}: the payment vanished")
+        assert row is not None
+        payment = PAYMENTS.from_row(row)
+        if payment.status != PaymentStatus.SUCCEEDED:
+            message = f"payment {payment.payment_id} did not succeed: nothing of it moved"
+            return _refused(PAYMENT_NOT_REFUNDABLE, message), None
+        reserved_row = await tx.one(sql.refunds_reserved, values)
+        reserved = int(reserved_row[0]) if reserved_row else 0
+        left = payment.captured_minor - reserved
+        check(
+            0 <= payment.amount_refunded_minor <= reserved <= payment.captured_minor,
+            f"payment {payment.payment_id}: refunded {payment.amount_refunded_minor},"
+            f" reserved {reserved}, captured {payment.captured_minor}",
+        )
+        amount = refund.amount_minor or left
+        if amount <= 0 or amount > left:
+            return _refused(
+                AMOUNT_EXCEEDS_REFUNDABLE,
+                f"cannot refund {amount}: {left} minor units of payment"
+                f" {payment.payment_id} are left to refund",
+            ), None
+        values = {**values, **PAYMENTS.values(refund), "amount": amount}
+        if await tx.run(sql.claim_key, values) == 1:
+            # No payment_parties rows: a refund is listed with its payment, not as one.
+            await tx.insert(sql.insert_payment, values)
+            begun = BeginResult(BeginOutcome.STARTED, refund.payment_id)
+            return begun, dataclasses.replace(refund, amount_minor=amount)
+    return BeginResult(BeginOutcome.IN_USE), None
+
+
+def _refused(reason: str, message: str) -> BeginResult:
+    return BeginResult(BeginOutcome.REFUSED, "", reason, message)
