@@ -5,7 +5,8 @@ The file name sorts last, so this runs after every other test module has used th
 It searches every file the suites wrote in this pytest session (every log, every SQLite
 file with its WAL, every report), for the passwords the tests typed, the tokens they were
 given, and a TOTP secret and recovery codes of two-factor login used every way a client
-can, and the logs also for anything shaped like a token at all.
+can (and then an operator's every action on that user, whose log lines are searched too),
+and the logs also for anything shaped like a token at all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import uuid
 import grpc
 import pytest
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
+from paygate.gen.paygate.v1 import admin_pb2 as apb
+from paygate.gen.paygate.v1 import admin_pb2_grpc as apbg
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import ISSUED_LINK_CODES, Suite
 from totp_codes import STEP_S, rfc6238
@@ -74,6 +77,7 @@ def test_no_password_or_token_in_any_log_or_database(
         user.stub.Logout(
             pb.LogoutRequest(), metadata=[("authorization", f"Bearer {token}")], timeout=10
         )
+    _operate_on(suite, user.username)
 
     secrets = [
         s.encode() for s in [*TYPED_PASSWORDS, password, wrong_password, token, *ISSUED_TOKENS,
@@ -83,6 +87,10 @@ def test_no_password_or_token_in_any_log_or_database(
     files = sorted({f for root in roots for f in _files(root)})
     assert any(f.name == "gateway.log" for f in files), "the search must see the gateway's log"
     assert any(f.name == "gateway.db" for f in files)
+    gateway_log = suite.log_path("gateway").read_text(errors="replace")
+    assert f'"action":"reset_two_factor","username":"{user.username}"' in gateway_log, (
+        "the search must see the operator's log lines"
+    )
 
     leaks = []
     for path in files:
@@ -126,6 +134,16 @@ def _use_two_factor(user: TestUser) -> list[str]:
     ).recovery_codes
     return [enrolled.secret, enrolled.otpauth_uri, *codes,
             *(code.replace("-", "") for code in codes)]
+
+
+def _operate_on(suite: Suite, username: str) -> None:
+    """Every operator action on the user, through the gateway's admin port."""
+    with suite.gateway_admin_channel_sync() as channel:
+        admin = apbg.AdminServiceStub(channel)
+        admin.GetUser(apb.GetUserRequest(username=username), timeout=10)
+        admin.FreezeUser(apb.FreezeUserRequest(username=username, reason="leak test"), timeout=10)
+        admin.UnfreezeUser(apb.UnfreezeUserRequest(username=username), timeout=10)
+        admin.ResetTwoFactor(apb.ResetTwoFactorRequest(username=username), timeout=10)
 
 
 def _process_logs(root: pathlib.Path) -> list[pathlib.Path]:

@@ -137,7 +137,8 @@ TOTP_NOT_ENROLLED = "TOTP_NOT_ENROLLED"
 TOTP_ALREADY_ENABLED = "TOTP_ALREADY_ENABLED"
 TOTP_NOT_ENABLED = "TOTP_NOT_ENABLED"
 TOTP_KEY_MISMATCH = "TOTP_KEY_MISMATCH"
-USER_FROZEN = "USER_FROZEN"
+USER_FROZEN = "USER_FROZEN"  # an operator froze the user (AdminService.FreezeUser)
+USER_NOT_FOUND = "USER_NOT_FOUND"  # AdminService: no user of that name
 
 # ErrorInfo metadata of a failed CreatePayment (docs/protocol.md, "What a failed payment
 # says"): the payment's id, and what is known of it. OUTCOME_FAILED: the gateway decided

@@ -270,6 +270,24 @@ def auth_failures(registry: CollectorRegistry) -> Counter:
     )
 
 
+def admin_actions(
+    registry: CollectorRegistry, actions: Iterable[str] = (), outcomes: Iterable[str] = ()
+) -> Counter:
+    """Operators' calls to AdminService by action and outcome (never the user), each
+    series made at 0 so that the first one counts in rate()."""
+    counter = Counter(
+        "paygate_admin_actions",
+        "Operator actions on gateway users (AdminService), by action and outcome.",
+        ("action", "outcome"),
+        registry=registry,
+    )
+    outcomes = tuple(outcomes)
+    for action in actions:
+        for outcome in outcomes:
+            counter.labels(action, outcome)
+    return counter
+
+
 @dataclasses.dataclass(frozen=True)
 class BankMetrics:
     """What a bank records (paygate.bank.participant); the gauges come from ledger totals."""

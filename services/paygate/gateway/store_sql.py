@@ -31,17 +31,18 @@ from paygate.gateway.models import (
     User,
 )
 from paygate.gateway.statements import PAYMENTS, USERS, GatewaySql
+from paygate.gateway.store_operators import SqlOperatorStore, revoke_all
 from paygate.gateway.store_tx import BEGIN_ATTEMPTS, Body, Tx, key_owner
 
 T = TypeVar("T")
 
 
-class SqlGatewayStore(OnDatabase):
+class SqlGatewayStore(SqlOperatorStore, OnDatabase):
     """GatewayStore, each method one transaction; a subclass runs the bodies (`_write`,
     `_read`) on its database."""
 
     def __init__(self, db: Database, sql: GatewaySql) -> None:
-        super().__init__(db)
+        OnDatabase.__init__(self, db)
         self._sql = sql
 
     def _write(self, body: Body[T]) -> Awaitable[T]:
@@ -84,8 +85,9 @@ class SqlGatewayStore(OnDatabase):
         *,
         session_id: str = "",
         client_address: str = "",
-    ) -> None:
-        """Record a session; its public id is random (new_session_id()) unless given."""
+    ) -> bool:
+        """Record a session, unless its user is frozen (False); its public id is random
+        (new_session_id()) unless given."""
         values = {
             "token_hash": token_hash,
             "user_id": user_id,
@@ -94,7 +96,15 @@ class SqlGatewayStore(OnDatabase):
             "session_id": session_id or new_session_id(),
             "client_address": client_address,
         }
-        await self._write(lambda tx: tx.run(self._sql.insert_session, values))
+
+        async def insert(tx: Tx) -> bool:
+            row = await tx.one(self._sql.frozen_for_login, values)
+            if row is None or row[0]:
+                return False
+            await tx.run(self._sql.insert_session, values)
+            return True
+
+        return await self._write(insert)
 
     async def session(self, token_hash: str) -> Session | None:
         async def select(tx: Tx) -> Session | None:
@@ -152,7 +162,7 @@ class SqlGatewayStore(OnDatabase):
     async def revoke_sessions_of(self, user_id: str, *, keep: str = "") -> list[str]:
         """End every live session of the user but the one of token hash `keep`; the token
         hashes of those ended."""
-        return await self._write(lambda tx: _revoke_all(tx, self._sql, user_id, keep))
+        return await self._write(lambda tx: revoke_all(tx, self._sql, user_id, keep))
 
     async def change_password(self, user_id: str, password_hash: bytes, *, keep: str) -> list[str]:
         """Replace the password and end every other session, in one transaction; the token
@@ -161,7 +171,7 @@ class SqlGatewayStore(OnDatabase):
 
         async def change(tx: Tx) -> list[str]:
             await tx.run(self._sql.set_password, values)
-            return await _revoke_all(tx, self._sql, user_id, keep)
+            return await revoke_all(tx, self._sql, user_id, keep)
 
         return await self._write(change)
 
@@ -249,6 +259,9 @@ class SqlGatewayStore(OnDatabase):
         )
 
         async def begin(tx: Tx) -> BeginResult:
+            frozen = await tx.all(sql.frozen_parties, values)
+            if frozen:
+                return BeginResult(BeginOutcome.FROZEN, frozen=tuple(str(r[0]) for r in frozen))
             for _ in range(BEGIN_ATTEMPTS):
                 if await tx.run(sql.claim_key, values) == 1:
                     await _insert_payment(tx, sql, payment, values)
@@ -259,6 +272,15 @@ class SqlGatewayStore(OnDatabase):
             return BeginResult(BeginOutcome.IN_USE)
 
         return await self._write(begin)
+
+    async def frozen_parties(self, payer_user_id: str, payee_user_id: str) -> list[str]:
+        """The ids of those of a payment's two parties who are frozen."""
+        values = {"payer_user_id": payer_user_id, "payee_user_id": payee_user_id}
+
+        async def select(tx: Tx) -> list[str]:
+            return [str(row[0]) for row in await tx.all(self._sql.frozen_parties, values)]
+
+        return await self._read(select)
 
     async def begin_refund(
         self, key: str, request_hash: str, refund: Payment, lease: Lease
@@ -586,11 +608,6 @@ async def _replace_codes(tx: Tx, sql: GatewaySql, user_id: str, code_hashes: lis
 def new_session_id() -> str:
     """A session's public id: 96 random bits, unrelated to its token."""
     return f"ses_{secrets.token_hex(12)}"
-
-
-async def _revoke_all(tx: Tx, sql: GatewaySql, user_id: str, keep: str) -> list[str]:
-    values = {"user_id": user_id, "keep": keep, "now_s": time.time()}
-    return [str(row[0]) for row in await tx.all(sql.revoke_sessions_of, values)]
 
 
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:
