@@ -229,6 +229,25 @@ def test_no_capture_moves_money_to_or_from_a_frozen_user(
     assert (alice.bank_account().balance, shop.bank_account().balance) == (80_00, 20_00)
 
 
+def test_no_refund_moves_money_to_or_from_a_frozen_user(
+    servers: Servers, admin: apbg.AdminServiceStub, gateway: grpc.Channel
+) -> None:
+    alice = new_user(servers, gateway, "bank-a", 100_00, "op")
+    shop = new_user(servers, gateway, "bank-c", 0, "op")
+    paid = alice.pay(shop, 30_00)
+    freeze(admin, alice.username, "dispute")  # the payer, to whom a refund would go
+    refused = failure(shop.refund, paid.payment_id, 10_00)
+    assert (refused.code(), error_reason(refused)) == (CODE.FAILED_PRECONDITION, "USER_FROZEN")
+    assert "cannot be paid now" in refused.details()
+    unfreeze(admin, alice.username)
+    assert shop.get_payment(paid.payment_id).amount_refunded == 0  # nothing was written
+    freeze(admin, shop.username, "the payee now")
+    unfreeze(admin, shop.username)
+    relogin(shop)
+    assert shop.refund(paid.payment_id, 10_00).status == pb.REFUND_STATUS_SUCCEEDED
+    assert (alice.bank_account().balance, shop.bank_account().balance) == (80_00, 20_00)
+
+
 def test_reset_two_factor_lets_the_user_log_in_with_the_password_alone(
     servers: Servers, admin: apbg.AdminServiceStub, gateway: grpc.Channel
 ) -> None:

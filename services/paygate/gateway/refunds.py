@@ -17,7 +17,8 @@ Who may refund: the payee (PERMISSION_DENIED for the payer, NOT_FOUND for anyone
 GetPayment). Refused, changing nothing: a payment that did not succeed
 (PAYMENT_NOT_REFUNDABLE), more than is left (AMOUNT_EXCEEDS_REFUNDABLE). The payee short
 of funds: the refund is FAILED (INSUFFICIENT_FUNDS) and its key keeps that answer, as a
-payment's does. Idempotency keys are the caller's, shared with CreatePayment's: a key
+payment's does. A refund neither party of which may be frozen: USER_FROZEN, nothing written,
+as for a payment. Idempotency keys are the caller's, shared with CreatePayment's: a key
 used for something else is IDEMPOTENCY_KEY_MISMATCH.
 """
 
@@ -58,6 +59,7 @@ from paygate.gateway.payments import (
     decode_page_token,
     encode_page_token,
     failed_payment_error,
+    frozen_party,
     has_control_characters,
 )
 from paygate.gateway.store import GatewayStore
@@ -132,6 +134,8 @@ class Refunds:
             begun, recorded = await self._store.begin_refund(
                 key.key, key.request_hash, refund, self._coordinator.new_lease()
             )
+            if begun.outcome == BeginOutcome.FROZEN:
+                raise frozen_party(refund.payer_user_id, begun.frozen, refund.payee_username)
             if begun.outcome == BeginOutcome.STARTED:
                 assert recorded is not None
                 outcome[0] = "failed"

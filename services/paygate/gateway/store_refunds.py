@@ -24,6 +24,9 @@ async def begin_refund(
     tx: Tx, sql: GatewaySql, refund: Payment, values: Values
 ) -> tuple[BeginResult, Payment | None]:
     """Record `refund` (amount 0: all that is left) with its key, or say why not."""
+    frozen = await tx.all(sql.frozen_parties, values)
+    if frozen:  # a refund pays its payer's money to the payee: neither may be frozen
+        return BeginResult(BeginOutcome.FROZEN, frozen=tuple(str(r[0]) for r in frozen)), None
     for _ in range(BEGIN_ATTEMPTS):
         taken = await key_owner(tx, sql.key, values)
         if taken is not None:
