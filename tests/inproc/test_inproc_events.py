@@ -67,6 +67,10 @@ def test_a_watch_ends_cleanly_when_the_gateway_shuts_down(
         pb.WatchEventsRequest(), metadata=bob.metadata, timeout=30
     )
     assert next(stream).event.type == "payment.succeeded"
+    registry = suite.gateway.registry
+    assert registry.get_sample_value("paygate_event_watchers") == 1
+    written = {"type": "payment.succeeded"}
+    assert (registry.get_sample_value("paygate_events_written_total", written) or 0) >= 2
     suite.gateway.events.close()  # what serve() does as draining starts
     assert list(stream) == []  # the stream ends, with OK: the client resumes elsewhere
     assert stream.code() == CODE.OK

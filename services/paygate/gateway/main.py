@@ -45,6 +45,7 @@ from paygate.common.metrics import (
     PaymentMetrics,
     admin_actions,
     auth_failures,
+    event_metrics,
     new_registry,
     start_metrics_server,
 )
@@ -61,6 +62,7 @@ from paygate.gateway.banks import BankClients, BatchSettings
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.events import Events
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
+from paygate.gateway.models import EventType
 from paygate.gateway.operator_interceptor import OperatorInterceptor
 from paygate.gateway.operators import ACTIONS, OUTCOMES, Operators
 from paygate.gateway.payments import Payments, PaymentSettings
@@ -261,6 +263,9 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         payment_metrics,
     )
     events = Events(store)
+    store.events_written = event_metrics(
+        registry, [str(kind) for kind in EventType], lambda: events.watchers
+    )
     servicer = GatewayServicer(
         accounts,
         payments,
@@ -281,6 +286,7 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s)  # type: ignore[no-untyped-call]
         # Here only to refuse: no caller of this port has an operator's certificate.
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, s)  # type: ignore[no-untyped-call]
+
     server = await build_server(
         listen=config.listen,
         credentials=server_credentials(config.tls, require_client_cert=False),

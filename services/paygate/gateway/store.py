@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import Counter
+
 from paygate.common.invariants import InvariantViolation
 from paygate.common.sql import NO_VALUES, SQLITE, Row, Statement, Values
 from paygate.common.sqlite import Database
@@ -45,6 +47,8 @@ CLAIM_SQL = SQL.claim.text  # recovery's claim (its plan is checked by a test)
 
 
 class GatewayStore(Protocol):
+    events_written: Counter | None  # counts the events written, by type (main.py sets it)
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def healthy(self) -> bool: ...

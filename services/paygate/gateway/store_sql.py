@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
+from prometheus_client import Counter
+
 from paygate.common.invariants import InvariantViolation, check
 from paygate.common.sql import Database, OnDatabase, Statement, Values
 from paygate.errors import AlreadyExists
@@ -44,6 +46,14 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
     def __init__(self, db: Database, sql: GatewaySql) -> None:
         OnDatabase.__init__(self, db)
         self._sql = sql
+        # paygate_events_written_total{type}, counted once their transaction committed.
+        self.events_written: Counter | None = None
+
+    def _counted(self, result: T, written: list[str]) -> T:
+        if self.events_written is not None:
+            for kind in written:
+                self.events_written.labels(kind).inc()
+        return result
 
     def _write(self, body: Body[T]) -> Awaitable[T]:
         """Run the body in a transaction (the database's own awaitable: no coroutine of
@@ -322,6 +332,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
         """
         state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
         sql = self._sql
+        written: list[str] = []
 
         async def decide(tx: Tx) -> TxnState:
             values = {
@@ -332,7 +343,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
             }
             if await tx.run(sql.decide_commit, values):
                 await tx.run(sql.complete_key, values)
-                await store_events.record(tx, sql, payment_id, store_events.COMMIT)
+                await store_events.record(tx, sql, payment_id, store_events.COMMIT, written)
                 if refund is not None:
                     refunded = {"refund_of": refund.refund_of, "amount": refund.amount_minor}
                     check(
@@ -341,7 +352,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
                     )
             return await _txn_state(tx, sql, values)
 
-        return await self._write(decide)
+        return self._counted(await self._write(decide), written)
 
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool
@@ -352,6 +363,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
         retry gets the same answer; a transient failure releases the key, so a retry runs anew.
         """
         sql = self._sql
+        written: list[str] = []
 
         async def decide(tx: Tx) -> TxnState:
             values = {
@@ -362,24 +374,25 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
             }
             if await tx.run(sql.decide_abort, values):
                 await tx.run(sql.release_key if release_key else sql.refuse_key, values)
-                await store_events.record(tx, sql, payment_id, store_events.ABORT)
+                await store_events.record(tx, sql, payment_id, store_events.ABORT, written)
             return await _txn_state(tx, sql, values)
 
-        return await self._write(decide)
+        return self._counted(await self._write(decide), written)
 
     async def authorize(self, payment_id: str) -> TxnState:
         """Record that every bank holds an authorization's money (from PREPARING, as a
         decision), completing its key; return the state recorded."""
         sql = self._sql
         values = {"now_s": time.time(), "payment_id": payment_id}
+        written: list[str] = []
 
         async def write(tx: Tx) -> TxnState:
             if await tx.run(sql.authorize, values):
                 await tx.run(sql.complete_key, values)
-                await store_events.record(tx, sql, payment_id, store_events.AUTHORIZE)
+                await store_events.record(tx, sql, payment_id, store_events.AUTHORIZE, written)
             return await _txn_state(tx, sql, values)
 
-        return await self._write(write)
+        return self._counted(await self._write(write), written)
 
     async def capture(
         self, payment_id: str, amount_minor: int, lease: Lease, key: OperationKey | None
@@ -420,6 +433,7 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
         }
         if key is not None:
             values.update(user_id=key.user_id, key=key.key, request_hash=key.request_hash)
+        written: list[str] = []
 
         async def write(tx: Tx) -> Settled:
             if key is not None and (taken := await key_owner(tx, sql.operation_key, values)):
@@ -428,10 +442,10 @@ class SqlGatewayStore(SqlOperatorStore, OnDatabase):
             if applied and key is not None:
                 await tx.run(sql.insert_completed_key, values)
             if applied:
-                await store_events.record(tx, sql, payment_id, change)
+                await store_events.record(tx, sql, payment_id, change, written)
             return Settled(await _txn_state(tx, sql, values), applied)
 
-        return await self._write(write)
+        return self._counted(await self._write(write), written)
 
     async def claim_expired(
         self, owner: str, *, now_s: float, lease_s: float, limit: int
