@@ -252,6 +252,14 @@ class GatewaySql:
         self.refunded_payment = sql(
             f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :refund_of{d.for_update}"
         )
+        # A refund refused for its amount or its payment keeps that answer under its key
+        # (as a payment's business refusal does), naming the payment it would have refunded.
+        self.insert_refused_key = sql(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state,"
+            " payment_id, error_reason, error_message, created_at_s) VALUES (:payer_user_id,"
+            " :key, :request_hash, 'completed', :refund_of, :reason, :message, :now_s)"
+            " ON CONFLICT DO NOTHING"
+        )
         self.refunds_reserved = sql(
             "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE refund_of = :refund_of"
             " AND txn_state NOT IN ('aborting', 'aborted')"
