@@ -1,0 +1,422 @@
+"""`paygate` account-security commands run as a user runs them: the real console script, a
+subprocess, against the real gateway and banks of this process (tests/inproc), each user in
+a config directory of its own.
+
+At a terminal (a pseudo-terminal made the command's controlling terminal, as in
+tests/test_cli_no_gateway.py) the password and codes are typed at prompts; a script gives
+them on standard input, or the code with --code. The gateway's TOTP clock is the test's
+(totp_clock.py), and the test computes each code with its own RFC 6238 (totp_codes.py) from
+the key `paygate mfa enable` printed.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import pathlib
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import segno
+from servers import Servers
+from suite import BIN, ISSUED_LINK_CODES
+from test_cli_no_gateway import ON_TERMINAL
+from totp_clock import Clock, set_clock
+from totp_codes import rfc6238
+from users import PASSWORD, unique_name
+
+TIMEOUT_S = 60.0
+WAIT_S = 20.0
+NEW_PASSWORD = "another password"
+KEY = re.compile(r"^key: ([A-Z2-7]{32})$", re.MULTILINE)
+URI = re.compile(r"^uri: (otpauth://totp/\S+)$", re.MULTILINE)
+RECOVERY_CODE = re.compile(r"^  ([a-z2-7]{4}(?:-[a-z2-7]{4}){3})$", re.MULTILINE)
+STORE_THEM = "Store them now where you keep passwords"
+QR_LINE = re.compile(r"^[█▀▄ ]+$")
+TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+
+
+@pytest.fixture
+def clock(servers: Servers) -> Iterator[Clock]:
+    with set_clock(servers) as clock:
+        yield clock
+
+
+class Interaction:
+    """A running `paygate`: what it printed so far, and a keyboard (its terminal, or its
+    standard input) to answer with."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: pathlib.Path, terminal: bool):
+        self.out, self.screen = b"", b""
+        self.answered: collections.Counter[str] = collections.Counter()  # prompt -> times
+        if terminal:
+            self.terminal, slave = pty.openpty()
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", ON_TERMINAL, *argv],
+                stdin=slave,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+            )
+            os.close(slave)
+        else:
+            self.terminal = -1
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,  # no terminal: a script
+            )
+
+    def _read(self, until: object) -> None:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + WAIT_S
+        while not until():  # type: ignore[operator]
+            assert time.monotonic() < deadline, (self.out, self.screen)
+            sources = [self.process.stdout.fileno()] + [self.terminal] * (self.terminal >= 0)
+            for fd in select.select(sources, [], [], 0.2)[0]:
+                data = os.read(fd, 4096)
+                if fd == self.terminal:
+                    self.screen += data
+                else:
+                    self.out += data
+
+    def printed(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        """Wait until standard output shows `pattern`; its match."""
+        self._read(lambda: pattern.search(self.out.decode(errors="replace")))
+        found = pattern.search(self.out.decode())
+        assert found is not None
+        return found
+
+    def answer(self, prompt: str, text: str) -> None:
+        """At a terminal, wait for the next `prompt`, then type; otherwise write a line."""
+        if self.terminal >= 0:
+            self.answered[prompt] += 1
+            self._read(lambda: self.screen.count(prompt.encode()) >= self.answered[prompt])
+            os.write(self.terminal, f"{text}\n".encode())
+        else:
+            assert self.process.stdin is not None
+            self.process.stdin.write(f"{text}\n".encode())
+            self.process.stdin.flush()
+
+    def finish(self) -> subprocess.CompletedProcess[str]:
+        try:
+            rest, err = self.process.communicate(timeout=TIMEOUT_S)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            if self.terminal >= 0:
+                os.close(self.terminal)
+        out = (self.out + rest).decode()
+        assert "Traceback" not in err.decode(), err.decode()
+        return subprocess.CompletedProcess(
+            self.process.args, self.process.returncode, out, err.decode()
+        )
+
+
+@dataclasses.dataclass
+class Paygate:
+    """`paygate` in one config directory: one user's saved session."""
+
+    servers: Servers
+    home: pathlib.Path
+
+    @property
+    def session_file(self) -> pathlib.Path:
+        return self.home / "paygate" / "session.json"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+        env.update(
+            PAYGATE_GATEWAY=self.servers.gateway_target,
+            PAYGATE_CA_CERT=str(self.servers.config.certs_dir / "ca.pem"),
+            XDG_CONFIG_HOME=str(self.home),
+            XDG_STATE_HOME=str(self.home / "state"),
+        )
+        return env
+
+    def start(self, *args: str, terminal: bool = False) -> Interaction:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return Interaction([str(BIN / "paygate"), *args], self.env(), self.home, terminal)
+
+    def run(self, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [str(BIN / "paygate"), *args],
+            cwd=self.home,
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+            start_new_session=True,  # no controlling terminal, as a script under cron
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    def ok(self, *args: str, input: str = "") -> str:
+        done = self.run(*args, input=input)
+        assert done.returncode == 0, f"paygate {args}: {done.stderr}"
+        return done.stdout
+
+    def refused(self, *args: str, input: str = "") -> str:
+        """The error of a command that must fail with status 1 and print nothing."""
+        done = self.run(*args, input=input)
+        assert (done.returncode, done.stdout) == (1, ""), (done.stdout, done.stderr)
+        return done.stderr
+
+    def login(self, name: str, *extra: str, password: str = PASSWORD, code: str = "") -> str:
+        lines = f"{password}\n" + (f"{code}\n" if code else "")
+        return self.ok("login", name, "--password-stdin", *extra, input=lines)
+
+
+def new_user(servers: Servers, home: pathlib.Path) -> tuple[Paygate, str]:
+    """A registered user, logged in with `paygate` in `home`."""
+    account = servers.admin_open_account("bank-a", 10_00)
+    ISSUED_LINK_CODES.append(account.link_code)
+    cli, name = Paygate(servers, home), unique_name("sec")
+    cli.ok(
+        "register",
+        name,
+        "--bank",
+        "bank-a",
+        "--account",
+        account,
+        "--link-code",
+        account.link_code,
+        "--password-stdin",
+        input=f"{PASSWORD}\n",
+    )
+    cli.login(name)
+    return cli, name
+
+
+@dataclasses.dataclass
+class TwoFactor:
+    secret: str
+    recovery_codes: list[str]
+    clock: Clock
+
+    def code(self) -> str:
+        """A code of a step not used yet: the clock moves on one step first."""
+        self.clock.advance()
+        return rfc6238(self.secret, self.clock.step)
+
+
+def enable_by_script(cli: Paygate, clock: Clock) -> TwoFactor:
+    """`paygate mfa enable --password-stdin`, answered as a script would: the password, then
+    a code of the key it printed, on the line after."""
+    running = cli.start("mfa", "enable", "--password-stdin")
+    running.answer("", PASSWORD)
+    secret = running.printed(KEY).group(1)
+    running.answer("", rfc6238(secret, clock.step))
+    done = running.finish()
+    assert done.returncode == 0, done.stderr
+    return TwoFactor(secret, RECOVERY_CODE.findall(done.stdout), clock)
+
+
+def qr_modules(lines: list[str]) -> list[list[bool]]:
+    """The light/dark modules of a QR code drawn in half blocks (two rows a character)."""
+    top = {"█": True, "▀": True, "▄": False, " ": False}
+    bottom = {"█": True, "▀": False, "▄": True, " ": False}
+    rows: list[list[bool]] = []
+    for line in lines:
+        rows += [[top[c] for c in line], [bottom[c] for c in line]]
+    return rows
+
+
+def test_mfa_enable_at_a_terminal_shows_a_qr_code_and_the_key_then_login_asks_a_code(
+    servers: Servers, clock: Clock, tmp_path: pathlib.Path
+) -> None:
+    cli, name = new_user(servers, tmp_path / "config")
+    running = cli.start("mfa", "enable", terminal=True)
+    running.answer("password: ", PASSWORD)
+    secret = running.printed(KEY).group(1)
+    uri = running.printed(URI).group(1)
+    running.answer(
+        "code the app shows now: ",
+        "000000" if rfc6238(secret, clock.step) != "000000" else "111111",
+    )
+    running.answer("code the app shows now: ", rfc6238(secret, clock.step))
+    done = running.finish()
+    assert done.returncode == 0, done.stderr
+    assert "that code does not match the new key" in done.stderr
+
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Scan this QR code with your authenticator app")
+    drawn = [line for line in lines if QR_LINE.fullmatch(line)]
+    assert len(drawn) > 10 and lines[1 : 1 + len(drawn)] == drawn
+    # The QR code is the URI printed below it (segno's modules, light ones drawn).
+    expected = [[not dark for dark in row] for row in segno.make(uri, error="l").matrix]
+    border = (len(qr_modules(drawn)[0]) - len(expected)) // 2
+    inner = [row[border:-border] for row in qr_modules(drawn)[border : border + len(expected)]]
+    assert inner == expected
+    assert uri.startswith(f"otpauth://totp/Paygate:{name}?") and f"secret={secret}" in uri
+    assert f"two-factor login is on for {name}: each login needs a code of the app." in lines
+    assert STORE_THEM in done.stdout and "not shown again" in done.stdout
+    recovery = RECOVERY_CODE.findall(done.stdout)
+    assert len(set(recovery)) == 10
+    saved = cli.session_file.read_text()
+    assert secret not in saved and not any(c in saved for c in recovery)
+
+    # Login at a terminal: the password, then (the gateway answered MFA_REQUIRED) a code.
+    login = Paygate(servers, tmp_path / "elsewhere").start("login", name, terminal=True)
+    login.answer("password: ", PASSWORD)
+    clock.advance()
+    code = rfc6238(secret, clock.step)
+    login.answer(
+        f"{name}'s one-time code (from your authenticator app, or a recovery code): ", code
+    )
+    logged_in = login.finish()
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert re.fullmatch(rf"logged in as {name} until {TIME}\n", logged_in.stdout)
+    assert code not in (tmp_path / "elsewhere" / "paygate" / "session.json").read_text()
+
+
+def test_login_takes_the_code_with_code_or_after_the_password_and_each_once(
+    servers: Servers, clock: Clock, tmp_path: pathlib.Path
+) -> None:
+    cli, name = new_user(servers, tmp_path / "config")
+    mfa = enable_by_script(cli, clock)
+    assert len(mfa.recovery_codes) == 10
+    other = Paygate(servers, tmp_path / "script")
+
+    said = other.refused("login", name, "--password-stdin", input=f"{PASSWORD}\n")
+    assert said == (
+        f"error: {name} has two-factor login on and there is no terminal to ask for a code:"
+        " pass --code CODE, or give it on the line after the password (--password-stdin)\n"
+    )
+    assert not other.session_file.exists()
+
+    code = mfa.code()
+    assert other.login(name, "--code", code).startswith(f"logged in as {name} ")
+    assert other.refused(
+        "login", name, "--password-stdin", "--code", code, input=f"{PASSWORD}\n"
+    ) == (
+        "error: the one-time code is wrong or was used already: type the code your app shows"
+        " now (each code works once), or an unused recovery code [INVALID_ONE_TIME_CODE]\n"
+    )
+    assert other.login(name, code=mfa.code()).startswith(f"logged in as {name} ")
+    assert other.login(name, "--code", mfa.recovery_codes[0]).startswith("logged in as ")
+    assert "[INVALID_ONE_TIME_CODE]" in other.refused(
+        "login", name, "--password-stdin", "--code", mfa.recovery_codes[0], input=f"{PASSWORD}\n"
+    )
+    # The right code with a wrong password says only that the password is wrong.
+    assert other.refused(
+        "login", name, "--password-stdin", "--code", mfa.code(), input="wrong password!\n"
+    ) == ("error: invalid username or password [UNAUTHENTICATED]\n")
+
+
+def test_new_recovery_codes_then_disable(
+    servers: Servers, clock: Clock, tmp_path: pathlib.Path
+) -> None:
+    cli, name = new_user(servers, tmp_path / "config")
+    mfa = enable_by_script(cli, clock)
+    renewed = cli.ok("mfa", "recovery-codes", "--code", mfa.code())
+    assert renewed.startswith(f"new recovery codes for {name}; the old ones no longer work.\n")
+    new_codes = RECOVERY_CODE.findall(renewed)
+    assert len(new_codes) == 10 and STORE_THEM in renewed
+    other = Paygate(servers, tmp_path / "other")
+    assert "[INVALID_ONE_TIME_CODE]" in other.refused(
+        "login", name, "--password-stdin", "--code", mfa.recovery_codes[1], input=f"{PASSWORD}\n"
+    )
+    other.login(name, "--code", new_codes[0])
+
+    assert "[INVALID_ONE_TIME_CODE]" in cli.refused(
+        "mfa", "disable", "--password-stdin", input=f"{PASSWORD}\n000000x\n"
+    )
+    disabled = cli.ok("mfa", "disable", "--password-stdin", input=f"{PASSWORD}\n{mfa.code()}\n")
+    assert disabled.startswith(f"two-factor login is off for {name}: the password alone logs in.")
+    assert other.login(name).startswith(f"logged in as {name} ")  # no code asked
+    assert cli.refused(
+        "mfa", "disable", "--password-stdin", "--code", "123456", input=f"{PASSWORD}\n"
+    ) == ("error: two-factor login is off: `paygate mfa enable` turns it on [TOTP_NOT_ENABLED]\n")
+
+
+def test_a_password_change_ends_the_other_sessions_and_the_old_password_fails(
+    servers: Servers, tmp_path: pathlib.Path
+) -> None:
+    cli, name = new_user(servers, tmp_path / "config")
+    other = Paygate(servers, tmp_path / "other")
+    other.login(name)
+
+    mismatch = cli.start("password", terminal=True)
+    mismatch.answer("current password: ", PASSWORD)
+    mismatch.answer("new password: ", NEW_PASSWORD)
+    mismatch.answer("new password (again): ", NEW_PASSWORD + "x")
+    done = mismatch.finish()
+    assert (done.returncode, done.stderr) == (1, "error: the new passwords do not match\n")
+
+    assert (
+        cli.refused("password", "--password-stdin", input=f"wrong password!\n{NEW_PASSWORD}\n")
+        == "error: the password is wrong [UNAUTHENTICATED]\n"
+    )
+    changed = cli.ok("password", "--password-stdin", input=f"{PASSWORD}\n{NEW_PASSWORD}\n")
+    assert changed == f"password changed for {name}; 1 other session ended (this one stays)\n"
+    assert cli.ok("balance").startswith("balance: 10.00 USD")
+    assert "[UNAUTHENTICATED]" in other.refused("balance")
+    assert other.refused("login", name, "--password-stdin", input=f"{PASSWORD}\n") == (
+        "error: invalid username or password [UNAUTHENTICATED]\n"
+    )
+    assert other.login(name, password=NEW_PASSWORD).startswith(f"logged in as {name} ")
+
+
+def test_sessions_are_listed_with_this_one_marked_and_ended_one_or_all(
+    servers: Servers, tmp_path: pathlib.Path
+) -> None:
+    cli, name = new_user(servers, tmp_path / "config")
+    other = Paygate(servers, tmp_path / "other")
+    other.login(name)
+    third = Paygate(servers, tmp_path / "third")
+    third.login(name)
+
+    header, *rows, footer = cli.ok("sessions").splitlines()
+    assert re.fullmatch(r"  SESSION +STARTED +LAST USED +ADDRESS", header), header
+    assert footer == "(*: this session)" and len(rows) == 3
+    parsed = [
+        re.fullmatch(rf"([* ]) (ses_[0-9a-f]+) +({TIME})  ({TIME})  (ipv4:127\.0\.0\.1)", row)
+        for row in rows
+    ]
+    assert all(parsed), rows
+    marks = [found.group(1) for found in parsed if found]
+    assert marks == [" ", " ", "*"]  # newest first: this one logged in first
+    ids = [found.group(2) for found in parsed if found]
+    (theirs,) = [line for line in other.ok("sessions").splitlines() if line.startswith("* ses_")]
+    assert theirs.split()[1] == ids[1]
+
+    assert cli.ok("sessions", "revoke", ids[1]) == f"ended session {ids[1]}\n"
+    assert "[UNAUTHENTICATED]" in other.refused("balance")
+    assert len(cli.ok("sessions").splitlines()) == 4  # header, two sessions, footer
+    assert cli.refused("sessions", "revoke", ids[1]) == (
+        f"error: no live session {ids[1]} of yours [NOT_FOUND]\n"
+    )
+    assert cli.refused("sessions", "revoke", "pay_1") == (
+        "error: 'pay_1' is not a session id: `paygate sessions` lists yours [INVALID_ARGUMENT]\n"
+    )
+
+    assert cli.ok("logout", "--all") == f"logged out {name}: every session of yours ended\n"
+    assert not cli.session_file.exists()
+    assert "[UNAUTHENTICATED]" in third.refused("balance")
+
+    fourth = Paygate(servers, tmp_path / "fourth")
+    fourth.login(name)
+    (own,) = [
+        line.split()[1] for line in fourth.ok("sessions").splitlines() if line.startswith("* ses_")
+    ]
+    assert fourth.ok("sessions", "revoke", own) == (
+        f"ended session {own}: it was this one, so you are logged out here\n"
+    )
+    assert not fourth.session_file.exists()
