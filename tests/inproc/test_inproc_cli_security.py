@@ -30,7 +30,7 @@ from suite import BIN, ISSUED_LINK_CODES
 from test_cli_no_gateway import ON_TERMINAL
 from totp_clock import Clock, set_clock
 from totp_codes import rfc6238
-from users import PASSWORD, unique_name
+from users import ISSUED_RECOVERY_CODES, ISSUED_TOTP_SECRETS, PASSWORD, unique_name
 
 TIMEOUT_S = 60.0
 WAIT_S = 20.0
@@ -225,7 +225,16 @@ def enable_by_script(cli: Paygate, clock: Clock) -> TwoFactor:
     running.answer("", rfc6238(secret, clock.step))
     done = running.finish()
     assert done.returncode == 0, done.stderr
-    return TwoFactor(secret, RECOVERY_CODE.findall(done.stdout), clock)
+    return TwoFactor(secret, issued(secret, done.stdout), clock)
+
+
+def issued(secret: str, printed: str) -> list[str]:
+    """The recovery codes `printed`; they and the secret go to the search for leaks at the
+    end of the run (tests/test_zz_no_secrets_leaked.py: the session files among others)."""
+    ISSUED_TOTP_SECRETS.append(secret)
+    codes = RECOVERY_CODE.findall(printed)
+    ISSUED_RECOVERY_CODES.extend(codes)
+    return codes
 
 
 def qr_modules(lines: list[str]) -> list[list[bool]]:
@@ -267,7 +276,7 @@ def test_mfa_enable_at_a_terminal_shows_a_qr_code_and_the_key_then_login_asks_a_
     assert uri.startswith(f"otpauth://totp/Paygate:{name}?") and f"secret={secret}" in uri
     assert f"two-factor login is on for {name}: each login needs a code of the app." in lines
     assert STORE_THEM in done.stdout and "not shown again" in done.stdout
-    recovery = RECOVERY_CODE.findall(done.stdout)
+    recovery = issued(secret, done.stdout)
     assert len(set(recovery)) == 10
     saved = cli.session_file.read_text()
     assert secret not in saved and not any(c in saved for c in recovery)
@@ -328,6 +337,7 @@ def test_new_recovery_codes_then_disable(
     renewed = cli.ok("mfa", "recovery-codes", "--code", mfa.code())
     assert renewed.startswith(f"new recovery codes for {name}; the old ones no longer work.\n")
     new_codes = RECOVERY_CODE.findall(renewed)
+    ISSUED_RECOVERY_CODES.extend(new_codes)
     assert len(new_codes) == 10 and STORE_THEM in renewed
     other = Paygate(servers, tmp_path / "other")
     assert "[INVALID_ONE_TIME_CODE]" in other.refused(
