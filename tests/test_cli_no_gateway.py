@@ -20,17 +20,12 @@ import time
 
 import grpc
 import pytest
+from interactive import ON_TERMINAL
 from suite import BIN, free_ports, load_gen_certs
 
 TIMEOUT_S = 60.0
 PROMPT_WAIT_S = 20.0
 RAW_GRPC = "failed to connect to all addresses"
-# Makes the process the leader of a new session whose controlling terminal is its stdin
-# (a pseudo-terminal), then runs the command: getpass then asks on that terminal.
-ON_TERMINAL = (
-    "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0);"
-    " os.execv(sys.argv[1], sys.argv[1:])"
-)
 CTRL_D = b"\x04"
 
 
