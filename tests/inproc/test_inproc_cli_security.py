@@ -347,3 +347,20 @@ def test_sessions_are_listed_with_this_one_marked_and_ended_one_or_all(
         f"ended session {own}: it was this one, so you are logged out here\n"
     )
     assert not fourth.session_file.exists()
+
+
+def test_the_end_of_input_at_the_code_prompt_leaves_two_factor_login_off(
+    servers: Servers, tmp_path: pathlib.Path
+) -> None:
+    cli, name = new_user(servers, tmp_path / "config")
+    running = cli.start("mfa", "enable", terminal=True)
+    running.answer("password: ", PASSWORD)
+    ISSUED_TOTP_SECRETS.append(running.printed(KEY).group(1))
+    running.answer("code the app shows now: ", "\x04")  # Ctrl-D
+    done = running.finish()
+    assert (done.returncode, done.stderr) == (
+        1,
+        "error: no code given (the input ended): nothing was done\n",
+    )
+    assert "Recovery codes" not in done.stdout
+    assert cli.login(name).startswith(f"logged in as {name} ")  # no code asked
