@@ -136,13 +136,17 @@ class TwoFactor:
 def enable_by_script(cli: Paygate, clock: Clock) -> TwoFactor:
     """`paygate mfa enable --password-stdin`, answered as a script would: the password, then
     a code of the key it printed, on the line after."""
-    running = cli.start("mfa", "enable", "--password-stdin")
+    running = cli.start("-v", "mfa", "enable", "--password-stdin")  # -v: each call logged
     running.answer("", PASSWORD)
     secret = running.printed(KEY).group(1)
-    running.answer("", rfc6238(secret, clock.step))
+    code = rfc6238(secret, clock.step)
+    running.answer("", code)
     done = running.finish()
     assert done.returncode == 0, done.stderr
-    return TwoFactor(secret, issued(secret, done.stdout), clock)
+    codes = issued(secret, done.stdout)
+    assert "rpc /paygate.v1.GatewayService/ConfirmTotp OK" in done.stderr
+    assert not [s for s in (secret, code, *codes) if s in done.stderr]
+    return TwoFactor(secret, codes, clock)
 
 
 def issued(secret: str, printed: str) -> list[str]:
@@ -228,7 +232,12 @@ def test_login_takes_the_code_with_code_or_after_the_password_and_each_once(
     assert not other.session_file.exists()
 
     code = mfa.code()
-    assert other.login(name, "--code", code).startswith(f"logged in as {name} ")
+    logged_in = other.run(
+        "-v", "login", name, "--password-stdin", "--code", code, input=f"{PASSWORD}\n"
+    )
+    assert logged_in.stdout.startswith(f"logged in as {name} ")
+    assert "rpc /paygate.v1.GatewayService/Login OK" in logged_in.stderr
+    assert code not in logged_in.stderr
     assert other.refused(
         "login", name, "--password-stdin", "--code", code, input=f"{PASSWORD}\n"
     ) == (
@@ -364,3 +373,16 @@ def test_the_end_of_input_at_the_code_prompt_leaves_two_factor_login_off(
     )
     assert "Recovery codes" not in done.stdout
     assert cli.login(name).startswith(f"logged in as {name} ")  # no code asked
+
+    script = cli.start("mfa", "enable", "--password-stdin")
+    script.answer("", PASSWORD)
+    ISSUED_TOTP_SECRETS.append(script.printed(KEY).group(1))
+    script.answer("", "12345")
+    refused = script.finish()
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "error: that code does not match the new key: check that the app's clock is right and"
+        " type the code it shows now. Two-factor login stays off: run `paygate mfa enable`"
+        " again (with a new key) [INVALID_ONE_TIME_CODE]\n",
+    )
+    assert cli.login(name).startswith(f"logged in as {name} ")

@@ -142,7 +142,8 @@ def confirm(client: Client, args: argparse.Namespace) -> list[str]:
     """Turn two-factor on with a code of the new key; on a terminal, a mistyped code may be
     typed again."""
     tries = CONFIRM_TRIES_ON_A_TERMINAL if has_terminal() else 1
-    for attempt in range(1, tries + 1):
+    attempt = 1
+    while True:
         code = read_code(
             None,
             args.password_stdin,
@@ -165,7 +166,7 @@ def confirm(client: Client, args: argparse.Namespace) -> list[str]:
                     f" (with a new key) [{error.reason}]"
                 ) from error
             print(said, file=sys.stderr)
-    raise AssertionError("unreachable")  # the loop returns or raises
+            attempt += 1
 
 
 def cmd_mfa_disable(args: argparse.Namespace) -> None:
