@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygate.client import _events
+from paygate.client._async_security import AccountSecurityCalls
 from paygate.client._events import Event
 from paygate.client._models import (
     INVALID_RESPONSE,
@@ -80,7 +81,7 @@ def open_channel(target: str, ca_cert: StrPath, token: TokenHolder) -> grpc.aio.
     )
 
 
-class AsyncClient:
+class AsyncClient(AccountSecurityCalls):
     """A client of GatewayService. Use it as an async context manager, or call close().
 
     The channel is bound to the event loop running when the client is created, so
@@ -90,6 +91,8 @@ class AsyncClient:
     be reached for, and deliver_queued() or start_delivery() send it later. Queued payments
     belong to a user: `username` (set by login()) says whose token this client holds.
     The client closes its outbox when it closes.
+
+    Two-factor login, the password and sessions: see _async_security.py.
     """
 
     def __init__(
@@ -161,20 +164,26 @@ class AsyncClient:
         response: gateway_pb2.RegisterResponse = await self._call(self._stub.Register, request)
         return RegisteredUser.from_proto(response)
 
-    async def login(self, username: str, password: str) -> Session:
-        """Log in and keep the new token for the calls that follow."""
-        request = gateway_pb2.LoginRequest(username=username, password=password)
+    async def login(self, username: str, password: str, *, one_time_code: str = "") -> Session:
+        """Log in and keep the new token for the calls that follow. A user with two-factor
+        login on needs `one_time_code` (the app's code, or a recovery code): without one,
+        Unauthenticated with the reason MFA_REQUIRED (the password was right)."""
+        request = gateway_pb2.LoginRequest(
+            username=username, password=password, one_time_code=one_time_code
+        )
         response: gateway_pb2.LoginResponse = await self._call(self._stub.Login, request)
         session = Session.from_proto(response)
         self._token.access_token = session.access_token
         self.username = username
         return session
 
-    async def logout(self) -> None:
+    async def logout(self, *, all_sessions: bool = False) -> None:
         """Revoke the token at the gateway and forget it, even if the gateway refuses
-        (an expired token is as good as revoked)."""
+        (an expired token is as good as revoked). With all_sessions, every session of the
+        user ends, wherever it was made."""
         try:
-            await self._call(self._stub.Logout, gateway_pb2.LogoutRequest())
+            request = gateway_pb2.LogoutRequest(all_sessions=all_sessions)
+            await self._call(self._stub.Logout, request)
         finally:
             self._token.access_token = None
 
