@@ -424,3 +424,44 @@ class RegenerateRecoveryCodesResponse(_message.Message):
     RECOVERY_CODES_FIELD_NUMBER: _ClassVar[int]
     recovery_codes: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, recovery_codes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchCreatePaymentsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreatePaymentRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreatePaymentRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchCreatePaymentsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchCreatePaymentResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchCreatePaymentResult, _Mapping]]] = ...) -> None: ...
+
+class BatchCreatePaymentResult(_message.Message):
+    __slots__ = ("payment", "error", "replayed")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    error: BatchItemError
+    replayed: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., error: _Optional[_Union[BatchItemError, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class BatchItemError(_message.Message):
+    __slots__ = ("code", "reason", "message", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -136,6 +136,11 @@ class GatewayServiceStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.FromString,
                 _registered_method=True)
+        self.BatchCreatePayments = channel.unary_unary(
+                '/paygate.v1.GatewayService/BatchCreatePayments',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.BatchCreatePaymentsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.BatchCreatePaymentsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -298,6 +303,19 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCreatePayments(self, request, context):
+        """BatchCreatePayments pays up to 1,000 payees from the caller's account in one call
+        (bulk payouts). Each item is a CreatePaymentRequest and becomes a payment of its own,
+        with its own idempotency key, its own two-phase commit and its own answer, exactly as
+        if it had been sent alone. The batch is NOT atomic: items that succeed move their
+        money whatever happens to the others, and the response says, item by item and in
+        request order, what each became. The call as a whole is refused (INVALID_ARGUMENT,
+        nothing done) only for no items, more than 1,000, or two items with the same key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -400,6 +418,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.RegenerateRecoveryCodes,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.SerializeToString,
+            ),
+            'BatchCreatePayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreatePayments,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.BatchCreatePaymentsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.BatchCreatePaymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -944,6 +967,33 @@ class GatewayService:
             '/paygate.v1.GatewayService/RegenerateRecoveryCodes',
             paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.RegenerateRecoveryCodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreatePayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/BatchCreatePayments',
+            paygate_dot_v1_dot_gateway__pb2.BatchCreatePaymentsRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.BatchCreatePaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
