@@ -26,6 +26,7 @@ ISSUED_TOTP_SECRETS: list[str] = []
 ISSUED_RECOVERY_CODES: list[str] = []
 USED_ONE_TIME_CODES: list[tuple[str, str]] = []
 RPC_TIMEOUT_S = 15.0
+BATCH_TIMEOUT_S = 60.0
 RESOLVE_WITHIN_S = 10.0
 
 
@@ -84,6 +85,17 @@ class TestUser:
         response = self.stub.CreatePayment(request, metadata=self.metadata, timeout=timeout_s)
         return response.payment
 
+    def pay_batch(
+        self, items: list[pb.CreatePaymentRequest], *, timeout_s: float = BATCH_TIMEOUT_S
+    ) -> list[pb.BatchCreatePaymentResult]:
+        """BatchCreatePayments of `items` (made with item()); the results, in order."""
+        response = self.stub.BatchCreatePayments(
+            pb.BatchCreatePaymentsRequest(requests=items),
+            metadata=self.metadata,
+            timeout=timeout_s,
+        )
+        return list(response.results)
+
     def get_payment(self, payment_id: str) -> pb.Payment:
         return self.stub.GetPayment(
             pb.GetPaymentRequest(payment_id=payment_id),
@@ -122,6 +134,24 @@ class TestUser:
     def bank_account(self):  # type: ignore[no-untyped-def]
         """The account as the bank sees it (posted, pending), read with the admin certificate."""
         return self.suite.bank_account(self.bank_id, self.account_number)
+
+
+def item(
+    payee: TestUser | str,
+    amount_minor: int,
+    *,
+    key: str | None = None,
+    currency: str = "USD",
+    description: str = "",
+) -> pb.CreatePaymentRequest:
+    """One item of a BatchCreatePayments call (a fresh key unless given)."""
+    return pb.CreatePaymentRequest(
+        idempotency_key=uuid.uuid4().hex if key is None else key,
+        payee_username=payee if isinstance(payee, str) else payee.username,
+        amount=amount_minor,
+        currency=currency,
+        description=description,
+    )
 
 
 def new_user(

@@ -139,6 +139,8 @@ TOTP_NOT_ENABLED = "TOTP_NOT_ENABLED"
 TOTP_KEY_MISMATCH = "TOTP_KEY_MISMATCH"
 USER_FROZEN = "USER_FROZEN"  # an operator froze the user (AdminService.FreezeUser)
 USER_NOT_FOUND = "USER_NOT_FOUND"  # AdminService: no user of that name
+# A request larger than its method takes (common/request_size_interceptor.py).
+REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 
 # ErrorInfo metadata of a failed CreatePayment (docs/protocol.md, "What a failed payment
 # says"): the payment's id, and what is known of it. OUTCOME_FAILED: the gateway decided

@@ -70,6 +70,10 @@ DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
 DEFAULT_MAX_PAYMENT_MINOR = 100_000_000  # 1,000,000.00 in a two-digit currency
 DEFAULT_RECOVERY_INTERVAL_S = 2.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+# The largest BatchCreatePaymentsRequest and response: 1,000 items of the longest fields a
+# valid payment has (255-character keys, 500-character descriptions, 4 bytes a character)
+# are about 3.2 MB, and their answers about 2.2 MB (docs/protocol.md, "Bulk payouts").
+DEFAULT_MAX_BATCH_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT_RPCS = 256
 DEFAULT_GRACE_S = 5.0
 # Batches of bank calls (gateway/batching.py): at most this many calls in one batch RPC,
@@ -131,6 +135,9 @@ class GatewayConfig:
     login_max_failures_per_user: int = DEFAULT_LOGIN_MAX_FAILURES_PER_USER
     login_max_failures_per_address: int = DEFAULT_LOGIN_MAX_FAILURES_PER_ADDRESS
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # BatchCreatePayments' own limit on its request and response (every other method of the
+    # public port keeps max_message_bytes; common/request_size_interceptor.py).
+    max_batch_message_bytes: int = DEFAULT_MAX_BATCH_MESSAGE_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     grace_s: float = DEFAULT_GRACE_S
     fault_injection: bool = False

@@ -68,7 +68,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             async def mapped(request: Any, context: Context) -> Any:
                 try:
                     if isinstance(request, MalformedRequest):
-                        raise InvalidArgument(MALFORMED)
+                        raise refusal_of(request)
                     return await behavior(request, context)
                 except PaygateError as error:
                     await abort_with_error(context, error)
@@ -136,5 +136,13 @@ def _mapping_stream_errors(handler: Handler) -> Handler:
 
 async def _refused_if_malformed(request: Any, context: Context) -> Any:
     if isinstance(request, MalformedRequest):
-        await abort_with_error(context, InvalidArgument(MALFORMED))
+        await abort_with_error(context, refusal_of(request))
     return request
+
+
+def refusal_of(request: MalformedRequest) -> PaygateError:
+    """The answer to a request that did not parse: INVALID_ARGUMENT, or the PaygateError a
+    deserializer refused it with (a request too large for its method: RESOURCE_EXHAUSTED)."""
+    if isinstance(request.error, PaygateError):
+        return request.error
+    return InvalidArgument(MALFORMED)

@@ -29,6 +29,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 # From a health check (a millisecond) to a prepare that times out (DEFAULT_PREPARE_TIMEOUT_S
 # is 2 s) and a commit re-sent with backoff: payment latencies live between 5 ms and 10 s.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Items of one BatchCreatePayments call (at most 1,000: gateway/bulk_payments.py).
+BATCH_ITEMS_BUCKETS = (1, 10, 50, 100, 250, 500, 1000)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -228,6 +230,8 @@ class PaymentMetrics:
     replays: Counter
     conflicts: Counter
     refunds: Counter
+    batches: Counter
+    batch_items: Histogram
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> PaymentMetrics:
@@ -256,6 +260,20 @@ class PaymentMetrics:
                 "the payee short of funds), rejected (refused, nothing written), replayed or "
                 "conflict (key misuse).",
                 ("outcome",),
+                registry=registry,
+            ),
+            batches=Counter(
+                "paygate_payment_batches",
+                "BatchCreatePayments calls by outcome: answered (every item has its own "
+                "answer, counted in paygate_payments_total) or refused (the whole call: too "
+                "many items, none, or a key twice; nothing done).",
+                ("outcome",),
+                registry=registry,
+            ),
+            batch_items=Histogram(
+                "paygate_payment_batch_items",
+                "Items of each BatchCreatePayments call answered.",
+                buckets=BATCH_ITEMS_BUCKETS,
                 registry=registry,
             ),
         )

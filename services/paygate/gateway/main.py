@@ -50,6 +50,7 @@ from paygate.common.metrics import (
     start_metrics_server,
 )
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
+from paygate.common.request_size_interceptor import RequestSizeInterceptor
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
 from paygate.gateway import refunds, transitions
@@ -59,10 +60,11 @@ from paygate.gateway.admin_servicer import AdminServicer
 from paygate.gateway.auth_interceptor import AuthInterceptor
 from paygate.gateway.authorizations import Authorizations
 from paygate.gateway.banks import BankClients, BatchSettings
+from paygate.gateway.bulk_payments import BulkPayments
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
 from paygate.gateway.events import Events
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
-from paygate.gateway.models import EventType
+from paygate.gateway.models import EventType, User
 from paygate.gateway.operator_interceptor import OperatorInterceptor
 from paygate.gateway.operators import ACTIONS, OUTCOMES, Operators
 from paygate.gateway.payments import Payments, PaymentSettings
@@ -278,6 +280,12 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             forget_keys=config.broken_protocol == refunds.REFUNDS_TWICE,
         ),
         events,
+        BulkPayments(
+            payments,
+            lambda user: available_minor(accounts, user),
+            payment_metrics,
+            max_payment_minor=config.max_payment_minor,
+        ),
     )
     admin = AdminServicer(Operators(store, accounts, admin_actions(registry, ACTIONS, OUTCOMES)))
     grpc_metrics = GrpcMetrics.build(registry, "server")  # both ports'
@@ -295,10 +303,13 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         # Innermost: who holds the bearer token (the user goes into a context variable).
         interceptors=server_interceptors(
             grpc_metrics,
+            request_sizes(config),
             AuthInterceptor(accounts, SERVICE_NAME, auth_failures(registry)),
             OperatorInterceptor(ADMIN_SERVICE_NAME),
         ),
-        max_message_bytes=config.max_message_bytes,
+        # The largest message of the port: BatchCreatePayments' (request_sizes keeps every
+        # other method's request at max_message_bytes).
+        max_message_bytes=max(config.max_message_bytes, config.max_batch_message_bytes),
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     try:
@@ -319,6 +330,18 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         metrics_server,
         events,
     )
+
+
+def request_sizes(config: GatewayConfig) -> RequestSizeInterceptor:
+    """Every request of the public port at most max_message_bytes, BatchCreatePayments'
+    at most max_batch_message_bytes."""
+    batch = f"/{SERVICE_NAME}/BatchCreatePayments"
+    return RequestSizeInterceptor(config.max_message_bytes, {batch: config.max_batch_message_bytes})
+
+
+async def available_minor(accounts: Accounts, user: User) -> int:
+    """The user's available balance at their bank (for a batch's waves: bulk_payments.py)."""
+    return (await accounts.balance(user)).available_minor
 
 
 async def build_admin_server(

@@ -8,10 +8,17 @@ from google.protobuf import timestamp_pb2
 
 from paygate.common.call_info import note
 from paygate.common.handlers import Context
-from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument
+from paygate.common.invariants import check
+from paygate.errors import (
+    IDEMPOTENT_REPLAYED_HEADER,
+    InvalidArgument,
+    PaygateError,
+    status_code_of,
+)
 from paygate.gateway.accounts import Accounts
 from paygate.gateway.auth_interceptor import PRINCIPAL
 from paygate.gateway.authorizations import Authorizations
+from paygate.gateway.bulk_payments import BulkPayments, ItemResult, check_count
 from paygate.gateway.events import Events
 from paygate.gateway.models import Event, Payment, PaymentRequest, PaymentStatus
 from paygate.gateway.payments import Payments
@@ -38,6 +45,10 @@ _MANUAL: dict[int, bool] = {
     gateway_pb2.CAPTURE_METHOD_MANUAL: True,
 }
 MAX_STRING_LENGTH = 1024
+# An item's error message in a batch's answer: a message that quotes the item's input (an
+# unknown currency of 1,024 characters, escaped) must not make 1,000 answers outgrow the
+# batch's message limit (docs/protocol.md, "Bulk payouts").
+ITEM_MESSAGE_MAX_LENGTH = 500
 
 
 def payment_message(payment: Payment) -> gateway_pb2.Payment:
@@ -94,6 +105,44 @@ def event_message(event: Event) -> gateway_pb2.Event:
     return message
 
 
+def payment_request(message: gateway_pb2.CreatePaymentRequest) -> PaymentRequest:
+    return PaymentRequest(
+        idempotency_key=message.idempotency_key,
+        payee_username=bounded(message.payee_username, "payee_username"),
+        amount_minor=message.amount,
+        currency=bounded(message.currency, "currency"),
+        description=message.description,
+        manual_capture=capture_method(message.capture_method),
+    )
+
+
+def request_or_error(message: gateway_pb2.CreatePaymentRequest) -> PaymentRequest | PaygateError:
+    """An item of a batch: its request, or the error that refuses it alone."""
+    try:
+        return payment_request(message)
+    except PaygateError as error:
+        return error
+
+
+def batch_result_message(result: ItemResult) -> gateway_pb2.BatchCreatePaymentResult:
+    if result.payment is not None:
+        return gateway_pb2.BatchCreatePaymentResult(
+            payment=payment_message(result.payment), replayed=result.replayed
+        )
+    check(result.error is not None, "a batch item answered with neither payment nor error")
+    assert result.error is not None
+    error = result.error
+    return gateway_pb2.BatchCreatePaymentResult(
+        error=gateway_pb2.BatchItemError(
+            code=status_code_of(error).value[0],
+            reason=error.reason,
+            message=cut(error.message, ITEM_MESSAGE_MAX_LENGTH),
+            metadata=error.metadata,
+        ),
+        replayed=result.replayed,
+    )
+
+
 def capture_method(value: int) -> bool:
     """Whether a CreatePayment's capture_method asks for an authorization only."""
     if value not in _MANUAL:
@@ -115,6 +164,10 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     return result
 
 
+def cut(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
 def bounded(value: str, field: str) -> str:
     if len(value) > MAX_STRING_LENGTH:
         raise InvalidArgument(f"{field} is longer than {MAX_STRING_LENGTH} characters")
@@ -129,7 +182,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         authorizations: Authorizations,
         refunds: Refunds,
         events: Events,
+        bulk: BulkPayments,
     ) -> None:
+        self._bulk = bulk
         self._events = events
         self._accounts = accounts
         self._payments = payments
@@ -182,19 +237,23 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             payment = await self._payments.create(
                 PRINCIPAL.get().user,
-                PaymentRequest(
-                    idempotency_key=request.idempotency_key,
-                    payee_username=bounded(request.payee_username, "payee_username"),
-                    amount_minor=request.amount,
-                    currency=bounded(request.currency, "currency"),
-                    description=request.description,
-                    manual_capture=capture_method(request.capture_method),
-                ),
+                payment_request(request),
                 on_replay=lambda: replayed.append(True),
             )
         finally:
             await mark_replayed(context, replayed)
         return gateway_pb2.CreatePaymentResponse(payment=payment_message(payment))
+
+    async def BatchCreatePayments(
+        self, request: gateway_pb2.BatchCreatePaymentsRequest, context: Context
+    ) -> gateway_pb2.BatchCreatePaymentsResponse:
+        check_count(len(request.requests))  # before translating what could be millions
+        results = await self._bulk.create_many(
+            PRINCIPAL.get().user, [request_or_error(item) for item in request.requests]
+        )
+        return gateway_pb2.BatchCreatePaymentsResponse(
+            results=[batch_result_message(result) for result in results]
+        )
 
     async def CapturePayment(
         self, request: gateway_pb2.CapturePaymentRequest, context: Context
