@@ -14,6 +14,15 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.rpc import code_pb2
+from paygate.client import (
+    BatchItem,
+    BatchResult,
+    Client,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PaymentStatus,
+)
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from servers import Servers
 from suite import SuiteClient
@@ -228,3 +237,69 @@ def test_without_a_token_the_call_is_unauthenticated(
     with pytest.raises(grpc.RpcError) as info:
         stranger.pay_batch([item(bob, 1_00)])
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def library_client(suite: SuiteClient, user: TestUser) -> Client:
+    return Client(
+        suite.gateway_target, ca_cert=suite.config.certs_dir / "ca.pem", access_token=user.token
+    )
+
+
+def test_pay_many_answers_each_item_with_its_payment_or_its_error(
+    suite: SuiteClient, channel: grpc.Channel
+) -> None:
+    alice = new_user(suite, channel, "bank-a", 50_00)
+    bob = new_user(suite, channel, "bank-b", 0)
+    items = [
+        BatchItem(payee_username=bob.username, amount_minor=10_00, description="june"),
+        BatchItem(payee_username="nobody-" + uuid.uuid4().hex[:8], amount_minor=1_00),
+        BatchItem(payee_username="", amount_minor=1_00),  # cannot be sent: never is
+        BatchItem(payee_username=bob.username, amount_minor=0),
+        BatchItem(payee_username=bob.username, amount_minor=60_00),
+        BatchItem(payee_username=bob.username, amount_minor=5_00, idempotency_key="mine"),
+    ]
+    seen: list[list[BatchResult]] = []
+    with library_client(suite, alice) as client:
+        results = client.pay_many(items, on_results=seen.append)
+        assert seen == [results]
+        assert [r.item.payee_username for r in results] == [i.payee_username for i in items]
+        assert results[5].item.idempotency_key == "mine"
+        assert all(r.item.idempotency_key for r in results)
+        assert [r.ok for r in results] == [True, False, False, False, False, True]
+        assert results[0].payment is not None and results[0].payment.description == "june"
+        assert results[0].payment.status == PaymentStatus.SUCCEEDED
+        errors = [r.error for r in results]
+        assert isinstance(errors[1], NotFound)
+        assert isinstance(errors[2], InvalidArgument) and "payee_username" in errors[2].message
+        assert isinstance(errors[3], InvalidArgument)
+        assert isinstance(errors[4], FailedPrecondition)
+        assert errors[4].reason == "INSUFFICIENT_FUNDS" and errors[4].metadata["payment_id"]
+        assert not any(r.replayed for r in results)
+
+        # The same items again, with the keys they were sent with: answered as before.
+        again = client.pay_many([r.item for r in results])
+        assert [r.replayed for r in again] == [True, False, False, False, True, True]
+        assert again[0].payment is not None and again[0].payment.replayed
+        assert [r.payment and r.payment.payment_id for r in again] == [
+            r.payment and r.payment.payment_id for r in results
+        ]
+        with pytest.raises(InvalidArgument, match="items 0 and 1 have the same"):
+            client.pay_many([results[0].item, results[0].item])
+    assert_settled(alice, 35_00)
+    assert_settled(bob, 15_00)
+
+
+def test_pay_many_sends_more_than_a_thousand_items_in_several_calls(
+    suite: SuiteClient, channel: grpc.Channel
+) -> None:
+    alice = new_user(suite, channel, "bank-a", 10_00)
+    bob = new_user(suite, channel, "bank-b", 0)
+    # Zero amounts: every item is refused by the gateway, at once.
+    items = [BatchItem(payee_username=bob.username, amount_minor=0) for _ in range(1001)]
+    items.append(BatchItem(payee_username=bob.username, amount_minor=3_00))
+    calls: list[int] = []
+    with library_client(suite, alice) as client:
+        results = client.pay_many(items, on_results=lambda part: calls.append(len(part)))
+    assert calls == [1000, 2]
+    assert len(results) == 1002 and [r.ok for r in results].count(True) == 1 and results[-1].ok
+    assert_settled(alice, 7_00)

@@ -17,12 +17,17 @@ Offline payments (docs/offline-payments.md): give the client an Outbox and pay w
 `queue_if_offline=True`; a QueuedPayment comes back when the gateway cannot be reached,
 and deliver_queued() or start_delivery() send it later, exactly once.
 
+Bulk payouts: pay_many([BatchItem(payee_username="bob", amount_minor=1250), ...]) pays
+up to 1,000 payees a call, each item its own payment with its own key and its own
+BatchResult (its payment or its error); the batch is not atomic.
+
 Account security: enroll_totp() and confirm_totp() turn two-factor login on (then
 login(..., one_time_code=...)), disable_totp(), regenerate_recovery_codes(),
 change_password(), list_sessions(), revoke_session(), logout(all_sessions=True).
 """
 
 from paygate.client._async_client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AsyncClient
+from paygate.client._batch import MAX_BATCH_ITEMS, BatchItem, BatchResult
 from paygate.client._events import Event
 from paygate.client._models import (
     Balance,
@@ -57,10 +62,13 @@ from paygate.errors import (
 __all__ = [
     "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT_S",
+    "MAX_BATCH_ITEMS",
     "Aborted",
     "AlreadyExists",
     "AsyncClient",
     "Balance",
+    "BatchItem",
+    "BatchResult",
     "CaptureMethod",
     "Client",
     "DeliveryReport",

@@ -9,7 +9,7 @@ import math
 import os
 import pathlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 
@@ -17,8 +17,9 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paygate.client import _events
+from paygate.client import _batch, _events
 from paygate.client._async_security import AccountSecurityCalls
+from paygate.client._batch import BatchItem, BatchResult, OnResults
 from paygate.client._events import Event
 from paygate.client._models import (
     INVALID_RESPONSE,
@@ -260,6 +261,25 @@ class AsyncClient(AccountSecurityCalls):
             capture_later=capture_later,
         )
         return await deliverer.pay_or_queue(order)
+
+    async def pay_many(
+        self,
+        items: Sequence[BatchItem],
+        *,
+        timeout_s: float | None = None,
+        on_results: OnResults | None = None,
+    ) -> list[BatchResult]:
+        """Pay many payees (bulk payouts): one BatchResult per item, in order, each its
+        payment or its error; the batch is not atomic (_batch.py). Sent in calls of at most
+        1,000 items, each with a deadline of `timeout_s` (default: this client's, plus
+        0.05 s per item); `on_results` gets each call's results as they come. Raises only
+        what fails a whole call; sending the same items again (same keys) is safe."""
+        return await _batch.pay_many(
+            self._stub,
+            items,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+            on_results=on_results,
+        )
 
     async def deliver_queued(
         self, *, wait_s: float = 0.0, max_attempts: int | None = None

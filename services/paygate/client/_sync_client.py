@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Literal, Self, overload
 
@@ -14,6 +14,7 @@ from paygate.client._async_client import (
     AsyncClient,
     StrPath,
 )
+from paygate.client._batch import BatchItem, BatchResult, OnResults
 from paygate.client._events import Event
 from paygate.client._models import (
     Balance,
@@ -184,6 +185,17 @@ class Client:
             queue_if_offline=queue_if_offline,
         )
         return self._runner.run(coroutine)
+
+    def pay_many(
+        self,
+        items: Sequence[BatchItem],
+        *,
+        timeout_s: float | None = None,
+        on_results: OnResults | None = None,
+    ) -> list[BatchResult]:
+        return self._runner.run(
+            self._client.pay_many(items, timeout_s=timeout_s, on_results=on_results)
+        )
 
     def capture(
         self,
