@@ -5,6 +5,7 @@
     paygate balance
     paygate pay bob 12.50 --description lunch
     paygate pay --queue-if-offline bob 5.00        (see `paygate queue --help`)
+    paygate pay-batch payouts.csv                  a payment per line (see cli_batch.py)
     paygate pay bob 20.00 --capture-later          held until bob captures it:
     paygate capture PAYMENT_ID 12.50               (bob) or `paygate cancel PAYMENT_ID`
     paygate payments --limit 10
@@ -41,6 +42,7 @@ from paygate.client import (
     Unauthenticated,
     Unavailable,
     cli_authorizations,
+    cli_batch,
     cli_events,
     cli_queue,
     cli_refunds,
@@ -192,6 +194,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         unreachable_hint="With --queue-if-offline the payment waits in the outbox and is sent"
         " when the gateway is back.",
     )
+
+    cli_batch.add_pay_batch_parser(commands)
 
     payments = commands.add_parser("payments", help="list your payments, newest first")
     payments.add_argument(
