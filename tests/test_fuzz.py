@@ -6,7 +6,8 @@ garbage credentials. Whatever the input: never UNKNOWN or INTERNAL, every proces
 SERVING afterwards, and the money of the accounts involved is conserved. Every RPC of the
 services is fuzzed: a new one without a strategy here fails
 test_every_rpc_of_the_gateway_is_fuzzed or test_every_rpc_of_the_bank_is_fuzzed.
-CapturePayment and CancelPayment get real authorizations too, and RefundPayment and
+BatchCreatePayments gets lists of fuzzed items, some paying bob. CapturePayment and
+CancelPayment get real authorizations too, and RefundPayment and
 ListRefunds real payments, called by their payee as well as by their payer. AdminService is
 fuzzed on the gateway's admin port with the admin certificate, on a user of its own as well
 as random names.
@@ -175,6 +176,17 @@ GATEWAY_REQUESTS = {
         currency=st.one_of(texts, st.just("USD")), description=texts,
         capture_method=enums,
     ),
+    # Each item as CreatePayment's (PAYEE in an item stands for bob), at most 8 of them: the
+    # limits of the call itself are tested in tests/inproc/test_inproc_bulk_payments.py.
+    "BatchCreatePayments": st.builds(
+        pb.BatchCreatePaymentsRequest,
+        requests=st.lists(st.builds(
+            pb.CreatePaymentRequest, idempotency_key=texts,
+            payee_username=st.one_of(texts, st.just("PAYEE")),
+            amount=st.one_of(int64s, st.integers(1, 2_00)),
+            currency=st.one_of(texts, st.just("USD")), description=texts, capture_method=enums,
+        ), max_size=8),
+    ),
     "GetPayment": st.builds(pb.GetPaymentRequest, payment_id=texts),
     "ListPayments": st.builds(pb.ListPaymentsRequest, page_size=int32s, page_token=texts),
     "ChangePassword": st.builds(pb.ChangePasswordRequest, current_password=texts,
@@ -230,8 +242,9 @@ def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> N
     @FUZZ_SETTINGS
     @given(request=GATEWAY_REQUESTS[method], garbage=st.booleans(), as_payee=st.booleans())
     def run(request: Any, garbage: bool, as_payee: bool) -> None:
-        if getattr(request, "payee_username", None) == "PAYEE":
-            request.payee_username = fuzz.bob.username
+        for payment in [request, *getattr(request, "requests", ())]:
+            if getattr(payment, "payee_username", None) == "PAYEE":
+                payment.payee_username = fuzz.bob.username
         if getattr(request, "payment_id", None) == "AUTH":
             request.payment_id = fuzz.authorization()
         if getattr(request, "payment_id", None) == "PAID":
