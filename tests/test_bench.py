@@ -147,6 +147,42 @@ def test_the_ceiling_looks_up_payments_through_the_gateway_alone(
 
 
 @pytest.mark.suite
+def test_a_bulk_run_counts_the_payments_of_its_batches(
+    suite: Suite, tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, stderr = bench(
+        suite, "--batch-size", "25", "--duration", "2", "--warmup", "0.5", "--concurrency", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, stdout + stderr
+    report = json.loads(out.read_text())
+    calls, bulk = report["payments"], report["bulk"]
+    assert report["settings"]["batch_size"] == 25
+    assert calls["ok"] > 0 and calls["outcomes"] == {"OK": calls["ok"]}
+    # Every call of the window paid its 25 payees: 25 payments a call.
+    assert bulk["items_ok"] == bulk["items"] == 25 * calls["completed"], (bulk, calls)
+    assert bulk["item_outcomes"] == {"OK": bulk["items_ok"]}
+    assert bulk["items_ok_per_s"] == pytest.approx(bulk["items_ok"] / calls["window_s"], abs=0.1)
+    assert bulk["items_ratio"] == pytest.approx(
+        bulk["items_ok_per_s"] / report["baseline"]["ok_per_s"], abs=1e-3
+    )
+    assert report["cpu_ms_per_payment"]["gateway"] == pytest.approx(
+        report["cpu"]["gateway"]["cpu_s"] * 1000 / bulk["items_ok"], abs=1e-3
+    )
+    money = report["money"]
+    assert money["ok"] and money["balances_match_acknowledged_payments"] == "ok", money
+    assert "bulk      25 payments a call" in stdout
+
+
+def test_a_batch_size_over_the_gateways_limit_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert bench_main(["--batch-size", "1001"]) == 2
+    assert "--batch-size: 1 to 1000" in capsys.readouterr().err
+
+
+@pytest.mark.suite
 def test_a_run_longer_than_a_token_logs_in_again(tmp_path: pathlib.Path) -> None:
     # Tokens live 2 s here: they expire in the middle of the measured window.
     settings = {**SHARED_GATEWAY_SETTINGS, "token_ttl_s": 2}

@@ -13,6 +13,10 @@ memory of the programs every --memory-interval seconds in it; wait for the
 last holds to resolve and check that the bench users' money is conserved. It prints a
 summary and writes a JSON report (--out).
 
+With --batch-size N the payers make bulk payouts: each call is a BatchCreatePayments of N
+payments, each to another user; `payments` then times and counts the calls, and `bulk` the
+payments in them (`items_ok_per_s`, and `items_ratio` over the same baseline).
+
 With --ceiling, one more phase before the payments: the same callers, with the same client
 stack and one connection per user as the payers, call GetPayment on the gateway (each a
 payment its user made before the run: the users pay each other in a ring, one minor unit
@@ -66,7 +70,7 @@ from paygate.bench.users import (
     pending_minor,
     snapshot,
 )
-from paygate.client import AsyncClient, Payment, PaymentStatus
+from paygate.client import MAX_BATCH_ITEMS, AsyncClient, Payment, PaymentStatus
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
 from paygate.common.gateway_targets import channel_target
 from paygate.errors import PaygateError
@@ -80,6 +84,7 @@ MAX_PROCESSES = 32
 MAX_USERS = 1000
 MAX_DURATION_S = 3600.0
 USERS_PER_RUN_DEFAULT_MAX = 64
+MAX_BATCH_SIZE = MAX_BATCH_ITEMS  # the gateway's limit on a BatchCreatePayments call
 BALANCE_MINOR = 1_000_000_000  # 10,000,000.00 USD each: a bench never runs out of funds
 SETUP_TIMEOUT_S = 30.0  # registration waits for bcrypt at the gateway
 START_DELAY_S = 0.2
@@ -136,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rate", type=float, default=0.0, metavar="PER_S",
         help="start at most this many payments a second (default: as fast as possible)")
     add("--amount", type=int, default=1, metavar="MINOR", help="each payment's amount")
+    add("--batch-size", type=int, default=1, metavar="N",
+        help="bulk payouts: each call pays N users with BatchCreatePayments (1 to "
+        f"{MAX_BATCH_SIZE}; default 1, a CreatePayment a call); the report's `bulk` counts "
+        "the payments, its `payments` the calls")
     add("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
         help=f"deadline of every call (default {DEFAULT_TIMEOUT_S:.0f})")
     add("--no-baseline", action="store_true", help="skip the baseline (e.g. for --rate runs)")
@@ -178,6 +187,7 @@ def check_args(args: argparse.Namespace) -> None:
         (args.users == 0 or 2 <= args.users <= MAX_USERS, f"--users: 2 to {MAX_USERS}"),
         (args.rate >= 0, "--rate must not be negative"),
         (args.amount >= 1, "--amount must be at least 1"),
+        (1 <= args.batch_size <= MAX_BATCH_SIZE, f"--batch-size: 1 to {MAX_BATCH_SIZE}"),
         (0 < args.timeout <= 60, "--timeout: above 0, at most 60"),
         (0.1 <= args.memory_interval <= 60, "--memory-interval: 0.1 to 60"),
     ]
@@ -246,6 +256,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
     finally:
         await admin.close()
     payments = report.summarize(result, window_s)
+    bulk = report.bulk(result, window_s, args.batch_size, baseline)
     cpu["bench"] = {"pid": os.getpid(), "cpu_s": payments["client_cpu_s"],
                     "cores": round(payments["client_cpu_s"] / window_s, 3)}
     ours = sum(v.get("cores", 0.0) for v in cpu.values())
@@ -255,6 +266,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "machine": report.machine(),
         "settings": settings(args, config),
         "payments": payments,
+        "bulk": bulk,
         "baseline": baseline,
         "ratio": report.ratio(payments, baseline),
         "ceiling": ceiling,
@@ -264,7 +276,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "cpu_problem": pid_problem or None,
         "memory": memory,
         "machine_load": machine_load,
-        "cpu_ms_per_payment": cpu_per_payment(cpu, payments["ok"]),
+        "cpu_ms_per_payment": cpu_per_payment(cpu, bulk["items_ok"] if bulk else payments["ok"]),
         "batches": batch_window,
         "money": check_money(before, after, result.net_minor, result.unknown_outcomes),
     }
@@ -278,6 +290,7 @@ def base_spec(
         channels=min(len(users), args.concurrency), concurrency=args.concurrency,
         start_at=0.0, measure_at=0.0, stop_at=0.0, timeout_s=args.timeout,
         rate_per_s=args.rate, amount_minor=args.amount, seed=args.seed,
+        batch_size=args.batch_size,
     )
 
 
@@ -471,6 +484,7 @@ def settings(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "rate_per_s": args.rate,
         "amount_minor": args.amount,
+        "batch_size": args.batch_size,
         "timeout_s": args.timeout,
         "seed": args.seed,
         "ceiling": args.ceiling,

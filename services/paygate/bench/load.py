@@ -3,7 +3,9 @@
 Two kinds of call, over the same client stack (grpc.aio over TLS, with the interceptors of
 paygate.client.AsyncClient: OpenTelemetry, logging, bearer token):
 
-    payments   AsyncClient.pay from a bench user to another one, a fresh idempotency key each
+    payments   AsyncClient.pay from a bench user to another one, a fresh idempotency key each;
+               with batch_size > 1, AsyncClient.pay_many of that many items (each to another
+               user, a key each) in one BatchCreatePayments call: bulk payouts
     echo       the baseline's trivial RPC on the bench's echo server (echo.py)
     ceiling    GetPayment of a payment the caller made before the run: the cheapest
                authenticated call through the same gateway (TLS, every interceptor, the
@@ -34,7 +36,7 @@ import grpc
 
 from paygate.bench.echo import METHOD as ECHO_METHOD
 from paygate.bench.users import BenchUser
-from paygate.client import AsyncClient
+from paygate.client import AsyncClient, BatchItem
 from paygate.errors import PaygateError, status_code_of
 from paygate.gen.paygate.v1 import gateway_pb2
 
@@ -86,6 +88,8 @@ class LoadSpec:
     seed: int = 0
     # With kind CEILING: the id of a payment each of `users` made, in the same order.
     payment_ids: tuple[str, ...] = ()
+    # Payments of one call: 1 is CreatePayment, more is BatchCreatePayments (bulk).
+    batch_size: int = 1
 
 
 @dataclasses.dataclass
@@ -98,8 +102,16 @@ class LoadResult:
     net_minor: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     unknown_outcomes: int = 0
     client_cpu_s: float = 0.0
+    # Bulk runs: the items of the calls that completed in the window, by outcome ("OK", or
+    # the item's error's gRPC code); a call that failed whole counts its items with its code.
+    item_outcomes: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    # The item outcomes of each caller's last bulk call, until its loop counts them.
+    items_of_call: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
     def merge(self, other: LoadResult) -> None:
+        self.item_outcomes.update(other.item_outcomes)
         self.latencies_ms += other.latencies_ms
         self.completed_s += other.completed_s
         self.outcomes.update(other.outcomes)
@@ -165,13 +177,17 @@ async def _caller_loop(
         code = await call(index, rng)
         done = time.monotonic()
         result.outcomes_all[code] += 1
+        items = result.items_of_call.pop(index, ())
         if spec.measure_at <= done < spec.stop_at:
             result.outcomes[code] += 1
+            result.item_outcomes.update(items)
             result.latencies_ms.append((done - sent) * 1000.0)
             result.completed_s.append(done - spec.measure_at)
 
 
 def _caller(spec: LoadSpec, result: LoadResult) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    if spec.kind == PAYMENTS and spec.batch_size > 1:
+        return _bulk_caller(spec, result)
     if spec.kind == PAYMENTS:
         return _payment_caller(spec, result)
     if spec.kind == ECHO:
@@ -241,6 +257,46 @@ def _payment_caller(
         return "OK"
 
     return pay, clients.close
+
+
+def _bulk_caller(
+    spec: LoadSpec, result: LoadResult
+) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """Each call pays spec.batch_size other users, chosen at random, in one batch."""
+    users = spec.users
+    if len(users) < 2:
+        raise ValueError("payments need at least two users")
+    clients = UserClients(spec)
+
+    async def pay_many(index: int, rng: random.Random) -> str:
+        slot = index % len(clients.clients)
+        payer = users[slot]
+        payees = [users[(slot + rng.randrange(1, len(users))) % len(users)]
+                  for _ in range(spec.batch_size)]  # fmt: skip
+        items = [BatchItem(payee_username=p.username, amount_minor=spec.amount_minor)
+                 for p in payees]  # fmt: skip
+        outcomes: list[str]
+        try:
+            answered = await clients.call(slot, lambda client: client.pay_many(items))
+            outcomes = ["OK" if r.ok else _item_code(r.error) for r in answered]
+            code = "OK"
+        except PaygateError as error:
+            code = _code_name(error)
+            outcomes = [code] * len(items)
+        for payee, outcome in zip(payees, outcomes, strict=True):
+            if outcome == "OK":
+                result.net_minor[payer.username] -= spec.amount_minor
+                result.net_minor[payee.username] += spec.amount_minor
+            elif outcome not in NOTHING_MOVED:
+                result.unknown_outcomes += 1
+        result.items_of_call[index] = outcomes  # counted by the loop, with the call
+        return code
+
+    return pay_many, clients.close
+
+
+def _item_code(error: PaygateError | None) -> str:
+    return status_code_of(error).name if error is not None else "UNKNOWN"
 
 
 def _ceiling_caller(spec: LoadSpec) -> tuple[Call, Callable[[], Awaitable[None]]]:

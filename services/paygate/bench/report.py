@@ -50,6 +50,26 @@ def summarize(result: LoadResult, window_s: float) -> dict[str, Any]:
     }
 
 
+def bulk(
+    result: LoadResult, window_s: float, batch_size: int, baseline: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The items of a bulk run (--batch-size above 1): payments, where `payments` counts
+    calls. None for a run of single payments."""
+    if batch_size <= 1:
+        return None
+    ok = result.item_outcomes.get("OK", 0)
+    ok_per_s = round(ok / window_s, 1) if window_s > 0 else 0.0
+    return {
+        "batch_size": batch_size,
+        "items": sum(result.item_outcomes.values()),
+        "items_ok": ok,
+        "items_ok_per_s": ok_per_s,
+        "item_outcomes": dict(sorted(result.item_outcomes.items())),
+        # Payments per baseline call, the number to set beside `ratio` of single payments.
+        "items_ratio": ratio({"ok_per_s": ok_per_s}, baseline),
+    }
+
+
 def by_second(result: LoadResult) -> list[dict[str, float]]:
     """Per second of the window: calls completed, their p99 and max latency (ms).
 
@@ -123,9 +143,20 @@ def text(report: Mapping[str, Any]) -> str:
         + (f", capped at {settings['rate_per_s']}/s" if settings["rate_per_s"] else ""),
         _line("payments", report["payments"]),
     ]
+    if report.get("bulk"):
+        bulk_ = report["bulk"]
+        lines.append(
+            f"bulk      {bulk_['batch_size']} payments a call: {bulk_['items_ok_per_s']:.1f}"
+            f" payments/s, item outcomes {bulk_['item_outcomes']}"
+        )
     if report.get("baseline"):
         lines.append(_line("baseline", report["baseline"]))
         lines.append(f"ratio     payments/s / baseline calls/s = {report['ratio']}")
+        if report.get("bulk"):
+            lines.append(
+                f"          (bulk: calls/s above; items/s / baseline calls/s ="
+                f" {report['bulk']['items_ratio']})"
+            )
     if report.get("ceiling"):
         lines.append(_line("ceiling", report["ceiling"]))
         if report.get("ceiling_ratio") is not None:
