@@ -238,8 +238,9 @@ class PaymentMetrics:
         return cls(
             payments=Counter(
                 "paygate_payments",
-                "CreatePayment requests by outcome: succeeded, failed (aborted), rejected "
-                "(invalid), replayed (idempotent answer) or conflict (key misuse).",
+                "CreatePayment requests, and items of BatchCreatePayments, by outcome: "
+                "succeeded, failed (aborted), rejected (invalid), replayed (idempotent "
+                "answer) or conflict (key misuse).",
                 ("outcome",),
                 registry=registry,
             ),
@@ -265,8 +266,9 @@ class PaymentMetrics:
             batches=Counter(
                 "paygate_payment_batches",
                 "BatchCreatePayments calls by outcome: answered (every item has its own "
-                "answer, counted in paygate_payments_total) or refused (the whole call: too "
-                "many items, none, or a key twice; nothing done).",
+                "answer, counted in paygate_payments_total), refused (the whole call: too "
+                "many items, none, or a key twice; nothing done) or failed (the payer's bank "
+                "could not be asked for the balance).",
                 ("outcome",),
                 registry=registry,
             ),

@@ -28,8 +28,9 @@ which is released in the background as for any payment (then a lone item is refu
 would be had the caller sent it alone after that item's answer).
 
 Metrics: each item counts once in paygate_payments_total{outcome}, as a CreatePayment;
-each call in paygate_payment_batches_total{outcome} (answered or refused), and the items of
-an answered call in paygate_payment_batch_items.
+each call in paygate_payment_batches_total{outcome} (answered, refused, or failed: the
+payer's bank could not be asked for the balance), and the items of an answered call in
+paygate_payment_batch_items.
 """
 
 from __future__ import annotations
@@ -139,7 +140,11 @@ class BulkPayments:
         results: list[ItemResult] = [ItemResult()] * len(items)
         start = 0
         while start < len(items):
-            available = await self._available_of(payer)
+            try:
+                available = await self._available_of(payer)
+            except PaygateError:
+                self._metrics.batches.labels("failed").inc()
+                raise
             count = covered(payer, items[start:], available, self._max_payment_minor)
             if count == 0:
                 results[start] = await self._one(payer, items[start])
