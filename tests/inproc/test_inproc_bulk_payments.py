@@ -303,3 +303,38 @@ def test_pay_many_sends_more_than_a_thousand_items_in_several_calls(
     assert calls == [1000, 2]
     assert len(results) == 1002 and [r.ok for r in results].count(True) == 1 and results[-1].ok
     assert_settled(alice, 7_00)
+
+
+def unknown_field(size: int) -> bytes:
+    """A message of `size` bytes of an unknown field (15, bytes): any message parses it."""
+    length = size
+    varint = bytearray()
+    while True:
+        varint.append((length & 0x7F) | (0x80 if length > 0x7F else 0))
+        length >>= 7
+        if not length:
+            break
+    return b"\x7a" + bytes(varint) + b"\x00" * size
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["/grpc.health.v1.Health/Check", "/paygate.v1.GatewayService/WatchEvents",
+     "/paygate.v1.GatewayService/Login"],
+)  # fmt: skip
+def test_every_other_method_refuses_a_request_over_64_kib_unparsed(
+    suite: SuiteClient, channel: grpc.Channel, method: str
+) -> None:
+    alice = new_user(suite, channel, "bank-a", 0)
+    request = unknown_field(70_000)
+    with pytest.raises(grpc.RpcError) as info:
+        if method.endswith("WatchEvents"):
+            watch = channel.unary_stream(method)
+            next(iter(watch(request, metadata=alice.metadata, timeout=5.0)))
+        else:
+            channel.unary_unary(method)(request, metadata=alice.metadata, timeout=5.0)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(info.value) == "REQUEST_TOO_LARGE"
+    # Below the limit, the same unknown field is ignored as protobuf ignores any.
+    if method.endswith("Check"):
+        channel.unary_unary(method)(unknown_field(60_000), timeout=5.0)
