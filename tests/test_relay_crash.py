@@ -116,7 +116,7 @@ def test_every_event_reaches_the_queue_through_kills_and_a_broker_restart(
                     'metrics = "127.0.0.1:0"\nbatch_size = 10\npoll_interval_s = 0.05\n'
                     "timeout_s = 1.0\nlease_s = 3.0\nreconnect_max_s = 1.0\n"
                 )
-            relay = RelayProcess(suite, tmp_path / "relay.log")
+            relay = RelayProcess(suite, suite.dir / "var" / "log" / "relay.log")
             relay.start()
             with suite.gateway_channel_sync() as channel:
                 users = [
