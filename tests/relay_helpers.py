@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import pathlib
 import sqlite3
 import time
 from typing import Any
 
+import psycopg
 from paygate.common.config import RelayConfig, SuiteConfig
+from paygate.common.database_url import DatabaseLocation, PostgresUrl
 from paygate.common.metrics import new_registry
 from paygate.relay.broker import Broker
 from paygate.relay.metrics import RelayMetrics
@@ -49,15 +50,22 @@ class StoredEvent:
     published: bool
 
 
-def stored_events(database: pathlib.Path) -> list[StoredEvent]:
-    """Every event in the gateway's SQLite file, oldest first, read with a connection of
-    the test's own (what the gateway wrote, not what the relay read)."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
-        rows = conn.execute(
-            "SELECT e.id, e.event_id, u.username, e.sequence, e.type, e.create_time_us,"
-            " e.body, e.published FROM events e JOIN users u ON u.user_id = e.user_id"
-            " ORDER BY e.id"
-        ).fetchall()
+EVENTS_SQL = (
+    "SELECT e.id, e.event_id, u.username, e.sequence, e.type, e.create_time_us, e.body,"
+    " e.published FROM events e JOIN users u ON u.user_id = e.user_id ORDER BY e.id"
+)
+
+
+def stored_events(database: DatabaseLocation) -> list[StoredEvent]:
+    """Every event in the gateway's database (its SQLite file, or its PostgreSQL schema),
+    oldest first, read with a connection of the test's own (what the gateway wrote, not
+    what the relay read)."""
+    if isinstance(database, PostgresUrl):
+        with psycopg.connect(database.url, connect_timeout=10) as conn:
+            rows = conn.execute(EVENTS_SQL).fetchall()
+    else:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
+            rows = conn.execute(EVENTS_SQL).fetchall()
     return [StoredEvent(*row[:7], published=bool(row[7])) for row in rows]
 
 
@@ -96,7 +104,7 @@ class InProcessRelay:
         await self.store.close()
 
 
-async def until_drained(database: pathlib.Path, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+async def until_drained(database: DatabaseLocation, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
     """Wait until every event in the database is marked published."""
     deadline = time.monotonic() + timeout_s
     while True:

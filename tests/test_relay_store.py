@@ -6,14 +6,17 @@ takes them out for good, and the lag counts what waits.
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from paygate.common.config import config_from_mapping
 from paygate.common.database_url import DatabaseLocation, PostgresUrl
 from paygate.gateway.store import GatewayStore
-from paygate.relay.store import Lag, RelayStore, SqliteRelayStore
+from paygate.relay import store as stores
+from paygate.relay.store import Lag, RelayStore
 from test_store_contract import ALICE, BOB, Backend, backend, payment, pg_schemas, with_users
 
 __all__ = ["backend", "pg_schemas"]  # the fixtures, used by name
@@ -22,11 +25,13 @@ LEASE_S = 10.0
 
 
 def relay_store(location: DatabaseLocation) -> RelayStore:
-    if isinstance(location, PostgresUrl):
-        from paygate.relay.store_postgres import PostgresRelayStore
-
-        return PostgresRelayStore(location, schema=location.schema_or("gateway"))
-    return SqliteRelayStore(location)
+    """The relay's store as paygate-relay picks it, from a config naming the database."""
+    database = location.url if isinstance(location, PostgresUrl) else str(location)
+    config = config_from_mapping({"gateway": {"database": database}}, base=pathlib.Path("/"))
+    store = stores.relay_store(config.gateway)
+    expected = "PostgresRelayStore" if isinstance(location, PostgresUrl) else "SqliteRelayStore"
+    assert type(store).__name__ == expected
+    return store
 
 
 def run_both(

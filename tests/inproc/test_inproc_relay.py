@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import pathlib
 import threading
 from collections.abc import Iterator
 
 import grpc
 import pytest
+from paygate.common.database_url import DatabaseLocation
 from paygate.gateway import store_events
 from rabbitmq import Bound, Received, by_message_id, require_rabbitmq, unique_exchange
 from relay_helpers import InProcessRelay, StoredEvent, relay_settings, stored_events, until_drained
@@ -36,10 +36,8 @@ def channel(suite: Servers) -> Iterator[grpc.Channel]:
         yield ch
 
 
-def gateway_file(suite: Servers) -> pathlib.Path:
-    database = suite.config.gateway.database
-    assert isinstance(database, pathlib.Path), "the tier's gateway is on SQLite"
-    return database
+def gateway_database(suite: Servers) -> DatabaseLocation:
+    return suite.config.gateway.database
 
 
 def parse_time_us(text: str) -> int:
@@ -76,7 +74,7 @@ def check_message(message: Received, event: StoredEvent) -> dict[str, object]:
 
 
 def test_real_payments_reach_a_bound_queue_once_each_as_the_database_holds_them(
-    suite: Servers, channel: grpc.Channel, amqp: str
+    amqp: str, suite: Servers, channel: grpc.Channel
 ) -> None:
     exchange = unique_exchange("inproc")
     bound = asyncio.run(Bound.declare(amqp, exchange, {"all": "#", "refunds": "refund.*"}))
@@ -92,7 +90,7 @@ def test_real_payments_reach_a_bound_queue_once_each_as_the_database_holds_them(
         cancel(bob, dropped.payment_id)
         refund = bob.refund(paid.payment_id, 3_00)
 
-        database = gateway_file(suite)
+        database = gateway_database(suite)
 
         async def relay_all() -> int:
             relay = await InProcessRelay.open(
@@ -155,7 +153,7 @@ def pay_in_a_loop(payer: TestUser, payee: TestUser, count: int, errors: list[str
 
 
 def test_two_relays_at_once_publish_each_event_once_and_hand_over_the_lease(
-    suite: Servers, channel: grpc.Channel, amqp: str
+    amqp: str, suite: Servers, channel: grpc.Channel
 ) -> None:
     exchange = unique_exchange("lease")
     bound = asyncio.run(Bound.declare(amqp, exchange, {"all": "#"}))
@@ -163,7 +161,7 @@ def test_two_relays_at_once_publish_each_event_once_and_hand_over_the_lease(
     bob = new_user(suite, channel, "bank-c", 0, "bob")
     errors: list[str] = []
     settings = relay_settings(amqp, exchange, batch_size=3)
-    database = gateway_file(suite)
+    database = gateway_database(suite)
 
     async def pay_and_drain(count: int, watched: list[InProcessRelay]) -> set[tuple[bool, ...]]:
         """Pay while the relays run; which of them held the lease, sampled meanwhile."""

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import secrets
 import signal
+import sqlite3
 
 from paygate.common.config import ConfigError, SuiteConfig, load_config
 from paygate.common.config_checks import check_address
@@ -36,15 +37,16 @@ OPEN_BACKOFF_FIRST_S = 0.5
 
 
 async def open_store(suite: SuiteConfig, stop: asyncio.Event) -> RelayStore | None:
-    """The store, opened; while the database does not answer, tried again with backoff
-    (None: asked to stop meanwhile)."""
+    """The store, opened; while the database does not answer (or the gateway, starting at
+    the same time, holds its SQLite file to migrate it), tried again with backoff (None:
+    asked to stop meanwhile)."""
     backoff = Backoff(OPEN_BACKOFF_FIRST_S, suite.relay.reconnect_max_s)
     while not stop.is_set():
         store = relay_store(suite.gateway)
         try:
             await store.open()
             return store
-        except (Unavailable, OSError) as exc:
+        except (Unavailable, OSError, sqlite3.OperationalError) as exc:
             wait_s = backoff.next_s()
             _log.warning(
                 "database unavailable; trying again",
