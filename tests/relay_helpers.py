@@ -88,8 +88,8 @@ class InProcessRelay:
         metrics = RelayMetrics.build(registry)
         return cls(Relay(store, broker, settings, metrics, owner=f"{name}-test"), store, registry)
 
-    def metric(self, name: str) -> float:
-        return self.registry.get_sample_value(name) or 0.0
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
 
     @property
     def published(self) -> int:

@@ -161,6 +161,8 @@ class Relay:
             self._metrics.broker_connected.set(0)
             await self._broker.close()
             await self._release()  # a relay that can reach its broker may take over
+        else:  # it may expire meanwhile: publish nothing until it is taken again
+            self._note_lease(False, "lost the lease with the database")
         await asyncio.sleep(wait_s)
 
     async def _release(self) -> None:
