@@ -81,7 +81,7 @@ def free_ports(count: int) -> list[int]:
 
 def write_config(folder: pathlib.Path, gateway_settings: Mapping[str, object]) -> pathlib.Path:
     """folder/paygate.toml: every process on a free port, its files under folder."""
-    ports = iter(free_ports(2 + 2 * len(BANKS)))
+    ports = iter(free_ports(3 + 2 * len(BANKS)))
     lines = [
         'var_dir = "var"',
         'certs_dir = "certs"',
@@ -90,6 +90,7 @@ def write_config(folder: pathlib.Path, gateway_settings: Mapping[str, object]) -
         "[gateway]",
         f'listen = "127.0.0.1:{next(ports)}"',
         f'metrics = "127.0.0.1:{next(ports)}"',
+        f'admin_listen = "127.0.0.1:{next(ports)}"',
         "bcrypt_rounds = 4",  # the bench users' logins happen before the measured window
         # JSON writes true/false, numbers and double-quoted strings as TOML does.
         *(f"{key} = {json.dumps(value)}" for key, value in gateway_settings.items()),

@@ -11,6 +11,7 @@ tests/inproc share):
     suite.gateway_target              "127.0.0.1:PORT"; suite.bank_target("bank-a") likewise
     suite.gateway_channel_sync()      a grpc.Channel over TLS (use it in a `with` block)
     suite.bank_channel_sync(bank_id, identity="admin")   a grpc.Channel over mutual TLS
+    suite.gateway_admin_channel_sync(identity="admin")   to the gateway's admin port, likewise
     suite.gateway_channel(), suite.bank_channel(...)     the same as grpc.aio channels
                                       (create them inside a running event loop)
     suite.admin_open_account(bank_id, balance_minor) -> account number
@@ -49,7 +50,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paygate.common import faults
 from paygate.common.config import CONFIG_ENV, SuiteConfig, read_config_file
-from paygate.common.tls import channel_credentials
+from paygate.common.tls import channel_credentials, expect_server_identity
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -137,7 +138,7 @@ def write_config(
     `database_urls` maps "gateway" or a bank id to its `database` (a postgresql:// URL).
     """
     urls = database_urls or {}
-    ports = iter(free_ports(2 + 2 * len(BANKS)))
+    ports = iter(free_ports(3 + 2 * len(BANKS)))
     lines = [
         'var_dir = "var"',
         'certs_dir = "certs"',
@@ -146,6 +147,7 @@ def write_config(
         "[gateway]",
         f'listen = "127.0.0.1:{next(ports)}"',
         f'metrics = "127.0.0.1:{next(ports)}"',
+        f'admin_listen = "127.0.0.1:{next(ports)}"',
         "bcrypt_rounds = 4",
         "prepare_timeout_s = 2.0",
         # JSON writes true/false, numbers and double-quoted strings as TOML does.
@@ -246,7 +248,7 @@ class SuiteClient:
     def _gateway_credentials(self) -> grpc.ChannelCredentials:
         return channel_credentials(self.config.certs_dir / "ca.pem")
 
-    def _bank_credentials(self, identity: str | None) -> grpc.ChannelCredentials:
+    def _mtls_credentials(self, identity: str | None) -> grpc.ChannelCredentials:
         client = None if identity is None else self.config.tls_for(identity)
         return channel_credentials(self.config.certs_dir / "ca.pem", client=client)
 
@@ -256,7 +258,20 @@ class SuiteClient:
 
     def bank_channel_sync(self, bank_id: str, identity: str | None = "admin") -> grpc.Channel:
         """A synchronous channel to a bank over mutual TLS as `identity` (None: no certificate)."""
-        return grpc.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
+        return grpc.secure_channel(self.bank_target(bank_id), self._mtls_credentials(identity))
+
+    def admin_target(self) -> str:
+        """The gateway's admin port (AdminService), as a client on this machine dials it."""
+        return client_target(self.config.gateway.admin_listen)
+
+    def gateway_admin_channel_sync(self, identity: str | None = "admin") -> grpc.Channel:
+        """A synchronous channel to the gateway's admin port over mutual TLS as `identity`
+        (None: no certificate), checking that the server is the gateway."""
+        return grpc.secure_channel(
+            self.admin_target(),
+            self._mtls_credentials(identity),
+            options=[expect_server_identity(GATEWAY)],
+        )
 
     def gateway_channel(self) -> grpc.aio.Channel:
         """A grpc.aio channel to the gateway over TLS; create it inside a running event loop."""
@@ -264,7 +279,7 @@ class SuiteClient:
 
     def bank_channel(self, bank_id: str, identity: str | None = "admin") -> grpc.aio.Channel:
         """A grpc.aio channel to a bank over mutual TLS; create it inside a running event loop."""
-        return grpc.aio.secure_channel(self.bank_target(bank_id), self._bank_credentials(identity))
+        return grpc.aio.secure_channel(self.bank_target(bank_id), self._mtls_credentials(identity))
 
     # Bank operations as the operator ---------------------------------------------------
 

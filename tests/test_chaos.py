@@ -18,6 +18,7 @@ from paygate.chaos.checker import CheckSettings, check_history
 from paygate.chaos.history import (
     AccountRead,
     Call,
+    GatewayEvent,
     GatewayPayment,
     GatewayRefund,
     History,
@@ -352,3 +353,35 @@ def test_checker_reports_refunds_past_what_moved_and_money_without_its_refund() 
     unlisted = history_of_one_refund([("r1", 10)], ["r1"])
     unlisted.quiescent = sample(25.0, read(ALICE, 90), read(BOB, 10))  # 20 went back
     assert violated(unlisted) == {"balance_mismatch"}
+
+
+def with_events(history: History, *events: tuple[str, int, str, str]) -> History:
+    """The history with the gateway's events read: (username, sequence, type, status)."""
+    history.events_read = True
+    history.gateway_events = [
+        GatewayEvent(username=u, sequence=n, type=t, object_id="p1", status=s)
+        for u, n, t, s in events
+    ]
+    return history
+
+
+def test_checker_accepts_one_final_event_per_party() -> None:
+    history = with_events(history_of_one_payment(70, 30),
+                          ("alice", 1, "payment.succeeded", "SUCCEEDED"),
+                          ("bob", 1, "payment.succeeded", "SUCCEEDED"))  # fmt: skip
+    assert violated(history) == set()
+
+
+def test_checker_reports_missing_doubled_and_wrong_events() -> None:
+    missing = with_events(history_of_one_payment(70, 30),
+                          ("alice", 1, "payment.succeeded", "SUCCEEDED"))  # fmt: skip
+    assert violated(missing) == {"event_mismatch"}
+    doubled = with_events(history_of_one_payment(70, 30),
+                          ("alice", 1, "payment.succeeded", "SUCCEEDED"),
+                          ("alice", 2, "payment.succeeded", "SUCCEEDED"),
+                          ("bob", 1, "payment.succeeded", "SUCCEEDED"))  # fmt: skip
+    assert violated(doubled) == {"event_mismatch"}
+    wrong = with_events(history_of_one_payment(70, 30),
+                        ("alice", 1, "payment.failed", "FAILED"),
+                        ("bob", 2, "payment.succeeded", "SUCCEEDED"))  # fmt: skip
+    assert violated(wrong) == {"event_mismatch"}  # a wrong type, and bob's start at 2

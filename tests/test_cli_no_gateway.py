@@ -20,17 +20,12 @@ import time
 
 import grpc
 import pytest
+from interactive import ON_TERMINAL
 from suite import BIN, free_ports, load_gen_certs
 
 TIMEOUT_S = 60.0
 PROMPT_WAIT_S = 20.0
 RAW_GRPC = "failed to connect to all addresses"
-# Makes the process the leader of a new session whose controlling terminal is its stdin
-# (a pseudo-terminal), then runs the command: getpass then asks on that terminal.
-ON_TERMINAL = (
-    "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0);"
-    " os.execv(sys.argv[1], sys.argv[1:])"
-)
 CTRL_D = b"\x04"
 
 
@@ -168,6 +163,14 @@ COMMANDS = {
     "logout": (["logout"], "the session was not revoked"),
     "capture": (["capture", "pay_0", "1.00"], "nothing was captured"),
     "cancel": (["cancel", "pay_0"], "nothing was cancelled"),
+    "mfa-enable": (["mfa", "enable", "--password-stdin"], "two-factor login is as it was"),
+    "mfa-disable": (["mfa", "disable", "--password-stdin", "--code", "123456"],
+                    "two-factor login is as it was"),
+    "mfa-recovery-codes": (["mfa", "recovery-codes", "--code", "123456"], "nothing was changed"),
+    "password": (["password", "--password-stdin"], "the password was not changed"),
+    "sessions": (["sessions"], ""),
+    "sessions-revoke": (["sessions", "revoke", "ses_0"], "no session was ended"),
+    "logout-all": (["logout", "--all"], "your other sessions were not ended"),
 }
 
 
@@ -179,7 +182,8 @@ def test_every_command_says_the_gateway_cannot_be_reached_and_what_to_do(
     target = f"127.0.0.1:{free_ports(1)[0]}"
     session = save_session(home, target)
     env = environment(home, PAYGATE_CA_CERT=str(certs / "ca.pem"), PAYGATE_GATEWAY=target)
-    result = run("paygate", *args, env=env, cwd=tmp_path, stdin="a-password\n")
+    # The password, and a new one for `paygate password`.
+    result = run("paygate", *args, env=env, cwd=tmp_path, stdin="a-password\nnew-password\n")
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
     first, advice = result.stderr.splitlines()
     assert first.startswith(f"error: the gateway at {target} could not be reached"), first
@@ -190,7 +194,7 @@ def test_every_command_says_the_gateway_cannot_be_reached_and_what_to_do(
     if command == "pay":
         assert "could not be reached: nothing was paid" in first
         assert "--queue-if-offline" in advice
-    if command == "logout":
+    if command in ("logout", "logout-all"):
         assert not session.exists()  # forgotten here all the same, as asked
 
 

@@ -7,7 +7,9 @@ SERVING afterwards, and the money of the accounts involved is conserved. Every R
 services is fuzzed: a new one without a strategy here fails
 test_every_rpc_of_the_gateway_is_fuzzed or test_every_rpc_of_the_bank_is_fuzzed.
 CapturePayment and CancelPayment get real authorizations too, and RefundPayment and
-ListRefunds real payments, called by their payee as well as by their payer.
+ListRefunds real payments, called by their payee as well as by their payer. AdminService is
+fuzzed on the gateway's admin port with the admin certificate, on a user of its own as well
+as random names.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paygate.gen.paygate.bank.v1 import bank_pb2
+from paygate.gen.paygate.v1 import admin_pb2 as apb
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
 from suite import PROGRAMS, Suite
@@ -29,6 +32,8 @@ from users import TestUser, new_user
 pytestmark = pytest.mark.suite
 
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+STREAMS = {"/paygate.v1.GatewayService/WatchEvents"}
+STREAM_WAIT_S = 0.5
 EXAMPLES = 150
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -57,8 +62,11 @@ class Fuzz:
         self.gateway = suite.gateway_channel_sync()
         self.bank_admin = suite.bank_channel_sync("bank-a", identity="admin")
         self.bank_gateway = suite.bank_channel_sync("bank-a", identity="gateway")
+        self.admin = suite.gateway_admin_channel_sync()
         self.alice: TestUser = new_user(suite, self.gateway, "bank-a", 1000_00, "fuzza")
         self.bob: TestUser = new_user(suite, self.gateway, "bank-b", 1000_00, "fuzzb")
+        # AdminService's own target: freezing alice or bob would only test USER_FROZEN.
+        self.carol: TestUser = new_user(suite, self.gateway, "bank-c", 0, "fuzzc")
         self.tracked = {self.alice.account_number, self.bob.account_number}
         self.prepared: set[str] = set()
         self.gateway_stub = pbg.GatewayServiceStub(self.gateway)
@@ -109,6 +117,15 @@ class Fuzz:
 
     def call(self, channel: grpc.Channel, method: str, request: bytes,
              metadata: list[tuple[str, str]] | None = None) -> grpc.StatusCode:
+        if method in STREAMS:  # a server stream: its first message, or its refusal
+            watch: Callable[..., Any] = channel.unary_stream(method)
+            try:
+                next(iter(watch(request, metadata=metadata, timeout=STREAM_WAIT_S)), None)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                # Nothing to send yet within the wait: the stream was accepted.
+                return grpc.StatusCode.OK if code == grpc.StatusCode.DEADLINE_EXCEEDED else code  # type: ignore[no-any-return]
+            return grpc.StatusCode.OK
         stub: Callable[..., Any] = channel.unary_unary(method)  # raw bytes in and out
         try:
             stub(request, metadata=metadata, timeout=10.0)
@@ -117,7 +134,7 @@ class Fuzz:
         return grpc.StatusCode.OK
 
     def close(self) -> None:
-        for channel in (self.gateway, self.bank_admin, self.bank_gateway):
+        for channel in (self.gateway, self.bank_admin, self.bank_gateway, self.admin):
             channel.close()
 
 
@@ -185,6 +202,13 @@ GATEWAY_REQUESTS = {
         pb.RefundPaymentRequest, payment_id=st.one_of(texts, st.just("PAID")),
         amount=st.one_of(int64s, st.integers(0, 1_50)), reason=texts, idempotency_key=texts,
     ),
+    "ListEvents": st.builds(
+        pb.ListEventsRequest, starting_after=int64s, page_size=int32s,
+        types=st.lists(st.one_of(texts, st.sampled_from(["payment.succeeded", "refund.failed"])),
+                       max_size=20),
+    ),
+    "WatchEvents": st.builds(pb.WatchEventsRequest, starting_after=st.one_of(int64s,
+                                                                             st.integers(0, 5))),
     "ListRefunds": st.builds(
         pb.ListRefundsRequest, payment_id=st.one_of(texts, st.just("PAID")), page_size=int32s,
         page_token=texts,
@@ -224,6 +248,35 @@ def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> N
     if method in PAYEE_METHODS:
         made = fuzz.authorizations + fuzz.payments - made_before
         assert made >= 10, "too few real authorizations or payments fuzzed"
+
+
+ADMIN = "/paygate.v1.AdminService/"
+# USER stands for the fuzzer's own user (carol).
+usernames = st.one_of(texts, st.just("USER"))
+ADMIN_REQUESTS = {
+    "GetUser": st.builds(apb.GetUserRequest, username=usernames),
+    "FreezeUser": st.builds(apb.FreezeUserRequest, username=usernames, reason=texts),
+    "UnfreezeUser": st.builds(apb.UnfreezeUserRequest, username=usernames, reason=texts),
+    "ResetTwoFactor": st.builds(apb.ResetTwoFactorRequest, username=usernames, reason=texts),
+}
+
+
+def test_every_rpc_of_admin_service_is_fuzzed() -> None:
+    service = apb.DESCRIPTOR.services_by_name["AdminService"]
+    assert set(ADMIN_REQUESTS) == {method.name for method in service.methods}
+
+
+@pytest.mark.parametrize("method", sorted(ADMIN_REQUESTS))
+def test_admin_service_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None:
+    @FUZZ_SETTINGS
+    @given(request=ADMIN_REQUESTS[method])
+    def run(request: Any) -> None:
+        if request.username == "USER":
+            request.username = fuzz.carol.username
+        code = fuzz.call(fuzz.admin, ADMIN + method, request.SerializeToString())
+        assert code not in FORBIDDEN, (method, request)
+
+    run()
 
 
 def _transaction_id(prefix: str) -> st.SearchStrategy[str]:
@@ -315,12 +368,13 @@ def test_bank_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> None
 @pytest.mark.parametrize(
     ("target", "method"),
     [("gateway", m) for m in sorted(GATEWAY_REQUESTS)]
+    + [("admin", m) for m in sorted(ADMIN_REQUESTS)]
     + [("bank", m) for m in ("GetAccount", "Deposit", "Prepare", "Commit", "Abort",
                              "PrepareBatch", "CommitBatch", "AbortBatch", "ListHolds")],
 )
 def test_malformed_bytes_are_invalid_argument(fuzz: Fuzz, target: str, method: str) -> None:
-    channel = fuzz.gateway if target == "gateway" else fuzz.bank_admin
-    prefix = GATEWAY if target == "gateway" else BANK
+    channel = {"gateway": fuzz.gateway, "admin": fuzz.admin}.get(target, fuzz.bank_admin)
+    prefix = {"gateway": GATEWAY, "admin": ADMIN}.get(target, BANK)
 
     @settings(max_examples=40, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -2,13 +2,14 @@
 
 A suite of its own: gateway-1, gateway-2 and the three banks, every process in a fresh
 schema of the server at PAYGATE_TEST_POSTGRES_URL, the gateways sharing theirs. It runs the
-repository's ops/supervisord-postgres.conf, with gateway-2's fixed ports (50052, 9152)
-replaced by free ones. Without a reachable server every test is skipped, with the reason.
+repository's ops/supervisord-postgres.conf, with gateway-2's fixed ports (50052, 9152,
+50152) replaced by free ones. Without a reachable server every test is skipped, with the reason.
 
 What a user of two replicas relies on: a retry that lands on the other gateway gets the
 same answer; a key in flight on one is IDEMPOTENCY_KEY_IN_USE on the other; a payment whose
 gateway died after the commit decision is finished by the other gateway, once; a client
-given both addresses keeps paying while one gateway is stopped; paygate-chaos killing
+given both addresses keeps paying while one gateway is stopped; a freeze through one
+gateway's admin port holds at the other at once; paygate-chaos killing
 either gateway finds every payment exactly once.
 """
 
@@ -25,6 +26,8 @@ from typing import TypeVar
 import grpc
 import pytest
 from paygate.client import Client
+from paygate.gen.paygate.v1 import admin_pb2 as apb
+from paygate.gen.paygate.v1 import admin_pb2_grpc as apbg
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
 from pgtest import Schemas, require_postgres
@@ -46,9 +49,13 @@ T = TypeVar("T")
 
 def supervisor_conf(folder: pathlib.Path) -> tuple[pathlib.Path, str]:
     """The ops config with gateway-2 on free ports and the repository's venv; its target."""
-    listen_port, metrics_port = free_ports(2)
+    listen_port, metrics_port, admin_port = free_ports(3)
     text = OPS_CONF.read_text()
-    for fixed, free in (("127.0.0.1:50052", listen_port), ("127.0.0.1:9152", metrics_port)):
+    for fixed, free in (
+        ("127.0.0.1:50052", listen_port),
+        ("127.0.0.1:9152", metrics_port),
+        ("127.0.0.1:50152", admin_port),
+    ):
         assert fixed in text, f"{OPS_CONF} no longer runs gateway-2 on {fixed}"
         text = text.replace(fixed, f"127.0.0.1:{free}")
     text = text.replace("%(here)s/..", str(REPO))
@@ -131,6 +138,28 @@ def test_a_retry_on_the_other_gateway_gets_the_same_answer(
     with pytest.raises(grpc.RpcError) as refused:
         on(alice, channels["gateway-2"]).pay(bob, AMOUNT_MINOR + 1, key=key)
     assert error_reason(refused.value) == "IDEMPOTENCY_KEY_MISMATCH"
+
+
+def test_a_freeze_through_one_gateways_admin_port_holds_at_the_other_at_once(
+    suite: Suite, channels: dict[str, grpc.Channel]
+) -> None:
+    alice, bob = pair(suite, channels["gateway-2"])
+    with suite.gateway_admin_channel_sync() as admin_channel:  # gateway-1's admin port
+        admin = apbg.AdminServiceStub(admin_channel)
+        frozen = admin.FreezeUser(apb.FreezeUserRequest(username=alice.username), timeout=10)
+        assert frozen.sessions_ended == 1
+        with pytest.raises(grpc.RpcError) as revoked:
+            alice.pay(bob, AMOUNT_MINOR)  # on gateway-2, with its token from gateway-2
+        assert revoked.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as refused:
+            alice.stub.Login(pb.LoginRequest(username=alice.username, password=PASSWORD),
+                             timeout=10)
+        assert error_reason(refused.value) == "USER_FROZEN"
+        admin.UnfreezeUser(apb.UnfreezeUserRequest(username=alice.username), timeout=10)
+    login = alice.stub.Login(pb.LoginRequest(username=alice.username, password=PASSWORD),
+                             timeout=10)
+    alice.token = login.access_token
+    assert alice.pay(bob, AMOUNT_MINOR).status == pb.PAYMENT_STATUS_SUCCEEDED
 
 
 def test_a_key_in_flight_on_one_gateway_is_in_use_on_the_other(

@@ -3,10 +3,14 @@ what the commands print.
 
 Every `$ command` of the walk's first shell block runs in order (the `source` line aside),
 as a person would type it; `register` and `login` get the password on standard input with
-`--password-stdin`, as README says scripts do, instead of at a terminal prompt. Each line
-README shows after a command must be the line the command printed, byte for byte, but for
-what differs at every run: the payment ids (README's first id stands for the first id the
-walk made, and so on) and the times.
+`--password-stdin`, as README says scripts do, instead of at a terminal prompt. `paygate mfa
+enable` gets the password the same way, then, once it has printed the new key, the code an
+authenticator app would show, computed here from that key (tests/totp_codes.py); a later
+`login` of that user gets such a code on the line after the password. Each line README
+shows after a command must be the line the command printed, byte for byte, but for what
+differs at every run: the payment ids (README's first id stands for the first id the walk
+made, and so on), the times, the key, the recovery codes, and the QR code's drawing (a
+block of lines of █ ▀ ▄ on both sides).
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ from __future__ import annotations
 import pathlib
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 
 import pytest
-from suite import REPO, Suite, started_suite
-from users import PASSWORD
+from interactive import Interaction
+from suite import BIN, REPO, Suite, started_suite
+from totp_codes import Authenticator
+from users import ISSUED_RECOVERY_CODES, ISSUED_TOTP_SECRETS, PASSWORD
 
 pytestmark = pytest.mark.suite
 
 WALK_HEADING = "## Pay between two demo users in five minutes"
 PAYMENT_ID = re.compile(r"pay_[0-9a-f]{24}")
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+KEY = re.compile(r"\b[A-Z2-7]{32}\b")
+RECOVERY_CODE = re.compile(r"\b[a-z2-7]{4}(?:-[a-z2-7]{4}){3}\b")
+QR_LINE = re.compile(r"[█▀▄ ]+")
 ASKS_PASSWORD = ("register", "login")
 
 
@@ -50,31 +60,76 @@ def own_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 def test_the_walk_has_the_steps_a_newcomer_takes() -> None:
     commands = [shlex.split(command)[:2] for command, _ in walk()]
-    for wanted in (["paygate", "register"], ["paygate", "pay"], ["paygate", "capture"]):
+    wanted_steps = (["paygate", "register"], ["paygate", "pay"], ["paygate", "capture"],
+                    ["paygate", "mfa"])
+    for wanted in wanted_steps:
         assert wanted in commands, commands
 
 
 def test_readme_walk_prints_what_readme_shows(own_suite: Suite, tmp_path: pathlib.Path) -> None:
     env = own_suite.env(tmp_path / "config")
     ids: dict[str, str] = {}  # README's payment id -> the one this run made
+    apps: dict[str, Authenticator] = {}  # a user's authenticator app, once enabled
+    user = ""  # who is logged in
     for command, shown in walk():
         args = [PAYMENT_ID.sub(lambda m: ids.get(m[0], m[0]), a) for a in shlex.split(command)]
         if args[0] == "source":
             continue
-        stdin = None
-        if args[0] == "paygate" and args[1] in ASKS_PASSWORD:
-            args.append("--password-stdin")
-            stdin = f"{PASSWORD}\n"
-        done = own_suite.cli(args[0], *args[1:], input=stdin, env=env)
+        if args[:3] == ["paygate", "mfa", "enable"]:
+            done = enable_two_factor(own_suite, args, env, apps, user)
+        else:
+            stdin = None
+            if args[0] == "paygate" and args[1] in ASKS_PASSWORD:
+                args.append("--password-stdin")
+                stdin = f"{PASSWORD}\n"
+                if args[1] == "login":
+                    user = args[2]
+                    stdin += f"{apps[user].code(steps_back=0)}\n" if user in apps else ""
+            done = own_suite.cli(args[0], *args[1:], input=stdin, env=env)
         assert done.returncode == 0, f"$ {command}\n{done.stdout}{done.stderr}"
-        printed = done.stdout.splitlines()
-        assert len(printed) == len(shown), f"$ {command}\nprinted:\n{done.stdout}"
-        for readme_line, line in zip(shown, printed, strict=True):
+        printed = without_qr_drawing(done.stdout.splitlines())
+        readme = without_qr_drawing(shown)
+        assert len(printed) == len(readme), f"$ {command}\nprinted:\n{done.stdout}"
+        for readme_line, line in zip(readme, printed, strict=True):
             for readme_id, real_id in zip(
                 PAYMENT_ID.findall(readme_line), PAYMENT_ID.findall(line), strict=False
             ):
                 ids.setdefault(readme_id, real_id)
-            expected = TIME.sub(
-                "<time>", PAYMENT_ID.sub(lambda m: ids.get(m[0], m[0]), readme_line)
-            )
-            assert TIME.sub("<time>", line) == expected, f"$ {command}"
+            expected = PAYMENT_ID.sub(lambda m: ids.get(m[0], m[0]), readme_line)
+            assert masked(line) == masked(expected), f"$ {command}"
+
+
+def enable_two_factor(
+    suite: Suite, args: list[str], env: dict[str, str], apps: dict[str, Authenticator],
+    user: str,
+) -> subprocess.CompletedProcess[str]:
+    """`paygate mfa enable` answered as a script would: the password, then a code of the key
+    it printed, as an app that scanned it would show."""
+    running = Interaction(
+        [str(BIN / "paygate"), *args[1:], "--password-stdin"], env, suite.dir, terminal=False
+    )
+    running.answer("", PASSWORD)
+    key = running.printed(re.compile(r"^key: ([A-Z2-7]{32})$", re.MULTILINE)).group(1)
+    apps[user] = Authenticator(key)
+    ISSUED_TOTP_SECRETS.append(key)
+    running.answer("", apps[user].code(steps_back=0))
+    done = running.finish()
+    ISSUED_RECOVERY_CODES.extend(RECOVERY_CODE.findall(done.stdout))
+    return done
+
+
+def without_qr_drawing(lines: list[str]) -> list[str]:
+    """The lines with each block of QR code lines as one line, <QR code>."""
+    kept: list[str] = []
+    for line in lines:
+        if QR_LINE.fullmatch(line):
+            if kept[-1:] != ["<QR code>"]:
+                kept.append("<QR code>")
+        else:
+            kept.append(line)
+    return kept
+
+
+def masked(line: str) -> str:
+    """The line without what differs at every run: times, keys, recovery codes."""
+    return RECOVERY_CODE.sub("<recovery code>", KEY.sub("<key>", TIME.sub("<time>", line)))

@@ -177,3 +177,16 @@ def test_every_refusal_says_why_and_keys_replay(suite: SuiteClient, channel: grp
     )  # fmt: skip
     assert shop.get_payment(payment.payment_id).amount_refunded == 3_00
     assert_settled(shop, 7_00)
+    # A refusal is a business answer its key keeps: asked again, the same, replayed.
+    assert refusal(shop.refund, payment.payment_id, 8_00, key="refund-2") == (
+        CODE.FAILED_PRECONDITION, "AMOUNT_EXCEEDS_REFUNDABLE"
+    )  # fmt: skip
+    with pytest.raises(grpc.RpcError) as again:
+        shop.stub.RefundPayment.with_call(
+            pb.RefundPaymentRequest(payment_id=payment.payment_id, amount=8_00,
+                                    idempotency_key="refund-2"),
+            metadata=shop.metadata, timeout=RPC_TIMEOUT_S,
+        )  # fmt: skip
+    assert error_reason(again.value) == "AMOUNT_EXCEEDS_REFUNDABLE"
+    assert ("idempotent-replayed", "true") in (again.value.initial_metadata() or ())
+    assert shop.refund(payment.payment_id, 7_00).amount == 7_00  # another key: all the rest

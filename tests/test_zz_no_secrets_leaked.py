@@ -3,9 +3,13 @@ and every line of every process's log is JSON.
 
 The file name sorts last, so this runs after every other test module has used the suites.
 It searches every file the suites wrote in this pytest session (every log, every SQLite
-file with its WAL, every report), for the passwords the tests typed, the tokens they were
-given, and a TOTP secret and recovery codes of two-factor login used every way a client
-can, and the logs also for anything shaped like a token at all.
+file with its WAL, every report, every session file of `paygate`), for the passwords the
+tests typed, the tokens they were given, and the TOTP secrets and recovery codes of every
+user the tests turned two-factor login on for (tests/users.py collects them; this module
+adds one used every way a client can, and then an operator's every action on that user,
+whose log lines are searched too), and the logs also for anything shaped like a token at
+all. The one-time codes the tests used (6 digits, which any number of a log could hold)
+are searched for, as whole numbers, in the log lines that name their user.
 """
 
 from __future__ import annotations
@@ -20,10 +24,20 @@ import uuid
 import grpc
 import pytest
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
+from paygate.gen.paygate.v1 import admin_pb2 as apb
+from paygate.gen.paygate.v1 import admin_pb2_grpc as apbg
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import ISSUED_LINK_CODES, Suite
-from totp_codes import STEP_S, rfc6238
-from users import ISSUED_TOKENS, PASSWORD, TestUser, new_user
+from totp_codes import rfc6238, step_clear_of_its_end
+from users import (
+    ISSUED_RECOVERY_CODES,
+    ISSUED_TOKENS,
+    ISSUED_TOTP_SECRETS,
+    PASSWORD,
+    USED_ONE_TIME_CODES,
+    TestUser,
+    new_user,
+)
 
 pytestmark = pytest.mark.suite
 
@@ -74,15 +88,22 @@ def test_no_password_or_token_in_any_log_or_database(
         user.stub.Logout(
             pb.LogoutRequest(), metadata=[("authorization", f"Bearer {token}")], timeout=10
         )
+    _operate_on(suite, user.username)
 
+    recovery_codes = [*ISSUED_RECOVERY_CODES, *(c.replace("-", "") for c in ISSUED_RECOVERY_CODES)]
     secrets = [
         s.encode() for s in [*TYPED_PASSWORDS, password, wrong_password, token, *ISSUED_TOKENS,
-                            *ISSUED_LINK_CODES, *two_factor]
+                            *ISSUED_LINK_CODES, *two_factor, *ISSUED_TOTP_SECRETS,
+                            *recovery_codes]
     ]
     roots = {tmp_path_factory.getbasetemp(), suite.dir}
     files = sorted({f for root in roots for f in _files(root)})
     assert any(f.name == "gateway.log" for f in files), "the search must see the gateway's log"
     assert any(f.name == "gateway.db" for f in files)
+    gateway_log = suite.log_path("gateway").read_text(errors="replace")
+    assert f'"action":"reset_two_factor","username":"{user.username}"' in gateway_log, (
+        "the search must see the operator's log lines"
+    )
 
     leaks = []
     for path in files:
@@ -97,18 +118,41 @@ def test_no_password_or_token_in_any_log_or_database(
             leaks += [
                 f"{path}: token-shaped {m.group()[:6]!r}..." for m in TOKEN_SHAPE.finditer(data)
             ]
+            leaks += _one_time_codes_in(path, data)
     assert leaks == [], "secrets found:\n" + "\n".join(leaks[:20])
+
+
+def _one_time_codes_in(path: pathlib.Path, data: bytes) -> list[str]:
+    """The one-time codes the tests used that a log line naming their user holds, as a
+    whole number (not within a longer run of letters and digits, such as a trace id)."""
+    lines_of: dict[str, list[bytes]] = {}
+    for name, _ in USED_ONE_TIME_CODES:
+        if name not in lines_of:
+            named = [f'"username":"{name}"'.encode(), f'"user":"{name}"'.encode()]
+            lines_of[name] = [
+                line for line in data.splitlines() if any(n in line for n in named)
+            ]
+    found = []
+    for name, code in USED_ONE_TIME_CODES:
+        whole = re.compile(rb"(?<![0-9A-Za-z])" + code.encode() + rb"(?![0-9A-Za-z])")
+        if any(whole.search(line) for line in lines_of[name]):
+            found.append(f"{path}: {name}'s one-time code {code[:2]!r}....")
+    return found
 
 
 def _use_two_factor(user: TestUser) -> list[str]:
     """Turn two-factor login on for `user` and use it every way a client can (a code, a
     wrong code, a recovery code, new recovery codes); the secrets it saw: the TOTP secret,
-    its otpauth:// URI, and every recovery code (the 6-digit codes are too short to search
-    for: any 6 digits of a log would match)."""
+    its otpauth:// URI, and every recovery code (the 6-digit codes it used go to
+    USED_ONE_TIME_CODES)."""
     metadata = user.metadata
     enrolled = user.stub.EnrollTotp(pb.EnrollTotpRequest(password=PASSWORD), metadata=metadata,
                                     timeout=10)
-    step = int(time.time()) // STEP_S
+    step = step_clear_of_its_end()
+    USED_ONE_TIME_CODES.extend(
+        (user.username, code) for code in (rfc6238(enrolled.secret, step),
+                                           rfc6238(enrolled.secret, step + 1), "000000")
+    )
     codes = list(user.stub.ConfirmTotp(
         pb.ConfirmTotpRequest(code=rfc6238(enrolled.secret, step)), metadata=metadata,
         timeout=10).recovery_codes)
@@ -126,6 +170,16 @@ def _use_two_factor(user: TestUser) -> list[str]:
     ).recovery_codes
     return [enrolled.secret, enrolled.otpauth_uri, *codes,
             *(code.replace("-", "") for code in codes)]
+
+
+def _operate_on(suite: Suite, username: str) -> None:
+    """Every operator action on the user, through the gateway's admin port."""
+    with suite.gateway_admin_channel_sync() as channel:
+        admin = apbg.AdminServiceStub(channel)
+        admin.GetUser(apb.GetUserRequest(username=username), timeout=10)
+        admin.FreezeUser(apb.FreezeUserRequest(username=username, reason="leak test"), timeout=10)
+        admin.UnfreezeUser(apb.UnfreezeUserRequest(username=username), timeout=10)
+        admin.ResetTwoFactor(apb.ResetTwoFactorRequest(username=username), timeout=10)
 
 
 def _process_logs(root: pathlib.Path) -> list[pathlib.Path]:

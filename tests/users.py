@@ -19,6 +19,12 @@ from suite import SuiteClient
 PASSWORD = "correct horse battery"
 # Every token handed to a TestUser, for the search for leaked secrets at the end of the run.
 ISSUED_TOKENS: list[str] = []
+# Two-factor secrets the tests saw, for the same search: TOTP secrets (base32), recovery
+# codes, and the one-time codes used, each with its user's name: 6 digits are searched for
+# only in the log lines that name that user, where any other 6 digits would match too.
+ISSUED_TOTP_SECRETS: list[str] = []
+ISSUED_RECOVERY_CODES: list[str] = []
+USED_ONE_TIME_CODES: list[tuple[str, str]] = []
 RPC_TIMEOUT_S = 15.0
 RESOLVE_WITHIN_S = 10.0
 

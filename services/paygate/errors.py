@@ -10,6 +10,7 @@
      │                            idempotency key reused with other parameters
      ├── Aborted                  ABORTED: idempotency key in use by a request still running
      ├── ResourceExhausted        RESOURCE_EXHAUSTED: throttled
+     ├── OutOfRange               OUT_OF_RANGE: an events cursor older than what is kept
      └── Unavailable              UNAVAILABLE: a bank is down or too slow; retry with the same key
 
 Each error carries a `reason` (an UPPER_SNAKE string) that travels as a
@@ -85,6 +86,10 @@ class Unavailable(PaygateError):
     default_reason = "UNAVAILABLE"
 
 
+class OutOfRange(PaygateError):
+    default_reason = "OUT_OF_RANGE"
+
+
 STATUS_BY_ERROR: dict[type[PaygateError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -95,6 +100,7 @@ STATUS_BY_ERROR: dict[type[PaygateError], grpc.StatusCode] = {
     Aborted: grpc.StatusCode.ABORTED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
 }
 
 ERROR_BY_STATUS: dict[grpc.StatusCode, type[PaygateError]] = {
@@ -122,6 +128,8 @@ AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
 # Refunds: only of a payment that succeeded, never more than it moved.
 PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
 AMOUNT_EXCEEDS_REFUNDABLE = "AMOUNT_EXCEEDS_REFUNDABLE"
+# Events: a cursor from before the oldest event kept (re-list from the start).
+EVENTS_EXPIRED = "EVENTS_EXPIRED"
 # Account security: two-factor login, and accounts an operator froze.
 MFA_REQUIRED = "MFA_REQUIRED"  # the password was right; the account needs a one-time code too
 INVALID_ONE_TIME_CODE = "INVALID_ONE_TIME_CODE"
@@ -129,7 +137,8 @@ TOTP_NOT_ENROLLED = "TOTP_NOT_ENROLLED"
 TOTP_ALREADY_ENABLED = "TOTP_ALREADY_ENABLED"
 TOTP_NOT_ENABLED = "TOTP_NOT_ENABLED"
 TOTP_KEY_MISMATCH = "TOTP_KEY_MISMATCH"
-USER_FROZEN = "USER_FROZEN"
+USER_FROZEN = "USER_FROZEN"  # an operator froze the user (AdminService.FreezeUser)
+USER_NOT_FOUND = "USER_NOT_FOUND"  # AdminService: no user of that name
 
 # ErrorInfo metadata of a failed CreatePayment (docs/protocol.md, "What a failed payment
 # says"): the payment's id, and what is known of it. OUTCOME_FAILED: the gateway decided

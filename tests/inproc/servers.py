@@ -94,6 +94,7 @@ def tier_config(
     gateway: dict[str, Any] = {
         "listen": LOCAL_PORT_0,
         "metrics": LOCAL_PORT_0,
+        "admin_listen": LOCAL_PORT_0,
         "bcrypt_rounds": BCRYPT_ROUNDS,
         **json.loads(json.dumps(dict(gateway_settings))),
     }
@@ -139,6 +140,7 @@ def with_gateway_ports(config: SuiteConfig, gateway: Gateway) -> SuiteConfig:
         config.gateway,
         listen=_local(gateway.server.port),
         metrics=_local(gateway.metrics_server.port),
+        admin_listen=_local(gateway.admin_server.port),
     )
     return dataclasses.replace(config, gateway=bound)
 
@@ -179,12 +181,16 @@ class Running:
         # As serve() does: SERVING first, then the jobs (health monitor included).
         for part in (*banks.values(), gateway):
             await part.server.set_serving(True)
+        await gateway.admin_server.set_serving(True)
+        for part in (*banks.values(), gateway):
             tasks += [asyncio.create_task(job()) for job in part.background()]
         return cls(config, banks, gateway, tasks)
 
     async def stop(self) -> None:
         """The gateway first (it calls the banks), then the banks; then the jobs."""
+        self.gateway.events.close()
         await self.gateway.server.grpc_server.stop(None)
+        await self.gateway.admin_server.grpc_server.stop(None)
         for bank in self.banks.values():
             await bank.server.grpc_server.stop(None)
         for task in self.tasks:

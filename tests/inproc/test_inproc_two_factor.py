@@ -3,7 +3,7 @@ once, drift, recovery codes, the throttle, turning it off.
 
 The codes are computed here by a small RFC 6238 implementation of the test's own (hmac and
 struct), from the secret EnrollTotp returned; the gateway's TOTP clock is set by the test
-(`gateway.accounts.two_factor.clock`), so that no test waits for a 30-second step.
+(tests/inproc/totp_clock.py), so that no test waits for a 30-second step.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from paygate.common.database_url import PostgresUrl
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
 from servers import Servers
+from totp_clock import Clock, set_clock
 from totp_codes import STEP_S, rfc6238
 from users import PASSWORD, error_reason, unique_name
 
 CODE = grpc.StatusCode
-# A fixed time, in the middle of a step: far from the real clock, so a code of now fails.
-BASE_S = 1_900_000_005.0
 
 
 def test_the_tests_own_totp_matches_rfc_6238_appendix_b() -> None:
@@ -33,29 +32,10 @@ def test_the_tests_own_totp_matches_rfc_6238_appendix_b() -> None:
     assert rfc6238(secret, 1111111109 // STEP_S, digits=8) == "07081804"
 
 
-class Clock:
-    """The gateway's TOTP clock, set by the test."""
-
-    def __init__(self, servers: Servers) -> None:
-        self._clock = servers.gateway.accounts.two_factor.clock
-        self.now_s = BASE_S
-        self._clock.now_s = lambda: self.now_s
-
-    @property
-    def step(self) -> int:
-        return int(self.now_s) // STEP_S
-
-    def advance(self, steps: int = 1) -> None:
-        self.now_s += steps * STEP_S
-
-
 @pytest.fixture
 def clock(servers: Servers) -> Iterator[Clock]:
-    real = servers.gateway.accounts.two_factor.clock.now_s
-    try:
-        yield Clock(servers)
-    finally:
-        servers.gateway.accounts.two_factor.clock.now_s = real
+    with set_clock(servers) as clock:
+        yield clock
 
 
 @pytest.fixture

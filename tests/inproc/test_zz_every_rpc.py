@@ -1,5 +1,5 @@
-"""After the tier's other modules: every RPC of GatewayService and BankService was answered
-at least once and refused at least once by the servers of this tier.
+"""After the tier's other modules: every RPC of GatewayService, AdminService and BankService
+was answered at least once and refused at least once by the servers of this tier.
 
 The methods come from the generated service descriptors, so a new RPC without an
 in-process test fails here. What the servers answered comes from their own gRPC server
@@ -17,10 +17,11 @@ import pytest
 import servers as tier
 from paygate.errors import STATUS_BY_ERROR
 from paygate.gen.paygate.bank.v1 import bank_pb2
-from paygate.gen.paygate.v1 import gateway_pb2
+from paygate.gen.paygate.v1 import admin_pb2, gateway_pb2
 
 SERVICES = [
     gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"],
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
     bank_pb2.DESCRIPTOR.services_by_name["BankService"],
 ]
 # A refusal is a deliberate answer of the service: bad input, not found, not allowed, not
@@ -53,14 +54,19 @@ def test_every_rpc_was_answered_and_refused_in_the_tier(request: pytest.FixtureR
 
 
 def test_the_check_sees_every_method_of_the_protos() -> None:
-    """The descriptors the check reads are the generated code of both services."""
+    """The descriptors the check reads are the generated code of every service."""
     names = {f"{s.name}.{m.name}" for s in SERVICES for m in s.methods}
-    assert {"GatewayService.CreatePayment", "BankService.AbortBatch"} <= names
+    assert {
+        "GatewayService.CreatePayment",
+        "AdminService.FreezeUser",
+        "BankService.AbortBatch",
+    } <= names
     protos = pathlib.Path(__file__).resolve().parents[2] / "proto" / "paygate"
     declared = sum(
         text.count("\n  rpc ")
         for text in (
             (protos / "v1" / "gateway.proto").read_text(),
+            (protos / "v1" / "admin.proto").read_text(),
             (protos / "bank" / "v1" / "bank.proto").read_text(),
         )
     )

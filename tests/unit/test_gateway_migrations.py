@@ -14,6 +14,7 @@ from paygate.gateway.schema import SQLITE_MIGRATIONS
 from paygate.gateway.store import SqliteGatewayStore
 
 BEFORE_AUTHORIZATIONS = 5
+BEFORE_OPERATORS = 10
 
 
 def old_database(path: pathlib.Path) -> None:
@@ -66,4 +67,34 @@ def test_payments_survive_the_rebuild_of_their_table(tmp_path: pathlib.Path) -> 
     assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'payments'").fetchone() == (
         1,
     )
+    conn.close()
+
+
+def test_users_of_an_earlier_version_lose_their_role_and_are_not_frozen(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Step 11 drops the stored role (nothing read it) and adds `frozen`, off."""
+    path = tmp_path / "gateway.db"
+    old_database(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number in range(BEFORE_AUTHORIZATIONS, BEFORE_OPERATORS):
+        conn.executescript(SQLITE_MIGRATIONS[number])
+    conn.execute(f"PRAGMA user_version = {BEFORE_OPERATORS}")
+    conn.close()
+
+    async def reopen() -> None:
+        store = SqliteGatewayStore(path)
+        await store.open()
+        try:
+            found = await store.user_by_username("alice")
+            assert found is not None and found[0].account_number == "100001"
+            status = await store.user_status("alice", now_s=0.0, recent_actions=10)
+            assert status is not None and not status.frozen and status.recent_actions == ()
+        finally:
+            await store.close()
+
+    asyncio.run(reopen())
+    conn = sqlite3.connect(path)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(users)")]
+    assert "role" not in columns and "frozen" in columns
     conn.close()

@@ -1,13 +1,16 @@
-"""paygate-admin: operators open accounts and deposit money at a bank, over mutual TLS.
+"""paygate-admin: operators open accounts and deposit money at a bank, and look after
+gateway users, over mutual TLS.
 
     paygate-admin open-account --bank bank-a --balance 100.00   (prints NUMBER LINK_CODE)
     paygate-admin link-code --bank bank-a --account 100005     (a new link code)
     paygate-admin deposit --bank bank-a --account 100001 --amount 5.00 --reference R-1
     paygate-admin account --bank bank-a --account 100001        (balances, and the holds)
+    paygate-admin user show|freeze|unfreeze|reset-mfa USERNAME [--reason TEXT]   (users.py)
 
-The bank's address comes from the suite configuration (--config or $PAYGATE_CONFIG), and
-the tool presents the `admin` certificate, the only identity a bank lets open accounts,
-take deposits and list holds.
+The banks' and the gateway's admin port's addresses come from the suite configuration
+(--config or $PAYGATE_CONFIG), and the tool presents the `admin` certificate, the only
+identity a bank lets open accounts, take deposits and list holds, and the gateway's
+AdminService answers.
 """
 
 from __future__ import annotations
@@ -22,24 +25,27 @@ from typing import Any
 import grpc
 
 import paygate
-from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, load_config
+from paygate.admin.common import (
+    DEFAULT_TIMEOUT_S,
+    AdminError,
+    admin_credentials,
+    call,
+    dialing,
+    read_config,
+)
+from paygate.admin.users import add_user_commands
+from paygate.common.config import CONFIG_ENV
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
-from paygate.common.rpc_errors import error_from_rpc, from_channel
-from paygate.common.tls import InsecureKeyFile, channel_credentials, expect_server_identity
+from paygate.common.rpc_errors import from_channel
+from paygate.common.tls import InsecureKeyFile, expect_server_identity
 from paygate.errors import PaygateError
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
 
-ADMIN_IDENTITY = "admin"
-DEFAULT_TIMEOUT_S = 10.0
 BANK_HELP = "bank id from the configuration, for example bank-a"
 DEFAULT_HOLDS_LIMIT = 100
 HOLDS_PAGE_SIZE = 100  # the most holds a bank returns in one ListHolds page
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 HOLD_KINDS = {bank_pb2.DIRECTION_DEBIT: "debit hold", bank_pb2.DIRECTION_CREDIT: "pending credit"}
-
-
-class AdminError(Exception):
-    """A failure to report to the operator as `error: <message>`, exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PaygateError as error:
         if from_channel(error) and args.dialed:
             print(
-                f"error: {args.bank} at {args.dialed} did not answer [{error.reason}]\n"
+                f"error: {args.server} at {args.dialed} did not answer [{error.reason}]\n"
                 f"({error.message}) Is the suite running? --config or {CONFIG_ENV} names the"
                 " configuration of the suite you mean.",
                 file=sys.stderr,
@@ -67,9 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paygate-admin", description="Operate Paygate banks.")
+    parser = argparse.ArgumentParser(
+        prog="paygate-admin", description="Operate Paygate banks and gateway users."
+    )
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {paygate.__version__}",
+        "--version",
+        action="version",
+        version=f"%(prog)s {paygate.__version__}",
         help="print the version of paygate and exit",
     )
     parser.add_argument(
@@ -84,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="deadline of each call (default %(default)s)",
     )
-    parser.set_defaults(dialed="")  # the bank's address, once a command has one
+    parser.set_defaults(server="", dialed="")  # what the command calls, once it knows
     commands = parser.add_subparsers(
-        required=True, metavar="COMMAND",
+        required=True,
+        metavar="COMMAND",
         help="one of these; `paygate-admin COMMAND --help` for more",
     )
 
@@ -132,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most holds to list, oldest first (default %(default)s)",
     )
     account.set_defaults(command=cmd_account)
+    add_user_commands(commands)
     return parser
 
 
@@ -277,35 +289,12 @@ def bank_stub(args: argparse.Namespace) -> Iterator[Any]:
     if bank is None:
         known = ", ".join(sorted(config.banks))
         raise AdminError(f"unknown bank {args.bank!r}: expected one of {known}")
-    tls = config.tls_for(ADMIN_IDENTITY)
-    try:
-        credentials = channel_credentials(tls.ca, client=tls)
-    except FileNotFoundError as exc:
-        raise AdminError(
-            f"cannot read {exc.filename} ({exc.strerror}): the CA and the admin certificate are"
-            f" read from certs_dir ({config.certs_dir}) of the configuration; name the suite's"
-            f" configuration with --config or {CONFIG_ENV} (relative paths in it are read from"
-            " the current directory), or run from the directory the suite runs in"
-        ) from exc
+    credentials = admin_credentials(config)
     options = [expect_server_identity(args.bank)]
-    args.dialed = bank.listen
+    dialing(args, args.bank, bank.listen)
     with grpc.secure_channel(bank.listen, credentials, options=options) as channel:
         # The generated stub is untyped; every response is annotated where it is used.
         yield bank_pb2_grpc.BankServiceStub(channel)  # type: ignore[no-untyped-call]
-
-
-def read_config(path: str | None) -> SuiteConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise AdminError(f"bad configuration: {exc}") from exc
-
-
-def call(rpc: Any, request: Any, timeout_s: float) -> Any:
-    try:
-        return rpc(request, timeout=timeout_s)
-    except grpc.RpcError as exc:
-        raise error_from_rpc(exc) from exc
 
 
 if __name__ == "__main__":

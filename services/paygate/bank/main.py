@@ -26,7 +26,13 @@ from paygate.common.faults import FaultInjector
 from paygate.common.health_monitor import monitor_health
 from paygate.common.interceptors import server_interceptors
 from paygate.common.logs import setup_logging
-from paygate.common.metrics import BankMetrics, MetricsServer, new_registry, start_metrics_server
+from paygate.common.metrics import (
+    BankMetrics,
+    GrpcMetrics,
+    MetricsServer,
+    new_registry,
+    start_metrics_server,
+)
 from paygate.common.process import EXIT_REFUSED, run_until_stopped
 from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
@@ -87,7 +93,9 @@ async def build_bank(suite: SuiteConfig, config: BankConfig) -> Bank:
         service_name=SERVICE_NAME,
         add_servicer=lambda s: bank_pb2_grpc.add_BankServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
         # Innermost: which certificate may call which method.
-        interceptors=server_interceptors(registry, PeerIdentityInterceptor(SERVICE_NAME)),
+        interceptors=server_interceptors(
+            GrpcMetrics.build(registry, "server"), PeerIdentityInterceptor(SERVICE_NAME)
+        ),
         max_message_bytes=config.max_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )

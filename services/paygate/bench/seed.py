@@ -334,8 +334,8 @@ INSERT_ACCOUNT = ("INSERT INTO accounts (account_number, currency, balance, pend
                   " pending_credit, created_at) VALUES (?, ?, ?, 0, 0, ?)")
 INSERT_ENTRY = ("INSERT INTO entries (account_number, amount, kind, reference, created_at)"
                 " VALUES (?, ?, ?, ?, ?)")
-INSERT_USER = ("INSERT INTO users (user_id, username, bank_id, account_number, currency, role,"
-               " password_hash, created_at_s) VALUES (?, ?, ?, ?, ?, 'customer', ?, ?)")
+INSERT_USER = ("INSERT INTO users (user_id, username, bank_id, account_number, currency,"
+               " password_hash, created_at_s) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 
 def write_accounts(

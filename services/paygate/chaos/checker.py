@@ -25,6 +25,9 @@ The claims, after the schedule has healed every process and the gateway has reco
     payment_not_final        no payment is still PENDING (or awaiting capture) after recovery
     refund_mismatch          refunds add up, never pass what moved, once per key
                              (chaos/refund_checks.py)
+    event_mismatch           each final payment and refund has one final event per party,
+                             matching it; each user's events numbered with no gap
+                             (chaos/event_checks.py)
 
 Totals during the run. The reads of one sample are concurrent but not atomic: accounts are
 read one by one, at banks that commit a payment's two sides at different instants. A
@@ -49,6 +52,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from paygate.chaos.event_checks import check_events
 from paygate.chaos.history import (
     AccountRead,
     Call,
@@ -83,6 +87,7 @@ CHECKS: dict[str, str] = {
     "unexpected_error": "no call gets an answer a correct suite never gives",
     "payment_not_final": "no payment is PENDING or awaiting capture after recovery",
     "refund_mismatch": "refunds <= what moved, as listed and answered, once per key",
+    "event_mismatch": "one final event per party of each final payment and refund, matching",
 }
 
 
@@ -134,6 +139,7 @@ def check_history(history: History, settings: CheckSettings) -> CheckResult:
         *check_balances(history),
         *check_captures(history),
         *check_refunds(history),
+        *check_events(history),
         *check_one_effect_per_key(by_key, history.gateway_payments),
         *check_answers_stable(by_key),
         *check_resolved(by_key),

@@ -396,6 +396,8 @@ async def experiment(
     progress("listing payments at the gateway")
     history.gateway_payments = await workload.gateway_payments()
     history.gateway_refunds = await workload.gateway_refunds(history.gateway_payments)
+    history.gateway_events = await workload.gateway_events()
+    history.events_read = True
 
 
 def progress(text: str) -> None:

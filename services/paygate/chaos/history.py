@@ -167,6 +167,17 @@ class GatewayRefund:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewayEvent:
+    """One of a user's events as the gateway lists them after recovery."""
+
+    username: str
+    sequence: int
+    type: str
+    object_id: str  # the payment's id, or the refund's
+    status: str  # the payment's or refund's status just after the change
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class GatewayPayment:
     """A payment as the gateway lists it after recovery; `key` is read from its description."""
 
@@ -197,6 +208,8 @@ class History:
     pending_settled_after_s: float | None = None  # None: holds were still pending at the limit
     gateway_payments: list[GatewayPayment] = dataclasses.field(default_factory=list)
     gateway_refunds: list[GatewayRefund] = dataclasses.field(default_factory=list)
+    gateway_events: list[GatewayEvent] = dataclasses.field(default_factory=list)
+    events_read: bool = False  # the events were listed (a run does; a hand-made history may not)
     replay_skipped: int = 0  # keys not replayed because of --replay-max
 
     def initial_total(self) -> int:
@@ -217,6 +230,7 @@ class History:
             "pending_settled_after_s": self.pending_settled_after_s,
             "gateway_payments": [dataclasses.asdict(p) for p in self.gateway_payments],
             "gateway_refunds": [dataclasses.asdict(r) for r in self.gateway_refunds],
+            "gateway_events": [dataclasses.asdict(e) for e in self.gateway_events],
             "replay_skipped": self.replay_skipped,
         }
 

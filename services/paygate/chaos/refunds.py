@@ -26,7 +26,7 @@ from paygate.gen.paygate.v1 import gateway_pb2
 
 REASON_PREFIX = "chaos:"
 MAX_REFUNDS = 3
-_STATUS_NAMES = {
+REFUND_STATUS_NAMES = {
     gateway_pb2.REFUND_STATUS_PENDING: "PENDING",
     gateway_pb2.REFUND_STATUS_SUCCEEDED: "SUCCEEDED",
     gateway_pb2.REFUND_STATUS_FAILED: "FAILED",
@@ -93,7 +93,7 @@ class Refunder:
                 reason=reason,
             )  # fmt: skip
         else:
-            status = _STATUS_NAMES.get(response.refund.status, str(response.refund.status))
+            status = REFUND_STATUS_NAMES.get(response.refund.status, str(response.refund.status))
             call = dataclasses.replace(
                 call, end_s=self._now(),
                 outcome=Outcome.SUCCEEDED if status == "SUCCEEDED" else Outcome.ERROR,
@@ -154,7 +154,7 @@ class Refunder:
                     GatewayRefund(
                         refund_id=r.refund_id,
                         payment_id=r.payment_id,
-                        status=_STATUS_NAMES.get(r.status, str(r.status)),
+                        status=REFUND_STATUS_NAMES.get(r.status, str(r.status)),
                         amount_minor=r.amount,
                         refund_key=r.reason.removeprefix(REASON_PREFIX),
                     )  # fmt: skip

@@ -35,6 +35,7 @@ from paygate.chaos.checker import first_definite
 from paygate.chaos.connections import Connections
 from paygate.chaos.history import (
     Call,
+    GatewayEvent,
     GatewayPayment,
     GatewayRefund,
     History,
@@ -44,7 +45,7 @@ from paygate.chaos.history import (
     Settlement,
     User,
 )
-from paygate.chaos.refunds import Refunder, draw_refunds
+from paygate.chaos.refunds import REFUND_STATUS_NAMES, Refunder, draw_refunds
 from paygate.common.rpc_errors import reason_from_metadata
 from paygate.errors import IDEMPOTENCY_KEY_MISMATCH
 from paygate.gen.paygate.bank.v1 import bank_pb2
@@ -487,6 +488,33 @@ class Workload:
                 if p.amount_refunded or p.payment_id in asked
             ]
         )
+
+    async def gateway_events(self) -> list[GatewayEvent]:
+        """Every event the gateway lists for each user, oldest first."""
+        events: list[GatewayEvent] = []
+        for username in sorted(self._sessions):
+            after = 0
+            for _ in range(LIST_MAX_PAGES):
+                response: gateway_pb2.ListEventsResponse = await self._conn.gateway.ListEvents(
+                    gateway_pb2.ListEventsRequest(starting_after=after, page_size=LIST_PAGE_SIZE),
+                    metadata=await self._metadata(username),
+                    timeout=self.settings.call_timeout_s,
+                )
+                events += [_gateway_event(username, e) for e in response.events]
+                after = response.next_starting_after
+                if not response.has_more:
+                    break
+        return events
+
+
+def _gateway_event(username: str, event: gateway_pb2.Event) -> GatewayEvent:
+    if event.WhichOneof("object") == "refund":
+        object_id, status = event.refund.refund_id, REFUND_STATUS_NAMES[event.refund.status]
+    else:
+        object_id = event.payment.payment_id
+        status = _STATUS_NAMES.get(event.payment.status, str(event.payment.status))
+    return GatewayEvent(username=username, sequence=event.sequence, type=event.type,
+                        object_id=object_id, status=status)  # fmt: skip
 
 
 def _gateway_payment(message: gateway_pb2.Payment) -> GatewayPayment:

@@ -16,9 +16,14 @@ exceptions of paygate.errors, each with a `reason` such as "INSUFFICIENT_FUNDS".
 Offline payments (docs/offline-payments.md): give the client an Outbox and pay with
 `queue_if_offline=True`; a QueuedPayment comes back when the gateway cannot be reached,
 and deliver_queued() or start_delivery() send it later, exactly once.
+
+Account security: enroll_totp() and confirm_totp() turn two-factor login on (then
+login(..., one_time_code=...)), disable_totp(), regenerate_recovery_codes(),
+change_password(), list_sessions(), revoke_session(), logout(all_sessions=True).
 """
 
 from paygate.client._async_client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AsyncClient
+from paygate.client._events import Event
 from paygate.client._models import (
     Balance,
     CaptureMethod,
@@ -28,6 +33,8 @@ from paygate.client._models import (
     RefundStatus,
     RegisteredUser,
     Session,
+    SessionInfo,
+    TotpEnrollment,
 )
 from paygate.client._sync_client import Client
 from paygate.client.delivery import DeliveryReport, DeliverySettings, RunEnd
@@ -39,6 +46,7 @@ from paygate.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     PaygateError,
     PermissionDenied,
     ResourceExhausted,
@@ -58,9 +66,11 @@ __all__ = [
     "DeliveryReport",
     "DeliverySettings",
     "EntryState",
+    "Event",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "Outbox",
     "OutboxMetrics",
     "Outcome",
@@ -75,6 +85,8 @@ __all__ = [
     "ResourceExhausted",
     "RunEnd",
     "Session",
+    "SessionInfo",
+    "TotpEnrollment",
     "Unauthenticated",
     "Unavailable",
     "default_outbox_path",

@@ -17,6 +17,9 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from paygate.client import _events
+from paygate.client._async_security import AccountSecurityCalls
+from paygate.client._events import Event
 from paygate.client._models import (
     INVALID_RESPONSE,
     Balance,
@@ -30,7 +33,11 @@ from paygate.client.delivery import Deliverer, DeliveryReport, DeliverySettings
 from paygate.client.logging_interceptor import LoggingInterceptor
 from paygate.client.outbox import Outbox
 from paygate.client.outbox_models import PaymentOrder, QueuedPayment
-from paygate.client.token_interceptor import TokenHolder, TokenInterceptor
+from paygate.client.token_interceptor import (
+    TokenHolder,
+    TokenInterceptor,
+    TokenStreamInterceptor,
+)
 from paygate.common import tracing
 from paygate.common.gateway_targets import channel_target
 from paygate.common.money import DEFAULT_CURRENCY
@@ -69,11 +76,12 @@ def open_channel(target: str, ca_cert: StrPath, token: TokenHolder) -> grpc.aio.
             *tracing.client_interceptors(),
             LoggingInterceptor(),
             TokenInterceptor(token),
+            TokenStreamInterceptor(token),
         ],
     )
 
 
-class AsyncClient:
+class AsyncClient(AccountSecurityCalls):
     """A client of GatewayService. Use it as an async context manager, or call close().
 
     The channel is bound to the event loop running when the client is created, so
@@ -83,6 +91,8 @@ class AsyncClient:
     be reached for, and deliver_queued() or start_delivery() send it later. Queued payments
     belong to a user: `username` (set by login()) says whose token this client holds.
     The client closes its outbox when it closes.
+
+    Two-factor login, the password and sessions: see _async_security.py.
     """
 
     def __init__(
@@ -154,20 +164,26 @@ class AsyncClient:
         response: gateway_pb2.RegisterResponse = await self._call(self._stub.Register, request)
         return RegisteredUser.from_proto(response)
 
-    async def login(self, username: str, password: str) -> Session:
-        """Log in and keep the new token for the calls that follow."""
-        request = gateway_pb2.LoginRequest(username=username, password=password)
+    async def login(self, username: str, password: str, *, one_time_code: str = "") -> Session:
+        """Log in and keep the new token for the calls that follow. A user with two-factor
+        login on needs `one_time_code` (the app's code, or a recovery code): without one,
+        Unauthenticated with the reason MFA_REQUIRED (the password was right)."""
+        request = gateway_pb2.LoginRequest(
+            username=username, password=password, one_time_code=one_time_code
+        )
         response: gateway_pb2.LoginResponse = await self._call(self._stub.Login, request)
         session = Session.from_proto(response)
         self._token.access_token = session.access_token
         self.username = username
         return session
 
-    async def logout(self) -> None:
+    async def logout(self, *, all_sessions: bool = False) -> None:
         """Revoke the token at the gateway and forget it, even if the gateway refuses
-        (an expired token is as good as revoked)."""
+        (an expired token is as good as revoked). With all_sessions, every session of the
+        user ends, wherever it was made."""
         try:
-            await self._call(self._stub.Logout, gateway_pb2.LogoutRequest())
+            request = gateway_pb2.LogoutRequest(all_sessions=all_sessions)
+            await self._call(self._stub.Logout, request)
         finally:
             self._token.access_token = None
 
@@ -406,6 +422,21 @@ class AsyncClient:
         )
         refunds = [Refund.from_proto(message) for message in response.refunds]
         return refunds, checked_next_page_token(page_token, response.next_page_token)
+
+    async def list_events(
+        self, *, starting_after: int = 0, page_size: int = 0, types: list[str] | None = None
+    ) -> tuple[list[Event], int, bool]:
+        """A page of your events after a sequence, oldest first: the events, the cursor of
+        the next page, and whether more were stored. OutOfRange (EVENTS_EXPIRED) when the
+        cursor is older than the events kept: list again from 0."""
+        return await _events.list_page(
+            self._stub, self.timeout_s, starting_after, page_size, list(types or ())
+        )
+
+    def watch_events(self, *, starting_after: int = 0) -> AsyncIterator[Event]:
+        """Your events after a sequence, then each new one as it happens, each once and in
+        order, reconnecting by itself when the gateway restarts or another takes over."""
+        return _events.follow(self._stub, starting_after)
 
     async def _call_for_payment(self, rpc: Any, request: Message) -> Payment:
         """Call an RPC that answers a payment and says in its headers whether the answer

@@ -181,6 +181,45 @@ class Session:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class SessionInfo:
+    """One of the user's live sessions, as ListSessions describes it: never its token."""
+
+    session_id: str
+    create_time: datetime.datetime
+    # When the session was last used, to the minute.
+    last_use_time: datetime.datetime
+    expire_time: datetime.datetime
+    # The client's address at login, for example "ipv4:127.0.0.1".
+    client_address: str
+    # Whether this is the session the call was made with.
+    current: bool
+
+    @classmethod
+    def from_proto(cls, message: gateway_pb2.Session) -> SessionInfo:
+        return cls(
+            session_id=message.session_id,
+            create_time=datetime_from_proto(message.create_time),
+            last_use_time=datetime_from_proto(message.last_use_time),
+            expire_time=datetime_from_proto(message.expire_time),
+            client_address=message.client_address,
+            current=message.current,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TotpEnrollment:
+    """A new two-factor secret for an authenticator app, pending until confirm_totp().
+    Both fields hold the secret: neither is shown in a repr (logs, tracebacks)."""
+
+    secret: str = dataclasses.field(repr=False)  # base32, to type into the app
+    otpauth_uri: str = dataclasses.field(repr=False)  # the same, to show as a QR code
+
+    @classmethod
+    def from_proto(cls, message: gateway_pb2.EnrollTotpResponse) -> TotpEnrollment:
+        return cls(secret=message.secret, otpauth_uri=message.otpauth_uri)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RegisteredUser:
     """A gateway user linked to a bank account."""
 

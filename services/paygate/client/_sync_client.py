@@ -14,7 +14,16 @@ from paygate.client._async_client import (
     AsyncClient,
     StrPath,
 )
-from paygate.client._models import Balance, Payment, Refund, RegisteredUser, Session
+from paygate.client._events import Event
+from paygate.client._models import (
+    Balance,
+    Payment,
+    Refund,
+    RegisteredUser,
+    Session,
+    SessionInfo,
+    TotpEnrollment,
+)
 from paygate.client.delivery import DeliveryReport, DeliverySettings
 from paygate.client.outbox import Outbox
 from paygate.client.outbox_models import QueuedPayment
@@ -94,11 +103,36 @@ class Client:
             self._client.register(username, password, bank_id, account_number, link_code=link_code)
         )
 
-    def login(self, username: str, password: str) -> Session:
-        return self._runner.run(self._client.login(username, password))
+    def login(self, username: str, password: str, *, one_time_code: str = "") -> Session:
+        return self._runner.run(
+            self._client.login(username, password, one_time_code=one_time_code)
+        )
 
-    def logout(self) -> None:
-        self._runner.run(self._client.logout())
+    def logout(self, *, all_sessions: bool = False) -> None:
+        self._runner.run(self._client.logout(all_sessions=all_sessions))
+
+    # Account security (AsyncClient's docstrings, in _async_security.py, say more).
+
+    def enroll_totp(self, password: str) -> TotpEnrollment:
+        return self._runner.run(self._client.enroll_totp(password))
+
+    def confirm_totp(self, code: str) -> list[str]:
+        return self._runner.run(self._client.confirm_totp(code))
+
+    def disable_totp(self, password: str, one_time_code: str) -> None:
+        self._runner.run(self._client.disable_totp(password, one_time_code))
+
+    def regenerate_recovery_codes(self, one_time_code: str) -> list[str]:
+        return self._runner.run(self._client.regenerate_recovery_codes(one_time_code))
+
+    def change_password(self, current_password: str, new_password: str) -> int:
+        return self._runner.run(self._client.change_password(current_password, new_password))
+
+    def list_sessions(self) -> list[SessionInfo]:
+        return self._runner.run(self._client.list_sessions())
+
+    def revoke_session(self, session_id: str) -> None:
+        self._runner.run(self._client.revoke_session(session_id))
 
     def balance(self) -> Balance:
         return self._runner.run(self._client.balance())
@@ -184,6 +218,15 @@ class Client:
     ) -> tuple[list[Refund], str]:
         return self._runner.run(
             self._client.list_refunds(payment_id, page_size=page_size, page_token=page_token)
+        )
+
+    def list_events(
+        self, *, starting_after: int = 0, page_size: int = 0, types: list[str] | None = None
+    ) -> tuple[list[Event], int, bool]:
+        return self._runner.run(
+            self._client.list_events(
+                starting_after=starting_after, page_size=page_size, types=types
+            )
         )
 
     def deliver_queued(

@@ -8,7 +8,9 @@
     paygate pay bob 20.00 --capture-later          held until bob captures it:
     paygate capture PAYMENT_ID 12.50               (bob) or `paygate cancel PAYMENT_ID`
     paygate payments --limit 10
-    paygate logout
+    paygate mfa enable                             two-factor login (see cli_security.py),
+    paygate password, paygate sessions             the password and sessions
+    paygate logout [--all]
 
 Passwords are read from the terminal (or one line of standard input with
 --password-stdin), never from the command line, where other users could see them.
@@ -39,8 +41,10 @@ from paygate.client import (
     Unauthenticated,
     Unavailable,
     cli_authorizations,
+    cli_events,
     cli_queue,
     cli_refunds,
+    cli_security,
 )
 from paygate.client._session_file import (
     SessionFileError,
@@ -56,6 +60,7 @@ from paygate.client.cli_errors import (
     CliError,
     no_answer_message,
     payment_failure_message,
+    refusal_message,
 )
 from paygate.client.cli_prompts import ask_secret, has_terminal, read_password
 from paygate.common.money import DEFAULT_CURRENCY, format_amount, parse_amount
@@ -89,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(said, file=sys.stderr)
         else:
-            print(f"error: {error.message} [{error.reason}]", file=sys.stderr)
+            print(refusal_message(error), file=sys.stderr)
         return 1
     except (CliError, SessionFileError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -153,9 +158,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     login = commands.add_parser("login", help="log in and keep the session")
     login.add_argument("username", help="your user name")
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    cli_security.add_code_option(login, "with two-factor login on")
     login.set_defaults(command=cmd_login, unreachable_means="you are not logged in")
 
-    commands.add_parser("logout", help="revoke the session").set_defaults(command=cmd_logout)
+    logout = commands.add_parser("logout", help="revoke the session")
+    logout.add_argument(
+        "--all", action="store_true", help="end every session of yours, wherever it was made"
+    )
+    logout.set_defaults(command=cmd_logout)
     commands.add_parser("balance", help="show your balance").set_defaults(command=cmd_balance)
 
     pay = commands.add_parser("pay", help="pay another user")
@@ -194,6 +204,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     cli_queue.add_queue_parsers(commands)
     cli_authorizations.add_authorization_parsers(commands)
     cli_refunds.add_refund_parsers(commands)
+    cli_events.add_events_parser(commands)
+    cli_security.add_security_parsers(commands)
     return parser
 
 
@@ -231,7 +243,7 @@ def cmd_register(args: argparse.Namespace) -> None:
 def cmd_login(args: argparse.Namespace) -> None:
     password = read_password(args.password_stdin, confirm=False)
     with open_client(args) as client:
-        session = client.login(args.username, password)
+        session = cli_security.log_in(client, args, args.username, password)
     stored = StoredSession(
         gateway=args.gateway,
         username=args.username,
@@ -247,22 +259,29 @@ def cmd_logout(args: argparse.Namespace) -> None:
     stored = load_session(path)
     if stored is None:
         raise NotLoggedIn
+    expired = stored.expired(datetime.datetime.now(datetime.UTC))
+    if args.all and expired:
+        raise CliError(
+            f"the session of {stored.username} has expired, so it cannot end the others:"
+            f" run `paygate login {stored.username}`, then `paygate logout --all`"
+        )
     expires = f"{stored.expire_time:%Y-%m-%d %H:%M:%S} UTC"
     args.unreachable_means = (
         f"logged out here, but the session was not revoked: its token stays valid until {expires}"
+        + ("; your other sessions were not ended" if args.all else "")
     )
     try:
-        now = datetime.datetime.now(datetime.UTC)
-        if not stored.expired(now):
-            # Revoked where it was issued, whatever --gateway says now.
-            # Unauthenticated means already revoked, which is what the user wants.
+        if not expired:
+            # Revoked where it was issued, whatever --gateway says now. Unauthenticated
+            # means already revoked, which is what the user wants, unless the others were
+            # to end too: that needs a live session, and the error says to log in again.
             client = open_client(args, stored, target=stored.gateway)
-            with client, contextlib.suppress(Unauthenticated):
-                client.logout()
+            with client, contextlib.suppress(*(() if args.all else (Unauthenticated,))):
+                client.logout(all_sessions=args.all)
     finally:
         # Forgotten even when the gateway cannot be told: the user asked to log out here.
         remove_session(path)
-    print(f"logged out {stored.username}")
+    print(f"logged out {stored.username}" + (": every session of yours ended" * args.all))
 
 
 def cmd_balance(args: argparse.Namespace) -> None:

@@ -7,6 +7,9 @@ doing (a command says so with `consequence`), and what to do.
 
 A payment's own failures (a bank away) come with an ErrorInfo from the gateway: see
 `payment_failure_message`, which says what is known of the payment.
+
+A refusal the gateway explained is said in its words, with its reason at the end, unless
+`REFUSALS` has the words of `paygate` for that reason (what to type or run instead).
 """
 
 from __future__ import annotations
@@ -14,9 +17,15 @@ from __future__ import annotations
 from paygate.client.delivery import maybe_delivered
 from paygate.common.rpc_errors import from_channel
 from paygate.errors import (
+    INVALID_ONE_TIME_CODE,
+    MFA_REQUIRED,
     OUTCOME_FAILED,
     OUTCOME_KEY,
     PAYMENT_ID_KEY,
+    TOTP_ALREADY_ENABLED,
+    TOTP_KEY_MISMATCH,
+    TOTP_NOT_ENABLED,
+    TOTP_NOT_ENROLLED,
     PaygateError,
     Unavailable,
 )
@@ -27,6 +36,34 @@ CA_CERT_ENV = "PAYGATE_CA_CERT"
 
 class CliError(Exception):
     """A failure to report to the user as `error: <message>`, exit status 1."""
+
+
+# What `paygate` says of a refusal with this reason, in place of the gateway's words.
+REFUSALS: dict[str, str] = {
+    MFA_REQUIRED: (
+        "this account has two-factor login on: give the code of your authenticator app"
+        " with --code CODE (or a recovery code)"
+    ),
+    INVALID_ONE_TIME_CODE: (
+        "the one-time code is wrong or was used already: type the code your app shows now"
+        " (each code works once), or an unused recovery code"
+    ),
+    TOTP_ALREADY_ENABLED: (
+        "two-factor login is already on: `paygate mfa disable` turns it off,"
+        " `paygate mfa recovery-codes` makes new recovery codes"
+    ),
+    TOTP_NOT_ENABLED: "two-factor login is off: `paygate mfa enable` turns it on",
+    TOTP_NOT_ENROLLED: "no key to confirm: `paygate mfa enable` makes one",
+    TOTP_KEY_MISMATCH: (
+        "the gateway cannot read two-factor keys (its key file is not the one they were"
+        " sealed with): tell its operator"
+    ),
+}
+
+
+def refusal_message(error: PaygateError) -> str:
+    """`error: ... [REASON]`, the line `paygate` prints for a refusal of the gateway."""
+    return f"error: {REFUSALS.get(error.reason, error.message)} [{error.reason}]"
 
 
 def no_answer_message(

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 
 from paygate.client import cli as _cli
-from paygate.client import cli_authorizations
+from paygate.client import cli_authorizations, cli_security
 from paygate.client._session_file import (
     StoredSession,
     load_session,
@@ -232,7 +232,7 @@ def log_in_again(
     print(f"{why}: log in again as {stored.username} to send your queued payments",
           file=sys.stderr)
     password = read_password(args.password_stdin, confirm=False)
-    session = client.login(stored.username, password)
+    session = cli_security.log_in(client, args, stored.username, password)
     renewed = StoredSession(
         gateway=stored.gateway,
         username=stored.username,

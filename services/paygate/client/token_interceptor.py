@@ -39,6 +39,27 @@ class TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
+class TokenStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """TokenInterceptor's twin for server streams (WatchEvents): grpc.aio files each
+    interceptor under one kind of call only."""
+
+    def __init__(self, holder: TokenHolder) -> None:
+        self._holder = holder
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall[Any, Any]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryStreamCall[Any, Any]:
+        token = self._holder.access_token
+        if token:
+            client_call_details = with_bearer_token(client_call_details, token)
+        return await continuation(client_call_details, request)
+
+
 def with_bearer_token(
     details: grpc.aio.ClientCallDetails, token: str
 ) -> grpc.aio.ClientCallDetails:

@@ -2,7 +2,8 @@
 
 Precedence, lowest first: the defaults below, the TOML file named by `--config` or the
 `PAYGATE_CONFIG` environment variable, then command-line flags of the process
-(`paygate-gateway --listen ... --metrics ...` runs a second gateway from the same file:
+(`paygate-gateway --listen ... --metrics ... --admin-listen ...` runs a second gateway
+from the same file:
 `with_gateway_addresses`). Relative
 paths are resolved against the current directory, which supervisord sets to the directory
 it was started from (the repository root for `make run`, a temporary folder in tests).
@@ -15,6 +16,7 @@ Example file (every key optional):
     [gateway]
     listen = "127.0.0.1:50051"
     metrics = "127.0.0.1:9151"
+    admin_listen = "127.0.0.1:50151"   # AdminService, for the operators' certificate
     database = "var/gateway.db"   # or "postgresql://user@host:5432/dbname" (docs/storage.md)
     bcrypt_rounds = 12
     prepare_timeout_s = 2.0
@@ -61,6 +63,8 @@ RELAY_AMQP_URL_ENV = "PAYGATE_RELAY_AMQP_URL"
 
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:50051"
 DEFAULT_GATEWAY_METRICS = "127.0.0.1:9151"
+# The gateway's admin port: AdminService, over mutual TLS, for the operators' certificate.
+DEFAULT_GATEWAY_ADMIN_LISTEN = "127.0.0.1:50151"
 TOTP_KEY_FILE = "totp.key"  # in certs_dir, unless [gateway] totp_key_file names another
 DEFAULT_BANKS: dict[str, tuple[str, str]] = {
     "bank-a": ("127.0.0.1:50061", "127.0.0.1:9161"),
@@ -93,6 +97,7 @@ DEFAULT_RELAY_RECONNECT_MAX_S = 30.0
 # and at most this many batch RPCs on the wire per bank and operation at once.
 DEFAULT_BATCH_MAX_SIZE = 128
 DEFAULT_AUTHORIZATION_TTL_S = 7 * 24 * 3600.0
+DEFAULT_EVENT_RETENTION_S = 30 * 24 * 3600.0  # Stripe keeps events 30 days
 # The most transactions one batch call to a bank may carry: a bank refuses a larger batch
 # (INVALID_ARGUMENT, nothing applied), so batch_max_size may not be set above it.
 MAX_BATCH_SIZE = 256
@@ -133,6 +138,9 @@ class GatewayConfig:
     database: DatabaseLocation  # a SQLite file, or a PostgresUrl
     tls: TlsFiles
     bank_addresses: Mapping[str, str]
+    # Where AdminService is served (gateway/operators.py): mutual TLS, the client
+    # certificate required (grpcio cannot make it optional on the public port).
+    admin_listen: str = DEFAULT_GATEWAY_ADMIN_LISTEN
     bcrypt_rounds: int = DEFAULT_BCRYPT_ROUNDS
     token_ttl_s: int = DEFAULT_TOKEN_TTL_S
     prepare_timeout_s: float = DEFAULT_PREPARE_TIMEOUT_S
@@ -163,6 +171,8 @@ class GatewayConfig:
     # How long an authorization (a payment with manual capture) holds the payer's money
     # before it is cancelled uncaptured: Stripe's 7 days by default.
     authorization_ttl_s: float = DEFAULT_AUTHORIZATION_TTL_S
+    # How long events are kept (gateway/events.py); a cursor older than that is refused.
+    event_retention_s: float = DEFAULT_EVENT_RETENTION_S
     # The key that seals users' two-factor secrets (gateway/totp.py): a file readable by
     # its owner only, made by ops/gen_certs.py; by default certs_dir/totp.key.
     totp_key_file: pathlib.Path | None = None
@@ -257,7 +267,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     # A bank refuses a larger leg: such a payment would be retried forever as BANK_UNAVAILABLE.
     "max_payment_minor": (1, MAX_AMOUNT_MINOR),
 }
-_ADDRESSES = ("listen", "metrics")
+_ADDRESSES = ("listen", "metrics", "admin_listen")
 _RELAY_BOUNDS: dict[str, tuple[float, float]] = {"batch_size": (1, MAX_RELAY_BATCH_SIZE)}
 # A bank's name is part of file names (certs/NAME.pem) and of its default schema.
 _BANK_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -389,12 +399,17 @@ def _relay(data: Mapping[str, Any]) -> RelayConfig:
 
 
 def with_gateway_addresses(
-    suite: SuiteConfig, *, listen: str | None = None, metrics: str | None = None
+    suite: SuiteConfig,
+    *,
+    listen: str | None = None,
+    metrics: str | None = None,
+    admin_listen: str | None = None,
 ) -> SuiteConfig:
     """The config with the gateway's addresses replaced by flags (None: keep the file's)."""
     gateway = dataclasses.replace(
         suite.gateway,
         listen=listen or suite.gateway.listen,
         metrics=metrics or suite.gateway.metrics,
+        admin_listen=admin_listen or suite.gateway.admin_listen,
     )
     return dataclasses.replace(suite, gateway=gateway)

@@ -8,6 +8,7 @@ its traceback and answered INTERNAL with a message that reveals nothing.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -93,8 +94,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusing_malformed_streams(handler: Handler) -> Handler | None:
-    """A streaming handler (health Watch, reflection) whose request messages that do not
-    parse are INVALID_ARGUMENT too, not gRPC's UNKNOWN naming a Python exception."""
+    """A streaming handler (health Watch, reflection, WatchEvents) whose request messages
+    that do not parse are INVALID_ARGUMENT too, not gRPC's UNKNOWN naming a Python
+    exception; a server stream's domain errors are mapped as a unary call's are."""
+    handler = _mapping_stream_errors(handler)
     one_request = handler.unary_stream is not None
 
     async def parsed(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
@@ -112,6 +115,23 @@ def _refusing_malformed_streams(handler: Handler) -> Handler | None:
     return wrapped._replace(  # type: ignore[union-attr,no-any-return]
         request_deserializer=tolerant_deserializer(handler.request_deserializer)
     )
+
+
+def _mapping_stream_errors(handler: Handler) -> Handler:
+    """A server stream written as an async generator, its PaygateError answered with its
+    status and reason (before or between its messages)."""
+    behavior: Any = handler.unary_stream  # the stubs know only synchronous streams
+    if behavior is None or not inspect.isasyncgenfunction(behavior):
+        return handler
+
+    async def mapped(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except PaygateError as error:
+            await abort_with_error(context, error)
+
+    return handler._replace(unary_stream=mapped)  # type: ignore[attr-defined,no-any-return]
 
 
 async def _refused_if_malformed(request: Any, context: Context) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from paygate.common.server import Server
 
@@ -29,7 +29,10 @@ async def monitor_health(
     probe: Callable[[], Awaitable[bool]],
     interval_s: float = DEFAULT_INTERVAL_S,
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+    also: Sequence[Server] = (),
 ) -> None:
+    """Probe every `interval_s`; `server`, and the servers `also` (another port of the
+    process), report what the probe found."""
     serving: bool | None = None
     while True:
         try:
@@ -45,5 +48,6 @@ async def monitor_health(
             level = logging.INFO if healthy else logging.ERROR
             _log.log(level, "health changed", extra={"fields": {"serving": healthy}})
             serving = healthy
-        await server.set_serving(healthy)
+        for each in (server, *also):
+            await each.set_serving(healthy)
         await asyncio.sleep(interval_s)

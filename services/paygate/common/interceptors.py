@@ -8,14 +8,14 @@ Outermost first:
 3. its metrics and
 4. its log line, both inside the span, for exemplars and trace ids;
 5. domain errors mapped to status codes with a google.rpc.ErrorInfo reason;
-6. the service's own gate: who the caller is and what it may call (the gateway's bearer
-   token, a bank's client certificate), which raises domain errors for 5 to map.
+6. the service's own gates: who the caller is and what it may call (the gateway's bearer
+   token, a bank's or an operator's client certificate), which raise domain errors for 5
+   to map.
 """
 
 from __future__ import annotations
 
 import grpc
-from prometheus_client import CollectorRegistry
 
 from paygate.common import tracing
 from paygate.common.error_interceptor import ErrorInterceptor
@@ -26,14 +26,15 @@ from paygate.common.stream_limit_interceptor import StreamLimitInterceptor
 
 
 def server_interceptors(
-    registry: CollectorRegistry, gate: grpc.aio.ServerInterceptor
+    metrics: GrpcMetrics, *gates: grpc.aio.ServerInterceptor
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The chain above, with the server's metrics in `registry` and `gate` innermost."""
+    """The chain above, recording in `metrics` (GrpcMetrics.build(registry, "server"), one
+    for all the servers of a process), with the `gates` innermost, in order."""
     return [
         StreamLimitInterceptor(),
         tracing.server_interceptor(),
-        MetricsInterceptor(GrpcMetrics.build(registry, "server")),
+        MetricsInterceptor(metrics),
         LoggingInterceptor(),
         ErrorInterceptor(),
-        gate,
+        *gates,
     ]

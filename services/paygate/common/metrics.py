@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
@@ -268,6 +268,45 @@ def auth_failures(registry: CollectorRegistry) -> Counter:
         ("reason",),
         registry=registry,
     )
+
+
+def event_metrics(
+    registry: CollectorRegistry, types: Iterable[str], watchers: Callable[[], float]
+) -> Counter:
+    """paygate_events_written_total{type} (each series made at 0), and the gauge of the
+    event streams open at this gateway; returns the counter, for the store to count with."""
+    written = Counter(
+        "paygate_events_written",
+        "Events written (one per party of a change), by type, once their transaction committed.",
+        ("type",),
+        registry=registry,
+    )
+    for kind in types:
+        written.labels(kind)
+    Gauge(
+        "paygate_event_watchers",
+        "WatchEvents streams open at this gateway.",
+        registry=registry,
+    ).set_function(watchers)
+    return written
+
+
+def admin_actions(
+    registry: CollectorRegistry, actions: Iterable[str] = (), outcomes: Iterable[str] = ()
+) -> Counter:
+    """Operators' calls to AdminService by action and outcome (never the user), each
+    series made at 0 so that the first one counts in rate()."""
+    counter = Counter(
+        "paygate_admin_actions",
+        "Operator actions on gateway users (AdminService), by action and outcome.",
+        ("action", "outcome"),
+        registry=registry,
+    )
+    outcomes = tuple(outcomes)
+    for action in actions:
+        for outcome in outcomes:
+            counter.labels(action, outcome)
+    return counter
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,22 +103,33 @@ async def serve(
     grace_s: float,
     background: Sequence[Callable[[], Coroutine[Any, Any, Any]]] = (),
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    also: Sequence[Server] = (),
+    on_draining: Callable[[], None] | None = None,
 ) -> None:
-    """Report SERVING, run until SIGTERM/SIGINT, then drain for `grace_s` and stop."""
+    """Report SERVING, run until SIGTERM/SIGINT, then drain for `grace_s` and stop; the
+    servers `also` (another port of the process) alongside `server`.
+
+    `on_draining` is called as draining starts: it ends the calls that would otherwise
+    run for the whole grace period (the gateway's event streams), cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(job()) for job in background]
-    await server.set_serving(True)
-    _log.info("serving", extra={"fields": {"port": server.port, "service": server.service_name}})
+    servers = (server, *also)
+    for each in servers:
+        await each.set_serving(True)
+        _log.info("serving", extra={"fields": {"port": each.port, "service": each.service_name}})
     await stop.wait()
-    await server.set_serving(False)
+    for each in servers:
+        await each.set_serving(False)
+    if on_draining is not None:
+        on_draining()
     _log.info(
         "shutting down: health NOT_SERVING, draining calls",
         extra={"fields": {"grace_s": grace_s}},
     )
-    await server.grpc_server.stop(grace_s)
+    await asyncio.gather(*(each.grpc_server.stop(grace_s) for each in servers))
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

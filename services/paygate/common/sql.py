@@ -68,6 +68,7 @@ class Dialect:
     placeholder: str  # the driver's positional placeholder
     doubles_percent: bool  # whether a literal `%` must be written `%%`
     for_update: str  # a write transaction's lock on the rows it reads (none on SQLite)
+    for_share: str  # a lock that only keeps the rows read from changing (none on SQLite)
     skip_locked: str  # a row lock that skips rows another transaction holds
     bytewise: str  # the collation that orders text as Python does
     now: str  # the time of a write, as an ISO 8601 text or timestamp
@@ -123,6 +124,7 @@ SQLITE = Dialect(
     placeholder="?",
     doubles_percent=False,
     for_update="",  # one writer at a time: what a write transaction reads stays put
+    for_share="",
     skip_locked="",
     bytewise="",  # BINARY, the default
     now="strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
@@ -135,6 +137,7 @@ POSTGRES = Dialect(
     placeholder="%s",
     doubles_percent=True,
     for_update=" FOR UPDATE",
+    for_share=" FOR SHARE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     bytewise=' COLLATE "C"',
     now="now()",

@@ -18,13 +18,15 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import bcrypt
 
 from paygate.common.call_info import note
 from paygate.errors import (
     MFA_REQUIRED,
+    USER_FROZEN,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -39,6 +41,8 @@ from paygate.gateway.models import BankAccount, Principal, User
 from paygate.gateway.session_cache import DEFAULT_MAX_ENTRIES, DEFAULT_TTL_S, SessionCache
 from paygate.gateway.store import GatewayStore, Session, SessionInfo
 from paygate.gateway.two_factor import CodeCheck, TwoFactor, wrong_code
+
+T = TypeVar("T")
 
 # Matched with fullmatch(): `$` would also match before a trailing newline ("alice\n").
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
@@ -232,9 +236,12 @@ class Accounts:
             await self._throttle.succeeded(username)
         token = secrets.token_urlsafe(32)
         expire_at_s = time.time() + self._settings.token_ttl_s
-        await self._store.insert_session(
+        # Refused only now, to a caller who proved to be the user: anybody else learns
+        # nothing of a freeze. The session is recorded only for a user not frozen.
+        if not await self._store.insert_session(
             token_hash(token), found[0].user_id, expire_at_s, client_address=peer_address(peer)
-        )
+        ):
+            raise user_frozen()
         return token, expire_at_s
 
     def _fingerprint(self, username: str) -> str:
@@ -271,20 +278,25 @@ class Accounts:
         await self._revoking(_listed(hashed, self._store.revoke_session(hashed)))
 
     async def _revoking(self, revoke: Awaitable[list[str]]) -> int:
-        """Run a revocation; the cache forgets the tokens it ended as soon as it is in the
-        database, before the call answers, even if the call is cancelled while the write
-        runs on. How many sessions it ended."""
-        task = asyncio.ensure_future(revoke)
-        task.add_done_callback(self._forget)
-        return len(await asyncio.shield(task))
+        """Run a revocation; how many sessions it ended (see ending_sessions)."""
+        ended: list[str] = await self.ending_sessions(revoke, _hashes)
+        return len(ended)
 
-    def _forget(self, revoke: asyncio.Future[list[str]]) -> None:
-        if revoke.cancelled() or revoke.exception() is not None:
+    async def ending_sessions(self, write: Awaitable[T], ended: Callable[[T], Iterable[str]]) -> T:
+        """Run a write that ends sessions (`ended` reads the token hashes of those it ended
+        from its result); the cache forgets them as soon as the write is in the database,
+        before the call answers, even if the call is cancelled while the write runs on."""
+        task = asyncio.ensure_future(write)
+        task.add_done_callback(lambda done: self._forget(done, ended))
+        return await asyncio.shield(task)
+
+    def _forget(self, write: asyncio.Future[T], ended: Callable[[T], Iterable[str]]) -> None:
+        if write.cancelled() or write.exception() is not None:
             # Marked as seen: a cancelled call has nobody to raise it to. What was ended is
             # not known: forget every cached session.
             self._sessions.clear()
             return
-        for hashed in revoke.result():
+        for hashed in ended(write.result()):
             self._sessions.invalidate(hashed)
 
     async def change_password(
@@ -333,6 +345,18 @@ class Accounts:
 
     def close(self) -> None:
         self._hasher.close()
+
+
+def _hashes(ended: list[str]) -> list[str]:
+    return ended
+
+
+def user_frozen() -> FailedPrecondition:
+    """The refusal of a login, a payment or a capture by or to a frozen user."""
+    return FailedPrecondition(
+        "this account is frozen by an operator: logins and payments are refused",
+        reason=USER_FROZEN,
+    )
 
 
 async def _listed(hashed: str, revoke: Awaitable[None]) -> list[str]:

@@ -18,7 +18,14 @@ import grpc
 from prometheus_client import Counter
 
 from paygate.common.call_info import current_call_info
-from paygate.common.handlers import Context, Handler, UnaryBehavior, service_and_method, wrap_unary
+from paygate.common.handlers import (
+    Context,
+    Handler,
+    UnaryBehavior,
+    service_and_method,
+    wrap_stream,
+    wrap_unary,
+)
 from paygate.common.metrics import auth_failures, new_registry
 from paygate.errors import MFA_REQUIRED, Unauthenticated
 from paygate.gateway.accounts import Accounts
@@ -86,7 +93,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             return authenticated
 
+        if handler is not None and handler.unary_stream is not None:
+            return wrap_stream(handler, self._authenticated_stream)
         return wrap_unary(handler, wrapper)
+
+    async def _authenticated_stream(self, request: Any, context: Context) -> Any:
+        """Before a server stream (WatchEvents) starts: who the caller is, for the whole
+        stream (the token is checked once, when it opens)."""
+        try:
+            token = bearer_token(context.invocation_metadata())
+            principal = await self._accounts.authenticate(token)
+        except Unauthenticated:
+            self._failures.labels("rejected_token").inc()
+            raise
+        PRINCIPAL.set(principal)  # in the stream's own task: it ends with the stream
+        return request
 
     def _count_bad_logins(self, behavior: UnaryBehavior) -> UnaryBehavior:
         async def login(request: Any, context: Context) -> Any:

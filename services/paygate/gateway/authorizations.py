@@ -14,6 +14,13 @@ Idempotency, as Stripe's: the caller's key is written in the same database trans
 the capture or the cancellation it made, so a retry with it answers the payment again (as
 it is now, with `idempotent-replayed`), and the key with other parameters is
 IDEMPOTENCY_KEY_MISMATCH. A refusal writes nothing, the key included.
+
+Frozen users (AdminService.FreezeUser): no capture moves money to or from one, whichever
+party is frozen (USER_FROZEN): the payee asks, and the payer's money would leave. The
+authorization is otherwise left alone: its payee may still cancel it (the payer's money is
+released), recovery still expires it at its deadline, and it can be captured once the
+user is unfrozen, before then. A capture already decided when the freeze is written runs
+to its end.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ class Authorizations:
                 " authorized",
                 reason=AMOUNT_EXCEEDS_CAPTURABLE,
             )
+        await self._payments.refuse_frozen(payment)
         decision, taken = await self._coordinator.capture(
             payment, amount_minor or payment.amount_minor, key
         )

@@ -1,9 +1,13 @@
 """paygate-gateway: run the gateway.
 
-paygate-gateway [--config paygate.toml] [--listen HOST:PORT] [--metrics HOST:PORT] [--name NAME]
+paygate-gateway [--config paygate.toml] [--listen HOST:PORT] [--metrics HOST:PORT]
+                [--admin-listen HOST:PORT] [--name NAME]
 
+The gateway serves GatewayService on `listen` (TLS, for clients) and AdminService on
+`admin_listen` (mutual TLS, for the operators' certificate: gateway/operators.py).
 Several gateways may share one PostgreSQL database (docs/storage.md): give each its own
---listen, --metrics and --name (the name of its fault folder and the prefix of its lease id).
+--listen, --metrics, --admin-listen and --name (the name of its fault folder and the
+prefix of its lease id).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import grpc
 from prometheus_client import CollectorRegistry
 
 from paygate.common import tracing
@@ -38,7 +43,9 @@ from paygate.common.metrics import (
     GrpcMetrics,
     MetricsServer,
     PaymentMetrics,
+    admin_actions,
     auth_failures,
+    event_metrics,
     new_registry,
     start_metrics_server,
 )
@@ -47,11 +54,17 @@ from paygate.common.server import Server, build_server, serve
 from paygate.common.tls import server_credentials
 from paygate.gateway import refunds, transitions
 from paygate.gateway.accounts import Accounts, AccountSettings
+from paygate.gateway.admin_servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
+from paygate.gateway.admin_servicer import AdminServicer
 from paygate.gateway.auth_interceptor import AuthInterceptor
 from paygate.gateway.authorizations import Authorizations
 from paygate.gateway.banks import BankClients, BatchSettings
 from paygate.gateway.coordinator import Coordinator, CoordinatorSettings
+from paygate.gateway.events import Events
 from paygate.gateway.login_throttle import LoginThrottle, ThrottleSettings
+from paygate.gateway.models import EventType
+from paygate.gateway.operator_interceptor import OperatorInterceptor
+from paygate.gateway.operators import ACTIONS, OUTCOMES, Operators
 from paygate.gateway.payments import Payments, PaymentSettings
 from paygate.gateway.refunds import Refunds
 from paygate.gateway.servicer import SERVICE_NAME, GatewayServicer
@@ -59,7 +72,7 @@ from paygate.gateway.store import GatewayStore
 from paygate.gateway.stores import open_gateway_store
 from paygate.gateway.totp import KeyFileError, SecretBox
 from paygate.gateway.transitions import ABORT_REASONS
-from paygate.gen.paygate.v1 import gateway_pb2_grpc
+from paygate.gen.paygate.v1 import admin_pb2_grpc, gateway_pb2_grpc
 
 _log = logging.getLogger("paygate.gateway")
 
@@ -69,6 +82,8 @@ PRUNE_BATCH = 1000  # rows deleted per transaction by housekeeping
 # again) rather than "invalid" for a while; then it goes, or every login would stay forever.
 SESSION_KEPT_AFTER_EXPIRY_S = 24 * 3600.0
 DEFAULT_NAME = "gateway"
+# Operators are few: the admin port takes few calls at once, and keeps the rest for payments.
+ADMIN_MAX_CONCURRENT_RPCS = 16
 
 
 def account_settings(config: GatewayConfig) -> AccountSettings:
@@ -96,12 +111,14 @@ class Gateway:
 
     config: GatewayConfig
     server: Server
+    admin_server: Server  # AdminService, on config.admin_listen
     store: GatewayStore
     banks: BankClients
     accounts: Accounts
     coordinator: Coordinator
     registry: CollectorRegistry
     metrics_server: MetricsServer
+    events: Events
 
     async def close(self) -> None:
         await self.coordinator.close()
@@ -116,7 +133,7 @@ class Gateway:
             self.coordinator.recover_forever,
             self.coordinator.count_in_doubt_forever,
             self.housekeeping_forever,
-            lambda: monitor_health(self.server, self.store.healthy),
+            lambda: monitor_health(self.server, self.store.healthy, also=[self.admin_server]),
         ]
 
     async def housekeeping_forever(self) -> None:
@@ -130,10 +147,16 @@ class Gateway:
 
 
 async def housekeeping_pass(store: GatewayStore, config: GatewayConfig, now_s: float) -> None:
-    """Prune idempotency keys, login failures and sessions that are past their time."""
+    """Prune idempotency keys, login failures, sessions and events past their time."""
     await prune_in_batches(store.prune_idempotency_keys, now_s - config.idempotency_ttl_s)
     await prune_in_batches(store.prune_login_failures, now_s - config.login_failure_window_s)
     await prune_in_batches(store.prune_sessions, now_s - SESSION_KEPT_AFTER_EXPIRY_S)
+    events_before_us = int((now_s - config.event_retention_s) * 1e6)
+    await prune_in_batches(
+        lambda *, older_than_s, limit: store.prune_events(older_than_us=events_before_us,
+                                                          limit=limit),
+        0.0,
+    )  # fmt: skip
 
 
 async def prune_in_batches(prune: Callable[..., Awaitable[int]], older_than_s: float) -> int:
@@ -239,6 +262,10 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         ),
         payment_metrics,
     )
+    events = Events(store)
+    store.events_written = event_metrics(
+        registry, [str(kind) for kind in EventType], lambda: events.watchers
+    )
     servicer = GatewayServicer(
         accounts,
         payments,
@@ -250,21 +277,64 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
             payment_metrics,
             forget_keys=config.broken_protocol == refunds.REFUNDS_TWICE,
         ),
+        events,
     )
+    admin = AdminServicer(Operators(store, accounts, admin_actions(registry, ACTIONS, OUTCOMES)))
+    grpc_metrics = GrpcMetrics.build(registry, "server")  # both ports'
+
+    def add_servicers(s: grpc.aio.Server) -> None:
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s)  # type: ignore[no-untyped-call]
+        # Here only to refuse: no caller of this port has an operator's certificate.
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, s)  # type: ignore[no-untyped-call]
+
     server = await build_server(
         listen=config.listen,
         credentials=server_credentials(config.tls, require_client_cert=False),
         service_name=SERVICE_NAME,
-        add_servicer=lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
+        add_servicer=add_servicers,
         # Innermost: who holds the bearer token (the user goes into a context variable).
         interceptors=server_interceptors(
-            registry, AuthInterceptor(accounts, SERVICE_NAME, auth_failures(registry))
+            grpc_metrics,
+            AuthInterceptor(accounts, SERVICE_NAME, auth_failures(registry)),
+            OperatorInterceptor(ADMIN_SERVICE_NAME),
         ),
         max_message_bytes=config.max_message_bytes,
         max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
+    try:
+        admin_server = await build_admin_server(config, admin, grpc_metrics)
+    except BaseException:
+        await server.grpc_server.stop(None)
+        raise
     metrics_server = start_metrics_server(config.metrics, registry)
-    return Gateway(config, server, store, banks, accounts, coordinator, registry, metrics_server)
+    return Gateway(
+        config,
+        server,
+        admin_server,
+        store,
+        banks,
+        accounts,
+        coordinator,
+        registry,
+        metrics_server,
+        events,
+    )
+
+
+async def build_admin_server(
+    config: GatewayConfig, servicer: AdminServicer, grpc_metrics: GrpcMetrics
+) -> Server:
+    """The admin port: AdminService (with health and reflection) over mutual TLS, where a
+    client certificate of the suite's CA is required and only an operator's is answered."""
+    return await build_server(
+        listen=config.admin_listen,
+        credentials=server_credentials(config.tls, require_client_cert=True),
+        service_name=ADMIN_SERVICE_NAME,
+        add_servicer=lambda s: admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
+        interceptors=server_interceptors(grpc_metrics, OperatorInterceptor(ADMIN_SERVICE_NAME)),
+        max_message_bytes=config.max_message_bytes,
+        max_concurrent_rpcs=ADMIN_MAX_CONCURRENT_RPCS,
+    )
 
 
 async def run(suite: SuiteConfig, name: str) -> None:
@@ -274,6 +344,8 @@ async def run(suite: SuiteConfig, name: str) -> None:
         grace_s=gateway.config.grace_s,
         background=gateway.background(),
         on_stop=gateway.close,
+        also=[gateway.admin_server],
+        on_draining=gateway.events.close,
     )
 
 
@@ -282,6 +354,10 @@ def main() -> None:
     parser.add_argument("--config", help="TOML configuration file (default: $PAYGATE_CONFIG)")
     parser.add_argument("--listen", help="HOST:PORT to serve on (default: [gateway] listen)")
     parser.add_argument("--metrics", help="HOST:PORT of /metrics (default: [gateway] metrics)")
+    parser.add_argument(
+        "--admin-listen",
+        help="HOST:PORT of AdminService, for operators (default: [gateway] admin_listen)",
+    )
     parser.add_argument(
         "--name",
         default=DEFAULT_NAME,
@@ -292,7 +368,9 @@ def main() -> None:
         config = load_config(args.config)
     except ConfigError as exc:
         parser.exit(EXIT_REFUSED, f"paygate-gateway: bad configuration: {exc}\n")
-    suite = with_gateway_addresses(config, listen=args.listen, metrics=args.metrics)
+    suite = with_gateway_addresses(
+        config, listen=args.listen, metrics=args.metrics, admin_listen=args.admin_listen
+    )
     setup_logging("gateway")
     provider = tracing.setup_tracing("paygate-gateway")
     try:

@@ -45,7 +45,6 @@ class User:
     bank_id: str
     account_number: str
     currency: str
-    role: str = "customer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +81,47 @@ class TotpRecord:
     @property
     def enabled(self) -> bool:
         return self.secret is not None
+
+
+class UserAction(enum.StrEnum):
+    """What an operator did to a user (AdminService), as the audit table records it."""
+
+    FREEZE = "freeze"
+    UNFREEZE = "unfreeze"
+    RESET_TWO_FACTOR = "reset_two_factor"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OperatorAction:
+    """One entry of the audit table: who (a certificate's name) did what, when and why."""
+
+    at_s: float
+    operator: str
+    action: UserAction
+    reason: str
+    changed: bool  # False for a repeat that found the user as asked (freezing a frozen user)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UserStatus:
+    """What an operator sees of a user: nothing secret (no hash, secret or code)."""
+
+    user: User
+    created_at_s: float
+    frozen: bool
+    two_factor_enabled: bool
+    recovery_codes_left: int
+    live_sessions: int
+    recent_actions: tuple[OperatorAction, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ActionDone:
+    """What an operator's change did: whether it changed anything, and the token hashes of
+    the sessions it ended (for the session cache to forget)."""
+
+    changed: bool
+    ended: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -189,6 +229,7 @@ class BeginOutcome(enum.Enum):
     REPLAY = "replay"  # the key finished before: answer as the first time
     MISMATCH = "mismatch"  # the key was used with other parameters
     IN_USE = "in_use"  # the key's first request is still running
+    FROZEN = "frozen"  # the payer or the payee is frozen: nothing was written
     REFUSED = "refused"  # the key is new and the request cannot be: nothing was written
 
 
@@ -198,6 +239,7 @@ class BeginResult:
     payment_id: str = ""
     error_reason: str = ""
     error_message: str = ""
+    frozen: tuple[str, ...] = ()  # FROZEN: the ids of the parties who are
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,11 @@ is released.
 
 Every CreatePayment counts once in paygate_payments_total{outcome}: succeeded, failed (the
 transaction aborted, or a one-phase one's outcome was unknown when answered), rejected
-(refused before a transaction began), replayed or conflict.
+(refused before a transaction began: invalid, or a party frozen), replayed or conflict.
+
+A payment whose payer or payee an operator froze (AdminService) is refused with
+USER_FROZEN, checked in the transaction that would record it, and nothing is recorded (the
+key neither). A payment recorded before the freeze runs to its end.
 
 Payees found are remembered (at most PAYEE_CACHE_SIZE, oldest dropped first): a user's
 name, bank, account and currency never change once registered (no RPC or tool updates or
@@ -34,7 +38,7 @@ import hashlib
 import secrets
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from paygate.common.config import DEFAULT_AUTHORIZATION_TTL_S, DEFAULT_MAX_MESSAGE_BYTES
 from paygate.common.metrics import PaymentMetrics, new_registry
@@ -47,13 +51,14 @@ from paygate.errors import (
     OUTCOME_KEY,
     OUTCOME_UNKNOWN,
     PAYMENT_ID_KEY,
+    USER_FROZEN,
     Aborted,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PaygateError,
 )
-from paygate.gateway.accounts import USERNAME_PATTERN
+from paygate.gateway.accounts import USERNAME_PATTERN, user_frozen
 from paygate.gateway.coordinator import Coordinator
 from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus, TxnState, User
 from paygate.gateway.store import BeginOutcome, BeginResult, GatewayStore
@@ -118,6 +123,17 @@ def has_control_characters(text: str) -> bool:
     """Control characters (NUL, line breaks, tabs, escapes) and line or paragraph
     separators; emoji sequences, no-break spaces and direction marks are text."""
     return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
+def frozen_party(payer_id: str, frozen: Sequence[str], payee_username: str) -> PaygateError:
+    """The refusal of a payment, or of a capture, one of whose parties is frozen: the
+    payer is told it is them, or that the payee cannot be paid now."""
+    if payer_id in frozen:
+        return user_frozen()
+    return FailedPrecondition(
+        f"{payee_username} cannot be paid now: an operator froze the account",
+        reason=USER_FROZEN,
+    )
 
 
 def failed_payment_error(error: PaygateError, payment_id: str, state: TxnState) -> PaygateError:
@@ -240,6 +256,8 @@ class Payments:
                 payment,
                 self._coordinator.new_lease(),
             )
+            if begun.outcome == BeginOutcome.FROZEN:
+                raise frozen_party(payer.user_id, begun.frozen, payee.username)
             if begun.outcome == BeginOutcome.STARTED:
                 outcome[0] = "failed"
                 decision = await self._coordinator.run(payment)
@@ -288,6 +306,12 @@ class Payments:
                 metadata={PAYMENT_ID_KEY: begun.payment_id, OUTCOME_KEY: OUTCOME_FAILED},
             )
         return await self.load(begun.payment_id)
+
+    async def refuse_frozen(self, payment: Payment) -> None:
+        """FAILED_PRECONDITION / USER_FROZEN when either party of the payment is frozen."""
+        frozen = await self._store.frozen_parties(payment.payer_user_id, payment.payee_user_id)
+        if frozen:
+            raise frozen_party(payment.payer_user_id, frozen, payment.payee_username)
 
     async def load(self, payment_id: str) -> Payment:
         payment = await self._store.get_payment(payment_id)

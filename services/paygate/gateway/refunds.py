@@ -14,10 +14,14 @@ to the payment's `amount_refunded` in the same write. So refunds sent concurrent
 add up to more than was captured.
 
 Who may refund: the payee (PERMISSION_DENIED for the payer, NOT_FOUND for anyone else, as
-GetPayment). Refused, changing nothing: a payment that did not succeed
-(PAYMENT_NOT_REFUNDABLE), more than is left (AMOUNT_EXCEEDS_REFUNDABLE). The payee short
+GetPayment). Refused, moving nothing: a payment that did not succeed
+(PAYMENT_NOT_REFUNDABLE), more than is left (AMOUNT_EXCEEDS_REFUNDABLE); both are business
+answers the key then keeps, as a payment's INSUFFICIENT_FUNDS: asked again, the key answers
+the same, even once an earlier refund failed and gave its amount back (a new key may then
+refund it). The payee short
 of funds: the refund is FAILED (INSUFFICIENT_FUNDS) and its key keeps that answer, as a
-payment's does. Idempotency keys are the caller's, shared with CreatePayment's: a key
+payment's does. A refund neither party of which may be frozen: USER_FROZEN, nothing written,
+as for a payment. Idempotency keys are the caller's, shared with CreatePayment's: a key
 used for something else is IDEMPOTENCY_KEY_MISMATCH.
 """
 
@@ -58,6 +62,7 @@ from paygate.gateway.payments import (
     decode_page_token,
     encode_page_token,
     failed_payment_error,
+    frozen_party,
     has_control_characters,
 )
 from paygate.gateway.store import GatewayStore
@@ -132,6 +137,8 @@ class Refunds:
             begun, recorded = await self._store.begin_refund(
                 key.key, key.request_hash, refund, self._coordinator.new_lease()
             )
+            if begun.outcome == BeginOutcome.FROZEN:
+                raise frozen_party(refund.payer_user_id, begun.frozen, refund.payee_username)
             if begun.outcome == BeginOutcome.STARTED:
                 assert recorded is not None
                 outcome[0] = "failed"
@@ -186,10 +193,13 @@ class Refunds:
             )
         outcome[0] = "replayed"
         if begun.error_reason:
+            made = begun.payment_id.startswith(REFUND_ID_PREFIX)  # else refused, none made
             raise FailedPrecondition(
                 begun.error_message,
                 reason=begun.error_reason,
-                metadata={REFUND_ID_KEY: begun.payment_id, OUTCOME_KEY: OUTCOME_FAILED},
+                metadata={REFUND_ID_KEY: begun.payment_id, OUTCOME_KEY: OUTCOME_FAILED}
+                if made
+                else {},
             )
         return await self._payments.load(begun.payment_id)
 

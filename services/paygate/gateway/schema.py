@@ -209,7 +209,26 @@ SQLITE_MIGRATIONS = [
     CREATE INDEX events_unpublished ON events (id) WHERE published = 0;
     CREATE INDEX events_created ON events (create_time_us)
     """,
-    # 11: the relay's lease (services/paygate/relay): one row naming the relay that
+    # 11: operators (AdminService). A frozen user can neither log in, pay nor be paid; every
+    # change an operator makes is recorded in operator_actions with the name on their
+    # certificate (gateway/operators.py). The stored role, which nothing read, goes:
+    # operators are certificates, not users (DROP COLUMN needs SQLite 3.35, of 2021).
+    """
+    ALTER TABLE users DROP COLUMN role;
+    ALTER TABLE users ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0 CHECK (frozen IN (0, 1));
+    CREATE TABLE operator_actions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_s REAL NOT NULL,
+        operator TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('freeze', 'unfreeze', 'reset_two_factor')),
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        username TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        changed INTEGER NOT NULL CHECK (changed IN (0, 1))
+    );
+    CREATE INDEX operator_actions_user ON operator_actions (user_id, seq)
+    """,
+    # 12: the relay's lease (services/paygate/relay): one row naming the relay that
     # publishes events to the broker, and until when. A relay takes or renews it with a
     # conditional UPDATE, so that two relays never publish at once.
     """
@@ -373,7 +392,23 @@ POSTGRES_MIGRATIONS = [
     CREATE INDEX events_unpublished ON events (id) WHERE published = 0;
     CREATE INDEX events_created ON events (create_time_us)
     """,
-    # 11: the relay's lease.
+    # 11: operators: frozen users, the audit table of operator actions; the unread role goes.
+    """
+    ALTER TABLE users DROP COLUMN role;
+    ALTER TABLE users ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE TABLE operator_actions (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at_s DOUBLE PRECISION NOT NULL,
+        operator TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('freeze', 'unfreeze', 'reset_two_factor')),
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        username TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        changed BOOLEAN NOT NULL
+    );
+    CREATE INDEX operator_actions_user ON operator_actions (user_id, seq)
+    """,
+    # 12: the relay's lease.
     """
     CREATE TABLE relay_lease (
         id INTEGER PRIMARY KEY CHECK (id = 1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from google.protobuf import timestamp_pb2
 
 from paygate.common.call_info import note
@@ -10,7 +12,8 @@ from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument
 from paygate.gateway.accounts import Accounts
 from paygate.gateway.auth_interceptor import PRINCIPAL
 from paygate.gateway.authorizations import Authorizations
-from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus
+from paygate.gateway.events import Events
+from paygate.gateway.models import Event, Payment, PaymentRequest, PaymentStatus
 from paygate.gateway.payments import Payments
 from paygate.gateway.refunds import Refunds
 from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
@@ -79,6 +82,18 @@ def refund_message(refund: Payment) -> gateway_pb2.Refund:
     return message
 
 
+def event_message(event: Event) -> gateway_pb2.Event:
+    message = gateway_pb2.Event(
+        event_id=event.event_id, sequence=event.sequence, type=str(event.type)
+    )
+    message.create_time.FromMicroseconds(event.create_time_us)
+    if event.payment.refund_of:
+        message.refund.CopyFrom(refund_message(event.payment))
+    else:
+        message.payment.CopyFrom(payment_message(event.payment))
+    return message
+
+
 def capture_method(value: int) -> bool:
     """Whether a CreatePayment's capture_method asks for an authorization only."""
     if value not in _MANUAL:
@@ -113,7 +128,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         payments: Payments,
         authorizations: Authorizations,
         refunds: Refunds,
+        events: Events,
     ) -> None:
+        self._events = events
         self._accounts = accounts
         self._payments = payments
         self._authorizations = authorizations
@@ -239,6 +256,27 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.ListRefundsResponse(
             refunds=[refund_message(refund) for refund in refunds], next_page_token=next_token
         )
+
+    async def ListEvents(
+        self, request: gateway_pb2.ListEventsRequest, context: Context
+    ) -> gateway_pb2.ListEventsResponse:
+        events, next_after, more = await self._events.list(
+            PRINCIPAL.get().user,
+            request.starting_after,
+            request.page_size,
+            [bounded(kind, "types") for kind in request.types],
+        )
+        return gateway_pb2.ListEventsResponse(
+            events=[event_message(event) for event in events],
+            next_starting_after=next_after,
+            has_more=more,
+        )
+
+    async def WatchEvents(
+        self, request: gateway_pb2.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[gateway_pb2.WatchEventsResponse]:
+        async for event in self._events.watch(PRINCIPAL.get().user, request.starting_after):
+            yield gateway_pb2.WatchEventsResponse(event=event_message(event))
 
     async def GetPayment(
         self, request: gateway_pb2.GetPaymentRequest, context: Context

@@ -35,9 +35,7 @@ def _text_or_null(value: str) -> str | None:
     return value or None
 
 
-USERS = Table(
-    "users", User, ("user_id", "username", "bank_id", "account_number", "currency", "role")
-)
+USERS = Table("users", User, ("user_id", "username", "bank_id", "account_number", "currency"))
 PAYMENTS = Table(
     "payments",
     Payment,
@@ -84,13 +82,25 @@ class GatewaySql:
         self.user_by_username = sql(
             f"SELECT {USERS.columns}, password_hash FROM users WHERE username = :username"
         )
+        # A login's session is recorded only for a user who is not frozen. On PostgreSQL
+        # the user's row is locked against a concurrent freeze meanwhile: the freeze then
+        # waits, and ends this session too (or the login waits, and sees the freeze).
+        self.frozen_for_login = sql(
+            f"SELECT frozen FROM users WHERE user_id = :user_id{d.for_share}"
+        )
         self.insert_session = sql(
             "INSERT INTO sessions (token_hash, user_id, expire_at_s, created_at_s, session_id,"
             " client_address, last_used_at_s) VALUES (:token_hash, :user_id, :expire_at_s,"
             " :created_at_s, :session_id, :client_address, :created_at_s)"
         )
+        # Which of a payment's two parties is frozen (no row lock: a payment recorded while
+        # a freeze is being written was made before it).
+        self.frozen_parties = sql(
+            "SELECT user_id FROM users WHERE user_id IN (:payer_user_id, :payee_user_id)"
+            " AND frozen = TRUE"
+        )
         self.session = sql(
-            f"SELECT {USERS.qualified('u')}, s.expire_at_s, s.revoked, s.session_id,"
+            f"SELECT {USERS.qualified('u')}, s.expire_at_s, (s.revoked OR u.frozen), s.session_id,"
             " COALESCE(s.last_used_at_s, s.created_at_s)"
             " FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.token_hash = :token"
         )
@@ -242,6 +252,14 @@ class GatewaySql:
         self.refunded_payment = sql(
             f"SELECT {PAYMENTS.columns} FROM payments WHERE payment_id = :refund_of{d.for_update}"
         )
+        # A refund refused for its amount or its payment keeps that answer under its key
+        # (as a payment's business refusal does), naming the payment it would have refunded.
+        self.insert_refused_key = sql(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, request_hash, state,"
+            " payment_id, error_reason, error_message, created_at_s) VALUES (:payer_user_id,"
+            " :key, :request_hash, 'completed', :refund_of, :reason, :message, :now_s)"
+            " ON CONFLICT DO NOTHING"
+        )
         self.refunds_reserved = sql(
             "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE refund_of = :refund_of"
             " AND txn_state NOT IN ('aborting', 'aborted')"
@@ -319,3 +337,39 @@ class GatewaySql:
         )
         self.prune_login_failures = d.bounded_delete("login_failures", "failed_at_s < :before")
         self.prune_events = d.bounded_delete("events", "create_time_us < :before")
+        self._operators(d)
+
+    def _operators(self, d: Dialect) -> None:
+        """AdminService's statements (gateway/operators.py)."""
+        sql = d.compile
+        self.user_status = sql(
+            f"SELECT {USERS.qualified('u')}, u.created_at_s, u.frozen,"
+            " u.totp_secret IS NOT NULL,"
+            " (SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = u.user_id"
+            " AND r.used_at_s IS NULL),"
+            " (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.user_id"
+            " AND s.revoked = FALSE AND s.expire_at_s > :now_s)"
+            " FROM users u WHERE u.username = :username"
+        )
+        self.recent_actions = sql(
+            "SELECT at_s, operator, action, reason, changed FROM operator_actions"
+            " WHERE user_id = :user_id ORDER BY seq DESC LIMIT :limit"
+        )
+        # The user an operator acts on, locked on PostgreSQL until the action is recorded,
+        # so that two operators acting at once are recorded one after the other.
+        self.user_for_action = sql(
+            f"SELECT user_id FROM users WHERE username = :username{d.for_update}"
+        )
+        self.set_frozen = sql(
+            "UPDATE users SET frozen = :frozen WHERE user_id = :user_id AND frozen <> :frozen"
+        )
+        self.reset_totp = sql(
+            "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = NULL"
+            " WHERE user_id = :user_id AND (totp_secret IS NOT NULL"
+            " OR totp_pending IS NOT NULL OR totp_last_step IS NOT NULL)"
+        )
+        self.insert_action = sql(
+            "INSERT INTO operator_actions (at_s, operator, action, user_id, username, reason,"
+            " changed) VALUES (:at_s, :operator, :action, :user_id, :username, :reason,"
+            " :changed)"
+        )

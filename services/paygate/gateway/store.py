@@ -1,4 +1,5 @@
-"""The gateway's storage: users, sessions, payments with their 2PC state, idempotency keys.
+"""The gateway's storage: users, sessions, payments with their 2PC state, idempotency keys,
+and what operators did to users (the audit table).
 
 GatewayStore is the narrow interface the domain modules use; every method is one
 database transaction. Its methods are written once, in store_sql.SqlGatewayStore;
@@ -12,12 +13,24 @@ import sqlite3
 from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import Counter
+
 from paygate.common.invariants import InvariantViolation
 from paygate.common.sql import NO_VALUES, SQLITE, Row, Statement, Values
 from paygate.common.sqlite import Database
+from paygate.gateway.models import (
+    ActionDone,
+    Event,
+    OperationKey,
+    Payment,
+    Settled,
+    TxnState,
+    User,
+    UserAction,
+    UserStatus,
+)
 from paygate.gateway.models import BeginOutcome as BeginOutcome
 from paygate.gateway.models import BeginResult as BeginResult
-from paygate.gateway.models import Event, OperationKey, Payment, Settled, TxnState, User
 from paygate.gateway.models import Lease as Lease
 from paygate.gateway.models import Session as Session
 from paygate.gateway.models import SessionInfo as SessionInfo
@@ -34,6 +47,8 @@ CLAIM_SQL = SQL.claim.text  # recovery's claim (its plan is checked by a test)
 
 
 class GatewayStore(Protocol):
+    events_written: Counter | None  # counts the events written, by type (main.py sets it)
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def healthy(self) -> bool: ...
@@ -47,7 +62,7 @@ class GatewayStore(Protocol):
         *,
         session_id: str = "",
         client_address: str = "",
-    ) -> None: ...
+    ) -> bool: ...
     async def session(self, token_hash: str) -> Session | None: ...
     async def revoke_session(self, token_hash: str) -> None: ...
     async def touch_session(self, token_hash: str, at_s: float) -> None: ...
@@ -72,6 +87,13 @@ class GatewayStore(Protocol):
     async def begin_payment(
         self, key: str, request_hash: str, payment: Payment, lease: Lease | None = None
     ) -> BeginResult: ...
+    async def frozen_parties(self, payer_user_id: str, payee_user_id: str) -> list[str]: ...
+    async def user_status(
+        self, username: str, *, now_s: float, recent_actions: int
+    ) -> UserStatus | None: ...
+    async def act_on_user(
+        self, action: UserAction, username: str, *, operator: str, reason: str, at_s: float
+    ) -> ActionDone | None: ...
     async def begin_refund(
         self, key: str, request_hash: str, refund: Payment, lease: Lease
     ) -> tuple[BeginResult, Payment | None]: ...

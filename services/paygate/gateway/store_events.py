@@ -45,14 +45,16 @@ def event_type(change: str, payment: Payment) -> EventType:
     }[change]
 
 
-async def record(tx: Tx, sql: GatewaySql, payment_id: str, change: str) -> None:
-    """Write the events of a change to `payment_id`, one per party, in this transaction."""
+async def record(tx: Tx, sql: GatewaySql, payment_id: str, change: str, written: list[str]) -> None:
+    """Write the events of a change to `payment_id`, one per party, in this transaction
+    (their types are added to `written`, to be counted once it commits)."""
     row = await tx.one(sql.payment, {"payment_id": payment_id})
     check(row is not None, f"event of {payment_id}: the payment vanished inside a transaction")
     assert row is not None
     payment = PAYMENTS.from_row(row)
+    kind = str(event_type(change, payment))
     values = {
-        "type": str(event_type(change, payment)),
+        "type": kind,
         "create_time_us": time.time_ns() // 1000,
         "payment_id": payment_id,
         "body": dump(payment),
@@ -65,6 +67,7 @@ async def record(tx: Tx, sql: GatewaySql, payment_id: str, change: str) -> None:
             **values, "event_id": f"evt_{secrets.token_hex(12)}", "user_id": user_id,
             "sequence": int(counted[0]),
         })  # fmt: skip
+        written.append(kind)
 
 
 def dump(payment: Payment) -> str:

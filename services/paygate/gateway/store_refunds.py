@@ -24,6 +24,9 @@ async def begin_refund(
     tx: Tx, sql: GatewaySql, refund: Payment, values: Values
 ) -> tuple[BeginResult, Payment | None]:
     """Record `refund` (amount 0: all that is left) with its key, or say why not."""
+    frozen = await tx.all(sql.frozen_parties, values)
+    if frozen:  # a refund pays its payer's money to the payee: neither may be frozen
+        return BeginResult(BeginOutcome.FROZEN, frozen=tuple(str(r[0]) for r in frozen)), None
     for _ in range(BEGIN_ATTEMPTS):
         taken = await key_owner(tx, sql.key, values)
         if taken is not None:
@@ -34,7 +37,9 @@ async def begin_refund(
         payment = PAYMENTS.from_row(row)
         if payment.status != PaymentStatus.SUCCEEDED:
             message = f"payment {payment.payment_id} did not succeed: nothing of it moved"
-            return _refused(PAYMENT_NOT_REFUNDABLE, message), None
+            if await _refused_key(tx, sql, values, PAYMENT_NOT_REFUNDABLE, message):
+                return _refused(PAYMENT_NOT_REFUNDABLE, message), None
+            continue  # a concurrent request took the key: answer what it holds
         reserved_row = await tx.one(sql.refunds_reserved, values)
         reserved = int(reserved_row[0]) if reserved_row else 0
         left = payment.captured_minor - reserved
@@ -45,11 +50,13 @@ async def begin_refund(
         )
         amount = refund.amount_minor or left
         if amount <= 0 or amount > left:
-            return _refused(
-                AMOUNT_EXCEEDS_REFUNDABLE,
+            message = (
                 f"cannot refund {amount}: {left} minor units of payment"
-                f" {payment.payment_id} are left to refund",
-            ), None
+                f" {payment.payment_id} are left to refund"
+            )
+            if await _refused_key(tx, sql, values, AMOUNT_EXCEEDS_REFUNDABLE, message):
+                return _refused(AMOUNT_EXCEEDS_REFUNDABLE, message), None
+            continue
         values = {**values, **PAYMENTS.values(refund), "amount": amount}
         if await tx.run(sql.claim_key, values) == 1:
             # No payment_parties rows: a refund is listed with its payment, not as one.
@@ -57,6 +64,12 @@ async def begin_refund(
             begun = BeginResult(BeginOutcome.STARTED, refund.payment_id)
             return begun, dataclasses.replace(refund, amount_minor=amount)
     return BeginResult(BeginOutcome.IN_USE), None
+
+
+async def _refused_key(tx: Tx, sql: GatewaySql, values: Values, reason: str, message: str) -> bool:
+    """Keep the refusal under the caller's key; False when a concurrent request took it."""
+    refused = {**values, "reason": reason, "message": message}
+    return await tx.run(sql.insert_refused_key, refused) == 1
 
 
 def _refused(reason: str, message: str) -> BeginResult:

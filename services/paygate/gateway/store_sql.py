@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
+from prometheus_client import Counter
+
 from paygate.common.invariants import InvariantViolation, check
 from paygate.common.sql import Database, OnDatabase, Statement, Values
 from paygate.errors import AlreadyExists
@@ -31,18 +33,27 @@ from paygate.gateway.models import (
     User,
 )
 from paygate.gateway.statements import PAYMENTS, USERS, GatewaySql
+from paygate.gateway.store_operators import SqlOperatorStore, revoke_all
 from paygate.gateway.store_tx import BEGIN_ATTEMPTS, Body, Tx, key_owner
 
 T = TypeVar("T")
 
 
-class SqlGatewayStore(OnDatabase):
+class SqlGatewayStore(SqlOperatorStore, OnDatabase):
     """GatewayStore, each method one transaction; a subclass runs the bodies (`_write`,
     `_read`) on its database."""
 
     def __init__(self, db: Database, sql: GatewaySql) -> None:
-        super().__init__(db)
+        OnDatabase.__init__(self, db)
         self._sql = sql
+        # paygate_events_written_total{type}, counted once their transaction committed.
+        self.events_written: Counter | None = None
+
+    def _counted(self, result: T, written: list[str]) -> T:
+        if self.events_written is not None:
+            for kind in written:
+                self.events_written.labels(kind).inc()
+        return result
 
     def _write(self, body: Body[T]) -> Awaitable[T]:
         """Run the body in a transaction (the database's own awaitable: no coroutine of
@@ -84,8 +95,9 @@ class SqlGatewayStore(OnDatabase):
         *,
         session_id: str = "",
         client_address: str = "",
-    ) -> None:
-        """Record a session; its public id is random (new_session_id()) unless given."""
+    ) -> bool:
+        """Record a session, unless its user is frozen (False); its public id is random
+        (new_session_id()) unless given."""
         values = {
             "token_hash": token_hash,
             "user_id": user_id,
@@ -94,7 +106,15 @@ class SqlGatewayStore(OnDatabase):
             "session_id": session_id or new_session_id(),
             "client_address": client_address,
         }
-        await self._write(lambda tx: tx.run(self._sql.insert_session, values))
+
+        async def insert(tx: Tx) -> bool:
+            row = await tx.one(self._sql.frozen_for_login, values)
+            if row is None or row[0]:
+                return False
+            await tx.run(self._sql.insert_session, values)
+            return True
+
+        return await self._write(insert)
 
     async def session(self, token_hash: str) -> Session | None:
         async def select(tx: Tx) -> Session | None:
@@ -152,7 +172,7 @@ class SqlGatewayStore(OnDatabase):
     async def revoke_sessions_of(self, user_id: str, *, keep: str = "") -> list[str]:
         """End every live session of the user but the one of token hash `keep`; the token
         hashes of those ended."""
-        return await self._write(lambda tx: _revoke_all(tx, self._sql, user_id, keep))
+        return await self._write(lambda tx: revoke_all(tx, self._sql, user_id, keep))
 
     async def change_password(self, user_id: str, password_hash: bytes, *, keep: str) -> list[str]:
         """Replace the password and end every other session, in one transaction; the token
@@ -161,7 +181,7 @@ class SqlGatewayStore(OnDatabase):
 
         async def change(tx: Tx) -> list[str]:
             await tx.run(self._sql.set_password, values)
-            return await _revoke_all(tx, self._sql, user_id, keep)
+            return await revoke_all(tx, self._sql, user_id, keep)
 
         return await self._write(change)
 
@@ -249,6 +269,9 @@ class SqlGatewayStore(OnDatabase):
         )
 
         async def begin(tx: Tx) -> BeginResult:
+            frozen = await tx.all(sql.frozen_parties, values)
+            if frozen:
+                return BeginResult(BeginOutcome.FROZEN, frozen=tuple(str(r[0]) for r in frozen))
             for _ in range(BEGIN_ATTEMPTS):
                 if await tx.run(sql.claim_key, values) == 1:
                     await _insert_payment(tx, sql, payment, values)
@@ -259,6 +282,15 @@ class SqlGatewayStore(OnDatabase):
             return BeginResult(BeginOutcome.IN_USE)
 
         return await self._write(begin)
+
+    async def frozen_parties(self, payer_user_id: str, payee_user_id: str) -> list[str]:
+        """The ids of those of a payment's two parties who are frozen."""
+        values = {"payer_user_id": payer_user_id, "payee_user_id": payee_user_id}
+
+        async def select(tx: Tx) -> list[str]:
+            return [str(row[0]) for row in await tx.all(self._sql.frozen_parties, values)]
+
+        return await self._read(select)
 
     async def begin_refund(
         self, key: str, request_hash: str, refund: Payment, lease: Lease
@@ -300,6 +332,7 @@ class SqlGatewayStore(OnDatabase):
         """
         state, finished_at_s = ("committed", time.time()) if finished else ("committing", None)
         sql = self._sql
+        written: list[str] = []
 
         async def decide(tx: Tx) -> TxnState:
             values = {
@@ -310,7 +343,7 @@ class SqlGatewayStore(OnDatabase):
             }
             if await tx.run(sql.decide_commit, values):
                 await tx.run(sql.complete_key, values)
-                await store_events.record(tx, sql, payment_id, store_events.COMMIT)
+                await store_events.record(tx, sql, payment_id, store_events.COMMIT, written)
                 if refund is not None:
                     refunded = {"refund_of": refund.refund_of, "amount": refund.amount_minor}
                     check(
@@ -319,7 +352,7 @@ class SqlGatewayStore(OnDatabase):
                     )
             return await _txn_state(tx, sql, values)
 
-        return await self._write(decide)
+        return self._counted(await self._write(decide), written)
 
     async def decide_abort(
         self, payment_id: str, reason: str, message: str, *, release_key: bool
@@ -330,6 +363,7 @@ class SqlGatewayStore(OnDatabase):
         retry gets the same answer; a transient failure releases the key, so a retry runs anew.
         """
         sql = self._sql
+        written: list[str] = []
 
         async def decide(tx: Tx) -> TxnState:
             values = {
@@ -340,24 +374,25 @@ class SqlGatewayStore(OnDatabase):
             }
             if await tx.run(sql.decide_abort, values):
                 await tx.run(sql.release_key if release_key else sql.refuse_key, values)
-                await store_events.record(tx, sql, payment_id, store_events.ABORT)
+                await store_events.record(tx, sql, payment_id, store_events.ABORT, written)
             return await _txn_state(tx, sql, values)
 
-        return await self._write(decide)
+        return self._counted(await self._write(decide), written)
 
     async def authorize(self, payment_id: str) -> TxnState:
         """Record that every bank holds an authorization's money (from PREPARING, as a
         decision), completing its key; return the state recorded."""
         sql = self._sql
         values = {"now_s": time.time(), "payment_id": payment_id}
+        written: list[str] = []
 
         async def write(tx: Tx) -> TxnState:
             if await tx.run(sql.authorize, values):
                 await tx.run(sql.complete_key, values)
-                await store_events.record(tx, sql, payment_id, store_events.AUTHORIZE)
+                await store_events.record(tx, sql, payment_id, store_events.AUTHORIZE, written)
             return await _txn_state(tx, sql, values)
 
-        return await self._write(write)
+        return self._counted(await self._write(write), written)
 
     async def capture(
         self, payment_id: str, amount_minor: int, lease: Lease, key: OperationKey | None
@@ -398,6 +433,7 @@ class SqlGatewayStore(OnDatabase):
         }
         if key is not None:
             values.update(user_id=key.user_id, key=key.key, request_hash=key.request_hash)
+        written: list[str] = []
 
         async def write(tx: Tx) -> Settled:
             if key is not None and (taken := await key_owner(tx, sql.operation_key, values)):
@@ -406,10 +442,10 @@ class SqlGatewayStore(OnDatabase):
             if applied and key is not None:
                 await tx.run(sql.insert_completed_key, values)
             if applied:
-                await store_events.record(tx, sql, payment_id, change)
+                await store_events.record(tx, sql, payment_id, change, written)
             return Settled(await _txn_state(tx, sql, values), applied)
 
-        return await self._write(write)
+        return self._counted(await self._write(write), written)
 
     async def claim_expired(
         self, owner: str, *, now_s: float, lease_s: float, limit: int
@@ -586,11 +622,6 @@ async def _replace_codes(tx: Tx, sql: GatewaySql, user_id: str, code_hashes: lis
 def new_session_id() -> str:
     """A session's public id: 96 random bits, unrelated to its token."""
     return f"ses_{secrets.token_hex(12)}"
-
-
-async def _revoke_all(tx: Tx, sql: GatewaySql, user_id: str, keep: str) -> list[str]:
-    values = {"user_id": user_id, "keep": keep, "now_s": time.time()}
-    return [str(row[0]) for row in await tx.all(sql.revoke_sessions_of, values)]
 
 
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:

@@ -277,6 +277,54 @@ class ListRefundsResponse(_message.Message):
     next_page_token: str
     def __init__(self, refunds: _Optional[_Iterable[_Union[Refund, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class Event(_message.Message):
+    __slots__ = ("event_id", "sequence", "type", "create_time", "payment", "refund")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    sequence: int
+    type: str
+    create_time: _timestamp_pb2.Timestamp
+    payment: Payment
+    refund: Refund
+    def __init__(self, event_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., refund: _Optional[_Union[Refund, _Mapping]] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("starting_after", "page_size", "types")
+    STARTING_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    starting_after: int
+    page_size: int
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, starting_after: _Optional[int] = ..., page_size: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events", "next_starting_after", "has_more")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_STARTING_AFTER_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    next_starting_after: int
+    has_more: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_starting_after: _Optional[int] = ..., has_more: _Optional[bool] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("starting_after",)
+    STARTING_AFTER_FIELD_NUMBER: _ClassVar[int]
+    starting_after: int
+    def __init__(self, starting_after: _Optional[int] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+
 class ChangePasswordRequest(_message.Message):
     __slots__ = ("current_password", "new_password")
     CURRENT_PASSWORD_FIELD_NUMBER: _ClassVar[int]

@@ -91,6 +91,16 @@ class GatewayServiceStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsResponse.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/paygate.v1.GatewayService/ListEvents',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/paygate.v1.GatewayService/WatchEvents',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
         self.ChangePassword = channel.unary_unary(
                 '/paygate.v1.GatewayService/ChangePassword',
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.ChangePasswordRequest.SerializeToString,
@@ -220,6 +230,22 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """ListEvents returns the caller's events after a sequence, oldest first: what happened
+        to the caller's money, as payer or payee.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """WatchEvents sends the caller's stored events after a sequence, then each new one as
+        it happens, in order, with no gap and no duplicate, until the caller ends the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ChangePassword(self, request, context):
         """ChangePassword replaces the caller's password and ends every other session
         of the caller; the session the call is made with stays.
@@ -329,6 +355,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListRefunds,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.ListEventsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.WatchEventsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.WatchEventsResponse.SerializeToString,
             ),
             'ChangePassword': grpc.unary_unary_rpc_method_handler(
                     servicer.ChangePassword,
@@ -665,6 +701,60 @@ class GatewayService:
             '/paygate.v1.GatewayService/ListRefunds',
             paygate_dot_v1_dot_gateway__pb2.ListRefundsRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.ListRefundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayService/ListEvents',
+            paygate_dot_v1_dot_gateway__pb2.ListEventsRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paygate.v1.GatewayService/WatchEvents',
+            paygate_dot_v1_dot_gateway__pb2.WatchEventsRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
