@@ -45,21 +45,18 @@ from typing import Any
 from paygate.common.config_checks import (
     ConfigError,
     check_address,
-    check_amqp_url,
     check_bounds,
-    check_exchange,
     check_positive,
     check_table,
     check_value,
 )
 from paygate.common.database_url import DatabaseLocation, PostgresUrl, database_location
 from paygate.common.money import MAX_AMOUNT_MINOR
+from paygate.common.relay_config import RelayConfig, check_relay, relay_config
 
 __all__ = ["ConfigError", "RelayConfig", "SuiteConfig", "load_config", "read_config_file"]
 
 CONFIG_ENV = "PAYGATE_CONFIG"
-# The broker's URL holds a password: it may come from the environment instead of the file.
-RELAY_AMQP_URL_ENV = "PAYGATE_RELAY_AMQP_URL"
 
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:50051"
 DEFAULT_GATEWAY_METRICS = "127.0.0.1:9151"
@@ -81,18 +78,6 @@ DEFAULT_RECOVERY_INTERVAL_S = 2.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_CONCURRENT_RPCS = 256
 DEFAULT_GRACE_S = 5.0
-# paygate-relay (services/paygate/relay): events from the gateway's database to RabbitMQ.
-DEFAULT_RELAY_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_RELAY_EXCHANGE = "paygate.events"
-DEFAULT_RELAY_METRICS = "127.0.0.1:9171"
-DEFAULT_RELAY_BATCH_SIZE = 100
-MAX_RELAY_BATCH_SIZE = 1000  # events published, confirmed and marked together
-DEFAULT_RELAY_POLL_INTERVAL_S = 0.5
-DEFAULT_RELAY_TIMEOUT_S = 5.0
-DEFAULT_RELAY_LEASE_S = 15.0
-# A lease outlives a pass (renewal, publication and marking, each within timeout_s).
-RELAY_LEASE_TIMEOUTS_MIN = 3
-DEFAULT_RELAY_RECONNECT_MAX_S = 30.0
 # Batches of bank calls (gateway/batching.py): at most this many calls in one batch RPC,
 # and at most this many batch RPCs on the wire per bank and operation at once.
 DEFAULT_BATCH_MAX_SIZE = 128
@@ -186,25 +171,6 @@ class GatewayConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RelayConfig:
-    """paygate-relay: it reads the gateway's database ([gateway] database) and publishes
-    every event to a topic exchange of a RabbitMQ broker (docs/events.md)."""
-
-    # amqp:// or amqps://; it holds a password, so it is never shown (repr, logs).
-    amqp_url: str = dataclasses.field(default=DEFAULT_RELAY_AMQP_URL, repr=False)
-    exchange: str = DEFAULT_RELAY_EXCHANGE
-    metrics: str = DEFAULT_RELAY_METRICS  # /metrics and /healthz
-    batch_size: int = DEFAULT_RELAY_BATCH_SIZE
-    poll_interval_s: float = DEFAULT_RELAY_POLL_INTERVAL_S
-    # The deadline of every broker and database operation (one batch's confirms included).
-    timeout_s: float = DEFAULT_RELAY_TIMEOUT_S
-    # How long a relay owns the right to publish without renewing it (relay_lease).
-    lease_s: float = DEFAULT_RELAY_LEASE_S
-    # The longest wait between two attempts to reach a broker that is down.
-    reconnect_max_s: float = DEFAULT_RELAY_RECONNECT_MAX_S
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class SuiteConfig:
     """Everything about one suite: where its processes listen and where their files are."""
 
@@ -268,7 +234,6 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "max_payment_minor": (1, MAX_AMOUNT_MINOR),
 }
 _ADDRESSES = ("listen", "metrics", "admin_listen")
-_RELAY_BOUNDS: dict[str, tuple[float, float]] = {"batch_size": (1, MAX_RELAY_BATCH_SIZE)}
 # A bank's name is part of file names (certs/NAME.pem) and of its default schema.
 _BANK_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
@@ -307,29 +272,6 @@ def check_config(data: Mapping[str, Any]) -> None:
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 check_positive(where, value)
     check_relay(check_table("relay", data.get("relay", {}), RelayConfig, set_by_code=()))
-
-
-def check_relay(table: Mapping[str, Any]) -> None:
-    """The [relay] table's values (its keys and types are checked already)."""
-    for key, value in table.items():
-        where = f"[relay] {key}"
-        if key == "metrics":
-            check_address(where, value)
-        elif key in _RELAY_BOUNDS:
-            check_bounds(where, value, *_RELAY_BOUNDS[key])
-        elif isinstance(value, (int, float)):
-            check_positive(where, value)
-    if "amqp_url" in table:
-        check_amqp_url("[relay] amqp_url", table["amqp_url"])
-    if "exchange" in table:
-        check_exchange("[relay] exchange", table["exchange"])
-    lease_s = table.get("lease_s", DEFAULT_RELAY_LEASE_S)
-    timeout_s = table.get("timeout_s", DEFAULT_RELAY_TIMEOUT_S)
-    if lease_s < RELAY_LEASE_TIMEOUTS_MIN * timeout_s:
-        raise ConfigError(
-            f"[relay] lease_s ({lease_s:g}) must be at least {RELAY_LEASE_TIMEOUTS_MIN} times"
-            f" timeout_s ({timeout_s:g}): a lease outlives a renewal, a batch and its mark"
-        )
 
 
 def _database(
@@ -385,17 +327,12 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
         **table,
     )
     return SuiteConfig(
-        var_dir=var_dir, certs_dir=certs_dir, gateway=gateway, banks=banks, relay=_relay(data)
+        var_dir=var_dir,
+        certs_dir=certs_dir,
+        gateway=gateway,
+        banks=banks,
+        relay=relay_config(data.get("relay", {})),
     )
-
-
-def _relay(data: Mapping[str, Any]) -> RelayConfig:
-    table = dict(data.get("relay", {}))
-    from_env = os.environ.get(RELAY_AMQP_URL_ENV, "")
-    if from_env:
-        check_amqp_url(f"${RELAY_AMQP_URL_ENV}", from_env)
-        table["amqp_url"] = from_env
-    return RelayConfig(**table)
 
 
 def with_gateway_addresses(

@@ -6,7 +6,7 @@ and each method is one transaction, a body over the gateway store's `Tx`
 how a body runs, as the gateway's stores do.
 
 Which relay publishes is decided by the one row of `relay_lease` (gateway/schema.py step
-11): a relay takes it, or renews its own, with a conditional UPDATE that applies only when
+12): a relay takes it, or renews its own, with a conditional UPDATE that applies only when
 the row is its own or has expired. SQLite serializes writers; PostgreSQL re-checks the
 condition on the newest row version after waiting for a concurrent writer. So of two relays
 at most one holds the lease at any time, by the database's clock of each writer (the
