@@ -19,6 +19,7 @@ import pathlib
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,10 @@ class Interaction:
             assert self.process.stdin is not None
             self.process.stdin.write(f"{text}\n".encode())
             self.process.stdin.flush()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to the command."""
+        self.process.send_signal(signal.SIGINT)
 
     def finish(self) -> subprocess.CompletedProcess[str]:
         try:

@@ -15,6 +15,7 @@ either gateway finds every payment exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import pathlib
 import signal
@@ -152,12 +153,14 @@ def test_a_freeze_through_one_gateways_admin_port_holds_at_the_other_at_once(
             alice.pay(bob, AMOUNT_MINOR)  # on gateway-2, with its token from gateway-2
         assert revoked.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.RpcError) as refused:
-            alice.stub.Login(pb.LoginRequest(username=alice.username, password=PASSWORD),
-                             timeout=10)
+            alice.stub.Login(
+                pb.LoginRequest(username=alice.username, password=PASSWORD), timeout=10
+            )
         assert error_reason(refused.value) == "USER_FROZEN"
         admin.UnfreezeUser(apb.UnfreezeUserRequest(username=alice.username), timeout=10)
-    login = alice.stub.Login(pb.LoginRequest(username=alice.username, password=PASSWORD),
-                             timeout=10)
+    login = alice.stub.Login(
+        pb.LoginRequest(username=alice.username, password=PASSWORD), timeout=10
+    )
     alice.token = login.access_token
     assert alice.pay(bob, AMOUNT_MINOR).status == pb.PAYMENT_STATUS_SUCCEEDED
 
@@ -243,6 +246,63 @@ def test_a_client_with_both_addresses_keeps_paying_while_one_gateway_is_stopped(
             suite.wait_serving("gateway-1")
         assert client.balance().available_minor == START_MINOR - 10 * 1_00
     assert settled(bob) == (10 * 1_00, 0, 0)
+
+
+def test_a_watcher_resuming_on_alternating_gateways_sees_every_event_once(
+    suite: Suite, channels: dict[str, grpc.Channel]
+) -> None:
+    """Payments through both gateways at once; a watcher of their payee that drops its
+    stream every few events and resumes on the other gateway: it sees each event once, in
+    sequence order, the same as ListEvents holds, one per payment ListPayments shows."""
+    bob = new_user(suite, channels["gateway-1"], "bank-b", 0)
+    payers = [new_user(suite, channels[GATEWAYS[i % 2]], ("bank-a", "bank-c")[i % 2],
+                       START_MINOR) for i in range(4)]  # fmt: skip
+    payments = 40
+    credentials = grpc.ssl_channel_credentials(
+        suite.config.certs_dir.joinpath("ca.pem").read_bytes()
+    )
+
+    def pay(n: int) -> None:
+        payer = on(payers[n % len(payers)], channels[GATEWAYS[n % 2]])
+        within(HANDOVER_WITHIN_S, lambda: payer.pay(bob, 1_00 + n, key=f"watch-{n}-{bob.username}"))
+
+    async def watch() -> list[tuple[int, str]]:
+        seen: list[tuple[int, str]] = []
+        aio = {g: grpc.aio.secure_channel(suite.target(g), credentials) for g in GATEWAYS}
+        try:
+            turn = 0
+            while len(seen) < payments:
+                stub = pbg.GatewayServiceStub(aio[GATEWAYS[turn % 2]])
+                after = seen[-1][0] if seen else 0
+                stream = stub.WatchEvents(pb.WatchEventsRequest(starting_after=after),
+                                          metadata=bob.metadata, timeout=60)  # fmt: skip
+                for _ in range(1 + turn % 4):  # a few events, then drop the stream
+                    message = await stream.read()
+                    seen.append((message.event.sequence, message.event.event_id))
+                    if len(seen) == payments:
+                        break
+                stream.cancel()
+                turn += 1
+        finally:
+            for channel in aio.values():
+                await channel.close()
+        return seen
+
+    async def run() -> list[tuple[int, str]]:
+        watcher = asyncio.create_task(watch())
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(pool, pay, n)
+                                   for n in range(payments)))  # fmt: skip
+        return await asyncio.wait_for(watcher, HANDOVER_WITHIN_S)
+
+    seen = asyncio.run(run())
+    assert [n for n, _ in seen] == list(range(1, payments + 1))
+    listed = bob.stub.ListEvents(pb.ListEventsRequest(page_size=100), metadata=bob.metadata,
+                                 timeout=10).events  # fmt: skip
+    assert [(e.sequence, e.event_id) for e in listed] == seen
+    paid = {p.payment_id for p in bob.list_payments(page_size=100).payments}
+    assert {e.payment.payment_id for e in listed} == paid and len(paid) == payments
+    assert {e.type for e in listed} == {"payment.succeeded"}
 
 
 def test_chaos_killing_either_gateway_is_valid(suite: Suite, tmp_path: pathlib.Path) -> None:

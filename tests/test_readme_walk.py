@@ -9,8 +9,9 @@ authenticator app would show, computed here from that key (tests/totp_codes.py);
 `login` of that user gets such a code on the line after the password. Each line README
 shows after a command must be the line the command printed, byte for byte, but for what
 differs at every run: the payment ids (README's first id stands for the first id the walk
-made, and so on), the times, the key, the recovery codes, and the QR code's drawing (a
-block of lines of █ ▀ ▄ on both sides).
+made, and so on, and the same for refunds), the times, the key, the recovery codes, and the
+QR code's drawing (a block of lines of █ ▀ ▄ on both sides). `paygate events --follow`
+runs until it has printed the lines README shows, and is then stopped with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from users import ISSUED_RECOVERY_CODES, ISSUED_TOTP_SECRETS, PASSWORD
 pytestmark = pytest.mark.suite
 
 WALK_HEADING = "## Pay between two demo users in five minutes"
-PAYMENT_ID = re.compile(r"pay_[0-9a-f]{24}")
+PAYMENT_ID = re.compile(r"(?:pay|re)_[0-9a-f]{24}")  # payments' ids and refunds'
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 KEY = re.compile(r"\b[A-Z2-7]{32}\b")
 RECOVERY_CODE = re.compile(r"\b[a-z2-7]{4}(?:-[a-z2-7]{4}){3}\b")
@@ -61,7 +62,8 @@ def own_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 def test_the_walk_has_the_steps_a_newcomer_takes() -> None:
     commands = [shlex.split(command)[:2] for command, _ in walk()]
     wanted_steps = (["paygate", "register"], ["paygate", "pay"], ["paygate", "capture"],
-                    ["paygate", "mfa"])
+                    ["paygate", "mfa"], ["paygate", "refund"], ["paygate", "events"],
+                    ["paygate", "cancel"])
     for wanted in wanted_steps:
         assert wanted in commands, commands
 
@@ -77,6 +79,8 @@ def test_readme_walk_prints_what_readme_shows(own_suite: Suite, tmp_path: pathli
             continue
         if args[:3] == ["paygate", "mfa", "enable"]:
             done = enable_two_factor(own_suite, args, env, apps, user)
+        elif "--follow" in args:
+            done = follow_for(own_suite, args, env, len(shown))
         else:
             stdin = None
             if args[0] == "paygate" and args[1] in ASKS_PASSWORD:
@@ -116,6 +120,19 @@ def enable_two_factor(
     done = running.finish()
     ISSUED_RECOVERY_CODES.extend(RECOVERY_CODE.findall(done.stdout))
     return done
+
+
+def follow_for(
+    suite: Suite, args: list[str], env: dict[str, str], lines: int
+) -> subprocess.CompletedProcess[str]:
+    """`paygate events --follow` until it has printed `lines` lines (what README shows);
+    then Ctrl-C, as a person ends it."""
+    running = Interaction([str(BIN / "paygate"), *args[1:]], env, suite.dir, terminal=False)
+    pattern = re.compile(r"\A(?:.*\n){" + str(lines) + "}")
+    printed = running.printed(pattern).group(0)
+    running.interrupt()
+    done = running.finish()
+    return subprocess.CompletedProcess(args, done.returncode, printed, done.stderr)
 
 
 def without_qr_drawing(lines: list[str]) -> list[str]:
