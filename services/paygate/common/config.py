@@ -83,6 +83,7 @@ DEFAULT_GRACE_S = 5.0
 DEFAULT_BATCH_MAX_SIZE = 128
 DEFAULT_AUTHORIZATION_TTL_S = 7 * 24 * 3600.0
 DEFAULT_EVENT_RETENTION_S = 30 * 24 * 3600.0  # Stripe keeps events 30 days
+DEFAULT_HOUSEKEEPING_INTERVAL_S = 60.0
 # The most transactions one batch call to a bank may carry: a bank refuses a larger batch
 # (INVALID_ARGUMENT, nothing applied), so batch_max_size may not be set above it.
 MAX_BATCH_SIZE = 256
@@ -158,6 +159,8 @@ class GatewayConfig:
     authorization_ttl_s: float = DEFAULT_AUTHORIZATION_TTL_S
     # How long events are kept (gateway/events.py); a cursor older than that is refused.
     event_retention_s: float = DEFAULT_EVENT_RETENTION_S
+    # How often expired keys, sessions, login failures and events are pruned.
+    housekeeping_interval_s: float = DEFAULT_HOUSEKEEPING_INTERVAL_S
     # The key that seals users' two-factor secrets (gateway/totp.py): a file readable by
     # its owner only, made by ops/gen_certs.py; by default certs_dir/totp.key.
     totp_key_file: pathlib.Path | None = None
