@@ -3,6 +3,7 @@
     refund = await client.refund(payment_id, 2_50, reason="one cup was cracked")
     refunds, next_token = await client.list_refunds(payment_id)
     events, after, more = await client.list_events(starting_after=0)
+    async for event in client.iter_events(): ...                        # every page
     async for event in client.watch_events(starting_after=after): ...   # resumes by itself
 """
 
@@ -92,6 +93,21 @@ class AfterPaymentCalls:
         return await _events.list_page(
             self._stub, self.timeout_s, starting_after, page_size, list(types or ())
         )
+
+    async def iter_events(
+        self, *, starting_after: int = 0, types: list[str] | None = None
+    ) -> AsyncIterator[Event]:
+        """Your events after a sequence, oldest first, fetched a page at a time, until the
+        last one stored (watch_events goes on with new ones)."""
+        after = starting_after
+        while True:
+            events, after, more = await self.list_events(
+                starting_after=after, page_size=100, types=types
+            )
+            for event in events:
+                yield event
+            if not more:
+                return
 
     def watch_events(self, *, starting_after: int = 0) -> AsyncIterator[Event]:
         """Your events after a sequence, then each new one as it happens, each once and in
