@@ -32,12 +32,14 @@ var/log:
 # Relative paths of the configuration resolve against it, so pair another RUN_DIR with a
 # PAYGATE_CONFIG file that names certs_dir (and demo_accounts) by absolute path.
 RUN_DIR ?= $(CURDIR)
+# SUPERVISOR_CONF=ops/supervisord-relay.conf runs paygate-relay too (docs/events.md).
+SUPERVISOR_CONF ?= supervisord.conf
 
 # -u names the user supervisord runs as: the one running make (no change of user). Without
 # it, supervisord run by root (a container) logs a CRIT line that it did not drop privileges.
 run: setup
 	mkdir -p $(RUN_DIR)/var/log
-	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisord -n -c $(CURDIR)/supervisord.conf -u "$$(id -u)"
+	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisord -n -c $(CURDIR)/$(SUPERVISOR_CONF) -u "$$(id -u)"
 
 status:
 	cd $(RUN_DIR) && $(CURDIR)/$(BIN)/supervisorctl -c $(CURDIR)/supervisord.conf status

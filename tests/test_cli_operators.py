@@ -32,13 +32,17 @@ def audit_lines(suite: Suite, username: str) -> list[dict[str, object]]:
     return lines
 
 
-def test_a_frozen_user_cannot_pay_and_can_once_unfrozen(suite: Suite, alice_cli: Cli) -> None:
+def test_a_frozen_user_cannot_pay_and_can_once_unfrozen(
+    suite: Suite, alice_cli: Cli, tmp_path: pathlib.Path
+) -> None:
     cli = alice_cli
+    bob_cli = Cli(suite, tmp_path / "bob-config")
     alice, bob = unique_name("alice"), unique_name("bob")
     cli.register(alice, "bank-a", cli.open_account("bank-a", "50.00"))
     bob_account = cli.open_account("bank-b", "0.00")
     cli.register(bob, "bank-b", bob_account)
     cli.login(alice)
+    bob_cli.login(bob)
     cli.ok("paygate", "pay", bob, "1.00")
 
     frozen = cli.ok("paygate-admin", "user", "freeze", alice, "--reason", "fraud report 7")
@@ -55,6 +59,8 @@ def test_a_frozen_user_cannot_pay_and_can_once_unfrozen(suite: Suite, alice_cli:
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: this account is frozen")
     assert refused.stderr.endswith("[USER_FROZEN]\n")
+    paid = bob_cli.run("paygate", "pay", alice, "0.50")  # nor can anyone pay her
+    assert paid.returncode == 1 and "[USER_FROZEN]" in paid.stderr, paid.stderr
     assert suite.bank_account("bank-b", bob_account).balance == 1_00
 
     again = cli.ok("paygate-admin", "user", "freeze", alice)
@@ -65,7 +71,8 @@ def test_a_frozen_user_cannot_pay_and_can_once_unfrozen(suite: Suite, alice_cli:
     )
     cli.login(alice)
     cli.ok("paygate", "pay", bob, "2.00")
-    assert suite.bank_account("bank-b", bob_account).balance == 3_00
+    bob_cli.ok("paygate", "pay", alice, "0.50")
+    assert suite.bank_account("bank-b", bob_account).balance == 2_50
 
     deadline = time.monotonic() + LOG_WAIT_S
     while len(audit_lines(suite, alice)) < 5 and time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import grpc
 import pytest
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
-from suite import BIN, Suite
+from suite import BIN, SHARED_GATEWAY_SETTINGS, Suite, started_suite
 from test_cli import Cli
 from test_crash_points import channel, within
 from users import TestUser, error_reason, new_user, unique_name
@@ -186,3 +186,37 @@ def test_a_payment_cut_short_before_its_decision_has_no_success_event(
 
     within(WITHIN_S, failed)
     assert [e.type for e in events_of(bob).events] == ["payment.failed"]
+
+
+def test_a_cursor_into_pruned_events_is_out_of_range(tmp_path: pathlib.Path) -> None:
+    """A suite of its own, whose gateway keeps events 2 s and prunes every 0.5 s."""
+    settings = {**SHARED_GATEWAY_SETTINGS, "event_retention_s": 2.0,
+                "housekeeping_interval_s": 0.5}  # fmt: skip
+    with started_suite(tmp_path / "suite", gateway_settings=settings) as suite:
+        with suite.gateway_channel_sync() as channel:
+            alice = new_user(suite, channel, "bank-a", 50_00)
+            bob = new_user(suite, channel, "bank-b", 0)
+            alice.pay(bob, 1_00)
+            alice.pay(bob, 2_00)
+
+            def pruned() -> None:
+                assert events_of(alice).events == []  # both older than 2 s: gone (from 0:
+                # what is kept, never expired)
+
+            within(WITHIN_S, pruned)
+            alice.pay(bob, 3_00)
+            with pytest.raises(grpc.RpcError) as caught:
+                events_of(alice, after=1)
+            assert (caught.value.code(), error_reason(caught.value)) == (
+                CODE.OUT_OF_RANGE, "EVENTS_EXPIRED"
+            )  # fmt: skip
+            stream = alice.stub.WatchEvents(pb.WatchEventsRequest(starting_after=1),
+                                            metadata=alice.metadata, timeout=10)  # fmt: skip
+            with pytest.raises(grpc.RpcError) as watched:
+                next(stream)
+            assert error_reason(watched.value) == "EVENTS_EXPIRED"
+            # From the last one seen nothing is missing: the cursor 2 goes on; 0 lists
+            # what is kept.
+            assert [e.sequence for e in events_of(alice, after=2).events] == [3]
+            assert [e.sequence for e in events_of(alice).events] == [3]
+

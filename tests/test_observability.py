@@ -531,7 +531,7 @@ def test_prometheus_scrapes_the_suite_and_every_panel_and_alert_evaluates(
 
     rules = [r for g in prometheus.get("/api/v1/rules")["groups"] for r in g["rules"]]
     names = re.findall(r"- alert: (\w+)", (OPS / "alerts.yml").read_text())
-    assert sorted(r["name"] for r in rules) == sorted(names) and len(names) == 6
+    assert sorted(r["name"] for r in rules) == sorted(names) and len(names) == 7
     for rule in rules:
         prometheus.query(rule["query"])
         eventually(

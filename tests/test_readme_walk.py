@@ -62,7 +62,8 @@ def own_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 def test_the_walk_has_the_steps_a_newcomer_takes() -> None:
     commands = [shlex.split(command)[:2] for command, _ in walk()]
     wanted_steps = (["paygate", "register"], ["paygate", "pay"], ["paygate", "capture"],
-                    ["paygate", "mfa"], ["paygate", "refund"], ["paygate", "events"])
+                    ["paygate", "mfa"], ["paygate", "refund"], ["paygate", "events"],
+                    ["paygate", "cancel"])
     for wanted in wanted_steps:
         assert wanted in commands, commands
 

@@ -34,3 +34,10 @@ def bank() -> None:
     from paygate.bank.main import main  # noqa: PLC0415  (after the handler, on purpose)
 
     main()
+
+
+def relay() -> None:
+    _stoppable()
+    from paygate.relay.main import main  # noqa: PLC0415  (after the handler, on purpose)
+
+    main()

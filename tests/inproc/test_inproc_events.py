@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from paygate.client import AsyncClient
 from paygate.gateway.main import housekeeping_pass
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from paygate.gen.paygate.v1 import gateway_pb2_grpc as pbg
@@ -58,6 +59,30 @@ def test_an_expired_cursor_is_out_of_range_and_zero_lists_what_is_kept(
     assert caught.value.code() == CODE.UNAUTHENTICATED
 
 
+def test_the_client_library_lists_every_page_and_watches_on(
+    suite: Servers, channel: grpc.Channel
+) -> None:
+    alice, bob = new_user(suite, channel, "bank-a", 500_00), new_user(suite, channel, "bank-b", 0)
+    for n in range(130):  # more than a page of 100
+        alice.pay(bob, 1_00 + n)
+
+    async def read() -> tuple[list[int], list[int]]:
+        ca = suite.config.certs_dir / "ca.pem"
+        async with AsyncClient(suite.gateway_target, ca_cert=ca, access_token=bob.token) as client:
+            listed = [e.sequence async for e in client.iter_events(starting_after=5)]
+            watched = []
+            async for event in client.watch_events(starting_after=127):
+                watched.append(event.sequence)
+                if event.sequence == 130:
+                    break
+            return listed, watched
+
+    listed, watched = suite.run(read())
+    assert listed == list(range(6, 131))
+    assert watched == [128, 129, 130]  # (new ones as they come: tests/test_events.py)
+
+
+# Last in the module: it ends the module's gateway's event streams for good.
 def test_a_watch_ends_cleanly_when_the_gateway_shuts_down(
     suite: Servers, channel: grpc.Channel
 ) -> None:

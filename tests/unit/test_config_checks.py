@@ -15,6 +15,7 @@ from paygate.common.config import (
     BankConfig,
     ConfigError,
     GatewayConfig,
+    RelayConfig,
     config_from_mapping,
     read_config_file,
 )
@@ -28,6 +29,7 @@ def load(data: dict[str, object], tmp_path: pathlib.Path) -> object:
 
 GATEWAY = r"\[gateway\] "
 BANK_A = r"\[banks.bank-a\] "
+RELAY = r"\[relay\] "
 
 
 @pytest.mark.parametrize(
@@ -79,6 +81,20 @@ BANK_A = r"\[banks.bank-a\] "
             BANK_A + "metrics must be HOST:PORT",
         ),
         ({"banks": {"Bank A": {}}}, r"\[banks.Bank A\]: a bank's name is lower-case letters"),
+        # The relay's table: unknown keys, bounds, and what RabbitMQ and its lease need.
+        ({"relay": {"batch": 10}}, RELAY + "has no setting 'batch'; it has: .*batch_size"),
+        ({"relay": {"batch_size": 0}}, RELAY + "batch_size must be from 1 to 1000, not 0"),
+        ({"relay": {"batch_size": 5000}}, RELAY + "batch_size must be from 1 to 1000"),
+        ({"relay": {"poll_interval_s": 0}}, RELAY + "poll_interval_s must be above 0"),
+        ({"relay": {"metrics": "9171"}}, RELAY + "metrics must be HOST:PORT"),
+        ({"relay": {"amqp_url": "http://u:pw@h/"}}, RELAY + "amqp_url must start with amqp://"),
+        ({"relay": {"exchange": "amq.topic"}}, RELAY + "exchange must be 1 to 127 letters"),
+        ({"relay": {"exchange": "a b"}}, RELAY + "exchange must be 1 to 127 letters"),
+        (
+            {"relay": {"timeout_s": 5, "lease_s": 10}},
+            RELAY + r"lease_s \(10\) must be at least 3 times timeout_s \(5\)",
+        ),
+        ({"relay": []}, r"\[relay\] must be a table"),
     ],
 )
 def test_a_wrong_setting_is_refused_by_name(
@@ -117,8 +133,24 @@ def test_settings_of_the_right_types_are_taken(tmp_path: pathlib.Path) -> None:
     assert config.banks["bank-a"].demo_accounts is None
 
 
+def test_the_relay_takes_its_settings_and_its_url_from_the_environment(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = {"relay": {"exchange": "shop.events", "batch_size": 1000, "amqp_url": "amqp://f/"}}
+    relay = config_from_mapping(data, base=tmp_path).relay
+    assert (relay.exchange, relay.batch_size, relay.amqp_url) == ("shop.events", 1000, "amqp://f/")
+    assert config_from_mapping({}, base=tmp_path).relay == RelayConfig()  # off the file: defaults
+    monkeypatch.setenv("PAYGATE_RELAY_AMQP_URL", "amqps://relay:s3cret@broker:5671/prod")
+    relay = config_from_mapping(data, base=tmp_path).relay
+    assert relay.amqp_url == "amqps://relay:s3cret@broker:5671/prod"
+    assert "s3cret" not in repr(relay)  # the password is never shown
+    monkeypatch.setenv("PAYGATE_RELAY_AMQP_URL", "broker:5672")
+    with pytest.raises(ConfigError, match=r"\$PAYGATE_RELAY_AMQP_URL must start with amqp://"):
+        config_from_mapping(data, base=tmp_path)
+
+
 def test_every_setting_a_file_may_set_has_a_check() -> None:
-    for cls in (GatewayConfig, BankConfig):
+    for cls in (GatewayConfig, BankConfig, RelayConfig):
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             if field.name not in SET_BY_CODE:
@@ -151,6 +183,7 @@ def test_a_file_that_cannot_be_read_is_a_config_error(
         (["paygate-bench", "--supervisor-dir", "."], 2, "error: "),
         (["paygate-chaos", "--supervisor-dir", "."], 2, "error: "),
         (["paygate-admin", "account", "--bank", "bank-a", "--account", "1"], 1, "error: bad "),
+        (["paygate-relay"], 2, "paygate-relay: bad configuration: "),
     ],
 )
 def test_every_program_refuses_a_bad_file_and_says_why(

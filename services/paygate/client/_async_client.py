@@ -17,19 +17,22 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paygate.client import _batch, _events
+from paygate.client import _batch
+from paygate.client._async_after import AfterPaymentCalls
 from paygate.client._async_security import AccountSecurityCalls
 from paygate.client._batch import BatchItem, BatchResult, OnResults
-from paygate.client._events import Event
 from paygate.client._models import (
-    INVALID_RESPONSE,
     Balance,
     Payment,
-    Refund,
     RegisteredUser,
     Session,
 )
-from paygate.client._request_checks import check_capture_fields, check_payment_fields
+from paygate.client._request_checks import (
+    DEFAULT_PAGE_SIZE,
+    check_capture_fields,
+    check_payment_fields,
+    checked_next_page_token,
+)
 from paygate.client.delivery import Deliverer, DeliveryReport, DeliverySettings
 from paygate.client.logging_interceptor import LoggingInterceptor
 from paygate.client.outbox import Outbox
@@ -44,12 +47,11 @@ from paygate.common.gateway_targets import channel_target
 from paygate.common.money import DEFAULT_CURRENCY
 from paygate.common.rpc_errors import error_from_rpc
 from paygate.common.tls import channel_credentials
-from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument, PaygateError
+from paygate.errors import IDEMPOTENT_REPLAYED_HEADER, InvalidArgument
 from paygate.gen.paygate.v1 import gateway_pb2, gateway_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_PAGE_SIZE = 20
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEALTH_TIMEOUT_S = 1.0  # a health check is small: a slow answer is as bad as none
 
@@ -82,7 +84,7 @@ def open_channel(target: str, ca_cert: StrPath, token: TokenHolder) -> grpc.aio.
     )
 
 
-class AsyncClient(AccountSecurityCalls):
+class AsyncClient(AccountSecurityCalls, AfterPaymentCalls):
     """A client of GatewayService. Use it as an async context manager, or call close().
 
     The channel is bound to the event loop running when the client is created, so
@@ -399,65 +401,6 @@ class AsyncClient(AccountSecurityCalls):
         request = gateway_pb2.CancelPaymentRequest(payment_id=payment_id, idempotency_key=key)
         return await self._call_for_payment(self._stub.CancelPayment, request)
 
-    async def refund(
-        self,
-        payment_id: str,
-        amount_minor: int | None = None,
-        *,
-        reason: str = "",
-        idempotency_key: str | None = None,
-    ) -> Refund:
-        """Send money of a payment you were paid back to its payer: all that is left to
-        refund (amount_minor None) or part, as often as you like up to what was captured.
-        Returns the refund, SUCCEEDED.
-
-        Refusals: FailedPrecondition with reason PAYMENT_NOT_REFUNDABLE (the payment did
-        not succeed), AMOUNT_EXCEEDS_REFUNDABLE, or INSUFFICIENT_FUNDS (you lack the money:
-        the refund is recorded FAILED and nothing moved); PermissionDenied for its payer;
-        NotFound for anyone else. Pass your own idempotency key to retry safely.
-        """
-        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
-        check_capture_fields(payment_id, amount_minor, key)
-        request = gateway_pb2.RefundPaymentRequest(
-            payment_id=payment_id, amount=amount_minor or 0, reason=reason, idempotency_key=key
-        )
-        call = self._stub.RefundPayment(request, timeout=self.timeout_s)
-        try:
-            response = await call
-            metadata = await call.initial_metadata()
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
-        replayed = (IDEMPOTENT_REPLAYED_HEADER, "true") in list(metadata or ())
-        return dataclasses.replace(Refund.from_proto(response.refund), replayed=replayed)
-
-    async def list_refunds(
-        self, payment_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, page_token: str = ""
-    ) -> tuple[list[Refund], str]:
-        """One page of a payment's refunds, oldest first, and the next page's token."""
-        request = gateway_pb2.ListRefundsRequest(
-            payment_id=payment_id, page_size=page_size, page_token=page_token
-        )
-        response: gateway_pb2.ListRefundsResponse = await self._call(
-            self._stub.ListRefunds, request
-        )
-        refunds = [Refund.from_proto(message) for message in response.refunds]
-        return refunds, checked_next_page_token(page_token, response.next_page_token)
-
-    async def list_events(
-        self, *, starting_after: int = 0, page_size: int = 0, types: list[str] | None = None
-    ) -> tuple[list[Event], int, bool]:
-        """A page of your events after a sequence, oldest first: the events, the cursor of
-        the next page, and whether more were stored. OutOfRange (EVENTS_EXPIRED) when the
-        cursor is older than the events kept: list again from 0."""
-        return await _events.list_page(
-            self._stub, self.timeout_s, starting_after, page_size, list(types or ())
-        )
-
-    def watch_events(self, *, starting_after: int = 0) -> AsyncIterator[Event]:
-        """Your events after a sequence, then each new one as it happens, each once and in
-        order, reconnecting by itself when the gateway restarts or another takes over."""
-        return _events.follow(self._stub, starting_after)
-
     async def _call_for_payment(self, rpc: Any, request: Message) -> Payment:
         """Call an RPC that answers a payment and says in its headers whether the answer
         was replayed from the idempotency key (nothing happened this time)."""
@@ -505,13 +448,6 @@ class AsyncClient(AccountSecurityCalls):
             return await rpc(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
-
-
-def checked_next_page_token(current: str, received: str) -> str:
-    """The next page's token, refusing one that would fetch the same page forever."""
-    if received and received == current:
-        raise PaygateError("gateway returned the same page token again", reason=INVALID_RESPONSE)
-    return received
 
 
 class _ClientSender:

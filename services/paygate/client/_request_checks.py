@@ -3,10 +3,14 @@ that the gateway is sure to refuse for its shape. The gateway checks the rest.""
 
 from __future__ import annotations
 
-from paygate.errors import InvalidArgument
+from paygate.client._models import INVALID_RESPONSE
+from paygate.errors import InvalidArgument, PaygateError
 
 MAX_AMOUNT_MINOR = 2**63 - 1  # the request's int64 field; the gateway's own limit is lower
 KEY_MAX_LENGTH = 255  # the gateway's limit on an idempotency key
+
+
+DEFAULT_PAGE_SIZE = 20  # what a list call asks for when not told
 
 
 def check_payment_fields(
@@ -62,3 +66,10 @@ def _check_key(idempotency_key: object) -> None:
         raise InvalidArgument(
             f"idempotency_key must be 1 to {KEY_MAX_LENGTH} printable characters"
         )
+
+
+def checked_next_page_token(current: str, received: str) -> str:
+    """The next page's token, refusing one that would fetch the same page forever."""
+    if received and received == current:
+        raise PaygateError("gateway returned the same page token again", reason=INVALID_RESPONSE)
+    return received

@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import Literal, Self, overload
 
 from paygate.client._async_client import (
-    DEFAULT_PAGE_SIZE,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT_S,
     AsyncClient,
@@ -25,6 +24,7 @@ from paygate.client._models import (
     SessionInfo,
     TotpEnrollment,
 )
+from paygate.client._request_checks import DEFAULT_PAGE_SIZE
 from paygate.client.delivery import DeliveryReport, DeliverySettings
 from paygate.client.outbox import Outbox
 from paygate.client.outbox_models import QueuedPayment

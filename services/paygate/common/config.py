@@ -25,6 +25,11 @@ Example file (every key optional):
     listen = "127.0.0.1:50061"
     metrics = "127.0.0.1:9161"
     demo_accounts = "ops/demo-accounts/bank-a.toml"
+
+    [relay]                       # paygate-relay, off unless run (docs/events.md)
+    amqp_url = "amqp://guest:guest@127.0.0.1:5672/"   # or $PAYGATE_RELAY_AMQP_URL
+    exchange = "paygate.events"
+    metrics = "127.0.0.1:9171"
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ from paygate.common.config_checks import (
 )
 from paygate.common.database_url import DatabaseLocation, PostgresUrl, database_location
 from paygate.common.money import MAX_AMOUNT_MINOR
+from paygate.common.relay_config import RelayConfig, check_relay, relay_config
 
-__all__ = ["ConfigError", "SuiteConfig", "load_config", "read_config_file"]
+__all__ = ["ConfigError", "RelayConfig", "SuiteConfig", "load_config", "read_config_file"]
 
 CONFIG_ENV = "PAYGATE_CONFIG"
 
@@ -81,6 +87,7 @@ DEFAULT_GRACE_S = 5.0
 DEFAULT_BATCH_MAX_SIZE = 128
 DEFAULT_AUTHORIZATION_TTL_S = 7 * 24 * 3600.0
 DEFAULT_EVENT_RETENTION_S = 30 * 24 * 3600.0  # Stripe keeps events 30 days
+DEFAULT_HOUSEKEEPING_INTERVAL_S = 60.0
 # The most transactions one batch call to a bank may carry: a bank refuses a larger batch
 # (INVALID_ARGUMENT, nothing applied), so batch_max_size may not be set above it.
 MAX_BATCH_SIZE = 256
@@ -159,6 +166,8 @@ class GatewayConfig:
     authorization_ttl_s: float = DEFAULT_AUTHORIZATION_TTL_S
     # How long events are kept (gateway/events.py); a cursor older than that is refused.
     event_retention_s: float = DEFAULT_EVENT_RETENTION_S
+    # How often expired keys, sessions, login failures and events are pruned.
+    housekeeping_interval_s: float = DEFAULT_HOUSEKEEPING_INTERVAL_S
     # The key that seals users' two-factor secrets (gateway/totp.py): a file readable by
     # its owner only, made by ops/gen_certs.py; by default certs_dir/totp.key.
     totp_key_file: pathlib.Path | None = None
@@ -179,6 +188,7 @@ class SuiteConfig:
     certs_dir: pathlib.Path
     gateway: GatewayConfig
     banks: Mapping[str, BankConfig]
+    relay: RelayConfig = RelayConfig()
 
     def tls_for(self, identity: str) -> TlsFiles:
         return tls_files(self.certs_dir, identity)
@@ -243,10 +253,10 @@ def check_config(data: Mapping[str, Any]) -> None:
     wrong type or out of bounds: a misspelt key or `one_phase_commit = "false"` (a string,
     which Python would read as true) must stop the process at start, not be ignored."""
     for key, value in data.items():
-        if key in ("gateway", "banks"):
+        if key in ("gateway", "banks", "relay"):
             continue
         if key not in _TOP_LEVEL:
-            known = ", ".join([*_TOP_LEVEL, "[gateway]", "[banks.NAME]"])
+            known = ", ".join([*_TOP_LEVEL, "[gateway]", "[banks.NAME]", "[relay]"])
             raise ConfigError(f"unknown setting {key!r}; the file may set: {known}")
         check_value(key, value, _TOP_LEVEL[key])
     tables: dict[str, tuple[Any, type]] = {"gateway": (data.get("gateway", {}), GatewayConfig)}
@@ -271,6 +281,7 @@ def check_config(data: Mapping[str, Any]) -> None:
                 check_bounds(where, value, 0)
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 check_positive(where, value)
+    check_relay(check_table("relay", data.get("relay", {}), RelayConfig, set_by_code=()))
 
 
 def _database(
@@ -325,7 +336,13 @@ def config_from_mapping(data: Mapping[str, Any], *, base: pathlib.Path) -> Suite
         fault_injection=fault_injection,
         **table,
     )
-    return SuiteConfig(var_dir=var_dir, certs_dir=certs_dir, gateway=gateway, banks=banks)
+    return SuiteConfig(
+        var_dir=var_dir,
+        certs_dir=certs_dir,
+        gateway=gateway,
+        banks=banks,
+        relay=relay_config(data.get("relay", {})),
+    )
 
 
 def with_gateway_addresses(

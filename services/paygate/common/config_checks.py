@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import re
 import types
 import typing
 from collections.abc import Collection, Mapping
@@ -30,6 +31,9 @@ _KINDS: dict[Any, type] = {
 }
 _WANTED = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 MAX_PORT = 65535
+AMQP_SCHEMES = ("amqp://", "amqps://")
+# An exchange name as RabbitMQ takes it, without the `amq.` prefix it reserves.
+_EXCHANGE = re.compile(r"(?!amq\.)[A-Za-z0-9_.:-]{1,127}")
 
 
 class ConfigError(ValueError):
@@ -103,3 +107,17 @@ def check_address(where: str, value: str) -> None:
     host, colon, port = value.rpartition(":")
     if not colon or not port.isdigit() or int(port) > MAX_PORT or " " in host:
         raise ConfigError(f"{where} must be HOST:PORT (a port from 0 to 65535), not {value!r}")
+
+
+def check_amqp_url(where: str, value: str) -> None:
+    """An AMQP URL; the message never repeats it (it may hold a password)."""
+    if not value.startswith(AMQP_SCHEMES):
+        raise ConfigError(f"{where} must start with amqp:// or amqps://")
+
+
+def check_exchange(where: str, value: str) -> None:
+    if not _EXCHANGE.fullmatch(value):
+        raise ConfigError(
+            f"{where} must be 1 to 127 letters, digits, '_', '.', ':' or '-', not starting"
+            f" with 'amq.', not {value!r}"
+        )

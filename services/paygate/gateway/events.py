@@ -12,7 +12,8 @@ change's own database transaction, numbered by the user's own gapless sequence
   page must start right after the cursor, or the watch ends with EVENTS_EXPIRED.
 
 A cursor from before the oldest event kept (`event_retention_s`, 30 days by default) is
-OUT_OF_RANGE with reason EVENTS_EXPIRED: the client re-lists from 0. A cursor past the
+OUT_OF_RANGE with reason EVENTS_EXPIRED: the client re-lists from 0, which is always the
+start of what is kept. A cursor past the
 user's last event is INVALID_ARGUMENT (another database, or a made-up number). Streams are
 bounded: at most MAX_WATCHERS_PER_USER per user per gateway (and the server's stream cap,
 common/stream_limit_interceptor.py); they end when the gateway shuts down (`close`), and
@@ -94,7 +95,7 @@ class Events:
                 page = await self._store.list_events(
                     user.user_id, after=cursor, limit=WATCH_PAGE_SIZE
                 )
-                if page and page[0].sequence != cursor + 1:
+                if cursor and page and page[0].sequence != cursor + 1:
                     raise _expired(cursor)  # pruned while this watcher lagged behind
                 for event in page:
                     yield event
@@ -122,7 +123,9 @@ class Events:
             raise InvalidArgument(
                 f"starting_after {starting_after} is past your last event ({last})"
             )
-        if starting_after < last and (oldest is None or oldest > starting_after + 1):
+        # 0 is the start of what is kept, whatever was pruned before it.
+        expired = oldest is None or oldest > starting_after + 1
+        if 0 < starting_after < last and expired:
             raise _expired(starting_after)
 
 

@@ -78,7 +78,6 @@ from paygate.gen.paygate.v1 import admin_pb2_grpc, gateway_pb2_grpc
 
 _log = logging.getLogger("paygate.gateway")
 
-HOUSEKEEPING_INTERVAL_S = 60.0
 PRUNE_BATCH = 1000  # rows deleted per transaction by housekeeping
 # An expired session is kept a day, so that its token is answered "has expired" (log in
 # again) rather than "invalid" for a while; then it goes, or every login would stay forever.
@@ -139,13 +138,13 @@ class Gateway:
         ]
 
     async def housekeeping_forever(self) -> None:
-        """Every HOUSEKEEPING_INTERVAL_S, one housekeeping pass."""
+        """Every housekeeping_interval_s, one housekeeping pass."""
         while True:
             try:
                 await housekeeping_pass(self.store, self.config, time.time())
             except Exception:
                 _log.exception("housekeeping failed")
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            await asyncio.sleep(self.config.housekeeping_interval_s)
 
 
 async def housekeeping_pass(store: GatewayStore, config: GatewayConfig, now_s: float) -> None:

@@ -228,6 +228,17 @@ SQLITE_MIGRATIONS = [
     );
     CREATE INDEX operator_actions_user ON operator_actions (user_id, seq)
     """,
+    # 12: the relay's lease (services/paygate/relay): one row naming the relay that
+    # publishes events to the broker, and until when. A relay takes or renews it with a
+    # conditional UPDATE, so that two relays never publish at once.
+    """
+    CREATE TABLE relay_lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        owner TEXT NOT NULL,
+        expires_at_s REAL NOT NULL
+    );
+    INSERT INTO relay_lease (id, owner, expires_at_s) VALUES (1, '', 0)
+    """,
 ]
 
 
@@ -363,7 +374,7 @@ POSTGRES_MIGRATIONS = [
     ALTER TABLE payments ADD COLUMN amount_refunded BIGINT NOT NULL DEFAULT 0
         CHECK (amount_refunded >= 0 AND amount_refunded <= amount);
     CREATE INDEX payments_refunds ON payments (refund_of, seq) WHERE refund_of IS NOT NULL
-    """,    # 10: events.
+    """,  # 10: events.
     """
     ALTER TABLE users ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
     CREATE TABLE events (
@@ -396,5 +407,14 @@ POSTGRES_MIGRATIONS = [
         changed BOOLEAN NOT NULL
     );
     CREATE INDEX operator_actions_user ON operator_actions (user_id, seq)
+    """,
+    # 12: the relay's lease.
+    """
+    CREATE TABLE relay_lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        owner TEXT NOT NULL,
+        expires_at_s DOUBLE PRECISION NOT NULL
+    );
+    INSERT INTO relay_lease (id, owner, expires_at_s) VALUES (1, '', 0)
     """,
 ]

@@ -35,7 +35,8 @@ from paygate.errors import AlreadyExists
 from paygate.gateway.models import User
 from paygate.gateway.schema import POSTGRES_MIGRATIONS as MIGRATIONS
 from paygate.gateway.statements import GatewaySql
-from paygate.gateway.store_sql import SqlGatewayStore, account_linked, username_taken
+from paygate.gateway.store_accounts import account_linked, username_taken
+from paygate.gateway.store_sql import SqlGatewayStore
 from paygate.gateway.store_tx import Body
 
 T = TypeVar("T")
