@@ -305,6 +305,24 @@ def test_a_watcher_resuming_on_alternating_gateways_sees_every_event_once(
     assert {e.type for e in listed} == {"payment.succeeded"}
 
 
+def test_a_watcher_on_one_gateway_sees_a_payment_made_through_the_other_within_a_second(
+    suite: Suite, channels: dict[str, grpc.Channel]
+) -> None:
+    alice, bob = pair(suite, channels["gateway-1"])
+    alice.pay(bob, 1_00)
+    stream = pbg.GatewayServiceStub(channels["gateway-2"]).WatchEvents(
+        pb.WatchEventsRequest(starting_after=1), metadata=bob.metadata, timeout=30
+    )
+    try:
+        paid = alice.pay(bob, 2_00)  # through gateway-1
+        answered = time.monotonic()
+        event = next(stream).event  # from gateway-2
+        assert time.monotonic() - answered < 1.0
+        assert (event.sequence, event.payment.payment_id) == (2, paid.payment_id)
+    finally:
+        stream.cancel()
+
+
 def test_chaos_killing_either_gateway_is_valid(suite: Suite, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "out"
     gateways = ",".join(f"{p}={suite.gateway_targets[p]}" for p in GATEWAYS)
