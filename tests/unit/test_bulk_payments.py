@@ -8,9 +8,9 @@ import pytest
 from paygate.common.config import DEFAULT_MAX_BATCH_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES
 from paygate.errors import InvalidArgument, NotFound, PaygateError
 from paygate.gateway.bulk_payments import MAX_ITEMS, ItemResult, check_count, check_keys, covered
+from paygate.gateway.messages import batch_result_message
 from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus, TxnState, User
 from paygate.gateway.payments import DESCRIPTION_MAX_LENGTH, KEY_MAX_LENGTH
-from paygate.gateway.servicer import batch_result_message
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 
 PAYER = User(

@@ -12,9 +12,9 @@ import uuid
 from typing import Any
 
 from paygate.common.config import DEFAULT_MAX_MESSAGE_BYTES
+from paygate.gateway.messages import payment_message
 from paygate.gateway.models import Payment, PaymentStatus, TxnState, User
 from paygate.gateway.payments import Payments, PaymentSettings
-from paygate.gateway.servicer import payment_message
 from paygate.gateway.store import SqliteGatewayStore
 from paygate.gen.paygate.v1 import gateway_pb2
 

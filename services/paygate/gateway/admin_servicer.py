@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from paygate.common.handlers import Context
+from paygate.gateway.messages import bounded, timestamp
 from paygate.gateway.models import OperatorAction, UserAction, UserStatus
 from paygate.gateway.operator_interceptor import OPERATOR
 from paygate.gateway.operators import Operators
-from paygate.gateway.servicer import bounded, timestamp
 from paygate.gen.paygate.v1 import admin_pb2, admin_pb2_grpc
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
