@@ -33,10 +33,7 @@ class TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> grpc.aio.UnaryUnaryCall[Any, Any]:
-        token = self._holder.access_token
-        if token:
-            client_call_details = with_bearer_token(client_call_details, token)
-        return await continuation(client_call_details, request)
+        return await continuation(with_holders_token(self._holder, client_call_details), request)
 
 
 class TokenStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
@@ -54,10 +51,15 @@ class TokenStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> grpc.aio.UnaryStreamCall[Any, Any]:
-        token = self._holder.access_token
-        if token:
-            client_call_details = with_bearer_token(client_call_details, token)
-        return await continuation(client_call_details, request)
+        return await continuation(with_holders_token(self._holder, client_call_details), request)
+
+
+def with_holders_token(
+    holder: TokenHolder, details: grpc.aio.ClientCallDetails
+) -> grpc.aio.ClientCallDetails:
+    """The call's details with the holder's token, when it has one (both interceptors)."""
+    token = holder.access_token
+    return with_bearer_token(details, token) if token else details
 
 
 def with_bearer_token(

@@ -136,6 +136,21 @@ def frozen_party(payer_id: str, frozen: Sequence[str], payee_username: str) -> P
     )
 
 
+def key_conflict(begun: BeginResult, request: str) -> None:
+    """Raise what a key taken by another `request` (MISMATCH) or still running (IN_USE)
+    answers; anything else passes."""
+    if begun.outcome == BeginOutcome.MISMATCH:
+        raise FailedPrecondition(
+            f"this idempotency key was used for a {request} with different parameters",
+            reason=IDEMPOTENCY_KEY_MISMATCH,
+        )
+    if begun.outcome == BeginOutcome.IN_USE:
+        raise Aborted(
+            f"a {request} with this idempotency key is still being processed; retry shortly",
+            reason=IDEMPOTENCY_KEY_IN_USE,
+        )
+
+
 def failed_payment_error(error: PaygateError, payment_id: str, state: TxnState) -> PaygateError:
     """The coordinator's failure, saying which payment and what is known of it: FAILED once
     an abort is decided (nothing moved or will; a transient cause released the key), or
@@ -289,16 +304,7 @@ class Payments:
         return await self._answer_again(begun)
 
     async def _answer_again(self, begun: BeginResult) -> Payment:
-        if begun.outcome == BeginOutcome.MISMATCH:
-            raise FailedPrecondition(
-                "this idempotency key was used for a payment with different parameters",
-                reason=IDEMPOTENCY_KEY_MISMATCH,
-            )
-        if begun.outcome == BeginOutcome.IN_USE:
-            raise Aborted(
-                "a payment with this idempotency key is still being processed; retry shortly",
-                reason=IDEMPOTENCY_KEY_IN_USE,
-            )
+        key_conflict(begun, "payment")
         if begun.error_reason:
             raise FailedPrecondition(
                 begun.error_message,

@@ -34,11 +34,8 @@ from collections.abc import Callable
 
 from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.errors import (
-    IDEMPOTENCY_KEY_IN_USE,
-    IDEMPOTENCY_KEY_MISMATCH,
     OUTCOME_FAILED,
     OUTCOME_KEY,
-    Aborted,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
@@ -64,6 +61,7 @@ from paygate.gateway.payments import (
     failed_payment_error,
     frozen_party,
     has_control_characters,
+    key_conflict,
 )
 from paygate.gateway.store import GatewayStore
 
@@ -181,16 +179,7 @@ class Refunds:
             raise FailedPrecondition(begun.error_message, reason=begun.error_reason)
         if begun.outcome in (BeginOutcome.MISMATCH, BeginOutcome.IN_USE):
             outcome[0] = "conflict"
-        if begun.outcome == BeginOutcome.MISMATCH:
-            raise FailedPrecondition(
-                "this idempotency key was used for another request",
-                reason=IDEMPOTENCY_KEY_MISMATCH,
-            )
-        if begun.outcome == BeginOutcome.IN_USE:
-            raise Aborted(
-                "a request with this idempotency key is still being processed; retry shortly",
-                reason=IDEMPOTENCY_KEY_IN_USE,
-            )
+        key_conflict(begun, "request")
         outcome[0] = "replayed"
         if begun.error_reason:
             made = begun.payment_id.startswith(REFUND_ID_PREFIX)  # else refused, none made
