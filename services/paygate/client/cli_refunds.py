@@ -75,8 +75,13 @@ def cmd_refund(args: argparse.Namespace) -> None:
                 )
             raise
         except PaygateError as error:
+            left = None
+            if error.reason == AMOUNT_EXCEEDS_REFUNDABLE:
+                now = client.get_payment(args.payment_id)
+                left_minor = moved_minor(now) - now.amount_refunded_minor
+                left = f"{format_amount(left_minor, now.currency)} {now.currency}"
             raise type(error)(
-                refusal_message(error, args), reason=error.reason, metadata=error.metadata
+                refusal_message(error, args, left), reason=error.reason, metadata=error.metadata
             ) from error
         after = client.get_payment(args.payment_id)
     print(refunded_message(refund, after))
@@ -129,7 +134,7 @@ def refund_note(payment: Payment) -> str:
     return f"  refunded {refunded} of {format_amount(moved_minor(payment), payment.currency)}"
 
 
-def refusal_message(error: PaygateError, args: argparse.Namespace) -> str:
+def refusal_message(error: PaygateError, args: argparse.Namespace, left: str | None) -> str:
     pid = args.payment_id
     if isinstance(error, NotFound):
         return f"no payment {pid} among yours: check its id in `paygate payments`"
@@ -138,7 +143,8 @@ def refusal_message(error: PaygateError, args: argparse.Namespace) -> str:
     if error.reason == PAYMENT_NOT_REFUNDABLE:
         return f"payment {pid} did not succeed (or is not captured yet): nothing to refund"
     if error.reason == AMOUNT_EXCEEDS_REFUNDABLE:
-        return f"cannot refund that much of payment {pid}: {error.message.split(': ', 1)[-1]}"
+        at_most = f"at most {left} is left to refund" if left else error.message
+        return f"cannot refund that much of payment {pid}: {at_most}"
     if error.reason == INSUFFICIENT_FUNDS:
         return "your account lacks the money to refund that: the refund failed, nothing moved"
     return error.message
