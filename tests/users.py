@@ -85,6 +85,28 @@ class TestUser:
         response = self.stub.CreatePayment(request, metadata=self.metadata, timeout=timeout_s)
         return response.payment
 
+    def pay_split(
+        self,
+        parts: list[tuple[TestUser | str, int]],
+        *,
+        key: str | None = None,
+        currency: str = "USD",
+        amount_minor: int | None = None,
+        timeout_s: float = RPC_TIMEOUT_S,
+    ) -> pb.Payment:
+        """A split payment of `parts` (payee, amount); its amount is their sum unless given."""
+        request = pb.CreatePaymentRequest(
+            idempotency_key=uuid.uuid4().hex if key is None else key,
+            amount=sum(part for _, part in parts) if amount_minor is None else amount_minor,
+            currency=currency,
+            splits=[
+                pb.Split(payee_username=p if isinstance(p, str) else p.username, amount=part)
+                for p, part in parts
+            ],
+        )
+        response = self.stub.CreatePayment(request, metadata=self.metadata, timeout=timeout_s)
+        return response.payment
+
     def pay_batch(
         self, items: list[pb.CreatePaymentRequest], *, timeout_s: float = BATCH_TIMEOUT_S
     ) -> list[pb.BatchCreatePaymentResult]:

@@ -53,6 +53,7 @@ class RecordingBank:
         *,
         timeout_s: float,
         one_phase: bool = False,
+        spans_banks: bool = False,
     ) -> Vote:
         self.calls.append(("prepare", one_phase))
         return Vote(True, committed=one_phase and self.posts)

@@ -42,6 +42,7 @@ class HangingCommits:
         *,
         timeout_s: float,
         one_phase: bool = False,
+        spans_banks: bool = False,
     ) -> Vote:
         return Vote(True)
 

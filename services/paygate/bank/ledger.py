@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+from typing import NamedTuple
 
 from paygate.bank.store import AccountRow, HoldRow, JournalMark, LedgerTx, Totals
 from paygate.common.invariants import check
@@ -44,7 +45,8 @@ from paygate.errors import (
 )
 
 FIRST_ACCOUNT_NUMBER = 100001
-MAX_LEGS = 2
+# A split payment's payer and its up to ten payees, all at one bank.
+MAX_LEGS = 11
 # Far below a signed 64-bit integer (9.2 * 10**18), which a balance must never pass: SQLite
 # would silently store the sum as a float, and PostgreSQL would fail the write. (Bank-wide
 # totals may pass it: the stores sum them exactly, common/sql.py's Dialect.exact_sum.)
@@ -61,6 +63,15 @@ class Leg:
     direction: str  # DEBIT or CREDIT
     amount_minor: int
     currency: str
+
+
+class Preparation(NamedTuple):
+    """One Prepare: its legs here, and what the coordinator says of the transaction."""
+
+    transaction_id: str
+    legs: list[Leg]
+    one_phase: bool = False  # this bank is the only participant: post on a yes
+    spans_banks: bool = False  # legs at other banks too: the legs here need not balance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +93,9 @@ def validate_amount(amount_minor: int, what: str = "amount") -> int:
     return amount_minor
 
 
-def validate_legs(legs: list[Leg]) -> None:
+def validate_legs(legs: list[Leg], *, spans_banks: bool = False) -> None:
+    """Legs a Prepare may hold: each account once, and, unless the transaction declares legs
+    at other banks too (`spans_banks`, a split payment), one leg or a balanced transfer."""
     if not 1 <= len(legs) <= MAX_LEGS:
         raise InvalidArgument(f"a transaction has 1 to {MAX_LEGS} legs at one bank")
     seen = set()
@@ -95,21 +108,27 @@ def validate_legs(legs: list[Leg]) -> None:
         if (leg.account_number, leg.direction) in seen:
             raise InvalidArgument("a transaction cannot have the same account and direction twice")
         seen.add((leg.account_number, leg.direction))
-    if len(legs) == 2:
-        # Both halves of a transfer at one bank: it can check that they balance, and so that
+    distinct = len({leg.account_number for leg in legs}) == len(legs)
+    if spans_banks and not distinct:
+        raise InvalidArgument("a transaction cannot both debit and credit one account")
+    if len(legs) > 1 and not spans_banks and not (distinct and balanced(legs)):
+        # The whole of a transfer at one bank: it can check that it balances, and so that
         # no Prepare makes or destroys money here. (A single leg's other half is at another
-        # bank; the coordinator's payment record pairs them.)
-        first, second = legs
-        if not (
-            {first.direction, second.direction} == {DEBIT, CREDIT}
-            and first.amount_minor == second.amount_minor
-            and first.currency == second.currency
-            and first.account_number != second.account_number
-        ):
-            raise InvalidArgument(
-                "two legs at one bank are one debit and one credit of the same amount and"
-                " currency, between two accounts"
-            )
+        # bank, as are the other legs of a split payment; the coordinator's payment record
+        # pairs them.)
+        raise InvalidArgument(
+            "legs at one bank are a transfer inside it: one debit and one credit (or a debit"
+            " and the credits it is split into) of the same total and currency, between"
+            " different accounts"
+        )
+
+
+def balanced(legs: list[Leg]) -> bool:
+    """Whether the legs move money between their accounts only: debits and credits of one
+    currency, with the same total."""
+    debits = sum(leg.amount_minor for leg in legs if leg.direction == DEBIT)
+    credits = sum(leg.amount_minor for leg in legs if leg.direction == CREDIT)
+    return debits == credits > 0 and len({leg.currency for leg in legs}) == 1
 
 
 def legs_digest(legs: list[Leg]) -> str:
@@ -274,10 +293,12 @@ def deposit(
 # Two-phase commit ----------------------------------------------------------------------
 
 
-def prepare(tx: LedgerTx, transaction_id: str, legs: list[Leg]) -> Vote:
+def prepare(
+    tx: LedgerTx, transaction_id: str, legs: list[Leg], *, spans_banks: bool = False
+) -> Vote:
     """Place the holds of a transaction and vote. Repeating a Prepare repeats its vote."""
     validate_id(transaction_id, "transaction_id")
-    validate_legs(legs)
+    validate_legs(legs, spans_banks=spans_banks)
     digest = legs_digest(legs)
     existing = tx.get_transaction(transaction_id)
     if existing is not None:
@@ -319,10 +340,11 @@ def prepare_one_phase(tx: LedgerTx, transaction_id: str, legs: list[Leg]) -> tup
     create or destroy money; and never a transaction already held by a two-phase Prepare,
     which only its coordinator's Commit may post.
     """
-    validate_legs(legs)  # two legs at one bank balance; one leg alone is not a transfer
-    if len(legs) != 2:
+    validate_legs(legs)  # legs at one bank balance; one leg alone is not a transfer
+    if len(legs) < 2:
         raise InvalidArgument(
-            "a one-phase transaction is one debit and one credit of the same amount and currency"
+            "a one-phase transaction is a balanced transfer: debits and credits of the same"
+            " total and currency"
         )
     existing = tx.get_transaction(validate_id(transaction_id, "transaction_id"))
     if existing is not None and existing.state == "prepared":

@@ -21,11 +21,11 @@ from typing import TypeVar
 
 from paygate.bank import holds, ledger
 from paygate.bank.holds import Hold, HoldsPage
-from paygate.bank.ledger import Leg, Vote
+from paygate.bank.ledger import Leg, Preparation, Vote
 from paygate.bank.store import AccountRow, JournalMark, LedgerStore, LedgerTx, Totals
 from paygate.common.faults import FaultInjector
 from paygate.common.metrics import BankMetrics, new_registry
-from paygate.errors import PaygateError
+from paygate.errors import InvalidArgument, PaygateError
 
 T = TypeVar("T")
 
@@ -124,9 +124,16 @@ class Participant:
         )
 
     async def prepare(
-        self, transaction_id: str, legs: list[Leg], *, one_phase: bool = False
+        self,
+        transaction_id: str,
+        legs: list[Leg],
+        *,
+        one_phase: bool = False,
+        spans_banks: bool = False,
     ) -> Vote:
-        return _value(await self.prepare_batch([(transaction_id, legs, one_phase)]))
+        return _value(
+            await self.prepare_batch([Preparation(transaction_id, legs, one_phase, spans_banks)])
+        )
 
     async def commit(self, transaction_id: str, amount_minor: int = 0) -> None:
         _value(await self.commit_batch([(transaction_id, amount_minor)]))
@@ -138,16 +145,13 @@ class Participant:
     # group commit). The crash points bracket the batch's one durable write.
 
     async def prepare_batch(
-        self, transactions: Sequence[tuple[str, list[Leg], bool]]
+        self, transactions: Sequence[Preparation]
     ) -> list[Vote | PaygateError]:
-        """Prepare each (transaction_id, legs, one_phase); a one-phase yes is also posted."""
+        """Prepare each transaction; a one-phase yes is also posted."""
         self._faults.crash_point("bank.before_hold")
         outcomes = _domain(
             await self._store.transactions(
-                [
-                    functools.partial(_prepare, t, legs, one_phase)
-                    for t, legs, one_phase in transactions
-                ]
+                [functools.partial(_prepare, preparation) for preparation in transactions]
             )
         )
         self._faults.crash_point("bank.after_hold")
@@ -232,13 +236,14 @@ def _journal_chunk(since: JournalMark, limit: int, tx: LedgerTx) -> tuple[Journa
     return tx.journal_chunk(since, limit)
 
 
-def _prepare(
-    transaction_id: str, legs: list[Leg], one_phase: bool, tx: LedgerTx
-) -> tuple[Vote, bool]:
+def _prepare(preparation: Preparation, tx: LedgerTx) -> tuple[Vote, bool]:
     """Prepare (one-phase: and post on yes); True second when this call posted holds."""
+    transaction_id, legs, one_phase, spans_banks = preparation
     if one_phase:
+        if spans_banks:
+            raise InvalidArgument("a one-phase transaction has legs at one bank only")
         return ledger.prepare_one_phase(tx, transaction_id, legs)
-    return ledger.prepare(tx, transaction_id, legs), False
+    return ledger.prepare(tx, transaction_id, legs, spans_banks=spans_banks), False
 
 
 def _abort(transaction_id: str, tx: LedgerTx) -> bool:

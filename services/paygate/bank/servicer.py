@@ -6,7 +6,7 @@ from google.protobuf import timestamp_pb2
 
 from paygate.bank import ledger
 from paygate.bank.holds import Hold
-from paygate.bank.ledger import Leg
+from paygate.bank.ledger import Leg, Preparation
 from paygate.bank.participant import Participant
 from paygate.bank.store import AccountRow
 from paygate.common.config import MAX_BATCH_SIZE
@@ -127,7 +127,12 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         self, request: bank_pb2.PrepareRequest, context: Context
     ) -> bank_pb2.PrepareResponse:
         legs = [leg_from_message(leg) for leg in request.legs]
-        vote = await self._bank.prepare(request.transaction_id, legs, one_phase=request.one_phase)
+        vote = await self._bank.prepare(
+            request.transaction_id,
+            legs,
+            one_phase=request.one_phase,
+            spans_banks=request.spans_banks,
+        )
         return bank_pb2.PrepareResponse(
             vote=bank_pb2.VOTE_YES if vote.yes else bank_pb2.VOTE_NO,
             reason=vote.reason,
@@ -153,7 +158,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         results = [
             bank_pb2.PrepareResult(transaction_id=t.transaction_id) for t in request.transactions
         ]
-        valid: list[tuple[str, list[Leg], bool]] = []
+        valid: list[Preparation] = []
         positions = []
         for position, message in enumerate(request.transactions):
             try:
@@ -161,7 +166,9 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             except PaygateError as error:
                 results[position].error.CopyFrom(batch_error(error))
                 continue
-            valid.append((message.transaction_id, legs, message.one_phase))
+            valid.append(
+                Preparation(message.transaction_id, legs, message.one_phase, message.spans_banks)
+            )
             positions.append(position)
         outcomes = await self._bank.prepare_batch(valid) if valid else []
         for position, outcome in zip(positions, outcomes, strict=True):

@@ -39,6 +39,7 @@ from paygate.client._models import (
     RegisteredUser,
     Session,
     SessionInfo,
+    Split,
     TotpEnrollment,
 )
 from paygate.client._sync_client import Client
@@ -94,6 +95,7 @@ __all__ = [
     "RunEnd",
     "Session",
     "SessionInfo",
+    "Split",
     "TotpEnrollment",
     "Unauthenticated",
     "Unavailable",

@@ -26,6 +26,7 @@ from paygate.client._models import (
     Payment,
     RegisteredUser,
     Session,
+    Split,
 )
 from paygate.client._request_checks import (
     DEFAULT_PAGE_SIZE,
@@ -282,6 +283,31 @@ class AsyncClient(AccountSecurityCalls, AfterPaymentCalls):
             timeout_s=self.timeout_s if timeout_s is None else timeout_s,
             on_results=on_results,
         )
+
+    async def pay_split(
+        self,
+        splits: Sequence[Split],
+        *,
+        currency: str = DEFAULT_CURRENCY,
+        description: str = "",
+        idempotency_key: str | None = None,
+    ) -> Payment:
+        """Pay 2 to 10 payees their parts of one payment, all or none (a split payment:
+        one two-phase commit across every bank involved). The payment's amount is the sum
+        of the parts; its payee_username is the first split's."""
+        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        for split in splits:
+            check_payment_fields(split.payee_username, split.amount_minor, currency,
+                                 description, key)  # fmt: skip
+        request = gateway_pb2.CreatePaymentRequest(
+            idempotency_key=key,
+            amount=sum(split.amount_minor for split in splits),
+            currency=currency,
+            description=description,
+            splits=[gateway_pb2.Split(payee_username=s.payee_username, amount=s.amount_minor)
+                    for s in splits],
+        )  # fmt: skip
+        return await self._call_for_payment(self._stub.CreatePayment, request)
 
     async def deliver_queued(
         self, *, wait_s: float = 0.0, max_attempts: int | None = None

@@ -50,6 +50,14 @@ _CAPTURE_METHOD_BY_PROTO: dict[int, CaptureMethod] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One payee's part of a split payment (AsyncClient.pay_split)."""
+
+    payee_username: str
+    amount_minor: int
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Payment:
     """One transfer of money from a payer to a payee; amounts in minor units."""
@@ -76,6 +84,9 @@ class Payment:
     # True when the call (CreatePayment, CapturePayment, CancelPayment) answered again from
     # its idempotency key: an earlier call did this, and nothing happened this time.
     replayed: bool = False
+    # A split payment's payees and parts, in the order asked (the first is also
+    # payee_username); empty for a payment to one payee.
+    splits: tuple[Split, ...] = ()
 
     @classmethod
     def from_proto(cls, message: gateway_pb2.Payment) -> Payment:
@@ -97,6 +108,7 @@ class Payment:
             ),
             amount_captured_minor=message.amount_captured,
             amount_refunded_minor=message.amount_refunded,
+            splits=tuple(Split(split.payee_username, split.amount) for split in message.splits),
         )
 
 

@@ -22,6 +22,7 @@ from paygate.client._models import (
     RegisteredUser,
     Session,
     SessionInfo,
+    Split,
     TotpEnrollment,
 )
 from paygate.client._request_checks import DEFAULT_PAGE_SIZE
@@ -196,6 +197,21 @@ class Client:
         return self._runner.run(
             self._client.pay_many(items, timeout_s=timeout_s, on_results=on_results)
         )
+
+    def pay_split(
+        self,
+        splits: Sequence[Split],
+        *,
+        currency: str = DEFAULT_CURRENCY,
+        description: str = "",
+        idempotency_key: str | None = None,
+    ) -> Payment:
+        return self._runner.run(
+            self._client.pay_split(
+                splits, currency=currency, description=description,
+                idempotency_key=idempotency_key,
+            )
+        )  # fmt: skip
 
     def capture(
         self,

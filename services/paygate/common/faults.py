@@ -9,10 +9,10 @@ never does.
 The points, in protocol order:
 
     gateway.before_prepare          the payment is recorded, no bank has been asked
-    gateway.after_first_prepare     one of two banks has voted yes
+    gateway.after_first_prepare     the first of two or more banks has voted yes
     gateway.after_prepares          every bank voted yes, no decision written
     gateway.after_decision          the commit decision is on disk, no commit sent
-    gateway.after_first_commit      one of two banks has committed
+    gateway.after_first_commit      the first of two or more banks has committed
     gateway.after_commits           every bank committed; the answer is not sent yet
     gateway.after_authorization     an authorization is on disk (AUTHORIZED), not yet answered
     gateway.after_captured_decision a capture and its amount are on disk, no Commit sent
@@ -28,7 +28,8 @@ The points, in protocol order:
 A one-phase commit (both accounts at one bank) passes gateway.before_prepare,
 gateway.after_prepares (the bank has posted it, the gateway has recorded nothing),
 gateway.after_decision (COMMITTED on disk, the answer is not sent yet), and the bank's
-before_hold and after_hold (which brackets the posting too).
+before_hold and after_hold (which brackets the posting too). A split payment across three
+banks passes the payment's points as a payment across two does.
 """
 
 from __future__ import annotations

@@ -29,12 +29,22 @@ class BankCalls:
         self._metrics = metrics
 
     async def prepare(
-        self, payment_id: str, bank: str, legs: list[Leg], action: t.SendPrepares
+        self,
+        payment_id: str,
+        bank: str,
+        legs: list[Leg],
+        action: t.SendPrepares,
+        spans_banks: bool = False,  # the legs are part of a split payment's across banks
     ) -> t.Event:
         timeout_s = self._settings.prepare_timeout_s
         try:
             vote = await self._banks.prepare(
-                bank, payment_id, legs, timeout_s=timeout_s, one_phase=action.one_phase
+                bank,
+                payment_id,
+                legs,
+                timeout_s=timeout_s,
+                one_phase=action.one_phase,
+                spans_banks=spans_banks,
             )
         except Unavailable as exc:
             if exc.reason == BANK_TIMEOUT:

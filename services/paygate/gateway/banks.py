@@ -163,10 +163,12 @@ class BankClients:
         *,
         timeout_s: float,
         one_phase: bool = False,
+        spans_banks: bool = False,
     ) -> Vote:
         request = bank_pb2.PrepareRequest(
             transaction_id=transaction_id,
             one_phase=one_phase,
+            spans_banks=spans_banks,
             legs=[
                 bank_pb2.Leg(
                     account_number=leg.account_number,

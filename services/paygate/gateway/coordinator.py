@@ -72,9 +72,9 @@ class Coordinator:
         self._finisher = Finisher(store, timeout_s=settings.bank_call_timeout_s)
         self._calls = BankCalls(participants, settings, self._metrics)
 
-    def one_phase_for(self, payer_bank_id: str, payee_bank_id: str) -> bool:
+    def one_phase_for(self, payer_bank_id: str, *payee_bank_ids: str) -> bool:
         """Whether a new payment between these banks is sent as a one-phase commit."""
-        return self._settings.one_phase and payer_bank_id == payee_bank_id
+        return self._settings.one_phase and {payer_bank_id} == set(payee_bank_ids)
 
     @contextlib.contextmanager
     def claim(self, payment_id: str) -> Iterator[None]:
@@ -258,8 +258,10 @@ class Coordinator:
         payment_id = drive.payment.payment_id
         if isinstance(action, t.SendPrepares):
             legs = legs_by_bank(drive.payment)
+            # A split payment's legs at one bank need not balance there: say so.
+            spans = bool(drive.payment.splits) and len(action.banks) > 1
             for bank in action.banks:
-                drive.call(self._calls.prepare(payment_id, bank, legs[bank], action))
+                drive.call(self._calls.prepare(payment_id, bank, legs[bank], action, spans))
             drive.call(self._calls.votes_deadline())
             return
         phase = "commit" if action.commit else "abort"

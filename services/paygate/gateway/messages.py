@@ -4,6 +4,8 @@ bulk results, and the checks of request fields that the domain does not make its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf import timestamp_pb2
 
 from paygate.common.call_info import note
@@ -16,7 +18,8 @@ from paygate.errors import (
     status_code_of,
 )
 from paygate.gateway.bulk_payments import ItemResult
-from paygate.gateway.models import Event, Payment, PaymentRequest, PaymentStatus
+from paygate.gateway.models import Event, Payment, PaymentRequest, PaymentStatus, SplitRequest
+from paygate.gateway.payments import MAX_SPLITS
 from paygate.gen.paygate.v1 import gateway_pb2
 
 _STATUS = {
@@ -64,6 +67,10 @@ def payment_message(payment: Payment) -> gateway_pb2.Payment:
         else gateway_pb2.CAPTURE_METHOD_AUTOMATIC,
         amount_captured=captured,
         amount_refunded=payment.amount_refunded_minor,
+        splits=[
+            gateway_pb2.Split(payee_username=split.payee_username, amount=split.amount_minor)
+            for split in payment.splits
+        ],
     )
     if payment.manual_capture:
         message.capture_before.FromMicroseconds(payment.capture_before_us)
@@ -105,6 +112,19 @@ def payment_request(message: gateway_pb2.CreatePaymentRequest) -> PaymentRequest
         currency=bounded(message.currency, "currency"),
         description=message.description,
         manual_capture=capture_method(message.capture_method),
+        splits=split_requests(message.splits),
+    )
+
+
+def split_requests(splits: Sequence[gateway_pb2.Split]) -> tuple[SplitRequest, ...]:
+    if len(splits) > MAX_SPLITS:  # checked before the names are read (payments.py: 2 to 10)
+        raise InvalidArgument(f"a payment has at most {MAX_SPLITS} splits, not {len(splits)}")
+    return tuple(
+        SplitRequest(
+            payee_username=bounded(split.payee_username, "splits.payee_username"),
+            amount_minor=split.amount,
+        )
+        for split in splits
     )
 
 

@@ -133,6 +133,26 @@ class Principal:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class SplitRequest:
+    """One part of a split payment as asked: whom to pay, and how much."""
+
+    payee_username: str
+    amount_minor: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Split:
+    """One payee's part of a split payment, as recorded (the payee's account named, as a
+    payment's payee is, so that the legs never need a lookup)."""
+
+    payee_user_id: str
+    payee_username: str
+    payee_bank_id: str
+    payee_account: str
+    amount_minor: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PaymentRequest:
     idempotency_key: str
     payee_username: str
@@ -141,6 +161,8 @@ class PaymentRequest:
     description: str
     # Authorize only; the payee captures (or cancels) later (transitions.py).
     manual_capture: bool = False
+    # A split payment: the payees and their parts (payee_username is then empty).
+    splits: tuple[SplitRequest, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -173,6 +195,9 @@ class Payment:
     refund_of: str = ""
     # The sum of the payment's refunds that were decided to commit.
     amount_refunded_minor: int = 0
+    # A split payment's parts, all moved or none; the first is also the payee above.
+    # Empty for a payment to one payee.
+    splits: tuple[Split, ...] = ()
 
     @property
     def captured_minor(self) -> int:
@@ -184,7 +209,27 @@ class Payment:
     @property
     def participants(self) -> list[str]:
         """The banks taking part in the payment's transaction, in a fixed order."""
-        return sorted({self.payer_bank_id, self.payee_bank_id})
+        return sorted({self.payer_bank_id, *(split.payee_bank_id for split in self.credits)})
+
+    @property
+    def credits(self) -> tuple[Split, ...]:
+        """Who is paid how much: the splits, or the payee the whole amount."""
+        if self.splits:
+            return self.splits
+        payee = Split(
+            payee_user_id=self.payee_user_id,
+            payee_username=self.payee_username,
+            payee_bank_id=self.payee_bank_id,
+            payee_account=self.payee_account,
+            amount_minor=self.amount_minor,
+        )
+        return (payee,)
+
+    @property
+    def parties(self) -> list[str]:
+        """The ids of the users the payment concerns: its payer and every payee, in order."""
+        ids = [self.payer_user_id, *(split.payee_user_id for split in self.credits)]
+        return list(dict.fromkeys(ids))
 
 
 class EventType(enum.StrEnum):

@@ -60,7 +60,14 @@ from paygate.errors import (
 )
 from paygate.gateway.accounts import USERNAME_PATTERN, user_frozen
 from paygate.gateway.coordinator import Coordinator
-from paygate.gateway.models import Payment, PaymentRequest, PaymentStatus, TxnState, User
+from paygate.gateway.models import (
+    Payment,
+    PaymentRequest,
+    PaymentStatus,
+    Split,
+    TxnState,
+    User,
+)
 from paygate.gateway.store import BeginOutcome, BeginResult, GatewayStore
 
 KEY_MAX_LENGTH = 255
@@ -71,6 +78,7 @@ MAX_PAGE_SIZE = 100
 PAGE_TOKEN_MAX_LENGTH = 64
 MAX_SEQ = 2**63 - 1  # a payment's sequence number is a signed 64-bit integer in both stores
 PAYEE_CACHE_SIZE = 10_000
+MIN_SPLITS, MAX_SPLITS = 2, 10
 
 
 # What a payment adds to a ListPayments answer beside the payment itself (its field's tag
@@ -96,6 +104,8 @@ def request_hash(request: PaymentRequest) -> str:
     )  # fmt: skip
     if request.manual_capture:  # (kept out otherwise: keys stored before it still match)
         parameters += ("manual",)
+    if request.splits:  # (likewise)
+        parameters += tuple((s.payee_username, s.amount_minor) for s in request.splits)
     canonical = repr(parameters)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -134,6 +144,22 @@ def frozen_party(payer_id: str, frozen: Sequence[str], payee_username: str) -> P
         f"{payee_username} cannot be paid now: an operator froze the account",
         reason=USER_FROZEN,
     )
+
+
+def payee_split(payee: User, amount_minor: int = 0) -> Split:
+    return Split(
+        payee_user_id=payee.user_id,
+        payee_username=payee.username,
+        payee_bank_id=payee.bank_id,
+        payee_account=payee.account_number,
+        amount_minor=amount_minor,
+    )
+
+
+def frozen_payee(payment: Payment, frozen: Sequence[str]) -> str:
+    """The name of a frozen payee of the payment (the first, if several are)."""
+    names = [s.payee_username for s in payment.credits if s.payee_user_id in frozen]
+    return names[0] if names else payment.payee_username
 
 
 def key_conflict(begun: BeginResult, request: str) -> None:
@@ -194,10 +220,11 @@ class Payments:
             raise InvalidArgument(
                 f"idempotency_key must be 1 to {KEY_MAX_LENGTH} printable characters"
             )
-        if not USERNAME_PATTERN.fullmatch(request.payee_username):
-            raise InvalidArgument("payee_username is not a valid username")
-        if request.payee_username == payer.username:
-            raise InvalidArgument("you cannot pay yourself")
+        if not request.splits:  # (a split payment's payees: below, once the amount is good)
+            if not USERNAME_PATTERN.fullmatch(request.payee_username):
+                raise InvalidArgument("payee_username is not a valid username")
+            if request.payee_username == payer.username:
+                raise InvalidArgument("you cannot pay yourself")
         check_currency(request.currency)
         if not 0 < request.amount_minor <= self._settings.max_payment_minor:
             least, most = (
@@ -213,6 +240,41 @@ class Payments:
             raise InvalidArgument(
                 f"description must be at most {DESCRIPTION_MAX_LENGTH} characters on one line"
                 " (no line breaks or control characters)"
+            )
+        if request.splits:
+            self._validate_splits(payer, request)
+
+    @staticmethod
+    def _validate_splits(payer: User, request: PaymentRequest) -> None:
+        splits = request.splits
+        if request.payee_username:
+            raise InvalidArgument(
+                "a split payment names its payees in splits: leave payee_username empty"
+            )
+        if request.manual_capture:
+            raise InvalidArgument(
+                "a split payment moves at once: capture_method MANUAL is not for splits"
+            )
+        if not MIN_SPLITS <= len(splits) <= MAX_SPLITS:
+            raise InvalidArgument(
+                f"a split payment has {MIN_SPLITS} to {MAX_SPLITS} splits, not {len(splits)}"
+            )
+        names = [split.payee_username for split in splits]
+        for name in names:
+            if not USERNAME_PATTERN.fullmatch(name):
+                raise InvalidArgument(f"splits: {name!r} is not a valid username")
+        if payer.username in names:
+            raise InvalidArgument("splits: you cannot pay yourself")
+        if len(set(names)) < len(names):
+            raise InvalidArgument("splits: each payee once")
+        if any(split.amount_minor <= 0 for split in splits):
+            raise InvalidArgument("splits: every part must be positive")
+        total = sum(split.amount_minor for split in splits)
+        if total != request.amount_minor:
+            raise InvalidArgument(
+                f"splits add up to {format_amount(total, request.currency)}, not the amount"
+                f" {format_amount(request.amount_minor, request.currency)}"
+                f" ({total} and {request.amount_minor} minor units)"
             )
 
     async def create(
@@ -231,7 +293,8 @@ class Payments:
     async def _create(self, payer: User, request: PaymentRequest, outcome: list[str]) -> Payment:
         """CreatePayment; sets outcome[0] to the payments_total outcome as it learns it."""
         self.validate(payer, request)
-        payee = await self._payee(request.payee_username)
+        splits = await self._splits(request)
+        payee = await self._payee(splits[0].payee_username if splits else request.payee_username)
         for user in (payer, payee):
             if user.currency != request.currency:
                 raise FailedPrecondition(
@@ -256,13 +319,16 @@ class Payments:
             create_time_us=(now_us := time.time_ns() // 1000),
             # An authorization holds: it is never a one-phase commit.
             one_phase=not request.manual_capture
-            and self._coordinator.one_phase_for(payer.bank_id, payee.bank_id),
+            and self._coordinator.one_phase_for(
+                payer.bank_id, *(split.payee_bank_id for split in splits or [payee_split(payee)])
+            ),
             manual_capture=request.manual_capture,
             capture_before_us=(
                 now_us + int(self._settings.authorization_ttl_s * 1e6)
                 if request.manual_capture
                 else 0
             ),
+            splits=splits,
         )
         with self._coordinator.claim(payment.payment_id):
             begun = await self._store.begin_payment(
@@ -272,7 +338,7 @@ class Payments:
                 self._coordinator.new_lease(),
             )
             if begun.outcome == BeginOutcome.FROZEN:
-                raise frozen_party(payer.user_id, begun.frozen, payee.username)
+                raise frozen_party(payer.user_id, begun.frozen, frozen_payee(payment, begun.frozen))
             if begun.outcome == BeginOutcome.STARTED:
                 outcome[0] = "failed"
                 decision = await self._coordinator.run(payment)
@@ -302,6 +368,20 @@ class Payments:
             outcome[0] = "replayed"
             self._metrics.replays.inc()
         return await self._answer_again(begun)
+
+    async def _splits(self, request: PaymentRequest) -> tuple[Split, ...]:
+        """A split payment's parts with their payees' accounts (NOT_FOUND for an unknown
+        payee, FAILED_PRECONDITION for one whose account is in another currency)."""
+        splits = []
+        for part in request.splits:
+            payee = await self._payee(part.payee_username)
+            if payee.currency != request.currency:
+                raise FailedPrecondition(
+                    f"{payee.username}'s account is in {payee.currency}, not {request.currency}",
+                    reason=CURRENCY_MISMATCH,
+                )
+            splits.append(payee_split(payee, part.amount_minor))
+        return tuple(splits)
 
     async def _answer_again(self, begun: BeginResult) -> Payment:
         key_conflict(begun, "payment")
@@ -340,7 +420,7 @@ class Payments:
         if (
             payment is None
             or payment.refund_of
-            or user.user_id not in (payment.payer_user_id, payment.payee_user_id)
+            or user.user_id not in payment.parties
         ):
             raise NotFound(f"no payment {payment_id}")
         return payment

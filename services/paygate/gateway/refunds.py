@@ -36,6 +36,7 @@ from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.errors import (
     OUTCOME_FAILED,
     OUTCOME_KEY,
+    PAYMENT_NOT_REFUNDABLE,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
@@ -128,6 +129,12 @@ class Refunds:
         if self._forget_keys:
             key = dataclasses.replace(key, key=f"{key.key[:200]}#{secrets.token_hex(6)}")
         payment = await self._payments.get(user, payment_id)  # NOT_FOUND unless a party
+        if payment.splits:
+            raise FailedPrecondition(
+                "a split payment is not refunded through the gateway: each payee can pay"
+                " their part back with a payment",
+                reason=PAYMENT_NOT_REFUNDABLE,
+            )
         if user.user_id != payment.payee_user_id:
             raise PermissionDenied("only the payee of a payment may refund it")
         refund = self._new_refund(payment, amount_minor, reason)

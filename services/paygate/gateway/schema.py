@@ -239,6 +239,12 @@ SQLITE_MIGRATIONS = [
     );
     INSERT INTO relay_lease (id, owner, expires_at_s) VALUES (1, '', 0)
     """,
+    # 13: split payments: the parts, as JSON ([[payee user id, username, bank, account,
+    # amount], ...] in the order asked); NULL for a payment to one payee. Every payee is a
+    # party (payment_parties), so each lists the payment and gets its events.
+    """
+    ALTER TABLE payments ADD COLUMN splits TEXT
+    """,
 ]
 
 
@@ -416,5 +422,11 @@ POSTGRES_MIGRATIONS = [
         expires_at_s DOUBLE PRECISION NOT NULL
     );
     INSERT INTO relay_lease (id, owner, expires_at_s) VALUES (1, '', 0)
+    """,
+    # 13: split payments: the parts, as JSON ([[payee user id, username, bank, account,
+    # amount], ...] in the order asked); NULL for a payment to one payee. Every payee is a
+    # party (payment_parties), so each lists the payment and gets its events.
+    """
+    ALTER TABLE payments ADD COLUMN splits TEXT
     """,
 ]

@@ -8,12 +8,15 @@ named where a statement uses it (`d.skip_locked`, `d.returning`, `d.bounded_dele
 
 from __future__ import annotations
 
+import json
+
 from paygate.common.sql import Column, Dialect, Table
 from paygate.gateway.models import (
     LEASED_SQL,
     UNFINISHED_SQL,
     Payment,
     PaymentStatus,
+    Split,
     TxnState,
     User,
 )
@@ -33,6 +36,26 @@ def _text_or_empty(value: str | None) -> str:
 
 def _text_or_null(value: str) -> str | None:
     return value or None
+
+
+def _load_splits(text: str | None) -> tuple[Split, ...]:
+    if not text:
+        return ()
+    return tuple(
+        Split(payee_user_id=user_id, payee_username=username, payee_bank_id=bank_id,
+              payee_account=account, amount_minor=int(amount))
+        for user_id, username, bank_id, account, amount in json.loads(text)
+    )  # fmt: skip
+
+
+def _dump_splits(splits: tuple[Split, ...]) -> str | None:
+    if not splits:
+        return None
+    return json.dumps(
+        [[s.payee_user_id, s.payee_username, s.payee_bank_id, s.payee_account, s.amount_minor]
+         for s in splits],
+        separators=(",", ":"),
+    )  # fmt: skip
 
 
 USERS = Table("users", User, ("user_id", "username", "bank_id", "account_number", "currency"))
@@ -62,6 +85,7 @@ PAYMENTS = Table(
         Column("amount_captured", field="amount_captured_minor"),
         Column("refund_of", load=_text_or_empty, dump=_text_or_null),
         Column("amount_refunded", field="amount_refunded_minor"),
+        Column("splits", load=_load_splits, dump=_dump_splits),
     ),
 )
 

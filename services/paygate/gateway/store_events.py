@@ -22,7 +22,7 @@ from typing import Any
 
 from paygate.common.invariants import check
 from paygate.errors import AUTHORIZATION_EXPIRED
-from paygate.gateway.models import Event, EventType, Payment, PaymentStatus, TxnState
+from paygate.gateway.models import Event, EventType, Payment, PaymentStatus, Split, TxnState
 from paygate.gateway.statements import PAYMENTS, GatewaySql
 from paygate.gateway.store_tx import Tx
 
@@ -59,7 +59,7 @@ async def record(tx: Tx, sql: GatewaySql, payment_id: str, change: str, written:
         "payment_id": payment_id,
         "body": dump(payment),
     }
-    for user_id in sorted({payment.payer_user_id, payment.payee_user_id}):
+    for user_id in sorted(payment.parties):
         counted = await tx.one(sql.next_event_seq, {"user_id": user_id})
         check(counted is not None, f"event of {payment_id}: no user {user_id}")
         assert counted is not None
@@ -78,6 +78,7 @@ def load(body: str) -> Payment:
     fields: dict[str, Any] = json.loads(body)
     fields["status"] = PaymentStatus(fields["status"])
     fields["txn_state"] = TxnState(fields["txn_state"])
+    fields["splits"] = tuple(Split(**split) for split in fields.get("splits", ()))
     return Payment(**fields)
 
 

@@ -81,9 +81,9 @@ class SqlGatewayStore(SqlAccountStore, SqlOperatorStore, OnDatabase):
         )
 
         async def begin(tx: Tx) -> BeginResult:
-            frozen = await tx.all(sql.frozen_parties, values)
+            frozen = await _frozen_parties(tx, sql, payment)
             if frozen:
-                return BeginResult(BeginOutcome.FROZEN, frozen=tuple(str(r[0]) for r in frozen))
+                return BeginResult(BeginOutcome.FROZEN, frozen=frozen)
             for _ in range(BEGIN_ATTEMPTS):
                 if await tx.run(sql.claim_key, values) == 1:
                     await _insert_payment(tx, sql, payment, values)
@@ -398,9 +398,18 @@ class SqlGatewayStore(SqlAccountStore, SqlOperatorStore, OnDatabase):
         return await self._write(lambda tx: tx.run(statement, {"before": before, "limit": limit}))
 
 
+async def _frozen_parties(tx: Tx, sql: GatewaySql, payment: Payment) -> tuple[str, ...]:
+    """The ids of the payment's parties who are frozen: the payer and each payee."""
+    frozen: list[str] = []
+    for split in payment.credits:
+        values = {"payer_user_id": payment.payer_user_id, "payee_user_id": split.payee_user_id}
+        frozen += [str(row[0]) for row in await tx.all(sql.frozen_parties, values)]
+    return tuple(dict.fromkeys(frozen))
+
+
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:
     seq = await tx.insert(sql.insert_payment, values)
-    parties = (payment.payer_user_id, payment.payee_user_id)
+    parties = payment.parties
     await tx.many(sql.insert_party, [{"user_id": user_id, "seq": seq} for user_id in parties])
 
 

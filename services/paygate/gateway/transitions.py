@@ -455,7 +455,7 @@ def _voted(txn: Txn, event: Event) -> Result:
         txn, voted_yes=txn.voted_yes | {event.bank}, posted=txn.posted and event.posted
     )
     actions: list[Action] = []
-    if len(txn.voted_yes) == 1 and len(txn.banks) == 2:
+    if len(txn.voted_yes) == 1 and len(txn.banks) >= 2:
         actions.append(CrashPoint("gateway.after_first_prepare"))
     if txn.awaiting:
         return txn, actions
@@ -672,7 +672,7 @@ def _delivery_answer(txn: Txn, event: Event) -> Result:
     actions: list[Action] = []
     if isinstance(event, Acked):
         txn = dataclasses.replace(txn, pending=txn.pending - {event.bank})
-        if txn.commit and len(txn.banks) == 2 and len(txn.pending) == 1:
+        if txn.commit and len(txn.banks) >= 2 and len(txn.pending) == len(txn.banks) - 1:
             actions.append(CrashPoint("gateway.after_first_commit"))
     elif isinstance(event, Refused):
         # A commit refused as aborted, or the reverse: a protocol violation. Logged, never

@@ -50,6 +50,7 @@ class Participants(Protocol):
         *,
         timeout_s: float,
         one_phase: bool = False,
+        spans_banks: bool = False,
     ) -> Vote: ...
     async def commit(
         self, bank_id: str, transaction_id: str, *, timeout_s: float, amount_minor: int = 0
@@ -58,6 +59,7 @@ class Participants(Protocol):
 
 
 def legs_by_bank(payment: Payment) -> dict[str, list[Leg]]:
+    """The payer's debit of the whole amount, and each payee's credit of its part."""
     legs: dict[str, list[Leg]] = {}
     legs.setdefault(payment.payer_bank_id, []).append(
         Leg(
@@ -67,14 +69,15 @@ def legs_by_bank(payment: Payment) -> dict[str, list[Leg]]:
             currency=payment.currency,
         )
     )
-    legs.setdefault(payment.payee_bank_id, []).append(
-        Leg(
-            account_number=payment.payee_account,
-            direction="credit",
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
+    for split in payment.credits:
+        legs.setdefault(split.payee_bank_id, []).append(
+            Leg(
+                account_number=split.payee_account,
+                direction="credit",
+                amount_minor=split.amount_minor,
+                currency=payment.currency,
+            )
         )
-    )
     return legs
 
 

@@ -76,6 +76,11 @@ def payment_document(payment: Payment) -> dict[str, Any]:
     }
     if payment.manual_capture:
         document["capture_before"] = rfc3339(payment.capture_before_us)
+    if payment.splits:
+        document["splits"] = [
+            {"payee_username": split.payee_username, "amount": split.amount_minor}
+            for split in payment.splits
+        ]
     return document
 
 

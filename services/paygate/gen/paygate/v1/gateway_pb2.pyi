@@ -112,7 +112,7 @@ class GetBalanceResponse(_message.Message):
     def __init__(self, currency: _Optional[str] = ..., balance: _Optional[int] = ..., available: _Optional[int] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "status", "payer_username", "payee_username", "amount", "currency", "description", "create_time", "failure_reason", "capture_method", "capture_before", "amount_captured", "amount_refunded")
+    __slots__ = ("payment_id", "status", "payer_username", "payee_username", "amount", "currency", "description", "create_time", "failure_reason", "capture_method", "capture_before", "amount_captured", "amount_refunded", "splits")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAYER_USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class Payment(_message.Message):
     CAPTURE_BEFORE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_CAPTURED_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_REFUNDED_FIELD_NUMBER: _ClassVar[int]
+    SPLITS_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     status: PaymentStatus
     payer_username: str
@@ -139,7 +140,8 @@ class Payment(_message.Message):
     capture_before: _timestamp_pb2.Timestamp
     amount_captured: int
     amount_refunded: int
-    def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payer_username: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ..., capture_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_captured: _Optional[int] = ..., amount_refunded: _Optional[int] = ...) -> None: ...
+    splits: _containers.RepeatedCompositeFieldContainer[Split]
+    def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payer_username: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ..., capture_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_captured: _Optional[int] = ..., amount_refunded: _Optional[int] = ..., splits: _Optional[_Iterable[_Union[Split, _Mapping]]] = ...) -> None: ...
 
 class Refund(_message.Message):
     __slots__ = ("refund_id", "payment_id", "amount", "currency", "status", "reason", "create_time", "failure_reason")
@@ -162,20 +164,30 @@ class Refund(_message.Message):
     def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[_Union[RefundStatus, str]] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
-    __slots__ = ("idempotency_key", "payee_username", "amount", "currency", "description", "capture_method")
+    __slots__ = ("idempotency_key", "payee_username", "amount", "currency", "description", "capture_method", "splits")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     PAYEE_USERNAME_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    SPLITS_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     payee_username: str
     amount: int
     currency: str
     description: str
     capture_method: CaptureMethod
-    def __init__(self, idempotency_key: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ...) -> None: ...
+    splits: _containers.RepeatedCompositeFieldContainer[Split]
+    def __init__(self, idempotency_key: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ..., splits: _Optional[_Iterable[_Union[Split, _Mapping]]] = ...) -> None: ...
+
+class Split(_message.Message):
+    __slots__ = ("payee_username", "amount")
+    PAYEE_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    payee_username: str
+    amount: int
+    def __init__(self, payee_username: _Optional[str] = ..., amount: _Optional[int] = ...) -> None: ...
 
 class CreatePaymentResponse(_message.Message):
     __slots__ = ("payment",)

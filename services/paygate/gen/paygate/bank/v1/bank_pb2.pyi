@@ -131,14 +131,16 @@ class Leg(_message.Message):
     def __init__(self, account_number: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("transaction_id", "legs", "one_phase")
+    __slots__ = ("transaction_id", "legs", "one_phase", "spans_banks")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     LEGS_FIELD_NUMBER: _ClassVar[int]
     ONE_PHASE_FIELD_NUMBER: _ClassVar[int]
+    SPANS_BANKS_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     legs: _containers.RepeatedCompositeFieldContainer[Leg]
     one_phase: bool
-    def __init__(self, transaction_id: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[Leg, _Mapping]]] = ..., one_phase: _Optional[bool] = ...) -> None: ...
+    spans_banks: bool
+    def __init__(self, transaction_id: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[Leg, _Mapping]]] = ..., one_phase: _Optional[bool] = ..., spans_banks: _Optional[bool] = ...) -> None: ...
 
 class PrepareResponse(_message.Message):
     __slots__ = ("vote", "reason", "committed")
