@@ -6,6 +6,7 @@
     paygate pay bob 12.50 --description lunch
     paygate pay --queue-if-offline bob 5.00        (see `paygate queue --help`)
     paygate pay-batch payouts.csv                  a payment per line (see cli_batch.py)
+    paygate pay-split bob=10.00 carol=2.50         one payment, two payees, all or none
     paygate pay bob 20.00 --capture-later          held until bob captures it:
     paygate capture PAYMENT_ID 12.50               (bob) or `paygate cancel PAYMENT_ID`
     paygate payments --limit 10
@@ -47,6 +48,7 @@ from paygate.client import (
     cli_queue,
     cli_refunds,
     cli_security,
+    cli_split,
 )
 from paygate.client._session_file import (
     SessionFileError,
@@ -196,6 +198,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     cli_batch.add_pay_batch_parser(commands)
+    cli_split.add_pay_split_parser(commands)
 
     payments = commands.add_parser("payments", help="list your payments, newest first")
     payments.add_argument(
