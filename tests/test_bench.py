@@ -11,14 +11,17 @@ starts: seeded payments must be served like real ones, and real payments go on w
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import socket
 import sqlite3
 from typing import Any
 
+import matplotlib.image
+import numpy
 import pytest
-from paygate.bench import procstat
+from paygate.bench import plot, procstat
 from paygate.bench.cli import main as bench_main
 from paygate.bench.report import percentile
 from paygate.bench.users import AccountState, check_money
@@ -108,7 +111,14 @@ def test_short_run_reports_rates_latencies_cpu_and_conserved_money(
     assert sum(s["count"] for s in by_second) == payments["completed"]
     slowest = payments["latency_ms"]["max"] + 0.05  # the seconds' numbers are rounded to 0.1
     assert [s["second"] for s in by_second] == list(range(len(by_second)))
-    assert all(0 < s["p99"] <= s["max"] <= slowest for s in by_second if s["count"]), by_second
+    assert all(0 < s["p50"] <= s["p99"] <= s["max"] <= slowest for s in by_second if s["count"])
+    assert sum(s["ok"] for s in by_second) == payments["ok"]
+
+    # The plot, beside the report: the run's own numbers, second by second.
+    lines = check_plot(report, tmp_path / "bench.png")
+    assert sum(lines[plot.PAYMENTS_LABEL][1]) == pytest.approx(payments["ok"])
+    assert sum(lines[plot.BASELINE_LABEL][1]) == pytest.approx(baseline["ok"])
+    assert "plot:   " + str(tmp_path / "bench.png") in stdout
 
 
 @pytest.mark.suite
@@ -144,6 +154,8 @@ def test_the_ceiling_looks_up_payments_through_the_gateway_alone(
     money = report["money"]
     assert money["ok"] and money["balances_match_acknowledged_payments"] == "ok", money
     assert "ceiling   GetPayment calls/s / baseline calls/s" in stdout
+    lines = check_plot(report, tmp_path / "bench.png")
+    assert sum(lines[plot.CEILING_LABEL][1]) == pytest.approx(ceiling["ok"])
 
 
 @pytest.mark.suite
@@ -173,6 +185,9 @@ def test_a_bulk_run_counts_the_payments_of_its_batches(
     money = report["money"]
     assert money["ok"] and money["balances_match_acknowledged_payments"] == "ok", money
     assert "bulk      25 payments a call" in stdout
+    lines = check_plot(report, tmp_path / "bench.png")
+    assert sum(lines[plot.PAYMENTS_LABEL][1]) == pytest.approx(bulk["items_ok"])
+    assert sum(lines[plot.CALLS_LABEL][1]) == pytest.approx(calls["ok"])
 
 
 def test_a_batch_size_over_the_gateways_limit_is_refused(
@@ -228,14 +243,61 @@ def test_a_list_of_gateways_is_paid_through_and_named_programs_are_sampled(
     code, stdout, stderr = bench(
         suite, "--gateway", both, "--programs", "gateway,bank-a", "--no-baseline",
         "--cpu-of-command", "supervisord", "--duration", "2", "--warmup", "0.5",
-        "--concurrency", "4", "--out", str(out),
+        "--concurrency", "4", "--out", str(out), "--plot", str(tmp_path / "elsewhere" / "run.png"),
     )  # fmt: skip
     assert code == 0, stdout + stderr
     report = json.loads(out.read_text())
     assert report["settings"]["gateway"] == both
+    lines = check_plot(report, tmp_path / "elsewhere" / "run.png")  # --plot
+    assert plot.BASELINE_LABEL not in lines and "no baseline" in plot.title(report)
+    assert not (tmp_path / "bench.png").exists()
     assert report["payments"]["ok"] > 0 and report["money"]["ok"]
     assert set(report["cpu"]) == {"gateway", "bank-a", "supervisord", "bench"}
     assert report["cpu"]["supervisord"]["processes"] >= 1
+
+
+def check_plot(
+    report: dict[str, Any], png: pathlib.Path
+) -> dict[str, tuple[list[float], list[float]]]:
+    """The run's PNG is the drawing of its report, and that drawing's lines are the report's
+    per-second numbers (of full seconds: every window here lasts a whole number of them).
+    Returns the lines, (seconds, values) by label."""
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    again = png.with_name("again.png")
+    plot.write(report, again)
+    drawn, redrawn = matplotlib.image.imread(png), matplotlib.image.imread(again)
+    assert drawn.shape == redrawn.shape == (850, 1100, 4)
+    assert numpy.array_equal(drawn, redrawn)  # the PNG shows this report, not another run's
+
+    figure = plot.draw(report)
+    lines = {
+        str(line.get_label()): (list(map(float, line.get_xdata())),
+                                list(map(float, line.get_ydata())))
+        for axes in figure.axes
+        for line in axes.get_lines()
+    }  # fmt: skip
+    settings = report["settings"]
+    assert figure.get_suptitle().startswith(
+        f"paygate-bench: concurrency {settings['concurrency']}, rate as fast as possible, "
+        f"batch size {settings['batch_size']}"
+    )
+    for label, phase in [
+        (plot.BASELINE_LABEL, "baseline"), (plot.CEILING_LABEL, "ceiling"),
+        (plot.CALLS_LABEL if report["bulk"] else plot.PAYMENTS_LABEL, "payments"),
+    ]:  # fmt: skip
+        if report[phase]:
+            seconds = report[phase]["latency_by_second"]
+            assert lines[label] == ([s["second"] + 0.5 for s in seconds],
+                                    [float(s["ok"]) for s in seconds]), label  # fmt: skip
+    seconds = report["payments"]["latency_by_second"]
+    if report["bulk"]:
+        assert lines[plot.PAYMENTS_LABEL][1] == report["bulk"]["items_ok_by_second"]
+    for label, key in [(plot.P50_LABEL, "p50"), (plot.P99_LABEL, "p99")]:
+        xs, ys = lines[label]
+        assert xs == [s["second"] + 0.5 for s in seconds]  # the middle of each second
+        for second, value in zip(seconds, ys, strict=True):
+            assert value == second[key] if second["count"] else math.isnan(value), (label, second)
+    return lines
 
 
 def test_a_gateway_list_with_a_name_in_it_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

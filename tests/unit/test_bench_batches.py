@@ -96,8 +96,9 @@ def test_nothing_listening_is_no_totals() -> None:
 
 def test_a_second_without_completed_calls_shows_as_zero() -> None:
     result = LoadResult(latencies_ms=[5.0, 7.0, 900.0], completed_s=[0.2, 0.9, 2.5])
+    result.ok_by_second.update({0: 1, 2: 1})  # the call at 0.9 s failed
     assert by_second(result) == [
-        {"second": 0, "count": 2, "p99": 7.0, "max": 7.0},
-        {"second": 1, "count": 0, "p99": 0.0, "max": 0.0},
-        {"second": 2, "count": 1, "p99": 900.0, "max": 900.0},
+        {"second": 0, "count": 2, "ok": 1, "p50": 5.0, "p99": 7.0, "max": 7.0},
+        {"second": 1, "count": 0, "ok": 0, "p50": 0.0, "p99": 0.0, "max": 0.0},
+        {"second": 2, "count": 1, "ok": 1, "p50": 900.0, "p99": 900.0, "max": 900.0},
     ]

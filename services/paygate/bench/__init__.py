@@ -13,6 +13,8 @@ The modules, in the order a run uses them:
                  measured window, in this process or in several
     procstat.py  CPU time and memory (RSS) of processes from /proc, pids from supervisorctl
     report.py    percentiles, the JSON report and the summary on one screen
+    plot.py      the report drawn as a PNG: payments/s, the baseline's calls/s and latency,
+                 second by second
     seed.py      `paygate-bench seed`: fills a stopped suite's SQLite files with many
                  accounts and finished payments, for the scale comparison
 """

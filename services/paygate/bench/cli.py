@@ -11,7 +11,8 @@ calling a trivial RPC on an echo server the bench starts, at the same concurrenc
 suite process (pids from `supervisorctl pid`) over the measured window, and the resident
 memory of the programs every --memory-interval seconds in it; wait for the
 last holds to resolve and check that the bench users' money is conserved. It prints a
-summary and writes a JSON report (--out).
+summary, writes a JSON report (--out) and draws it (--plot, beside the report by default:
+payments/s and latency per second, the baseline's calls/s beside them; plot.py).
 
 With --batch-size N the payers make bulk payouts: each call is a BatchCreatePayments of N
 payments, each to another user; `payments` then times and counts the calls, and `bulk` the
@@ -47,7 +48,7 @@ from typing import Any
 
 import grpc
 
-from paygate.bench import batches, procstat, report
+from paygate.bench import batches, plot, procstat, report
 from paygate.bench.echo import start_echo_server
 from paygate.bench.load import (
     CEILING,
@@ -119,7 +120,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.write(result, out)
     print(report.text(result))
     print(f"report: {out}")
+    draw(result, args.plot or plot.default_path(out))
     return 0 if result["money"]["ok"] and result["payments"]["ok"] > 0 else 1
+
+
+def draw(result: Mapping[str, Any], path: pathlib.Path) -> None:
+    """The run's plot; without matplotlib (an optional dependency) the report stands alone."""
+    try:
+        plot.write(result, path)
+    except ImportError:
+        print("plot: not drawn, matplotlib is not installed (pip install -e '.[bench]')",
+              file=sys.stderr)
+        return
+    print(f"plot:   {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. postgres: the database server's backends)")
     add("--out", type=pathlib.Path, default=None, metavar="FILE",
         help="where to write the JSON report (default var/bench/<UTC time>.json)")
+    add("--plot", type=pathlib.Path, default=None, metavar="FILE",
+        help="where to draw the run as a PNG (default: beside the report, with its stem: "
+        "bench.json -> bench.png)")
     return parser
 
 
@@ -194,6 +210,8 @@ def check_args(args: argparse.Namespace) -> None:
     for ok, message in limits:
         if not ok:
             raise BenchError(message)
+    if args.plot is not None and args.out is not None and args.plot.resolve() == args.out.resolve():
+        raise BenchError("--plot: not the report's own file (--out)")
     if args.gateway is not None:
         try:
             channel_target(args.gateway)

@@ -109,9 +109,19 @@ class LoadResult:
     )
     # The item outcomes of each caller's last bulk call, until its loop counts them.
     items_of_call: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    # Per second of the window (int(completed_s)): the calls that ended OK, and in bulk runs
+    # the items that did.
+    ok_by_second: collections.Counter[int] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    items_ok_by_second: collections.Counter[int] = dataclasses.field(
+        default_factory=collections.Counter
+    )
 
     def merge(self, other: LoadResult) -> None:
         self.item_outcomes.update(other.item_outcomes)
+        self.ok_by_second.update(other.ok_by_second)
+        self.items_ok_by_second.update(other.items_ok_by_second)
         self.latencies_ms += other.latencies_ms
         self.completed_s += other.completed_s
         self.outcomes.update(other.outcomes)
@@ -183,6 +193,11 @@ async def _caller_loop(
             result.item_outcomes.update(items)
             result.latencies_ms.append((done - sent) * 1000.0)
             result.completed_s.append(done - spec.measure_at)
+            second = int(done - spec.measure_at)
+            if code == "OK":
+                result.ok_by_second[second] += 1
+            if items:
+                result.items_ok_by_second[second] += items.count("OK")
 
 
 def _caller(spec: LoadSpec, result: LoadResult) -> tuple[Call, Callable[[], Awaitable[None]]]:

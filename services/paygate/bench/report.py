@@ -1,10 +1,11 @@
 """The numbers of a run: latency percentiles, rates, the JSON report and its summary.
 
 The report's "latency_by_second" lists, per second of the measured window, the calls that
-completed in it with their p99 and max latency. Its "memory" holds, per supervisor program,
-its resident memory over the measured window (procstat.memory_window): rss_start_mib,
-rss_end_mib, rss_max_mib, growth_mib (end - start), slope_mib_per_min (least squares over
-the window's second half) and series_mib.
+completed in it ("count"), those that ended OK ("ok"), and their p50, p99 and max latency; a
+bulk run's "items_ok_by_second" the payments in those seconds' calls (plot.py draws both).
+Its "memory" holds, per supervisor program, its resident memory over the measured window
+(procstat.memory_window): rss_start_mib, rss_end_mib, rss_max_mib, growth_mib (end -
+start), slope_mib_per_min (least squares over the window's second half) and series_mib.
 """
 
 from __future__ import annotations
@@ -65,13 +66,18 @@ def bulk(
         "items_ok": ok,
         "items_ok_per_s": ok_per_s,
         "item_outcomes": dict(sorted(result.item_outcomes.items())),
+        # Beside the seconds of the payments' latency_by_second: the payments made in each.
+        "items_ok_by_second": [
+            result.items_ok_by_second[second] for second in range(_seconds(result))
+        ],
         # Payments per baseline call, the number to set beside `ratio` of single payments.
         "items_ratio": ratio({"ok_per_s": ok_per_s}, baseline),
     }
 
 
 def by_second(result: LoadResult) -> list[dict[str, float]]:
-    """Per second of the window: calls completed, their p99 and max latency (ms).
+    """Per second of the window: calls completed, those that ended OK, their p50, p99 and
+    max latency (ms; 0 in a second without calls).
 
     A tail that comes from a few stalls (a checkpoint, a periodic job) shows here as a few
     bad seconds; a tail spread over every second is queueing."""
@@ -79,18 +85,24 @@ def by_second(result: LoadResult) -> list[dict[str, float]]:
     for at, latency in zip(result.completed_s, result.latencies_ms, strict=True):
         seconds.setdefault(int(at), []).append(latency)
     out = []
-    # Every second up to the last one with a call, so that a full stall shows as a zero.
-    for second in range(max(seconds) + 1 if seconds else 0):
+    for second in range(_seconds(result)):
         values = sorted(seconds.get(second, ()))
         out.append(
             {
                 "second": second,
                 "count": len(values),
+                "ok": result.ok_by_second[second],
+                "p50": round(percentile(values, 50), 1),
                 "p99": round(percentile(values, 99), 1),
                 "max": round(values[-1], 1) if values else 0.0,
             }
         )
     return out
+
+
+def _seconds(result: LoadResult) -> int:
+    """Every second up to the last one with a call, so that a full stall shows as a zero."""
+    return int(max(result.completed_s)) + 1 if result.completed_s else 0
 
 
 def ratio(payments: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> float | None:
