@@ -190,6 +190,60 @@ def test_a_bulk_run_counts_the_payments_of_its_batches(
     assert sum(lines[plot.CALLS_LABEL][1]) == pytest.approx(calls["ok"])
 
 
+@pytest.mark.suite
+def test_a_split_run_pays_three_payees_at_three_banks_each_payment(
+    suite: Suite, tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, stderr = bench(
+        suite, "--splits", "3", "--amount", "10", "--duration", "2", "--warmup", "0.5",
+        "--concurrency", "4", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, stdout + stderr
+    report = json.loads(out.read_text())
+    payments, splits, baseline = report["payments"], report["splits"], report["baseline"]
+    assert report["settings"]["splits"] == 3 and report["settings"]["amount_minor"] == 10
+    assert report["settings"]["users"] == 6  # two a bank, though only 4 pay
+    assert payments["ok"] > 0 and payments["outcomes"] == {"OK": payments["ok"]}
+    assert splits["payees"] == 3 and splits["payees_at_distinct_banks"] is True
+    assert (splits["ok"], splits["ok_per_s"]) == (payments["ok"], payments["ok_per_s"])
+    assert splits["ratio"] == pytest.approx(payments["ok_per_s"] / baseline["ok_per_s"], abs=1e-3)
+    money = report["money"]
+    assert money["ok"] and money["balances_match_acknowledged_payments"] == "ok", money
+    assert "splits    3 payees a payment, at distinct banks: " in stdout
+    check_plot(report, tmp_path / "bench.png")
+    assert "split payments to 3 payees" in plot.title(report)
+
+    # As the gateway recorded them: each of the run's payments paid 4 + 3 + 3 to three
+    # payees at the three banks.
+    gateway = suite.config.gateway.database
+    if not isinstance(gateway, pathlib.Path):
+        return  # a suite on PostgreSQL: the report's numbers above are the test
+    rows = query(
+        gateway, "SELECT amount, splits FROM payments WHERE payer_username LIKE 'bench-%'"
+        " AND splits IS NOT NULL AND status = 'succeeded'",
+    )  # fmt: skip
+    assert len(rows) >= payments["ok"]
+    for amount, parts_json in rows:
+        parts = json.loads(parts_json)
+        assert amount == 10 and [part[4] for part in parts] == [4, 3, 3], parts
+        assert sorted(part[2] for part in parts) == sorted(BANKS), parts
+
+
+def test_split_flags_out_of_their_limits_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for flags, message in [
+        (["--splits", "11"], "--splits: 2 to 10"),
+        (["--splits", "3", "--batch-size", "5"], "--splits: not with --batch-size"),
+        (["--splits", "3", "--amount", "2"], "--amount: at least --splits"),
+        (["--splits", "3", "--users", "3"], "--users: more than --splits"),
+        (["--out", "run.json", "--plot", "run.json"], "--plot: not the report's own file"),
+    ]:
+        assert bench_main(flags) == 2, flags
+        assert message in capsys.readouterr().err, flags
+
+
 def test_a_batch_size_over_the_gateways_limit_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -18,6 +18,11 @@ With --batch-size N the payers make bulk payouts: each call is a BatchCreatePaym
 payments, each to another user; `payments` then times and counts the calls, and `bulk` the
 payments in them (`items_ok_per_s`, and `items_ratio` over the same baseline).
 
+With --splits K each payment is a split payment: its amount (--amount, default K) divided
+among K other users in equal parts, the remainder on the first, at K distinct banks when
+K is at most the number of banks (a split run makes at least two users per bank for that);
+the report's `splits` says so and sets its payments/s beside the baseline.
+
 With --ceiling, one more phase before the payments: the same callers, with the same client
 stack and one connection per user as the payers, call GetPayment on the gateway (each a
 payment its user made before the run: the users pay each other in a ring, one minor unit
@@ -61,6 +66,7 @@ from paygate.bench.load import (
     run_load,
     split,
 )
+from paygate.bench.splits import MAX_SPLITS, PayeeChooser
 from paygate.bench.users import (
     AccountState,
     BankAdmin,
@@ -107,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_args(args)
         config = read_config_file(args.config, base=args.supervisor_dir.resolve())
+        args.users = args.users or default_users(args, len(config.banks))
         result = asyncio.run(run(args, config))
     except (BenchError, OSError, ConfigError, PaygateError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -150,14 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="client processes sharing the callers (default 1)")
     add("--users", type=int, default=0,
         help=f"bench users to make (default: the concurrency, at most "
-        f"{USERS_PER_RUN_DEFAULT_MAX}); each has its own client connection")
+        f"{USERS_PER_RUN_DEFAULT_MAX}, and for --splits at least two per bank); each has its "
+        "own client connection")
     add("--rate", type=float, default=0.0, metavar="PER_S",
         help="start at most this many payments a second (default: as fast as possible)")
-    add("--amount", type=int, default=1, metavar="MINOR", help="each payment's amount")
+    add("--amount", type=int, default=None, metavar="MINOR",
+        help="each payment's amount (default 1; with --splits K, K)")
     add("--batch-size", type=int, default=1, metavar="N",
         help="bulk payouts: each call pays N users with BatchCreatePayments (1 to "
         f"{MAX_BATCH_SIZE}; default 1, a CreatePayment a call); the report's `bulk` counts "
         "the payments, its `payments` the calls")
+    add("--splits", type=int, default=1, metavar="K",
+        help=f"split payments: each pays K other users (2 to {MAX_SPLITS}) equal parts of "
+        "its amount, the remainder to the first, at K distinct banks when K is at most the "
+        "number of banks (default 1: one payee a payment)")
     add("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
         help=f"deadline of every call (default {DEFAULT_TIMEOUT_S:.0f})")
     add("--no-baseline", action="store_true", help="skip the baseline (e.g. for --rate runs)")
@@ -194,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
+    if args.amount is None:
+        args.amount = max(1, args.splits)
     limits = [
         (1 <= args.concurrency <= MAX_CONCURRENCY, f"--concurrency: 1 to {MAX_CONCURRENCY}"),
         (1 <= args.processes <= min(MAX_PROCESSES, args.concurrency),
@@ -204,6 +219,11 @@ def check_args(args: argparse.Namespace) -> None:
         (args.rate >= 0, "--rate must not be negative"),
         (args.amount >= 1, "--amount must be at least 1"),
         (1 <= args.batch_size <= MAX_BATCH_SIZE, f"--batch-size: 1 to {MAX_BATCH_SIZE}"),
+        (1 <= args.splits <= MAX_SPLITS, f"--splits: 2 to {MAX_SPLITS} (1: one payee)"),
+        (args.splits == 1 or args.batch_size == 1, "--splits: not with --batch-size"),
+        (args.amount >= args.splits, "--amount: at least --splits (a part is at least 1)"),
+        (args.splits == 1 or args.users == 0 or args.users > args.splits,
+         "--users: more than --splits (a payer and its payees)"),
         (0 < args.timeout <= 60, "--timeout: above 0, at most 60"),
         (0.1 <= args.memory_interval <= 60, "--memory-interval: 0.1 to 60"),
     ]
@@ -217,8 +237,15 @@ def check_args(args: argparse.Namespace) -> None:
             channel_target(args.gateway)
         except ValueError as error:
             raise BenchError(f"--gateway: {error}") from None
-    if args.users == 0:
-        args.users = max(2, min(args.concurrency, USERS_PER_RUN_DEFAULT_MAX))
+
+
+def default_users(args: argparse.Namespace, banks: int) -> int:
+    """One a payer up to USERS_PER_RUN_DEFAULT_MAX; for split payments enough payees, and
+    two users a bank, so that each payer finds a payee at every bank, its own included."""
+    users: int = max(2, min(args.concurrency, USERS_PER_RUN_DEFAULT_MAX))
+    if args.splits > 1:
+        users = max(users, args.splits + 1, 2 * banks)
+    return min(users, MAX_USERS)
 
 
 def split_names(value: str | None) -> list[str]:
@@ -275,6 +302,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         await admin.close()
     payments = report.summarize(result, window_s)
     bulk = report.bulk(result, window_s, args.batch_size, baseline)
+    distinct = args.splits > 1 and PayeeChooser(users, args.splits).all_distinct()
     cpu["bench"] = {"pid": os.getpid(), "cpu_s": payments["client_cpu_s"],
                     "cores": round(payments["client_cpu_s"] / window_s, 3)}
     ours = sum(v.get("cores", 0.0) for v in cpu.values())
@@ -285,6 +313,7 @@ async def run(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "settings": settings(args, config),
         "payments": payments,
         "bulk": bulk,
+        "splits": report.splits(payments, args.splits, distinct, baseline),
         "baseline": baseline,
         "ratio": report.ratio(payments, baseline),
         "ceiling": ceiling,
@@ -308,7 +337,7 @@ def base_spec(
         channels=min(len(users), args.concurrency), concurrency=args.concurrency,
         start_at=0.0, measure_at=0.0, stop_at=0.0, timeout_s=args.timeout,
         rate_per_s=args.rate, amount_minor=args.amount, seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, splits=args.splits,
     )
 
 
@@ -503,6 +532,7 @@ def settings(args: argparse.Namespace, config: SuiteConfig) -> dict[str, Any]:
         "rate_per_s": args.rate,
         "amount_minor": args.amount,
         "batch_size": args.batch_size,
+        "splits": args.splits,
         "timeout_s": args.timeout,
         "seed": args.seed,
         "ceiling": args.ceiling,

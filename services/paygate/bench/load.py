@@ -1,11 +1,13 @@
 """The load: C concurrent callers for a warm-up and a measured window, then they stop.
 
-Two kinds of call, over the same client stack (grpc.aio over TLS, with the interceptors of
+Three kinds of call, over the same client stack (grpc.aio over TLS, with the interceptors of
 paygate.client.AsyncClient: OpenTelemetry, logging, bearer token):
 
     payments   AsyncClient.pay from a bench user to another one, a fresh idempotency key each;
                with batch_size > 1, AsyncClient.pay_many of that many items (each to another
-               user, a key each) in one BatchCreatePayments call: bulk payouts
+               user, a key each) in one BatchCreatePayments call: bulk payouts; with
+               splits > 1, AsyncClient.pay_split to that many payees, at distinct banks
+               (splits.py)
     echo       the baseline's trivial RPC on the bench's echo server (echo.py)
     ceiling    GetPayment of a payment the caller made before the run: the cheapest
                authenticated call through the same gateway (TLS, every interceptor, the
@@ -35,8 +37,9 @@ from typing import Any
 import grpc
 
 from paygate.bench.echo import METHOD as ECHO_METHOD
+from paygate.bench.splits import PayeeChooser, parts
 from paygate.bench.users import BenchUser
-from paygate.client import AsyncClient, BatchItem
+from paygate.client import AsyncClient, BatchItem, Split
 from paygate.errors import PaygateError, status_code_of
 from paygate.gen.paygate.v1 import gateway_pb2
 
@@ -90,6 +93,8 @@ class LoadSpec:
     payment_ids: tuple[str, ...] = ()
     # Payments of one call: 1 is CreatePayment, more is BatchCreatePayments (bulk).
     batch_size: int = 1
+    # Payees of one payment: 1 is a plain payment, more a split payment of amount_minor.
+    splits: int = 1
 
 
 @dataclasses.dataclass
@@ -203,6 +208,8 @@ async def _caller_loop(
 def _caller(spec: LoadSpec, result: LoadResult) -> tuple[Call, Callable[[], Awaitable[None]]]:
     if spec.kind == PAYMENTS and spec.batch_size > 1:
         return _bulk_caller(spec, result)
+    if spec.kind == PAYMENTS and spec.splits > 1:
+        return _split_caller(spec, result)
     if spec.kind == PAYMENTS:
         return _payment_caller(spec, result)
     if spec.kind == ECHO:
@@ -308,6 +315,35 @@ def _bulk_caller(
         return code
 
     return pay_many, clients.close
+
+
+def _split_caller(
+    spec: LoadSpec, result: LoadResult
+) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """Each call is one payment of amount_minor split among spec.splits other users."""
+    users = spec.users
+    chooser = PayeeChooser(users, spec.splits)
+    amounts = parts(spec.amount_minor, spec.splits)
+    clients = UserClients(spec)
+
+    async def pay_split(index: int, rng: random.Random) -> str:
+        slot = index % len(clients.clients)
+        payer = users[slot]
+        payees = chooser.choose(payer, rng)
+        splits = [Split(p.username, amount) for p, amount in zip(payees, amounts, strict=True)]
+        try:
+            await clients.call(slot, lambda client: client.pay_split(splits))
+        except PaygateError as error:
+            code = _code_name(error)
+            if code not in NOTHING_MOVED:
+                result.unknown_outcomes += 1
+            return code
+        result.net_minor[payer.username] -= spec.amount_minor
+        for split in splits:
+            result.net_minor[split.payee_username] += split.amount_minor
+        return "OK"
+
+    return pay_split, clients.close
 
 
 def _item_code(error: PaygateError | None) -> str:

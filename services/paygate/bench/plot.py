@@ -78,6 +78,8 @@ def title(report: Mapping[str, Any]) -> str:
         f"paygate-bench: concurrency {settings['concurrency']}, rate {rate}, "
         f"batch size {settings['batch_size']}"
     )
+    if settings.get("splits", 1) > 1:
+        first += f", split payments to {settings['splits']} payees"
     if settings.get("processes", 1) > 1:
         first += f", {settings['processes']} client processes"
     bulk, baseline = report.get("bulk"), report.get("baseline")

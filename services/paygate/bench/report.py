@@ -75,6 +75,26 @@ def bulk(
     }
 
 
+def splits(
+    payments: Mapping[str, Any],
+    payees: int,
+    distinct_banks: bool,
+    baseline: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The split payments of a --splits run (each a payment, counted in `payments` too),
+    set beside the baseline. None for a run of plain payments."""
+    if payees <= 1:
+        return None
+    return {
+        "payees": payees,
+        # Whether every payment paid its payees at distinct banks (splits.PayeeChooser).
+        "payees_at_distinct_banks": distinct_banks,
+        "ok": payments["ok"],
+        "ok_per_s": payments["ok_per_s"],
+        "ratio": ratio(payments, baseline),
+    }
+
+
 def by_second(result: LoadResult) -> list[dict[str, float]]:
     """Per second of the window: calls completed, those that ended OK, their p50, p99 and
     max latency (ms; 0 in a second without calls).
@@ -160,6 +180,13 @@ def text(report: Mapping[str, Any]) -> str:
         lines.append(
             f"bulk      {bulk_['batch_size']} payments a call: {bulk_['items_ok_per_s']:.1f}"
             f" payments/s, item outcomes {bulk_['item_outcomes']}"
+        )
+    if report.get("splits"):
+        split = report["splits"]
+        banks = "at distinct banks" if split["payees_at_distinct_banks"] else "some at one bank"
+        lines.append(
+            f"splits    {split['payees']} payees a payment, {banks}: "
+            f"{split['ok_per_s']:.1f} split payments/s, ratio to the baseline {split['ratio']}"
         )
     if report.get("baseline"):
         lines.append(_line("baseline", report["baseline"]))
