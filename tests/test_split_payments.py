@@ -11,28 +11,17 @@ money.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from paygate.gen.paygate.v1 import gateway_pb2 as pb
 from suite import Suite
+from test_payments import channel
 from users import TestUser, assert_settled, error_reason, eventually, new_user
 
+__all__ = ["channel"]  # the fixture, used by name
+
 pytestmark = pytest.mark.suite
-
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-]
-
-
-@pytest.fixture
-def channel(suite: Suite) -> Iterator[grpc.Channel]:
-    creds = grpc.ssl_channel_credentials(suite.config.certs_dir.joinpath("ca.pem").read_bytes())
-    with grpc.secure_channel(suite.gateway_target, creds, options=CHANNEL_OPTIONS) as ch:
-        yield ch
 
 
 def events_of(user: TestUser, payment_id: str) -> list[str]:
