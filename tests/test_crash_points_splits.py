@@ -99,3 +99,67 @@ def test_a_split_payment_killed_at_a_crash_point_moves_every_leg_or_none(
         assert retried == first
     assert {role: settled(user) for role, user in users.items()} == balances(True)
     assert buyer.pay_split(parts, key=key) == retried
+
+
+# A split payment's refund: every payee gives back a share (seller 8.00, platform 1.00,
+# courier 3.00 of 12.00), at the three banks, to the buyer at bank-a. (crash point, the
+# process that dies there, whether the refund was decided before)
+REFUND_MINOR = 12_00
+SHARES = {"seller": 8_00, "platform": 1_00, "courier": 3_00}
+REFUND_CASES = [
+    ("gateway.after_refund_reserved", "gateway", False),
+    ("gateway.after_first_prepare", "gateway", False),
+    ("gateway.after_decision", "gateway", True),
+    ("gateway.after_first_commit", "gateway", True),
+    ("bank.after_hold", "bank-c", False),
+    ("bank.before_post", "bank-b", True),
+    ("bank.after_post", "bank-a", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "process", "decided"),
+    REFUND_CASES,
+    ids=[f"{p}-{v}" for p, v, _ in REFUND_CASES],
+)
+def test_a_split_refund_killed_at_a_crash_point_takes_back_every_share_once_or_none(
+    suite: Suite, channel: grpc.Channel, point: str, process: str, decided: bool
+) -> None:
+    users: dict[str, TestUser] = {
+        role: within(SETTLE_WITHIN_S, lambda role=role, bank=bank: new_user(
+            suite, channel, bank, START_MINOR if role == "buyer" else 0, role))
+        for role, bank in BANKS.items()
+    }  # fmt: skip
+    buyer, seller = users["buyer"], users["seller"]
+    parts: list[tuple[TestUser | str, int]] = [(users[r], amount) for r, amount in PARTS.items()]
+    payment = within(SETTLE_WITHIN_S, lambda: buyer.pay_split(parts))
+    key = uuid.uuid4().hex
+
+    def refund() -> pb.Refund:
+        return seller.refund(payment.payment_id, REFUND_MINOR, key=key)
+
+    first = through_a_crash(suite, process, point, refund)
+    if process != "gateway" and decided:
+        assert isinstance(first, pb.Refund) and first.status == pb.REFUND_STATUS_SUCCEEDED
+
+    def balances(back: bool) -> dict[str, tuple[int, int, int]]:
+        paid = {r: PARTS[r] - (SHARES[r] if back else 0) for r in PARTS}
+        buyer_balance = START_MINOR - PAID_MINOR + (REFUND_MINOR if back else 0)
+        return {"buyer": (buyer_balance, 0, 0), **{r: (paid[r], 0, 0) for r in PARTS}}
+
+    def every_share_or_none() -> bool:
+        now = {role: settled(user) for role, user in users.items()}
+        assert now in (balances(False), balances(True)), now
+        return now == balances(True)
+
+    moved = within(SETTLE_WITHIN_S, every_share_or_none)
+    if decided:
+        assert moved
+    # The retry answers the refund if it went through, or makes it now: either way, once.
+    again = within(SETTLE_WITHIN_S, refund)
+    assert (again.status, again.amount) == (pb.REFUND_STATUS_SUCCEEDED, REFUND_MINOR)
+    assert {s.payee_username: s.amount for s in again.splits} == {
+        users[r].username: share for r, share in SHARES.items()
+    }
+    assert within(SETTLE_WITHIN_S, every_share_or_none)
+    assert seller.get_payment(payment.payment_id).amount_refunded == REFUND_MINOR

@@ -4,14 +4,18 @@ the Prepare says the transaction spans banks."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from paygate.bank import ledger
 from paygate.bank.store import LedgerStore
 from paygate.errors import InvalidArgument
+from paygate.gateway import store_refunds
 from paygate.gateway.models import BeginOutcome, Payment, Split, TxnState
-from paygate.gateway.store import GatewayStore
+from paygate.gateway.store import GatewayStore, Lease
 from test_store_contract import (
     ALICE,
     BOB,
@@ -97,3 +101,58 @@ def test_unbalanced_legs_are_held_only_in_a_prepare_that_spans_banks(backend: Ba
             await store.transaction(lambda tx: ledger.prepare_one_phase(tx, "short", short))
 
     run(backend.ledger(backend.fresh("bank")), body)
+
+
+def test_concurrent_refunds_of_a_split_payment_never_take_more_than_a_part(
+    backend: Backend,
+) -> None:
+    """Eight refunds of 30 % at once, through two stores: three fit, and no payee's parts of
+    them pass what they were paid."""
+
+    location = backend.fresh("gateway")
+
+    async def body(store: GatewayStore) -> None:
+        await with_users(store)
+        paid = split_payment()
+        await store.begin_payment("k-paid", "h", paid)
+        await store.decide_commit(paid.payment_id, finished=True)
+        other = backend.gateway(location)
+        await other.open()
+        try:
+
+            async def refund(i: int, on: GatewayStore) -> BeginOutcome:
+                asked = dataclasses.replace(
+                    payment(BOB, ALICE, 30), payment_id=f"re_{i}", refund_of=paid.payment_id,
+                    splits=paid.splits,
+                )  # fmt: skip
+                begun, _ = await on.begin_refund(f"r{i}", "h", asked, Lease("me", 9e9))
+                return begun.outcome
+
+            outcomes = await asyncio.gather(
+                *(refund(i, store if i % 2 else other) for i in range(8))
+            )
+        finally:
+            await other.close()
+        assert outcomes.count(BeginOutcome.STARTED) == 3
+        taken: dict[str, int] = {}
+        for _, refunded in await store.list_refunds(paid.payment_id, after_seq=0, limit=10):
+            assert refunded.amount_minor == sum(s.amount_minor for s in refunded.splits) == 30
+            for split in refunded.splits:
+                taken[split.payee_username] = (
+                    taken.get(split.payee_username, 0) + split.amount_minor
+                )
+        assert taken == {"bob": 54, "carol": 36}  # 18 and 12 of each refund of 30
+
+    run(backend.gateway(location), body)
+
+
+@given(st.integers(1, 10**15), st.lists(st.integers(0, 10**12), min_size=1, max_size=10))
+@settings(max_examples=300, deadline=None)
+def test_shares_add_up_and_never_pass_what_is_left(amount: int, lefts: list[int]) -> None:
+    assume(sum(lefts) >= amount)
+    result = store_refunds.shares(amount, lefts)
+    assert sum(result) == amount
+    assert all(0 <= share <= left for share, left in zip(result, lefts, strict=True))
+    # In proportion: each within one unit of its exact share.
+    assert all(abs(share * sum(lefts) - amount * left) < sum(lefts)
+               for share, left in zip(result, lefts, strict=True))  # fmt: skip

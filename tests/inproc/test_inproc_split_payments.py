@@ -1,9 +1,10 @@
 """Split payments in-process: the request's checks (each refused with INVALID_ARGUMENT and
 nothing recorded), a leg the payee's bank refuses (over the balance limit, or the payer
 short of funds) moving nothing at any bank, all payees at the payer's bank as one
-one-phase commit, a frozen payee, and what a split payment cannot do (be refunded, be an
-authorization). The real processes, a bank down and the crash points: tests/test_split_payments.py
-and tests/test_crash_points_splits.py.
+one-phase commit, a frozen payee, what a split payment cannot be (an
+authorization), and refunds, which take back from every payee in proportion. The real
+processes, a bank down and the crash points: tests/test_split_payments.py and
+tests/test_crash_points_splits.py.
 """
 
 from __future__ import annotations
@@ -166,16 +167,71 @@ def test_a_frozen_payee_stops_the_whole_split(servers: Servers, channel: grpc.Ch
     )
 
 
-def test_a_split_payment_is_not_refunded_through_the_gateway(
+def test_a_split_payments_refunds_take_back_from_every_payee_in_proportion(
+    servers: Servers, channel: grpc.Channel
+) -> None:
+    buyer = new_user(servers, channel, "bank-a", 100_00)
+    seller = new_user(servers, channel, "bank-b", 0)
+    platform = new_user(servers, channel, "bank-a", 0)
+    courier = new_user(servers, channel, "bank-c", 0)
+    payees = (seller, platform, courier)
+    payment = buyer.pay_split([(seller, 60_00), (platform, 30_00), (courier, 10_00)])
+
+    # Only the first payee refunds a split payment: it takes back from everyone.
+    for other in (platform, courier):
+        details = refused(lambda o=other: o.refund(payment.payment_id, 1_00),
+                          CODE.PERMISSION_DENIED)  # fmt: skip
+        assert seller.username in details
+
+    def parts(refund: pb.Refund) -> list[tuple[str, int]]:
+        return [(split.payee_username, split.amount) for split in refund.splits]
+
+    half = seller.refund(payment.payment_id, 50_00)
+    assert half.status == pb.REFUND_STATUS_SUCCEEDED
+    assert parts(half) == [(seller.username, 30_00), (platform.username, 15_00),
+                           (courier.username, 5_00)]  # fmt: skip
+    # 25.01 of the 50.00 left (30.00, 15.00, 5.00): the unit left over goes to the largest
+    # remainder, the seller's.
+    odd = seller.refund(payment.payment_id, 25_01)
+    assert parts(odd) == [(seller.username, 15_01), (platform.username, 7_50),
+                          (courier.username, 2_50)]  # fmt: skip
+    for user, balance in ((buyer, 75_01), (seller, 14_99), (platform, 7_50), (courier, 2_50)):
+        assert_settled(user, balance)
+    refused(lambda: seller.refund(payment.payment_id, 25_00),
+            CODE.FAILED_PRECONDITION, "AMOUNT_EXCEEDS_REFUNDABLE")  # fmt: skip
+    # All that is left: every payee gives back exactly the rest of their part.
+    rest = seller.refund(payment.payment_id, 0)
+    assert parts(rest) == [(seller.username, 14_99), (platform.username, 7_50),
+                           (courier.username, 2_50)]  # fmt: skip
+    for user in payees:
+        assert_settled(user, 0)
+    assert_settled(buyer, 100_00)
+    assert seller.get_payment(payment.payment_id).amount_refunded == 100_00
+    # Every payee is told of every refund that took from them.
+    for user in payees:
+        events = user.stub.ListEvents(pb.ListEventsRequest(page_size=100),
+                                      metadata=user.metadata, timeout=RPC_TIMEOUT_S).events
+        assert [e.type for e in events if e.refund.payment_id == payment.payment_id] == [
+            "refund.succeeded"] * 3  # fmt: skip
+
+
+def test_a_split_refund_a_payee_cannot_fund_moves_nothing(
     servers: Servers, channel: grpc.Channel
 ) -> None:
     buyer = new_user(servers, channel, "bank-a", 20_00)
     seller = new_user(servers, channel, "bank-b", 0)
     courier = new_user(servers, channel, "bank-c", 0)
-    payment = buyer.pay_split([(seller, 5_00), (courier, 5_00)])
-    for payee in (seller, courier):
-        details = refused(lambda p=payee: p.refund(payment.payment_id, 1_00),
-                          CODE.FAILED_PRECONDITION, "PAYMENT_NOT_REFUNDABLE")  # fmt: skip
-        assert "split payment" in details
-    for user, balance in ((buyer, 10_00), (seller, 5_00), (courier, 5_00)):
+    payment = buyer.pay_split([(seller, 15_00), (courier, 5_00)])
+    courier.pay(new_user(servers, channel, "bank-c", 0), 4_00)  # spends most of their part
+
+    refused(lambda: seller.refund(payment.payment_id, 0), CODE.FAILED_PRECONDITION,
+            "INSUFFICIENT_FUNDS")  # fmt: skip
+    for user, balance in ((buyer, 0), (seller, 15_00), (courier, 1_00)):
+        eventually(lambda u=user, b=balance: assert_settled(u, b))
+    # The failed refund gave its amount back: a smaller one fits what the courier has.
+    refund = seller.refund(payment.payment_id, 4_00)
+    assert [(s.payee_username, s.amount) for s in refund.splits] == [
+        (seller.username, 3_00), (courier.username, 1_00)
+    ]  # fmt: skip
+    for user, balance in ((buyer, 4_00), (seller, 12_00), (courier, 0)):
         assert_settled(user, balance)

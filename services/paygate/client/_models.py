@@ -141,6 +141,8 @@ class Refund:
     failure_reason: str  # why a FAILED refund failed, for example "INSUFFICIENT_FUNDS"
     # True when RefundPayment answered again from its idempotency key: nothing moved now.
     replayed: bool = False
+    # Of a split payment's refund: what each payee gives back; empty otherwise.
+    splits: tuple[Split, ...] = ()
 
     @classmethod
     def from_proto(cls, message: gateway_pb2.Refund) -> Refund:
@@ -157,6 +159,7 @@ class Refund:
             reason=message.reason,
             create_time=datetime_from_proto(message.create_time),
             failure_reason=message.failure_reason,
+            splits=tuple(Split(split.payee_username, split.amount) for split in message.splits),
         )
 
 

@@ -87,6 +87,10 @@ def refund_message(refund: Payment) -> gateway_pb2.Refund:
         status=_REFUND_STATUS[refund.status],
         reason=refund.description,
         failure_reason=refund.failure_reason,
+        splits=[
+            gateway_pb2.Split(payee_username=split.payee_username, amount=split.amount_minor)
+            for split in refund.splits
+        ],
     )
     message.create_time.FromMicroseconds(refund.create_time_us)
     return message

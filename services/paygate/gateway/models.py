@@ -209,27 +209,46 @@ class Payment:
     @property
     def participants(self) -> list[str]:
         """The banks taking part in the payment's transaction, in a fixed order."""
-        return sorted({self.payer_bank_id, *(split.payee_bank_id for split in self.credits)})
+        return sorted({leg.bank_id for leg in self.legs})
 
     @property
-    def credits(self) -> tuple[Split, ...]:
-        """Who is paid how much: the splits, or the payee the whole amount."""
-        if self.splits:
-            return self.splits
-        payee = Split(
-            payee_user_id=self.payee_user_id,
-            payee_username=self.payee_username,
-            payee_bank_id=self.payee_bank_id,
-            payee_account=self.payee_account,
-            amount_minor=self.amount_minor,
-        )
-        return (payee,)
+    def legs(self) -> tuple[PartyLeg, ...]:
+        """Who gives and who gets how much: the payer's debit and the payee's credit; of a
+        split payment, a credit per part; of a split payment's refund, a debit per part
+        given back (its splits) and the credit of the payment's payer."""
+        payer = PartyLeg(user_id=self.payer_user_id, username=self.payer_username,
+                         bank_id=self.payer_bank_id, account=self.payer_account,
+                         direction="debit", amount_minor=self.amount_minor)
+        payee = PartyLeg(user_id=self.payee_user_id, username=self.payee_username,
+                         bank_id=self.payee_bank_id, account=self.payee_account,
+                         direction="credit", amount_minor=self.amount_minor)  # fmt: skip
+        if not self.splits:
+            return payer, payee
+        direction = "debit" if self.refund_of else "credit"
+        parts = tuple(
+            PartyLeg(user_id=s.payee_user_id, username=s.payee_username, bank_id=s.payee_bank_id,
+                     account=s.payee_account, direction=direction, amount_minor=s.amount_minor)
+            for s in self.splits
+        )  # fmt: skip
+        return (*parts, payee) if self.refund_of else (payer, *parts)
 
     @property
     def parties(self) -> list[str]:
-        """The ids of the users the payment concerns: its payer and every payee, in order."""
-        ids = [self.payer_user_id, *(split.payee_user_id for split in self.credits)]
-        return list(dict.fromkeys(ids))
+        """The ids of the users the payment concerns: its payer (who asked for it) and every
+        user it debits or credits."""
+        return list(dict.fromkeys([self.payer_user_id, *(leg.user_id for leg in self.legs)]))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PartyLeg:
+    """One user's part in a payment: whose account, where, which way, how much."""
+
+    user_id: str
+    username: str
+    bank_id: str
+    account: str
+    direction: str  # "debit" or "credit"
+    amount_minor: int
 
 
 class EventType(enum.StrEnum):

@@ -157,8 +157,9 @@ def payee_split(payee: User, amount_minor: int = 0) -> Split:
 
 
 def frozen_payee(payment: Payment, frozen: Sequence[str]) -> str:
-    """The name of a frozen payee of the payment (the first, if several are)."""
-    names = [s.payee_username for s in payment.credits if s.payee_user_id in frozen]
+    """The name of a frozen party of the payment other than its payer (the first, if
+    several are)."""
+    names = [leg.username for leg in payment.legs[1:] if leg.user_id in frozen]
     return names[0] if names else payment.payee_username
 
 

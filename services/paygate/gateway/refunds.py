@@ -36,7 +36,6 @@ from paygate.common.metrics import PaymentMetrics, new_registry
 from paygate.errors import (
     OUTCOME_FAILED,
     OUTCOME_KEY,
-    PAYMENT_NOT_REFUNDABLE,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
@@ -129,13 +128,12 @@ class Refunds:
         if self._forget_keys:
             key = dataclasses.replace(key, key=f"{key.key[:200]}#{secrets.token_hex(6)}")
         payment = await self._payments.get(user, payment_id)  # NOT_FOUND unless a party
-        if payment.splits:
-            raise FailedPrecondition(
-                "a split payment is not refunded through the gateway: each payee can pay"
-                " their part back with a payment",
-                reason=PAYMENT_NOT_REFUNDABLE,
-            )
         if user.user_id != payment.payee_user_id:
+            if payment.splits:
+                raise PermissionDenied(
+                    f"only {payment.payee_username}, the first payee of a split payment, may"
+                    " refund it (taking back from every payee their share)"
+                )
             raise PermissionDenied("only the payee of a payment may refund it")
         refund = self._new_refund(payment, amount_minor, reason)
         with self._coordinator.claim(refund.payment_id):
@@ -177,8 +175,14 @@ class Refunds:
             currency=payment.currency,
             description=reason,
             create_time_us=time.time_ns() // 1000,
-            one_phase=self._coordinator.one_phase_for(payment.payee_bank_id, payment.payer_bank_id),
+            # A split payment's refund takes back from every payee: at one bank only if
+            # they all are (which of them give back is decided when it is recorded).
+            one_phase=self._coordinator.one_phase_for(
+                payment.payer_bank_id, *(split.payee_bank_id for split in payment.splits),
+                payment.payee_bank_id,
+            ),  # fmt: skip
             refund_of=payment.payment_id,
+            splits=payment.splits,  # the parts it may take back from; store_refunds.py
         )
 
     async def _answer_again(self, begun: BeginResult, outcome: list[str]) -> Payment:

@@ -38,7 +38,7 @@ def _text_or_null(value: str) -> str | None:
     return value or None
 
 
-def _load_splits(text: str | None) -> tuple[Split, ...]:
+def load_splits(text: str | None) -> tuple[Split, ...]:
     if not text:
         return ()
     return tuple(
@@ -48,7 +48,7 @@ def _load_splits(text: str | None) -> tuple[Split, ...]:
     )  # fmt: skip
 
 
-def _dump_splits(splits: tuple[Split, ...]) -> str | None:
+def dump_splits(splits: tuple[Split, ...]) -> str | None:
     if not splits:
         return None
     return json.dumps(
@@ -85,7 +85,7 @@ PAYMENTS = Table(
         Column("amount_captured", field="amount_captured_minor"),
         Column("refund_of", load=_text_or_empty, dump=_text_or_null),
         Column("amount_refunded", field="amount_refunded_minor"),
-        Column("splits", load=_load_splits, dump=_dump_splits),
+        Column("splits", load=load_splits, dump=dump_splits),
     ),
 )
 
@@ -287,6 +287,11 @@ class GatewaySql:
         self.refunds_reserved = sql(
             "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE refund_of = :refund_of"
             " AND txn_state NOT IN ('aborting', 'aborted')"
+        )
+        # The parts of a split payment's refunds that are not aborted (each payee's).
+        self.refund_parts = sql(
+            "SELECT splits FROM payments WHERE refund_of = :refund_of"
+            " AND txn_state NOT IN ('aborting', 'aborted') AND splits IS NOT NULL"
         )
         self.add_refunded = sql(
             "UPDATE payments SET amount_refunded = amount_refunded + :amount"

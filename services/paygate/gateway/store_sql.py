@@ -30,7 +30,7 @@ from paygate.gateway.models import (
 from paygate.gateway.statements import PAYMENTS, GatewaySql
 from paygate.gateway.store_accounts import SqlAccountStore
 from paygate.gateway.store_operators import SqlOperatorStore
-from paygate.gateway.store_tx import BEGIN_ATTEMPTS, Body, Tx, key_owner
+from paygate.gateway.store_tx import BEGIN_ATTEMPTS, Body, Tx, frozen_parties, key_owner
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ class SqlGatewayStore(SqlAccountStore, SqlOperatorStore, OnDatabase):
         )
 
         async def begin(tx: Tx) -> BeginResult:
-            frozen = await _frozen_parties(tx, sql, payment)
+            frozen = await frozen_parties(tx, sql.frozen_parties, payment)
             if frozen:
                 return BeginResult(BeginOutcome.FROZEN, frozen=frozen)
             for _ in range(BEGIN_ATTEMPTS):
@@ -396,15 +396,6 @@ class SqlGatewayStore(SqlAccountStore, SqlOperatorStore, OnDatabase):
     async def _delete_some(self, statement: Statement, before: float, limit: int) -> int:
         """Housekeeping's bounded delete, in one transaction; how many rows it deleted."""
         return await self._write(lambda tx: tx.run(statement, {"before": before, "limit": limit}))
-
-
-async def _frozen_parties(tx: Tx, sql: GatewaySql, payment: Payment) -> tuple[str, ...]:
-    """The ids of the payment's parties who are frozen: the payer and each payee."""
-    frozen: list[str] = []
-    for split in payment.credits:
-        values = {"payer_user_id": payment.payer_user_id, "payee_user_id": split.payee_user_id}
-        frozen += [str(row[0]) for row in await tx.all(sql.frozen_parties, values)]
-    return tuple(dict.fromkeys(frozen))
 
 
 async def _insert_payment(tx: Tx, sql: GatewaySql, payment: Payment, values: Values) -> None:

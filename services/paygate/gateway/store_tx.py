@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
 from paygate.common.sql import NO_VALUES, Row, Statement, Values
-from paygate.gateway.models import BeginOutcome, BeginResult
+from paygate.gateway.models import BeginOutcome, BeginResult, Payment
 
 T = TypeVar("T")
 
@@ -47,3 +47,12 @@ async def key_owner(tx: Tx, statement: Statement, values: Values) -> BeginResult
     if state == "in_progress":
         return BeginResult(BeginOutcome.IN_USE, payment_id)
     return BeginResult(BeginOutcome.REPLAY, payment_id, error_reason, error_message)
+
+
+async def frozen_parties(tx: Tx, statement: Statement, payment: Payment) -> tuple[str, ...]:
+    """The ids of the payment's parties who are frozen (Payment.parties: two at a time)."""
+    parties, frozen = payment.parties, []
+    for others in (parties[i : i + 2] for i in range(0, len(parties), 2)):
+        pair = {"payer_user_id": others[0], "payee_user_id": others[-1]}
+        frozen += [str(row[0]) for row in await tx.all(statement, pair)]
+    return tuple(dict.fromkeys(frozen))

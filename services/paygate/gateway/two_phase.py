@@ -59,25 +59,13 @@ class Participants(Protocol):
 
 
 def legs_by_bank(payment: Payment) -> dict[str, list[Leg]]:
-    """The payer's debit of the whole amount, and each payee's credit of its part."""
+    """Each bank's legs of the payment (Payment.legs), in the payment's order."""
     legs: dict[str, list[Leg]] = {}
-    legs.setdefault(payment.payer_bank_id, []).append(
-        Leg(
-            account_number=payment.payer_account,
-            direction="debit",
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-        )
-    )
-    for split in payment.credits:
-        legs.setdefault(split.payee_bank_id, []).append(
-            Leg(
-                account_number=split.payee_account,
-                direction="credit",
-                amount_minor=split.amount_minor,
-                currency=payment.currency,
-            )
-        )
+    for leg in payment.legs:
+        legs.setdefault(leg.bank_id, []).append(
+            Leg(account_number=leg.account, direction=leg.direction,
+                amount_minor=leg.amount_minor, currency=payment.currency)
+        )  # fmt: skip
     return legs
 
 

@@ -144,7 +144,7 @@ class Payment(_message.Message):
     def __init__(self, payment_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payer_username: _Optional[str] = ..., payee_username: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., capture_method: _Optional[_Union[CaptureMethod, str]] = ..., capture_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_captured: _Optional[int] = ..., amount_refunded: _Optional[int] = ..., splits: _Optional[_Iterable[_Union[Split, _Mapping]]] = ...) -> None: ...
 
 class Refund(_message.Message):
-    __slots__ = ("refund_id", "payment_id", "amount", "currency", "status", "reason", "create_time", "failure_reason")
+    __slots__ = ("refund_id", "payment_id", "amount", "currency", "status", "reason", "create_time", "failure_reason", "splits")
     REFUND_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class Refund(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    SPLITS_FIELD_NUMBER: _ClassVar[int]
     refund_id: str
     payment_id: str
     amount: int
@@ -161,7 +162,8 @@ class Refund(_message.Message):
     reason: str
     create_time: _timestamp_pb2.Timestamp
     failure_reason: str
-    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[_Union[RefundStatus, str]] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+    splits: _containers.RepeatedCompositeFieldContainer[Split]
+    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[_Union[RefundStatus, str]] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., splits: _Optional[_Iterable[_Union[Split, _Mapping]]] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
     __slots__ = ("idempotency_key", "payee_username", "amount", "currency", "description", "capture_method", "splits")
