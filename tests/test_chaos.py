@@ -165,6 +165,30 @@ def test_the_checker_catches_a_gateway_that_refunds_twice(tmp_path: pathlib.Path
     assert "refund key" in violations["refund_mismatch"]["first"]["message"]
 
 
+@pytest.mark.suite
+def test_the_checker_catches_a_gateway_that_commits_one_split_leg(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    broken = {**SHARED_GATEWAY_SETTINGS, "broken_protocol": "commits-one-split-leg"}
+    with started_suite(tmp_path / "suite", gateway_settings=broken) as suite:
+        # Every fresh payment split across the three banks, no faults: the broken gateway
+        # commits each at its first bank and aborts it at the others, and calls it SUCCEEDED.
+        run = run_chaos(
+            suite, out,
+            "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
+            "--no-faults", "--split-p", "1", "--authorize-p", "0", "--refund-p", "0",
+        )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
+    data = results(out)
+    violations = data["violations"]
+    assert violations["split_partial"]["count"] >= 1, violations
+    first = violations["split_partial"]["first"]
+    assert first["status"] == "SUCCEEDED" and first["missing"], first
+    # Clients were told SUCCEEDED and the gateway says so: only the banks show the fault.
+    assert data["counts"]["split_payments"]["SUCCEEDED"] >= 1, data["counts"]
+    assert "success_not_recorded" not in violations and "unexpected_error" not in violations
+
+
 def history_settlements(out: pathlib.Path) -> list[dict[str, Any]]:
     history = json.loads((out / "history.json").read_text())
     settlements: list[dict[str, Any]] = history["settlements"]
