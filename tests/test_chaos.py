@@ -136,7 +136,7 @@ def test_the_checker_catches_a_gateway_that_captures_more_than_asked(
         run = run_chaos(
             suite, out,
             "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
-            "--no-faults", "--authorize-p", "1",
+            "--no-faults", "--authorize-p", "1", "--split-p", "0",
         )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
@@ -156,7 +156,7 @@ def test_the_checker_catches_a_gateway_that_refunds_twice(tmp_path: pathlib.Path
         run = run_chaos(
             suite, out,
             "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
-            "--no-faults", "--authorize-p", "0", "--refund-p", "1",
+            "--no-faults", "--authorize-p", "0", "--refund-p", "1", "--split-p", "0",
         )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
