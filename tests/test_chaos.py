@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import random
 import subprocess
 from typing import Any
 
@@ -23,6 +24,7 @@ from paygate.chaos.history import (
     GatewayRefund,
     History,
     Intent,
+    JournalEntry,
     Outcome,
     Phase,
     RefundCall,
@@ -30,6 +32,7 @@ from paygate.chaos.history import (
     Settlement,
     User,
 )
+from paygate.chaos.many_payees import split_intent
 from suite import SHARED_GATEWAY_SETTINGS, Suite, started_suite
 
 RUN_TIMEOUT_S = 240.0  # far beyond a normal run (about 55 s): a stuck step shows
@@ -86,6 +89,10 @@ def test_a_short_chaos_run_under_every_kind_of_fault_is_valid(tmp_path: pathlib.
     refunds = data["counts"]["refunds"]
     assert refunds["run"]["succeeded"] > 10, refunds
     assert data["counts"]["gateway_refunds"]["SUCCEEDED"] > 10, data["counts"]
+    # Split payments across the banks, and bulk payouts whose items were answered one by one.
+    counts = data["counts"]
+    assert counts["split_payments"]["SUCCEEDED"] > 10, counts
+    assert counts["batches"] > 10 and counts["batch_items"]["succeeded"] > 20, counts
     assert data["money"]["final_total_minor"] == data["money"]["initial_total_minor"]
     assert (out / "chaos.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert len(run.stdout.splitlines()) <= 30, "the summary fits on one screen"
@@ -129,7 +136,7 @@ def test_the_checker_catches_a_gateway_that_captures_more_than_asked(
         run = run_chaos(
             suite, out,
             "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
-            "--no-faults", "--authorize-p", "1",
+            "--no-faults", "--authorize-p", "1", "--split-p", "0",
         )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
@@ -149,13 +156,37 @@ def test_the_checker_catches_a_gateway_that_refunds_twice(tmp_path: pathlib.Path
         run = run_chaos(
             suite, out,
             "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
-            "--no-faults", "--authorize-p", "0", "--refund-p", "1",
+            "--no-faults", "--authorize-p", "0", "--refund-p", "1", "--split-p", "0",
         )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
     violations = results(out)["violations"]
     assert violations["refund_mismatch"]["count"] >= 1, violations
     assert "refund key" in violations["refund_mismatch"]["first"]["message"]
+
+
+@pytest.mark.suite
+def test_the_checker_catches_a_gateway_that_commits_one_split_leg(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    broken = {**SHARED_GATEWAY_SETTINGS, "broken_protocol": "commits-one-split-leg"}
+    with started_suite(tmp_path / "suite", gateway_settings=broken) as suite:
+        # Every fresh payment split across the three banks, no faults: the broken gateway
+        # commits each at its first bank and aborts it at the others, and calls it SUCCEEDED.
+        run = run_chaos(
+            suite, out,
+            "--duration", "6", "--clients", "4", "--users", "6", "--seed", "5",
+            "--no-faults", "--split-p", "1", "--authorize-p", "0", "--refund-p", "0",
+        )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.startswith("paygate-chaos: INVALID"), run.stdout
+    data = results(out)
+    violations = data["violations"]
+    assert violations["split_partial"]["count"] >= 1, violations
+    first = violations["split_partial"]["first"]
+    assert first["status"] == "SUCCEEDED" and first["missing"], first
+    # Clients were told SUCCEEDED and the gateway says so: only the banks show the fault.
+    assert data["counts"]["split_payments"]["SUCCEEDED"] >= 1, data["counts"]
+    assert "success_not_recorded" not in violations and "unexpected_error" not in violations
 
 
 def history_settlements(out: pathlib.Path) -> list[dict[str, Any]]:
@@ -385,3 +416,92 @@ def test_checker_reports_missing_doubled_and_wrong_events() -> None:
                         ("alice", 1, "payment.failed", "FAILED"),
                         ("bob", 2, "payment.succeeded", "SUCCEEDED"))  # fmt: skip
     assert violated(wrong) == {"event_mismatch"}  # a wrong type, and bob's start at 2
+
+
+CAROL = User(username="carol", bank_id="bank-c", account_number="3", initial_minor=0)
+SPLIT_LEGS = (("bank-a", "1", -30), ("bank-b", "2", 10), ("bank-c", "3", 20))
+
+
+def history_of_one_split(status: str, posted: tuple[tuple[str, str, int], ...]) -> History:
+    """Alice pays 30 split 10 to Bob and 20 to Carol, one account at each bank; the gateway
+    lists it `status`, the banks' journals hold the legs `posted` (bank, account, amount),
+    and the balances say the same."""
+    history = History(users=[ALICE, BOB, CAROL])
+    splits = (("bob", 10), ("carol", 20))
+    history.intents["k1"] = Intent(key="k1", payer="alice", payee="bob", amount_minor=30,
+                                   splits=splits)  # fmt: skip
+    history.calls.append(
+        Call(key="k1", phase=Phase.RUN, start_s=1.0, end_s=2.0, outcome=Outcome.SUCCEEDED,
+             payment_id="p1", status="SUCCEEDED", code="OK", batch=1)
+        if status == "SUCCEEDED"
+        else Call(key="k1", phase=Phase.RUN, start_s=1.0, end_s=2.0, outcome=Outcome.REFUSED,
+                  code="FAILED_PRECONDITION", reason="INSUFFICIENT_FUNDS", batch=1)
+    )  # fmt: skip
+    history.gateway_payments = [
+        GatewayPayment(payment_id="p1", status=status, payer="alice", payee="bob",
+                       amount_minor=30, key="k1", splits=splits),
+    ]  # fmt: skip
+    history.journal = [
+        JournalEntry(bank_id=bank, account_number=account, reference="p1", amount_minor=amount)
+        for bank, account, amount in posted
+    ]
+    history.journal_read = True
+    balances = {account: amount for _, account, amount in posted}
+    history.quiescent = sample(25.0, *(read(u, u.initial_minor + balances.get(u.account_number, 0))
+                                       for u in history.users))  # fmt: skip
+    history.pending_settled_after_s = 0.5
+    return history
+
+
+def test_checker_accepts_a_split_payment_posted_at_every_bank_or_at_none() -> None:
+    assert violated(history_of_one_split("SUCCEEDED", SPLIT_LEGS)) == set()
+    assert violated(history_of_one_split("FAILED", ())) == set()
+
+
+def test_checker_reports_a_split_payment_that_moved_some_legs_only() -> None:
+    # Committed at the payer's bank only: Alice paid 30 that reached nobody.
+    one_leg = history_of_one_split("SUCCEEDED", SPLIT_LEGS[:1])
+    assert violated(one_leg) == {"split_partial", "money_not_conserved", "balance_mismatch"}
+    [found] = check_history(one_leg, CheckSettings()).violations["split_partial"]
+    assert found.example["missing"] == [["bank-b", "2", 10], ["bank-c", "3", 20]]
+    # Both payees paid, the payer's debit voided: money made from nothing.
+    assert "split_partial" in violated(history_of_one_split("SUCCEEDED", SPLIT_LEGS[1:]))
+    # A FAILED split payment that paid one payee anyway.
+    failed = history_of_one_split("FAILED", SPLIT_LEGS[2:])
+    assert violated(failed) == {"split_partial", "money_not_conserved", "balance_mismatch"}
+
+
+def test_checker_reports_a_split_leg_posted_twice_or_for_another_amount() -> None:
+    twice = history_of_one_split("SUCCEEDED", (*SPLIT_LEGS, SPLIT_LEGS[1]))
+    assert "split_partial" in violated(twice)
+    other = history_of_one_split("SUCCEEDED", (SPLIT_LEGS[0], ("bank-b", "2", 20), SPLIT_LEGS[2]))
+    assert "split_partial" in violated(other)
+
+
+def test_checker_wants_one_final_event_for_every_payee_of_a_split_payment() -> None:
+    events = (("alice", 1, "payment.succeeded", "SUCCEEDED"),
+              ("bob", 1, "payment.succeeded", "SUCCEEDED"))  # fmt: skip
+    history = with_events(history_of_one_split("SUCCEEDED", SPLIT_LEGS), *events)
+    assert violated(history) == {"event_mismatch"}  # none for carol
+    carol = ("carol", 1, "payment.succeeded", "SUCCEEDED")
+    complete = with_events(history_of_one_split("SUCCEEDED", SPLIT_LEGS), *events, carol)
+    assert violated(complete) == set()
+
+
+def test_a_split_intent_pays_others_at_every_bank_in_parts_that_add_up() -> None:
+    users = [User(username=f"u{i}", bank_id=f"bank-{'abc'[i % 3]}", account_number=str(i),
+                  initial_minor=0) for i in range(9)]  # fmt: skip
+    bank_of = {u.username: u.bank_id for u in users}
+    rng = random.Random(3)
+    sizes = set()
+    for n in range(300):
+        payer = users[n % len(users)]
+        intent = split_intent(rng, f"k{n}", payer, users, 200_00)
+        payees = [payee for payee, _ in intent.splits]
+        sizes.add(len(payees))
+        assert len(set(payees)) == len(payees) and payer.username not in payees
+        assert {bank_of[p] for p in payees} | {payer.bank_id} == {"bank-a", "bank-b", "bank-c"}
+        assert all(part > 0 for _, part in intent.splits)
+        assert sum(part for _, part in intent.splits) == intent.amount_minor <= 200_00
+        assert intent.payee == payees[0] and not intent.manual and not intent.refund_minor
+    assert sizes == {2, 3}

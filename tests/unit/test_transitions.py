@@ -174,3 +174,33 @@ def test_a_broken_variant_needs_fault_injection() -> None:
         gateway_config(broken_protocol="forgets-commit-decision", fault_injection=True)
     )
     assert broken is not t.step
+
+
+def decisions_sent(step: t.Step, banks: tuple[str, ...]) -> tuple[list[t.Action], t.Txn]:
+    """A payment at `banks` driven to its commit decision and acknowledged by every bank: the
+    SendDecisions of the commit and the finish recorded, and the transaction at the end."""
+    txn = t.new_txn(payment_id="pay_1", banks=banks, one_phase=False, state=TxnState.PREPARING,
+                    rounds=3)  # fmt: skip
+    txn, _ = step(txn, t.Begin())
+    for bank in banks:
+        txn, _ = step(txn, t.Voted(bank, yes=True))
+    txn, actions = step(txn, t.Recorded(TxnState.COMMITTING))
+    sent = [a for a in actions if isinstance(a, t.SendDecision)]
+    for bank in banks:
+        txn, actions = step(txn, t.Acked(bank))
+    return [*sent, *(a for a in actions if isinstance(a, t.RecordFinish))], txn
+
+
+def test_the_split_leg_variant_commits_at_the_first_of_three_banks_and_aborts_the_others() -> None:
+    broken = t.BROKEN_VARIANTS["commits-one-split-leg"](t.step)
+    three = ("bank-a", "bank-b", "bank-c")
+    actions, txn = decisions_sent(broken, three)
+    assert actions == [
+        t.SendDecision(("bank-a",), commit=True),
+        t.SendDecision(("bank-b", "bank-c"), commit=False),
+        t.RecordFinish(TxnState.COMMITTED),  # the gateway sees nothing wrong
+    ]
+    assert txn.stage == t.Stage.DONE
+    # At two banks (every payment but a split one) it is the real protocol.
+    two = ("bank-a", "bank-b")
+    assert decisions_sent(broken, two) == decisions_sent(t.step, two)

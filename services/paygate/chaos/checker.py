@@ -25,9 +25,13 @@ The claims, after the schedule has healed every process and the gateway has reco
     payment_not_final        no payment is still PENDING (or awaiting capture) after recovery
     refund_mismatch          refunds add up, never pass what moved, once per key
                              (chaos/refund_checks.py)
-    event_mismatch           each final payment and refund has one final event per party,
-                             matching it; each user's events numbered with no gap
-                             (chaos/event_checks.py)
+    event_mismatch           each final payment and refund has one final event per party
+                             (every payee of a split payment is one), matching it; each
+                             user's events numbered with no gap (chaos/event_checks.py)
+    split_partial            a split payment moved all its legs or none: the banks' journals
+                             hold the payer's debit of the whole and each payee's credit of
+                             its part when it SUCCEEDED, none of them when it FAILED
+                             (chaos/split_checks.py)
 
 Totals during the run. The reads of one sample are concurrent but not atomic: accounts are
 read one by one, at banks that commit a payment's two sides at different instants. A
@@ -62,7 +66,8 @@ from paygate.chaos.history import (
     Phase,
     Sample,
 )
-from paygate.chaos.refund_checks import check_refunds, refunded_by_user
+from paygate.chaos.refund_checks import check_refunds, moved_minor, refunded_by_user
+from paygate.chaos.split_checks import check_splits
 
 SUCCEEDED = "SUCCEEDED"
 PENDING = "PENDING"
@@ -88,6 +93,7 @@ CHECKS: dict[str, str] = {
     "payment_not_final": "no payment is PENDING or awaiting capture after recovery",
     "refund_mismatch": "refunds <= what moved, as listed and answered, once per key",
     "event_mismatch": "one final event per party of each final payment and refund, matching",
+    "split_partial": "a split payment posted all its legs at their banks, or none of them",
 }
 
 
@@ -140,6 +146,7 @@ def check_history(history: History, settings: CheckSettings) -> CheckResult:
         *check_captures(history),
         *check_refunds(history),
         *check_events(history),
+        *check_splits(history),
         *check_one_effect_per_key(by_key, history.gateway_payments),
         *check_answers_stable(by_key),
         *check_resolved(by_key),
@@ -286,16 +293,18 @@ def _reads(sample: Sample | None) -> tuple[AccountRead, ...]:
 
 
 def check_balances(history: History) -> list[Violation]:
-    """Each account's final balance is its initial one plus its SUCCEEDED payments, less
-    what it refunded and plus what was refunded to it."""
+    """Each account's final balance is its initial one plus its SUCCEEDED payments (of a
+    split payment, each payee its part), less what it refunded and plus what was refunded
+    to it."""
     expected = {u.username: u.initial_minor for u in history.users}
     for username, change in refunded_by_user(history).items():
         expected[username] = expected.get(username, 0) + change
     for payment in history.gateway_payments:
-        if payment.status == SUCCEEDED:
-            moved = payment.amount_captured if payment.manual else payment.amount_minor
+        moved = moved_minor(payment)
+        if moved:
             expected[payment.payer] = expected.get(payment.payer, 0) - moved
-            expected[payment.payee] = expected.get(payment.payee, 0) + moved
+            for payee, part in payment.credits(moved):
+                expected[payee] = expected.get(payee, 0) + part
     reads = {(r.bank_id, r.account_number): r for r in _reads(history.quiescent)}
     found = []
     for user in history.users:

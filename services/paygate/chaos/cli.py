@@ -43,6 +43,7 @@ from paygate.chaos.faults import (
     SupervisorError,
 )
 from paygate.chaos.history import History
+from paygate.chaos.journals import JournalError, read_journals
 from paygate.chaos.observer import Observer
 from paygate.chaos.workload import Clock, Workload, WorkloadSettings
 from paygate.common.config import CONFIG_ENV, ConfigError, SuiteConfig, read_config_file
@@ -60,8 +61,17 @@ REPLAY_TIMEOUT_S = 300.0
 SAMPLE_INTERVAL_S = 0.5
 PENDING_LIMIT_S = 10.0
 DEFAULT_REPLAY_MAX = 5000
-DEFAULT_AUTHORIZE_P = 0.25
-DEFAULT_REFUND_P = 0.2
+# The workload's shares: a flag, its default, what it is a share of.
+SHARES = (
+    ("--authorize-p", 0.25, "share of payments made as authorizations, which their payees"
+     " capture in part, cancel or leave to expire"),
+    ("--refund-p", 0.2, "share of payments their payees refund, in one to three parts sent"
+     " at once, as soon as money moved"),
+    ("--split-p", 0.15, "share of payments split among two or three payees, one at each"
+     " other bank first, all paid or none (with at least 3 users)"),
+    ("--batch-p", 0.1, "share of a client's steps that pay two to four new payments of one"
+     " payer in one BatchCreatePayments"),
+)  # fmt: skip
 # How long after an indefinite answer the gateway may still decide that payment, beyond
 # the call's own deadline and decided_within_s (see checker: totals during the run).
 SETTLE_MARGIN_S = 5.0
@@ -78,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = read_config_file(args.config, base=args.supervisor_dir.resolve())
         kinds = fault_kinds(args, config)
         return asyncio.run(run(args, config, kinds))
-    except (ChaosError, SupervisorError, OSError, ConfigError) as error:
+    except (ChaosError, SupervisorError, OSError, ConfigError, JournalError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as error:
@@ -182,22 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"most keys asked again after recovery (default {DEFAULT_REPLAY_MAX})",
     )
-    add(
-        "--authorize-p",
-        type=probability,
-        default=DEFAULT_AUTHORIZE_P,
-        metavar="P",
-        help="share of payments made as authorizations, which their payees capture in part,"
-        f" cancel or leave to expire (default {DEFAULT_AUTHORIZE_P})",
-    )
-    add(
-        "--refund-p",
-        type=probability,
-        default=DEFAULT_REFUND_P,
-        metavar="P",
-        help="share of payments their payees refund, in one to three parts sent at once, as"
-        f" soon as money moved (default {DEFAULT_REFUND_P})",
-    )
+    for flag, default, what in SHARES:
+        add(flag, type=probability, default=default, metavar="P",
+            help=f"{what} (default {default})")  # fmt: skip
     return parser
 
 
@@ -273,6 +270,10 @@ def settings_json(
         "fault_interval_s": args.fault_interval,
         "fault_kinds": list(kinds),
         "crash_points": list(args.crash_point_list),
+        "authorize_p": args.authorize_p,
+        "refund_p": args.refund_p,
+        "split_p": args.split_p,
+        "batch_p": args.batch_p,
         "pause_s": pause_s(config),
         "gateways": args.gateway_map or {"gateway": config.gateway.listen},
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -336,6 +337,8 @@ async def experiment(
             users=args.users,
             authorize_p=args.authorize_p,
             refund_p=args.refund_p,
+            split_p=args.split_p,
+            batch_p=args.batch_p,
         ),
         history,
         clock,
@@ -398,6 +401,10 @@ async def experiment(
     history.gateway_refunds = await workload.gateway_refunds(history.gateway_payments)
     history.gateway_events = await workload.gateway_events()
     history.events_read = True
+    splits = [p.payment_id for p in history.gateway_payments if p.splits]
+    progress(f"reading the banks' journals of {len(splits)} split payments")
+    history.journal = await read_journals(config, history.users, splits)
+    history.journal_read = True
 
 
 def progress(text: str) -> None:

@@ -1,7 +1,8 @@
 """The checker's claim about events (a pure function over a run's History):
 
     event_mismatch   each user's events are numbered 1, 2, 3, ... with no gap; and for
-                     every payment and refund in its final state, each of its parties has
+                     every payment and refund in its final state, each of its parties (a
+                     payment's payer and payee, or every payee of a split payment) has
                      exactly one final event of it, of the type its state says, carrying
                      that state (none of a payment that failed says it succeeded)
 
@@ -51,7 +52,7 @@ def _problems(history: History) -> list[tuple[str, dict[str, str]]]:
         if numbers != list(range(1, len(numbers) + 1)):
             problems.append((f"{username}'s events are numbered {numbers[:8]}...",
                              {"username": username}))  # fmt: skip
-    objects = [(p.payment_id, p.status, (p.payer, p.payee)) for p in history.gateway_payments]
+    objects = [(p.payment_id, p.status, p.parties()) for p in history.gateway_payments]
     payers = {p.payment_id: (p.payer, p.payee) for p in history.gateway_payments}
     objects += [(r.refund_id, r.status, payers.get(r.payment_id, ("", ""))[::-1])
                 for r in history.gateway_refunds]  # fmt: skip

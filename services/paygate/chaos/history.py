@@ -52,6 +52,9 @@ class Intent:
     # Refunds its payee sends at once, all together, once the payment moved money: their
     # amounts (their sum may pass what moved: the gateway refuses what is too much).
     refund_minor: tuple[int, ...] = ()
+    # A split payment: (payee, part) of each payee, the parts adding up to amount_minor;
+    # `payee` is then the first of them (chaos/many_payees.py). Never refunded.
+    splits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,6 +68,7 @@ class Call:
     status: str = ""  # the status of the returned payment, when one came back
     code: str = ""  # the gRPC status name of a failed call
     reason: str = ""  # the google.rpc.ErrorInfo reason of a failed call
+    batch: int = 0  # of an item of a BatchCreatePayments call: that call's number (from 1)
 
     def answer(self) -> tuple[str, str]:
         """What a definite call answered, comparable between calls of the same key."""
@@ -191,6 +195,28 @@ class GatewayPayment:
     amount_captured: int = 0
     failure_reason: str = ""
     amount_refunded: int = 0
+    splits: tuple[tuple[str, int], ...] = ()  # (payee, part) of a split payment
+
+    def credits(self, moved_minor: int) -> tuple[tuple[str, int], ...]:
+        """Who was paid how much of the `moved_minor` the payment moved: each split payee
+        its part (a split payment moves all of its amount), or the payee all of it."""
+        return self.splits or ((self.payee, moved_minor),)
+
+    def parties(self) -> tuple[str, ...]:
+        """The payer and every payee."""
+        payees = [payee for payee, _ in self.splits] or [self.payee]
+        return (self.payer, *payees)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JournalEntry:
+    """Money a bank posted to one of the run's accounts for a transaction (the payment's
+    id), as its journal holds it after recovery: negative for a debit."""
+
+    bank_id: str
+    account_number: str
+    reference: str
+    amount_minor: int
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -210,6 +236,9 @@ class History:
     gateway_refunds: list[GatewayRefund] = dataclasses.field(default_factory=list)
     gateway_events: list[GatewayEvent] = dataclasses.field(default_factory=list)
     events_read: bool = False  # the events were listed (a run does; a hand-made history may not)
+    # What the banks posted for the split payments (chaos/journals.py), when they were read.
+    journal: list[JournalEntry] = dataclasses.field(default_factory=list)
+    journal_read: bool = False
     replay_skipped: int = 0  # keys not replayed because of --replay-max
 
     def initial_total(self) -> int:
@@ -231,6 +260,7 @@ class History:
             "gateway_payments": [dataclasses.asdict(p) for p in self.gateway_payments],
             "gateway_refunds": [dataclasses.asdict(r) for r in self.gateway_refunds],
             "gateway_events": [dataclasses.asdict(e) for e in self.gateway_events],
+            "journal": [dataclasses.asdict(e) for e in self.journal],
             "replay_skipped": self.replay_skipped,
         }
 

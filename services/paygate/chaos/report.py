@@ -41,9 +41,16 @@ def counts(history: History) -> dict[str, Any]:
     refunds: dict[str, collections.Counter[str]] = {p.value: collections.Counter() for p in Phase}
     for refund in history.refunds:
         refunds[refund.phase.value][refund.outcome.value] += 1
+    items = collections.Counter(c.outcome.value for c in history.calls if c.batch)
     return {
         "users": len(history.users),
         "keys": len(history.intents),
+        "split_keys": sum(bool(i.splits) for i in history.intents.values()),
+        "split_payments": dict(
+            collections.Counter(p.status for p in history.gateway_payments if p.splits)
+        ),
+        "batches": len({c.batch for c in history.calls if c.batch}),
+        "batch_items": dict(items),
         "calls": {phase: dict(counter) for phase, counter in outcomes.items()},
         "refusals": dict(refusals),
         "refunds": {phase: dict(counter) for phase, counter in refunds.items()},
@@ -104,6 +111,8 @@ def summary(data: dict[str, Any], history: History, files: list[pathlib.Path]) -
         f"faults     {faults}",
         *(f"           {line}" for line in _wrap(targets)),
         f"keys       {c['keys']}; gateway payments {_fmt(c['gateway_payments'])}",
+        f"splits     {c['split_keys']} keys, gateway {_fmt(c['split_payments'])}; batches"
+        f" {c['batches']}, their items {_fmt(c['batch_items'])}",
         f"calls      run {_fmt(run)}; refusals {_fmt(c['refusals'])}",
         f"refunds    run {_fmt(c['refunds']['run'])}; gateway {_fmt(c['gateway_refunds'])}",
         f"after      resolve {_fmt(c['calls']['resolve'])}; replay {_fmt(c['calls']['replay'])}"

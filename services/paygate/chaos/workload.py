@@ -16,6 +16,8 @@ is answered, its payee captures part of it or cancels it at once, or leaves it t
 still waiting, so that no hold is left. Captures and cancellations are recorded as
 Settlements, each under its own key (`<key>/capture`, `<key>/cancel`). A share of the
 payments that move money are then refunded in parts, concurrently (chaos/refunds.py).
+A share of the fresh payments (`split_p`) are split payments, and a share of a client's
+steps (`batch_p`) pay a few fresh payments in one BatchCreatePayments (chaos/many_payees.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ from typing import Any
 
 import grpc
 
+from paygate.chaos.calls import (
+    DESCRIPTION_PREFIX,
+    answered_call,
+    backoff_s,
+    classify,
+    create_request,
+    failed_call,
+    status_name,
+)
 from paygate.chaos.checker import first_definite
 from paygate.chaos.connections import Connections
 from paygate.chaos.history import (
@@ -45,42 +56,20 @@ from paygate.chaos.history import (
     Settlement,
     User,
 )
+from paygate.chaos.many_payees import BATCH_ITEMS_MAX, BATCH_ITEMS_MIN, Bulk, split_intent
 from paygate.chaos.refunds import REFUND_STATUS_NAMES, Refunder, draw_refunds
 from paygate.common.rpc_errors import reason_from_metadata
-from paygate.errors import IDEMPOTENCY_KEY_MISMATCH
 from paygate.gen.paygate.bank.v1 import bank_pb2
 from paygate.gen.paygate.v1 import gateway_pb2
 
-DESCRIPTION_PREFIX = "chaos:"
 SETUP_TIMEOUT_S = 30.0
 SETUP_CONCURRENCY = 8
 RELOGIN_MARGIN_S = 120.0
-RETRY_BACKOFF_S = 0.2
-RETRY_BACKOFF_MAX_S = 1.0
 RESOLVE_ATTEMPTS = 40
 REPLAY_ATTEMPTS = 5
 AFTER_CONCURRENCY = 16
 LIST_PAGE_SIZE = 100
 LIST_MAX_PAGES = 10_000
-
-# Answers after which the same key must be sent again: the outcome is not known yet.
-# CANCELLED is what a call still running gets from a server that stops (a restart).
-INDEFINITE_CODES = {
-    "UNAVAILABLE",
-    "DEADLINE_EXCEEDED",
-    "ABORTED",
-    "RESOURCE_EXHAUSTED",
-    "CANCELLED",
-}
-_STATUS_NAMES = {
-    gateway_pb2.PAYMENT_STATUS_PENDING: "PENDING",
-    gateway_pb2.PAYMENT_STATUS_SUCCEEDED: "SUCCEEDED",
-    gateway_pb2.PAYMENT_STATUS_FAILED: "FAILED",
-    gateway_pb2.PAYMENT_STATUS_REQUIRES_CAPTURE: "REQUIRES_CAPTURE",
-    gateway_pb2.PAYMENT_STATUS_CANCELED: "CANCELED",
-}
-# What a CreatePayment of an authorization may answer: as made, or as its payee left it.
-AUTHORIZED_STATUSES = ("REQUIRES_CAPTURE", "SUCCEEDED", "CANCELED")
 SETTLE_ACTIONS = ("capture", "capture", "cancel", "expire")
 
 
@@ -97,6 +86,8 @@ class WorkloadSettings:
     currency: str = "USD"
     authorize_p: float = 0.25
     refund_p: float = 0.2
+    split_p: float = 0.15
+    batch_p: float = 0.1
 
 
 class Clock:
@@ -124,19 +115,6 @@ class Session:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock, repr=False)
 
 
-def classify(code: str, reason: str) -> Outcome:
-    """What a failed CreatePayment call means to a client that always resends the same key."""
-    if code in INDEFINITE_CODES:
-        return Outcome.INDEFINITE
-    if code == "FAILED_PRECONDITION" and reason != IDEMPOTENCY_KEY_MISMATCH:
-        return Outcome.REFUSED
-    return Outcome.ERROR
-
-
-def backoff_s(attempt: int) -> float:
-    return float(min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_S * 2**attempt))
-
-
 class Workload:
     def __init__(
         self,
@@ -156,6 +134,8 @@ class Workload:
         self._counter = itertools.count(1)
         self.refunder = Refunder(conn, history, self._metadata, clock.now, classify, backoff_s,
                                  settings.call_timeout_s)  # fmt: skip
+        self.bulk = Bulk(conn, history, self._metadata, clock.now, currency=settings.currency,
+                         call_timeout_s=settings.call_timeout_s)  # fmt: skip
 
     # Setup ----------------------------------------------------------------------------
 
@@ -223,15 +203,37 @@ class Workload:
     def next_intent(self, rng: random.Random) -> Intent:
         if self._intent_list and rng.random() < self.settings.retry_old_key_p:
             return rng.choice(self._intent_list)
-        payer, payee = rng.sample(sorted(self._sessions), 2)
+        return self.fresh_intent(rng)
+
+    def fresh_intent(self, rng: random.Random, payer: str = "") -> Intent:
+        """A new key's payment: of `payer` (a batch's), or between two random users."""
+        names = sorted(self._sessions)
+        if payer:
+            payee = rng.choice([name for name in names if name != payer])
+        else:
+            payer, payee = rng.sample(names, 2)
+        key = f"{self._tag}-{next(self._counter)}"
+        # (No draw without split payments: a seed then makes the same payments as before.)
+        if len(names) >= 3 and self.settings.split_p > 0 and rng.random() < self.settings.split_p:
+            users = [self._sessions[name].user for name in names]
+            intent = split_intent(
+                rng, key, self._sessions[payer].user, users, self.settings.amount_max_minor
+            )
+        else:
+            intent = self._one_payee_intent(rng, key, payer, payee)
+        self.history.intents[intent.key] = intent
+        self._intent_list.append(intent)
+        return intent
+
+    def _one_payee_intent(self, rng: random.Random, key: str, payer: str, payee: str) -> Intent:
         amount_minor = rng.randint(1, self.settings.amount_max_minor)
         # (No draw without authorizations: a seed then makes the same payments as before.)
         manual = self.settings.authorize_p > 0 and rng.random() < self.settings.authorize_p
         settle = rng.choice(SETTLE_ACTIONS) if manual else ""
         capture_minor = rng.randint(1, amount_minor) if manual else 0
         moved_minor = capture_minor if settle == "capture" else 0 if manual else amount_minor
-        intent = Intent(
-            key=f"{self._tag}-{next(self._counter)}",
+        return Intent(
+            key=key,
             payer=payer,
             payee=payee,
             amount_minor=amount_minor,
@@ -240,22 +242,10 @@ class Workload:
             capture_minor=capture_minor,
             refund_minor=draw_refunds(rng, moved_minor, self.settings.refund_p),
         )
-        self.history.intents[intent.key] = intent
-        self._intent_list.append(intent)
-        return intent
 
     async def pay(self, intent: Intent, phase: Phase) -> Call:
         """One CreatePayment call with exactly the intent's parameters, recorded."""
-        request = gateway_pb2.CreatePaymentRequest(
-            idempotency_key=intent.key,
-            payee_username=intent.payee,
-            amount=intent.amount_minor,
-            currency=self.settings.currency,
-            description=DESCRIPTION_PREFIX + intent.key,
-            capture_method=gateway_pb2.CAPTURE_METHOD_MANUAL
-            if intent.manual
-            else gateway_pb2.CAPTURE_METHOD_AUTOMATIC,
-        )
+        request = create_request(intent, self.settings.currency)
         start_s = self._clock.now()
         try:
             metadata = await self._metadata(intent.payer)
@@ -265,53 +255,45 @@ class Workload:
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             reason = reason_from_metadata(exc.trailing_metadata()) or ""
-            call = Call(
-                key=intent.key,
-                phase=phase,
-                start_s=start_s,
-                end_s=self._clock.now(),
-                outcome=classify(code, reason),
-                code=code,
-                reason=reason,
-            )
+            call = failed_call(intent, phase, start_s, self._clock.now(), code, reason)
         else:
-            status = _STATUS_NAMES.get(response.payment.status, str(response.payment.status))
-            call = Call(
-                key=intent.key,
-                phase=phase,
-                start_s=start_s,
-                end_s=self._clock.now(),
-                # CreatePayment answers only with a SUCCEEDED payment (an authorization: as
-                # made, or as its payee left it); anything else is a bug.
-                outcome=Outcome.SUCCEEDED
-                if status in (AUTHORIZED_STATUSES if intent.manual else ("SUCCEEDED",))
-                else Outcome.ERROR,
-                payment_id=response.payment.payment_id,
-                status=status,
-                code="OK",
-            )
+            call = answered_call(intent, phase, start_s, self._clock.now(), response.payment)
         self.history.calls.append(call)
         return call
 
     async def client(self, rng: random.Random, stop: asyncio.Event) -> None:
+        retries = self.settings.immediate_retries
         while not stop.is_set():
-            intent = self.next_intent(rng)
-            for attempt in range(self.settings.immediate_retries + 1):
-                call = await self.pay(intent, Phase.RUN)
-                if call.outcome != Outcome.INDEFINITE or stop.is_set():
-                    break
-                await asyncio.sleep(backoff_s(attempt))
-            moved = call.outcome == Outcome.SUCCEEDED and not intent.manual
-            if call.outcome == Outcome.SUCCEEDED and intent.settle in ("capture", "cancel"):
-                settled = await self._settle_retrying(
-                    intent, call.payment_id, intent.settle, Phase.RUN, stop
-                )
-                moved = settled.outcome == Outcome.SUCCEEDED and intent.settle == "capture"
-            if moved and intent.refund_minor and not stop.is_set():
-                await self.refunder.refund_all(
-                    intent, call.payment_id, Phase.RUN, self.settings.immediate_retries, stop
-                )
+            # (No draw without bulk payouts: a seed then makes the same payments as before.)
+            if self.settings.batch_p > 0 and rng.random() < self.settings.batch_p:
+                payer = rng.choice(sorted(self._sessions))
+                count = rng.randint(BATCH_ITEMS_MIN, BATCH_ITEMS_MAX)
+                intents = [self.fresh_intent(rng, payer) for _ in range(count)]
+                last = await self.bulk.pay_retrying(intents, Phase.RUN, retries, stop)
+                await asyncio.gather(*(self._after(i, last[i.key], stop) for i in intents))
+            else:
+                intent = self.next_intent(rng)
+                for attempt in range(retries + 1):
+                    call = await self.pay(intent, Phase.RUN)
+                    if call.outcome != Outcome.INDEFINITE or stop.is_set():
+                        break
+                    await asyncio.sleep(backoff_s(attempt))
+                await self._after(intent, call, stop)
             await asyncio.sleep(rng.uniform(0, self.settings.think_max_s))
+
+    async def _after(self, intent: Intent, call: Call, stop: asyncio.Event) -> None:
+        """What the payee does once the payment is answered: settle an authorization as
+        meant, then refund in parts what moved."""
+        moved = call.outcome == Outcome.SUCCEEDED and not intent.manual
+        if call.outcome == Outcome.SUCCEEDED and intent.settle in ("capture", "cancel"):
+            settled = await self._settle_retrying(
+                intent, call.payment_id, intent.settle, Phase.RUN, stop
+            )
+            moved = settled.outcome == Outcome.SUCCEEDED and intent.settle == "capture"
+        if moved and intent.refund_minor and not stop.is_set():
+            await self.refunder.refund_all(
+                intent, call.payment_id, Phase.RUN, self.settings.immediate_retries, stop
+            )
 
     # Authorizations -------------------------------------------------------------------
 
@@ -352,7 +334,7 @@ class Workload:
                 key=intent.key, action=action, phase=phase, start_s=start_s,
                 end_s=self._clock.now(), outcome=Outcome.SUCCEEDED, payment_id=payment_id,
                 amount_minor=intent.capture_minor,
-                status=_STATUS_NAMES.get(payment.status, str(payment.status)),
+                status=status_name(payment.status),
                 amount_captured=payment.amount_captured, code="OK",
             )  # fmt: skip
         self.history.settlements.append(settlement)
@@ -512,7 +494,7 @@ def _gateway_event(username: str, event: gateway_pb2.Event) -> GatewayEvent:
         object_id, status = event.refund.refund_id, REFUND_STATUS_NAMES[event.refund.status]
     else:
         object_id = event.payment.payment_id
-        status = _STATUS_NAMES.get(event.payment.status, str(event.payment.status))
+        status = status_name(event.payment.status)
     return GatewayEvent(username=username, sequence=event.sequence, type=event.type,
                         object_id=object_id, status=status)  # fmt: skip
 
@@ -520,7 +502,7 @@ def _gateway_event(username: str, event: gateway_pb2.Event) -> GatewayEvent:
 def _gateway_payment(message: gateway_pb2.Payment) -> GatewayPayment:
     return GatewayPayment(
         payment_id=message.payment_id,
-        status=_STATUS_NAMES.get(message.status, str(message.status)),
+        status=status_name(message.status),
         payer=message.payer_username,
         payee=message.payee_username,
         amount_minor=message.amount,
@@ -529,4 +511,5 @@ def _gateway_payment(message: gateway_pb2.Payment) -> GatewayPayment:
         amount_captured=message.amount_captured,
         failure_reason=message.failure_reason,
         amount_refunded=message.amount_refunded,
+        splits=tuple((split.payee_username, split.amount) for split in message.splits),
     )

@@ -816,7 +816,31 @@ def captures_everything_held(inner: Step) -> Step:
     return broken
 
 
+def commits_one_split_leg(inner: Step) -> Step:
+    """A deliberately broken protocol: a commit to three banks or more (only a split
+    payment has that many) goes as a Commit to its first bank and an Abort to the others.
+    They acknowledge, and the payment ends COMMITTED with one bank's legs posted."""
+
+    def broken(txn: Txn, event: Event) -> Result:
+        txn, actions = inner(txn, event)
+        if len(txn.banks) < 3:
+            return txn, actions
+        first = txn.banks[0]
+        split: list[Action] = []
+        for a in actions:
+            if isinstance(a, SendDecision) and a.commit:
+                others = tuple(bank for bank in a.banks if bank != first)
+                split += [dataclasses.replace(a, banks=(first,))] if first in a.banks else []
+                split += [dataclasses.replace(a, banks=others, commit=False)] if others else []
+            else:
+                split.append(a)
+        return txn, split
+
+    return broken
+
+
 BROKEN_VARIANTS: dict[str, Callable[[Step], Step]] = {
     "forgets-commit-decision": forgets_commit_decision,
     "captures-everything-held": captures_everything_held,
+    "commits-one-split-leg": commits_one_split_leg,
 }
