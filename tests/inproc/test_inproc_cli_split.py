@@ -52,3 +52,17 @@ def test_pay_split_pays_every_part_or_none(
     assert bad.returncode != 0 and "is not PAYEE=AMOUNT" in bad.stderr
     for user, balance in ((buyer, 17_50), (seller, 30_00), (courier, 2_50)):
         assert_settled(user, balance)
+    # The first payee refunds: every payee gives back in proportion.
+    payment_id = first.split()[-2]
+    logged_in(servers, tmp_path / "seller", seller)
+    refunded = paygate(servers, tmp_path / "seller", "refund", payment_id, "13.00")
+    assert refunded.returncode == 0, refunded.stderr
+    lines = refunded.stdout.splitlines()
+    assert lines[0].startswith(f"refunded 13.00 USD to {buyer.username}: refund re_")
+    assert lines[1:] == [
+        f"  {seller.username} gives back 12.00",
+        f"  {courier.username} gives back 1.00",
+        f"payment {payment_id}: 19.50 USD left to refund",
+    ]
+    for user, balance in ((buyer, 30_50), (seller, 18_00), (courier, 1_50)):
+        assert_settled(user, balance)

@@ -106,9 +106,13 @@ def refunded_message(refund: Refund, payment: Payment) -> str:
     amount = format_amount(refund.amount_minor, refund.currency)
     left = moved_minor(payment) - payment.amount_refunded_minor
     replayed = " (replayed: this key's answer, given before; nothing happened now)"
+    shares = "".join(
+        f"\n  {s.payee_username} gives back {format_amount(s.amount_minor, refund.currency)}"
+        for s in refund.splits
+    )
     return (
         f"refunded {amount} {refund.currency} to {payment.payer_username}: refund"
-        f" {refund.refund_id} {refund.status}{replayed * refund.replayed}\n"
+        f" {refund.refund_id} {refund.status}{replayed * refund.replayed}{shares}\n"
         f"payment {payment.payment_id}: {format_amount(left, payment.currency)}"
         f" {payment.currency} left to refund"
     )
