@@ -93,6 +93,12 @@ def test_a_short_chaos_run_under_every_kind_of_fault_is_valid(tmp_path: pathlib.
     counts = data["counts"]
     assert counts["split_payments"]["SUCCEEDED"] > 10, counts
     assert counts["batches"] > 10 and counts["batch_items"]["succeeded"] > 20, counts
+    # Split payments refunded by their first payees, each refund taken from several payees
+    # (and checked share by share in the banks' journals).
+    assert counts["split_refunds"]["SUCCEEDED"] >= 3, counts
+    assert "of split payments" in run.stdout
+    refunds_listed = json.loads((out / "history.json").read_text())["gateway_refunds"]
+    assert any(len(r["splits"]) >= 2 for r in refunds_listed if r["status"] == "SUCCEEDED")
     assert data["money"]["final_total_minor"] == data["money"]["initial_total_minor"]
     assert (out / "chaos.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert len(run.stdout.splitlines()) <= 30, "the summary fits on one screen"
@@ -505,3 +511,144 @@ def test_a_split_intent_pays_others_at_every_bank_in_parts_that_add_up() -> None
         assert sum(part for _, part in intent.splits) == intent.amount_minor <= 200_00
         assert intent.payee == payees[0] and not intent.manual and not intent.refund_minor
     assert sizes == {2, 3}
+
+
+def test_a_split_intent_draws_its_refunds_last_and_none_without_refunds() -> None:
+    users = [User(username=f"u{i}", bank_id=f"bank-{'abc'[i % 3]}", account_number=str(i),
+                  initial_minor=0) for i in range(9)]  # fmt: skip
+    drawn = 0
+    for n in range(100):
+        plain_rng, refunded_rng = random.Random(n), random.Random(n)
+        plain = split_intent(plain_rng, "k", users[0], users, 200_00)
+        refunded = split_intent(refunded_rng, "k", users[0], users, 200_00, refund_p=0.5)
+        # The payment is the one a seed makes without refunds; only its refunds are added.
+        assert dataclasses.replace(refunded, refund_minor=()) == plain
+        assert len(refunded.refund_minor) <= 3
+        assert all(0 < amount <= max(1, plain.amount_minor // 2)
+                   for amount in refunded.refund_minor)  # fmt: skip
+        drawn += bool(refunded.refund_minor)
+        # The draw of whether to refund is the only number drawn beyond the payment's.
+        if not refunded.refund_minor:
+            assert refunded_rng.getstate() != plain_rng.getstate()
+            plain_rng.random()
+            assert refunded_rng.getstate() == plain_rng.getstate()
+    assert 25 <= drawn <= 75
+
+
+# Bob refunds 15 of Alice's split payment: 5 of his part of 10, 10 of Carol's 20.
+REFUND_SHARES = (("bob", 5), ("carol", 10))
+REFUND_LEGS = (("bank-b", "2", -5), ("bank-c", "3", -10), ("bank-a", "1", 15))
+
+
+def history_of_one_split_refund(
+    status: str,
+    posted: tuple[tuple[str, str, int], ...],
+    shares: tuple[tuple[str, int], ...] = REFUND_SHARES,
+) -> History:
+    """history_of_one_split's payment, SUCCEEDED at every bank, and its first payee Bob's
+    refund of 15 under k1/refund-0: the gateway lists it `status` with `shares`, Bob was
+    answered so, the banks' journals hold its legs `posted` under its id, and the balances
+    say the same."""
+    history = history_of_one_split("SUCCEEDED", SPLIT_LEGS)
+    history.intents["k1"] = dataclasses.replace(history.intents["k1"], refund_minor=(15,))
+    refunded = 15 if status == "SUCCEEDED" else 0
+    history.gateway_payments = [
+        dataclasses.replace(history.gateway_payments[0], amount_refunded=refunded)
+    ]
+    history.gateway_refunds = [
+        GatewayRefund(refund_id="r1", payment_id="p1", status=status, amount_minor=15,
+                      refund_key="k1/refund-0", splits=shares),
+    ]  # fmt: skip
+    history.refunds = [
+        RefundCall(key="k1", index=0, phase=Phase.RUN, start_s=3.0, end_s=3.1,
+                   outcome=Outcome.SUCCEEDED, payment_id="p1", amount_minor=15, refund_id="r1",
+                   status="SUCCEEDED", code="OK", splits=shares)
+        if status == "SUCCEEDED"
+        else RefundCall(key="k1", index=0, phase=Phase.RUN, start_s=3.0, end_s=3.1,
+                        outcome=Outcome.REFUSED, payment_id="p1", amount_minor=15,
+                        code="FAILED_PRECONDITION", reason="INSUFFICIENT_FUNDS")
+    ]  # fmt: skip
+    history.journal += [
+        JournalEntry(bank_id=bank, account_number=account, reference="r1", amount_minor=amount)
+        for bank, account, amount in posted
+    ]
+    return read_as_posted(history)
+
+
+def read_as_posted(history: History) -> History:
+    """The history with its read after recovery: each account's initial balance plus what
+    the journals posted to it."""
+    balances = {u.account_number: u.initial_minor for u in history.users}
+    for entry in history.journal:
+        balances[entry.account_number] += entry.amount_minor
+    history.quiescent = sample(25.0, *(read(u, balances[u.account_number])
+                                       for u in history.users))  # fmt: skip
+    return history
+
+
+def test_checker_accepts_a_split_refund_posted_at_every_bank_or_a_failed_one_at_none() -> None:
+    assert violated(history_of_one_split_refund("SUCCEEDED", REFUND_LEGS)) == set()
+    assert violated(history_of_one_split_refund("FAILED", ())) == set()
+
+
+def test_checker_reports_a_split_refund_with_a_share_missing() -> None:
+    # Carol's bank aborted her share while the others committed: Alice got 10 from nobody.
+    missing = history_of_one_split_refund("SUCCEEDED", (REFUND_LEGS[0], REFUND_LEGS[2]))
+    assert violated(missing) == {"split_partial", "money_not_conserved", "balance_mismatch"}
+    [found] = check_history(missing, CheckSettings()).violations["split_partial"]
+    assert found.example["refund_id"] == "r1" and found.example["payment_id"] == "p1"
+    assert found.example["missing"] == [["bank-c", "3", -10]]
+    assert found.example["unexpected"] == []
+    # A FAILED refund that took Bob's share anyway.
+    failed = history_of_one_split_refund("FAILED", REFUND_LEGS[:1])
+    assert violated(failed) == {"split_partial", "money_not_conserved", "balance_mismatch"}
+
+
+def test_checker_reports_a_split_refund_share_posted_twice() -> None:
+    twice = history_of_one_split_refund("SUCCEEDED", (*REFUND_LEGS, REFUND_LEGS[0]))
+    assert violated(twice) == {"split_partial", "money_not_conserved", "balance_mismatch"}
+    [found] = check_history(twice, CheckSettings()).violations["split_partial"]
+    assert found.example["unexpected"] == [["bank-b", "2", -5]]
+
+
+def test_checker_reports_a_payee_giving_back_more_than_its_part() -> None:
+    # The banks posted what the gateway listed, but Bob gave back 12 of his part of 10 (from
+    # money of his own).
+    over = history_of_one_split_refund(
+        "SUCCEEDED", (("bank-b", "2", -12), ("bank-c", "3", -3), ("bank-a", "1", 15)),
+        shares=(("bob", 12), ("carol", 3)),
+    )  # fmt: skip
+    over.users = [ALICE, dataclasses.replace(BOB, initial_minor=50), CAROL]
+    assert violated(read_as_posted(over)) == {"refund_mismatch"}
+    [found] = check_history(over, CheckSettings()).violations["refund_mismatch"]
+    assert "bob gave back 12" in found.message
+    # Shares that do not add up to the refund: Alice got 15, her payees gave 14.
+    short = history_of_one_split_refund(
+        "SUCCEEDED", (("bank-b", "2", -5), ("bank-c", "3", -9), ("bank-a", "1", 15)),
+        shares=(("bob", 5), ("carol", 9)),
+    )  # fmt: skip
+    assert violated(short) == {"refund_mismatch", "money_not_conserved"}
+
+
+def test_checker_reports_a_split_refund_answered_with_other_shares_than_listed() -> None:
+    history = history_of_one_split_refund("SUCCEEDED", REFUND_LEGS)
+    history.refunds.append(
+        dataclasses.replace(history.refunds[0], phase=Phase.REPLAY, splits=(("bob", 15),))
+    )
+    assert violated(history) == {"refund_mismatch"}
+
+
+def test_checker_wants_a_split_refunds_final_event_for_every_payee_it_takes_from() -> None:
+    history = history_of_one_split_refund("SUCCEEDED", REFUND_LEGS)
+    history.events_read = True
+    for user in ("alice", "bob", "carol"):
+        history.gateway_events += [
+            GatewayEvent(username=user, sequence=1, type="payment.succeeded", object_id="p1",
+                         status="SUCCEEDED"),
+            GatewayEvent(username=user, sequence=2, type="refund.succeeded", object_id="r1",
+                         status="SUCCEEDED"),
+        ]  # fmt: skip
+    assert violated(history) == set()
+    history.gateway_events = [e for e in history.gateway_events if e.sequence == 1
+                              or e.username != "carol"]  # fmt: skip
+    assert violated(history) == {"event_mismatch"}  # none of the refund for carol

@@ -23,15 +23,18 @@ The claims, after the schedule has healed every process and the gateway has reco
     replay_not_definite      every key asked again after recovery answered definitely
     unexpected_error         no call got an answer a correct suite never gives this workload
     payment_not_final        no payment is still PENDING (or awaiting capture) after recovery
-    refund_mismatch          refunds add up, never pass what moved, once per key
-                             (chaos/refund_checks.py)
+    refund_mismatch          refunds add up, never pass what moved, once per key; those of
+                             a split payment take shares that add up, from no payee more
+                             than its part (chaos/refund_checks.py)
     event_mismatch           each final payment and refund has one final event per party
-                             (every payee of a split payment is one), matching it; each
+                             (every payee of a split payment is one, and every payee its
+                             refund takes a share from), matching it; each
                              user's events numbered with no gap (chaos/event_checks.py)
-    split_partial            a split payment moved all its legs or none: the banks' journals
-                             hold the payer's debit of the whole and each payee's credit of
-                             its part when it SUCCEEDED, none of them when it FAILED
-                             (chaos/split_checks.py)
+    split_partial            a split payment, and each refund of one, moved all its legs or
+                             none: the banks' journals hold the payer's debit of the whole
+                             and each payee's credit of its part (of a refund: each share's
+                             debit and the payer's credit of the whole) when it SUCCEEDED,
+                             none of them when it FAILED (chaos/split_checks.py)
 
 Totals during the run. The reads of one sample are concurrent but not atomic: accounts are
 read one by one, at banks that commit a payment's two sides at different instants. A
@@ -91,9 +94,9 @@ CHECKS: dict[str, str] = {
     "replay_not_definite": "every key asked again after recovery answers definitely",
     "unexpected_error": "no call gets an answer a correct suite never gives",
     "payment_not_final": "no payment is PENDING or awaiting capture after recovery",
-    "refund_mismatch": "refunds <= what moved, as listed and answered, once per key",
+    "refund_mismatch": "refunds <= what moved (a split payee's <= its part), as answered, once",
     "event_mismatch": "one final event per party of each final payment and refund, matching",
-    "split_partial": "a split payment posted all its legs at their banks, or none of them",
+    "split_partial": "a split payment or its refund posted all its legs, or none of them",
 }
 
 

@@ -65,8 +65,8 @@ DEFAULT_REPLAY_MAX = 5000
 SHARES = (
     ("--authorize-p", 0.25, "share of payments made as authorizations, which their payees"
      " capture in part, cancel or leave to expire"),
-    ("--refund-p", 0.2, "share of payments their payees refund, in one to three parts sent"
-     " at once, as soon as money moved"),
+    ("--refund-p", 0.2, "share of payments their payees refund (a split payment: its first"
+     " payee), in one to three parts sent at once, as soon as money moved"),
     ("--split-p", 0.15, "share of payments split among two or three payees, one at each"
      " other bank first, all paid or none (with at least 3 users)"),
     ("--batch-p", 0.1, "share of a client's steps that pay two to four new payments of one"
@@ -401,9 +401,13 @@ async def experiment(
     history.gateway_refunds = await workload.gateway_refunds(history.gateway_payments)
     history.gateway_events = await workload.gateway_events()
     history.events_read = True
-    splits = [p.payment_id for p in history.gateway_payments if p.splits]
-    progress(f"reading the banks' journals of {len(splits)} split payments")
-    history.journal = await read_journals(config, history.users, splits)
+    splits = {p.payment_id for p in history.gateway_payments if p.splits}
+    refunds = [r.refund_id for r in history.gateway_refunds if r.payment_id in splits]
+    progress(
+        f"reading the banks' journals of {len(splits)} split payments and their"
+        f" {len(refunds)} refunds"
+    )
+    history.journal = await read_journals(config, history.users, [*splits, *refunds])
     history.journal_read = True
 
 

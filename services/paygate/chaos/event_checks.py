@@ -2,9 +2,11 @@
 
     event_mismatch   each user's events are numbered 1, 2, 3, ... with no gap; and for
                      every payment and refund in its final state, each of its parties (a
-                     payment's payer and payee, or every payee of a split payment) has
-                     exactly one final event of it, of the type its state says, carrying
-                     that state (none of a payment that failed says it succeeded)
+                     payment's payer and payee, or every payee of a split payment; a
+                     refund's payer and payee, and of a split payment's refund every payee
+                     it takes a share from) has exactly one final event of it, of the type
+                     its state says, carrying that state (none of a payment that failed
+                     says it succeeded)
 
 The final event of a payment: payment.succeeded or payment.captured (SUCCEEDED),
 payment.failed (FAILED), payment.canceled or payment.expired (CANCELED); of a refund:
@@ -54,8 +56,13 @@ def _problems(history: History) -> list[tuple[str, dict[str, str]]]:
                              {"username": username}))  # fmt: skip
     objects = [(p.payment_id, p.status, p.parties()) for p in history.gateway_payments]
     payers = {p.payment_id: (p.payer, p.payee) for p in history.gateway_payments}
-    objects += [(r.refund_id, r.status, payers.get(r.payment_id, ("", ""))[::-1])
-                for r in history.gateway_refunds]  # fmt: skip
+    for refund in history.gateway_refunds:
+        # The refunding payee (of a split payment, its first), the payer it pays back, and
+        # each payee who gives a share.
+        payer, payee = payers.get(refund.payment_id, ("", ""))
+        sharing = [username for username, _ in refund.splits]
+        parties = tuple(dict.fromkeys([payee, payer, *sharing]))
+        objects.append((refund.refund_id, refund.status, parties))
     for object_id, status, parties in objects:
         if status not in FINAL_TYPES:
             continue  # not final: payment_not_final or refund_mismatch say so

@@ -53,7 +53,7 @@ class Intent:
     # amounts (their sum may pass what moved: the gateway refuses what is too much).
     refund_minor: tuple[int, ...] = ()
     # A split payment: (payee, part) of each payee, the parts adding up to amount_minor;
-    # `payee` is then the first of them (chaos/many_payees.py). Never refunded.
+    # `payee` is then the first of them (chaos/many_payees.py), the one who refunds it.
     splits: tuple[tuple[str, int], ...] = ()
 
 
@@ -153,6 +153,9 @@ class RefundCall:
     status: str = ""
     code: str = ""
     reason: str = ""
+    # Of a refund of a split payment that came back: (payee, share) of each payee it takes
+    # from, as answered.
+    splits: tuple[tuple[str, int], ...] = ()
 
     @property
     def refund_key(self) -> str:
@@ -168,6 +171,9 @@ class GatewayRefund:
     status: str  # "SUCCEEDED", "FAILED" or "PENDING"
     amount_minor: int
     refund_key: str
+    # Of a refund of a split payment: (payee, share) of each payee it takes from, the shares
+    # adding up to amount_minor.
+    splits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -210,8 +216,8 @@ class GatewayPayment:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JournalEntry:
-    """Money a bank posted to one of the run's accounts for a transaction (the payment's
-    id), as its journal holds it after recovery: negative for a debit."""
+    """Money a bank posted to one of the run's accounts for a transaction (a payment's id,
+    or a refund's), as its journal holds it after recovery: negative for a debit."""
 
     bank_id: str
     account_number: str
@@ -236,7 +242,8 @@ class History:
     gateway_refunds: list[GatewayRefund] = dataclasses.field(default_factory=list)
     gateway_events: list[GatewayEvent] = dataclasses.field(default_factory=list)
     events_read: bool = False  # the events were listed (a run does; a hand-made history may not)
-    # What the banks posted for the split payments (chaos/journals.py), when they were read.
+    # What the banks posted for the split payments and their refunds (chaos/journals.py),
+    # when they were read.
     journal: list[JournalEntry] = dataclasses.field(default_factory=list)
     journal_read: bool = False
     replay_skipped: int = 0  # keys not replayed because of --replay-max

@@ -1,12 +1,14 @@
-"""The banks' journals, read after recovery: what each bank posted for the split payments.
+"""The banks' journals, read after recovery: what each bank posted for the split payments
+and their refunds.
 
 The checker's split_partial claim (chaos/split_checks.py) needs, leg by leg, what every
-bank posted for a split payment, which no balance says: an account's balance adds up all
-its payments. No bank RPC lists a journal, so the tool reads the `entries` table of each
-bank's own database (a SQLite file opened read-only, or its PostgreSQL schema), as an
-auditor would, for the run's accounts only, and keeps the entries posted under the id of a
-split payment (a bank's transaction is named by its payment's id). The entries are only
-ever appended, so a read after recovery holds everything the run posted.
+bank posted for a split payment and for each refund of one, which no balance says: an
+account's balance adds up all its payments. No bank RPC lists a journal, so the tool reads
+the `entries` table of each bank's own database (a SQLite file opened read-only, or its
+PostgreSQL schema), as an auditor would, for the run's accounts only, and keeps the entries
+posted under the ids it is given: a bank's transaction is named by the gateway's id of what
+it moves, a payment's (`pay_...`) or a refund's (`re_...`). The entries are only ever
+appended, so a read after recovery holds everything the run posted.
 """
 
 from __future__ import annotations

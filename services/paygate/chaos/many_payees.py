@@ -4,9 +4,10 @@ Split payments. A share of the fresh payments (`split_p`) divide their amount am
 three payees: one at each bank other than the payer's first, so that the payment's one
 two-phase commit spans every bank it can, then any other user; the parts are random and
 add up to the amount. A split payment is automatic (never an authorization: the gateway
-refuses splits with manual capture) and never refunded (the gateway refuses it,
-PAYMENT_NOT_REFUNDABLE). Its payee, for the rest of the workload, is the first split's,
-as the gateway's Payment says.
+refuses splits with manual capture). Its payee, for the rest of the workload, is the first
+split's, as the gateway's Payment says; that payee refunds a share of them (`refund_p`),
+as a payee refunds an ordinary payment (chaos/refunds.py), and the gateway takes each
+refund back from every payee in proportion to what each has not given back yet.
 
 Bulk payouts. A share of a client's steps (`batch_p`) are one BatchCreatePayments of two to
 four fresh payments of one payer (any kind: plain, split, authorization). Each item is
@@ -33,6 +34,7 @@ import grpc
 from paygate.chaos.calls import CODE_NAMES, answered_call, backoff_s, create_request, failed_call
 from paygate.chaos.connections import Connections
 from paygate.chaos.history import Call, History, Intent, Outcome, Phase, User
+from paygate.chaos.refunds import draw_refunds
 from paygate.common.rpc_errors import reason_from_metadata
 from paygate.gen.paygate.v1 import gateway_pb2
 
@@ -44,10 +46,16 @@ Metadata = Callable[[str], Awaitable[list[tuple[str, str]]]]
 
 
 def split_intent(
-    rng: random.Random, key: str, payer: User, users: Sequence[User], amount_max_minor: int
+    rng: random.Random,
+    key: str,
+    payer: User,
+    users: Sequence[User],
+    amount_max_minor: int,
+    refund_p: float = 0.0,
 ) -> Intent:
     """A fresh split payment of `payer` to two or three of the other `users`, with its
-    payees at as many banks as there are (needs at least two other users)."""
+    payees at as many banks as there are (needs at least two other users), and refunds
+    drawn with `refund_p` (none drawn, and no random number used, when it is 0)."""
     others = sorted((u for u in users if u.username != payer.username), key=lambda u: u.username)
     count = rng.randint(2, min(SPLIT_PAYEES_MAX, len(others)))
     by_bank: dict[str, list[str]] = collections.defaultdict(list)
@@ -67,6 +75,8 @@ def split_intent(
         payee=payees[0],
         amount_minor=amount_minor,
         splits=tuple(zip(payees, parts, strict=True)),
+        # Drawn last, so that the payment itself is what a seed made without refunds.
+        refund_minor=draw_refunds(rng, amount_minor, refund_p),
     )
 
 

@@ -8,6 +8,11 @@ a payee who spent the money meanwhile is refused (INSUFFICIENT_FUNDS). Each refu
 own key, `<key>/refund-<index>`, retried as a payment's; its reason is `chaos:<that key>`,
 so that ListRefunds tells the checker whose refund each is. After the run, `resolve`
 retries refunds without a definite answer, `replay` asks answered ones again.
+
+A split payment is refunded the same way by its first payee (the intent's `payee`, the
+gateway's payee_username); the gateway takes each refund back from every payee in
+proportion to what each has not given back yet, and the Refund's `splits` say who gave
+back what: they are recorded with the answer and with the listing, for the checker.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 
@@ -98,6 +103,7 @@ class Refunder:
                 call, end_s=self._now(),
                 outcome=Outcome.SUCCEEDED if status == "SUCCEEDED" else Outcome.ERROR,
                 refund_id=response.refund.refund_id, status=status, code="OK",
+                splits=_splits(response.refund.splits),
             )  # fmt: skip
         self._history.refunds.append(call)
         return call
@@ -157,6 +163,7 @@ class Refunder:
                         status=REFUND_STATUS_NAMES.get(r.status, str(r.status)),
                         amount_minor=r.amount,
                         refund_key=r.reason.removeprefix(REASON_PREFIX),
+                        splits=_splits(r.splits),
                     )  # fmt: skip
                     for r in response.refunds
                 ]
@@ -164,3 +171,8 @@ class Refunder:
                 if not token:
                     break
         return found
+
+
+def _splits(splits: Iterable[gateway_pb2.Split]) -> tuple[tuple[str, int], ...]:
+    """A refund's shares as (payee, amount), in the gateway's order."""
+    return tuple((split.payee_username, split.amount) for split in splits)

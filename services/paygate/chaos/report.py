@@ -42,6 +42,10 @@ def counts(history: History) -> dict[str, Any]:
     for refund in history.refunds:
         refunds[refund.phase.value][refund.outcome.value] += 1
     items = collections.Counter(c.outcome.value for c in history.calls if c.batch)
+    splits = {p.payment_id for p in history.gateway_payments if p.splits}
+    split_refunds = collections.Counter(
+        r.status for r in history.gateway_refunds if r.payment_id in splits
+    )
     return {
         "users": len(history.users),
         "keys": len(history.intents),
@@ -55,6 +59,7 @@ def counts(history: History) -> dict[str, Any]:
         "refusals": dict(refusals),
         "refunds": {phase: dict(counter) for phase, counter in refunds.items()},
         "gateway_refunds": dict(collections.Counter(r.status for r in history.gateway_refunds)),
+        "split_refunds": dict(split_refunds),
         "gateway_payments": dict(statuses),
         "faults": fault_counts(history.faults),
         "samples": len(history.samples),
@@ -114,7 +119,8 @@ def summary(data: dict[str, Any], history: History, files: list[pathlib.Path]) -
         f"splits     {c['split_keys']} keys, gateway {_fmt(c['split_payments'])}; batches"
         f" {c['batches']}, their items {_fmt(c['batch_items'])}",
         f"calls      run {_fmt(run)}; refusals {_fmt(c['refusals'])}",
-        f"refunds    run {_fmt(c['refunds']['run'])}; gateway {_fmt(c['gateway_refunds'])}",
+        f"refunds    run {_fmt(c['refunds']['run'])}; gateway {_fmt(c['gateway_refunds'])}"
+        f" (of split payments {_fmt(c['split_refunds'])})",
         f"after      resolve {_fmt(c['calls']['resolve'])}; replay {_fmt(c['calls']['replay'])}"
         + (f" ({c['replay_skipped']} keys not replayed)" if c["replay_skipped"] else ""),
         f"money      initial {money['initial_total_minor']} minor, after recovery "

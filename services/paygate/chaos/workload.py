@@ -15,7 +15,8 @@ is answered, its payee captures part of it or cancels it at once, or leaves it t
 (with a suite whose `authorization_ttl_s` is short); after the run, `resolve` cancels those
 still waiting, so that no hold is left. Captures and cancellations are recorded as
 Settlements, each under its own key (`<key>/capture`, `<key>/cancel`). A share of the
-payments that move money are then refunded in parts, concurrently (chaos/refunds.py).
+payments that move money (split payments too, by their first payee) are then refunded in
+parts, concurrently (chaos/refunds.py).
 A share of the fresh payments (`split_p`) are split payments, and a share of a client's
 steps (`batch_p`) pay a few fresh payments in one BatchCreatePayments (chaos/many_payees.py).
 """
@@ -217,8 +218,9 @@ class Workload:
         if len(names) >= 3 and self.settings.split_p > 0 and rng.random() < self.settings.split_p:
             users = [self._sessions[name].user for name in names]
             intent = split_intent(
-                rng, key, self._sessions[payer].user, users, self.settings.amount_max_minor
-            )
+                rng, key, self._sessions[payer].user, users, self.settings.amount_max_minor,
+                self.settings.refund_p,
+            )  # fmt: skip
         else:
             intent = self._one_payee_intent(rng, key, payer, payee)
         self.history.intents[intent.key] = intent
