@@ -31,6 +31,9 @@ from paygate.gen.paygate.v1 import gateway_pb2
 
 REASON_PREFIX = "chaos:"
 MAX_REFUNDS = 3
+# Refunds asked again at once after the run: all of them at once would pass the gateway's
+# limit of concurrent calls and be answered RESOURCE_EXHAUSTED, again and again.
+AGAIN_CONCURRENCY = 16
 REFUND_STATUS_NAMES = {
     gateway_pb2.REFUND_STATUS_PENDING: "PENDING",
     gateway_pb2.REFUND_STATUS_SUCCEEDED: "SUCCEEDED",
@@ -132,14 +135,16 @@ class Refunder:
             if call.outcome != Outcome.INDEFINITE:
                 definite.add((call.key, call.index))
         chosen = [c for k, c in last.items() if (k in definite) == answered]
+        limit = asyncio.Semaphore(AGAIN_CONCURRENCY)
 
         async def one(call: RefundCall) -> None:
             intent = self._history.intents[call.key]
-            for attempt in range(attempts):
-                again = await self.refund(intent, call.index, call.payment_id, phase)
-                if again.outcome != Outcome.INDEFINITE:
-                    return
-                await asyncio.sleep(self._backoff_s(attempt))
+            async with limit:
+                for attempt in range(attempts):
+                    again = await self.refund(intent, call.index, call.payment_id, phase)
+                    if again.outcome != Outcome.INDEFINITE:
+                        return
+                    await asyncio.sleep(self._backoff_s(attempt))
 
         await asyncio.gather(*(one(c) for c in chosen))
 
