@@ -392,6 +392,17 @@ def test_checker_reports_refunds_past_what_moved_and_money_without_its_refund() 
     assert violated(unlisted) == {"balance_mismatch"}
 
 
+def test_checker_bounds_totals_read_during_a_refund_by_the_refund_in_flight() -> None:
+    history = history_of_one_refund([("r1", 10)], ["r1"])
+    # Bob's account read before his bank held the refund, Alice's after hers posted it,
+    # while the RefundPayment call (3.0 s to 3.1 s) ran: within the bound.
+    history.samples.append(sample(3.05, read(ALICE, 80), read(BOB, 30)))
+    assert violated(history, indefinite_settle_s=0.5) == set()
+    # The same read with no call in flight: out of bounds.
+    history.samples.append(sample(8.0, read(ALICE, 80), read(BOB, 30)))
+    assert violated(history, indefinite_settle_s=0.5) == {"total_out_of_bounds"}
+
+
 def with_events(history: History, *events: tuple[str, int, str, str]) -> History:
     """The history with the gateway's events read: (username, sequence, type, status)."""
     history.events_read = True

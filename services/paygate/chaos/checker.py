@@ -44,9 +44,10 @@ side's commit is seen and the other's is not. If the unseen side still held the 
 when its account was read, the hold is in that read (a pending debit when the payer's
 commit is unseen, a pending credit when the payee's is); otherwise both sides were prepared
 and the commit decided while the sample was being read, which can only happen inside a
-CreatePayment call that was running then. So, with `in_flight` the amounts of the calls
-that overlap the sample (an indefinite call counts until `indefinite_settle_s` after it
-ended, because the gateway may still be deciding its payment):
+call that was running then: a CreatePayment, a CapturePayment, or a RefundPayment (a refund
+is a transaction of its own, with its own holds). So, with `in_flight` the amounts of the
+calls that overlap the sample (an indefinite call counts until `indefinite_settle_s` after
+it ended, because the gateway may still be deciding its payment):
 
     -(pending_credit + in_flight)  <=  total - initial  <=  pending_debit + in_flight
 """
@@ -255,7 +256,11 @@ class ActiveWindows:
 
 def active_windows(history: History, settle_s: float) -> ActiveWindows:
     rows = []
-    # A capture in flight moves money too: its amount counts as a call's does.
+    # A capture or a refund in flight moves money too: its amount counts as a call's does.
+    for refund in history.refunds:
+        definite = refund.outcome in (Outcome.SUCCEEDED, Outcome.REFUSED)
+        end_s = refund.end_s if definite else refund.end_s + settle_s
+        rows.append((refund.start_s, end_s, refund.amount_minor))
     for settled in history.settlements:
         if settled.action == "capture":
             definite = settled.outcome in (Outcome.SUCCEEDED, Outcome.REFUSED)
