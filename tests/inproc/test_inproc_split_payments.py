@@ -235,3 +235,24 @@ def test_a_split_refund_a_payee_cannot_fund_moves_nothing(
     ]  # fmt: skip
     for user, balance in ((buyer, 4_00), (seller, 12_00), (courier, 0)):
         assert_settled(user, balance)
+
+
+def test_a_frozen_payee_stops_a_split_refund_and_is_named(
+    servers: Servers, channel: grpc.Channel
+) -> None:
+    buyer = new_user(servers, channel, "bank-a", 30_00)
+    seller = new_user(servers, channel, "bank-b", 0)
+    courier = new_user(servers, channel, "bank-c", 0)
+    payment = buyer.pay_split([(seller, 10_00), (courier, 10_00)])
+    with servers.gateway_admin_channel_sync() as admin_channel:
+        admin = apbg.AdminServiceStub(admin_channel)
+        admin.FreezeUser(apb.FreezeUserRequest(username=courier.username, reason="checks"),
+                         timeout=RPC_TIMEOUT_S)  # fmt: skip
+        details = refused(lambda: seller.refund(payment.payment_id, 10_00),
+                          CODE.FAILED_PRECONDITION, "USER_FROZEN")  # fmt: skip
+        assert details.startswith(f"{courier.username} cannot give back their share now")
+        admin.UnfreezeUser(apb.UnfreezeUserRequest(username=courier.username),
+                           timeout=RPC_TIMEOUT_S)  # fmt: skip
+    assert seller.refund(payment.payment_id, 10_00).status == pb.REFUND_STATUS_SUCCEEDED
+    for user, balance in ((buyer, 20_00), (seller, 5_00), (courier, 5_00)):
+        assert_settled(user, balance)

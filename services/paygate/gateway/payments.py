@@ -135,13 +135,17 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
 
 
-def frozen_party(payer_id: str, frozen: Sequence[str], payee_username: str) -> PaygateError:
+def frozen_party(
+    payer_id: str, frozen: Sequence[str], payee_username: str, *, giving: bool = False
+) -> PaygateError:
     """The refusal of a payment, or of a capture, one of whose parties is frozen: the
-    payer is told it is them, or that the payee cannot be paid now."""
+    payer is told it is them, or that the payee cannot be paid now (with `giving`, that
+    this other party cannot give its share back now: a split payment's refund)."""
     if payer_id in frozen:
         return user_frozen()
+    what = "give back their share" if giving else "be paid"
     return FailedPrecondition(
-        f"{payee_username} cannot be paid now: an operator froze the account",
+        f"{payee_username} cannot {what} now: an operator froze the account",
         reason=USER_FROZEN,
     )
 

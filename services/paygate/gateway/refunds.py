@@ -60,6 +60,7 @@ from paygate.gateway.payments import (
     encode_page_token,
     failed_payment_error,
     frozen_party,
+    frozen_payee,
     has_control_characters,
     key_conflict,
 )
@@ -141,7 +142,9 @@ class Refunds:
                 key.key, key.request_hash, refund, self._coordinator.new_lease()
             )
             if begun.outcome == BeginOutcome.FROZEN:
-                raise frozen_party(refund.payer_user_id, begun.frozen, refund.payee_username)
+                name = frozen_payee(refund, begun.frozen)
+                giving = name != refund.payee_username  # a split payment's payee
+                raise frozen_party(refund.payer_user_id, begun.frozen, name, giving=giving)
             if begun.outcome == BeginOutcome.STARTED:
                 assert recorded is not None
                 outcome[0] = "failed"
