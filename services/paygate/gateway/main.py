@@ -25,7 +25,6 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from paygate.common import tracing
-from paygate.common.client_metrics_interceptor import ClientMetricsInterceptor
 from paygate.common.config import (
     ConfigError,
     GatewayConfig,
@@ -213,10 +212,8 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
     banks = BankClients(
         config.bank_addresses,
         config.tls,
-        interceptors=[
-            *tracing.client_interceptors(),
-            ClientMetricsInterceptor(GrpcMetrics.build(registry, "client")),
-        ],
+        interceptors=tracing.client_interceptors_if_recording(),
+        metrics=GrpcMetrics.build(registry, "client"),
         batching=BatchSettings(
             max_size=config.batch_max_size,
             max_in_flight=config.batch_max_in_flight,
