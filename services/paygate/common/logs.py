@@ -52,12 +52,21 @@ LOGGED_TEXT_MAX = 128
 LOGGED_IDS_MAX = 16
 
 
+# One encoder for every line: json.dumps with arguments builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        # The time of the last line, to its second, in ISO 8601: the lines of one second
+        # share it, and only their milliseconds are formatted anew.
+        self._second = -1
+        self._second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -71,12 +80,29 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return _ENCODER.encode(line)
+
+    def _time(self, created: float) -> str:
+        """`created` as datetime's isoformat(timespec="milliseconds") writes it, in UTC."""
+        second = int(created)
+        microseconds = round((created - second) * 1_000_000)  # rounded as datetime does
+        if microseconds >= 1_000_000:
+            second, microseconds = second + 1, microseconds - 1_000_000
+        if second != self._second:
+            moment = datetime.datetime.fromtimestamp(second, datetime.UTC)
+            self._second, self._second_text = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{microseconds // 1000:03d}+00:00"
 
 
 def setup_logging(process: str, level: int = logging.INFO) -> None:
     """Log JSON lines to standard error; native code's lines too (native_stderr.py)."""
     route_native_stderr()
+    # A line names no thread, process or source line: logging need not look them up for
+    # every record (the logging HOWTO's "Optimization").
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # nor the caller's frame (the HOWTO's own advice)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
