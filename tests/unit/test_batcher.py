@@ -191,3 +191,51 @@ def test_the_batcher_refuses_a_size_or_concurrency_of_zero() -> None:
         batcher(FakeBank(), max_size=0)
     with pytest.raises(ValueError):
         batcher(FakeBank(), max_in_flight=0)
+
+
+def lingering(bank: FakeBank, *, linger_s: float, max_size: int = 8) -> Batcher[str, str]:
+    return Batcher(
+        "bank-a.commit",
+        bank.send,
+        fail=lambda exc: Unavailable(f"failed: {exc}", reason=BANK_UNAVAILABLE),
+        expired=lambda: Unavailable("too slow", reason=BANK_TIMEOUT),
+        max_size=max_size,
+        max_in_flight=2,
+        linger_s=linger_s,
+    )
+
+
+def test_a_lingering_batcher_sends_the_calls_of_its_linger_as_one_batch() -> None:
+    async def scenario() -> None:
+        bank = FakeBank(delay_s=0)
+        b = lingering(bank, linger_s=0.2)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        calls = []
+        for i in range(3):  # a moderate load: calls that never coincide
+            calls.append(asyncio.create_task(b.call(f"t{i}", timeout_s=2.0)))
+            await asyncio.sleep(0.03)
+        assert await asyncio.gather(*calls) == ["ok:t0", "ok:t1", "ok:t2"]
+        assert bank.batches == [["t0", "t1", "t2"]]
+        assert 0.2 <= loop.time() - start < 0.4  # the first call waited the linger
+
+    asyncio.run(scenario())
+
+
+def test_a_full_batch_does_not_wait_for_the_linger_to_end() -> None:
+    async def scenario() -> None:
+        bank = FakeBank(delay_s=0)
+        b = lingering(bank, linger_s=5.0, max_size=4)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await asyncio.gather(*(b.call(f"t{i}", timeout_s=2.0) for i in range(4)))
+        assert results == [f"ok:t{i}" for i in range(4)]
+        assert bank.batches == [["t0", "t1", "t2", "t3"]]
+        assert loop.time() - start < 1.0
+
+    asyncio.run(scenario())
+
+
+def test_a_negative_linger_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger_s"):
+        lingering(FakeBank(), linger_s=-0.1)

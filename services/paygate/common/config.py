@@ -92,6 +92,7 @@ DEFAULT_HOUSEKEEPING_INTERVAL_S = 60.0
 # (INVALID_ARGUMENT, nothing applied), so batch_max_size may not be set above it.
 MAX_BATCH_SIZE = 256
 DEFAULT_BATCH_MAX_IN_FLIGHT = 2
+DEFAULT_BATCH_LINGER_S = 0.0
 DEFAULT_LOGIN_FAILURE_WINDOW_S = 15 * 60
 DEFAULT_LOGIN_MAX_FAILURES_PER_USER = 5
 # An address can be shared by many people (NAT, an office), so it gets a higher limit.
@@ -158,6 +159,10 @@ class GatewayConfig:
     # Batching of the calls to each bank (1: every call is sent alone).
     batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
     batch_max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
+    # How long a Prepare, or a Commit, waits for others to the same bank, to leave as one
+    # batch RPC (0: not at all; docs/performance.md).
+    batch_prepare_linger_s: float = DEFAULT_BATCH_LINGER_S
+    batch_commit_linger_s: float = DEFAULT_BATCH_LINGER_S
     # A payment within one bank as one call that posts on yes (gateway/transitions.py).
     # Off only while gateways of an older version share the database (docs/storage.md).
     one_phase_commit: bool = True
@@ -240,6 +245,9 @@ _ZERO_ALLOWED = ("session_cache_ttl_s", "grace_s")
 _BOUNDS: dict[str, tuple[float, float]] = {
     "bcrypt_rounds": (4, 31),
     "batch_max_size": (1, MAX_BATCH_SIZE),
+    # 0: off; a call waits at most this long for company, far inside its deadline.
+    "batch_prepare_linger_s": (0, 0.5),
+    "batch_commit_linger_s": (0, 0.5),
     # A bank refuses a larger leg: such a payment would be retried forever as BANK_UNAVAILABLE.
     "max_payment_minor": (1, MAX_AMOUNT_MINOR),
 }

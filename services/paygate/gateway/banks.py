@@ -63,6 +63,10 @@ CHANNEL_OPTIONS = [
 class BatchSettings:
     max_size: int = DEFAULT_BATCH_MAX_SIZE
     max_in_flight: int = DEFAULT_BATCH_MAX_IN_FLIGHT
+    # How long a Prepare, or a Commit, waits for others to the same bank to leave with it
+    # (batching.py); 0: not at all.
+    prepare_linger_s: float = 0.0
+    commit_linger_s: float = 0.0
     # Observes each batch's size, labelled by bank and operation.
     size_histogram: Histogram | None = None
 
@@ -251,7 +255,9 @@ class BankClients:
         def expired() -> PaygateError:
             return self._deadline_error(bank_id)
 
-        def batcher(operation: str, send: SendBatch[Any, Any]) -> Batcher[Any, Any]:
+        def batcher(
+            operation: str, send: SendBatch[Any, Any], linger_s: float = 0.0
+        ) -> Batcher[Any, Any]:
             observe = None
             if settings.size_histogram is not None:
                 observe = settings.size_histogram.labels(bank_id, operation).observe
@@ -264,11 +270,12 @@ class BankClients:
                 max_in_flight=settings.max_in_flight,
                 observe_size=observe,
                 span_name="bank.batch",
+                linger_s=linger_s,
             )
 
         return _BankBatchers(
-            prepare=batcher("prepare", prepare),
-            commit=batcher("commit", commit),
+            prepare=batcher("prepare", prepare, settings.prepare_linger_s),
+            commit=batcher("commit", commit, settings.commit_linger_s),
             abort=batcher("abort", abort),
         )
 

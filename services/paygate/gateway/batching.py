@@ -14,6 +14,14 @@ wire, new calls queue, and the next batch takes up to `max_size` of them as soon
 returns. The queue is bounded by the callers themselves (the server bounds concurrent
 requests, and each request waits for its own calls).
 
+A batcher may also linger (`linger_s`): a call that starts a sender makes it wait
+`linger_s` before it takes what is queued, so that the calls of that moment leave together
+even at a moderate load, where they seldom coincide; calls queued meanwhile start no other
+sender, and a full batch (`max_size`) leaves at once. Lingering trades latency for fewer
+RPCs and fewer database transactions at the bank: worth it where the caller does not wait
+(commits delivered after the answer), and within a latency budget elsewhere
+(docs/performance.md has the numbers).
+
 Each call keeps its own deadline: it fails when the deadline passes, whether it is still
 queued (it is then never sent) or on the wire; a batch's RPC deadline is the earliest of
 its calls' deadlines. A call whose caller gives up before it was sent is dropped.
@@ -71,9 +79,12 @@ class Batcher(Generic[Item, Result]):
         max_in_flight: int,
         observe_size: Callable[[int], None] | None = None,
         span_name: str = "batch",
+        linger_s: float = 0.0,
     ) -> None:
-        if max_size < 1 or max_in_flight < 1:
-            raise ValueError("a batcher needs max_size >= 1 and max_in_flight >= 1")
+        if max_size < 1 or max_in_flight < 1 or linger_s < 0:
+            raise ValueError(
+                "a batcher needs max_size >= 1, max_in_flight >= 1 and linger_s >= 0"
+            )
         self.name = name
         self._send = send
         self._fail = fail
@@ -82,6 +93,9 @@ class Batcher(Generic[Item, Result]):
         self._max_in_flight = max_in_flight
         self._observe_size = observe_size
         self._span_name = span_name
+        self._linger_s = linger_s
+        # Set while a sender lingers; a full queue wakes it early.
+        self._full: asyncio.Event | None = None
         self._queue: deque[_Waiting[Item, Result]] = deque()
         self._in_flight = 0
         self._senders: set[asyncio.Task[None]] = set()
@@ -93,8 +107,14 @@ class Batcher(Generic[Item, Result]):
             item, loop.time() + timeout_s, loop.create_future(), contextvars.copy_context()
         )
         self._queue.append(waiting)
-        if self._in_flight < self._max_in_flight:
+        if self._full is not None:
+            if len(self._queue) >= self._max_size:
+                self._full.set()
+        elif self._in_flight < self._max_in_flight:
             self._in_flight += 1
+            if self._linger_s:
+                # Set now, not when the sender first runs: calls queued before that join it.
+                self._full = asyncio.Event()
             sender = asyncio.create_task(self._send_while_waiting())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
@@ -108,12 +128,25 @@ class Batcher(Generic[Item, Result]):
 
     async def _send_while_waiting(self) -> None:
         try:
+            if self._full is not None:
+                await self._linger(self._full)
             while batch := self._take():
                 await self._send_batch(batch)
         finally:
             # No await between the last _take() and this: a call queued after it saw
             # this sender still counted, so it either was taken or starts a new sender.
             self._in_flight -= 1
+
+    async def _linger(self, full: asyncio.Event) -> None:
+        """Wait linger_s, or until a batch is full, for more calls to join the first."""
+        try:
+            if len(self._queue) < self._max_size:
+                async with asyncio.timeout(self._linger_s):
+                    await full.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._full = None
 
     def _take(self) -> list[_Waiting[Item, Result]]:
         """The next batch: up to max_size waiting calls, failing those past their deadline."""
@@ -181,6 +214,7 @@ class Batcher(Generic[Item, Result]):
 
     async def close(self) -> None:
         """Stop the senders; calls still waiting are cancelled."""
+        self._full = None
         for sender in list(self._senders):
             sender.cancel()
         await asyncio.gather(*self._senders, return_exceptions=True)

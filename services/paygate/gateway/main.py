@@ -217,6 +217,8 @@ async def build_gateway(suite: SuiteConfig, name: str = DEFAULT_NAME) -> Gateway
         batching=BatchSettings(
             max_size=config.batch_max_size,
             max_in_flight=config.batch_max_in_flight,
+            prepare_linger_s=config.batch_prepare_linger_s,
+            commit_linger_s=config.batch_commit_linger_s,
             size_histogram=coordinator_metrics.batch_size,
         ),
     )
