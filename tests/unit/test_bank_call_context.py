@@ -22,6 +22,7 @@ from paygate.common.metrics import GrpcMetrics, new_registry
 from paygate.common.server import build_server
 from paygate.common.tls import server_credentials
 from paygate.errors import NotFound, Unavailable
+from paygate.gateway import batching
 from paygate.gateway.banks import BankClients
 from paygate.gen.paygate.bank.v1 import bank_pb2_grpc
 
@@ -54,6 +55,7 @@ class Lines(logging.Handler):
 def rpc_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lines]:
     # Whatever another test installed, these calls run as in a process that exports nothing.
     monkeypatch.setattr(tracing, "recording", lambda: False)
+    monkeypatch.setattr(batching, "_tracer", trace.NoOpTracer())  # the batch's span
     lines = Lines()
     logger = logging.getLogger("paygate.rpc")
     logger.addHandler(lines)
