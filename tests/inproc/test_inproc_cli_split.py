@@ -66,3 +66,10 @@ def test_pay_split_pays_every_part_or_none(
     ]
     for user, balance in ((buyer, 30_50), (seller, 18_00), (courier, 1_50)):
         assert_settled(user, balance)
+    # Each side lists it as it concerns them: the payer every part, a payee their own.
+    listed = paygate(servers, tmp_path, "payments").stdout
+    assert f"-32.50 USD  to {seller.username} 30.00, {courier.username} 2.50" in listed
+    courier_home = tmp_path / "courier"
+    logged_in(servers, courier_home, courier)
+    theirs = paygate(servers, courier_home, "payments").stdout
+    assert f"+2.50 USD  from {buyer.username} (your part of 32.50)" in theirs

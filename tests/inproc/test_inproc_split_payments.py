@@ -256,3 +256,21 @@ def test_a_frozen_payee_stops_a_split_refund_and_is_named(
     assert seller.refund(payment.payment_id, 10_00).status == pb.REFUND_STATUS_SUCCEEDED
     for user, balance in ((buyer, 20_00), (seller, 5_00), (courier, 5_00)):
         assert_settled(user, balance)
+
+
+def test_a_bulk_item_may_be_a_split_payment(servers: Servers, channel: grpc.Channel) -> None:
+    buyer = new_user(servers, channel, "bank-a", 30_00)
+    seller = new_user(servers, channel, "bank-b", 0)
+    courier = new_user(servers, channel, "bank-c", 0)
+    split = pb.CreatePaymentRequest(
+        idempotency_key=uuid.uuid4().hex, amount=12_00, currency="USD",
+        splits=[pb.Split(payee_username=seller.username, amount=10_00),
+                pb.Split(payee_username=courier.username, amount=2_00)],
+    )  # fmt: skip
+    plain = pb.CreatePaymentRequest(idempotency_key=uuid.uuid4().hex, amount=5_00,
+                                    currency="USD", payee_username=courier.username)  # fmt: skip
+    first, second = buyer.pay_batch([split, plain])
+    assert first.payment.status == second.payment.status == pb.PAYMENT_STATUS_SUCCEEDED
+    assert [s.amount for s in first.payment.splits] == [10_00, 2_00]
+    for user, balance in ((buyer, 13_00), (seller, 10_00), (courier, 7_00)):
+        assert_settled(user, balance)

@@ -356,7 +356,19 @@ def describe_payment(payment: Payment, username: str) -> str:
     # What moved of a payment that did (all of it, or what its payee captured), signed;
     # one that did not (failed, cancelled, or only held) unsigned: it moved nothing.
     moved_minor = cli_authorizations.moved_minor(payment)
-    amount = format_amount(moved_minor or payment.amount_minor, payment.currency)
+    part_minor = payment.amount_minor
+    if payment.splits:  # a payee sees their own part of it; the payer, every part
+        parts = {split.payee_username: split.amount_minor for split in payment.splits}
+        total = format_amount(payment.amount_minor, payment.currency)
+        if outgoing:
+            direction = "to " + ", ".join(
+                f"{name} {format_amount(part, payment.currency)}" for name, part in parts.items()
+            )
+        else:
+            part_minor = parts.get(username, 0)
+            moved_minor = part_minor if moved_minor else 0
+            direction += f" (your part of {total})"
+    amount = format_amount(moved_minor or part_minor, payment.currency)
     sign = ("-" if outgoing else "+") if moved_minor else " "
     line = (
         f"{payment.create_time:%Y-%m-%d %H:%M:%S} UTC  {payment.payment_id}  "
