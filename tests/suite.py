@@ -52,6 +52,7 @@ from paygate.common import faults
 from paygate.common.config import CONFIG_ENV, SuiteConfig, read_config_file
 from paygate.common.tls import channel_credentials, expect_server_identity
 from paygate.gen.paygate.bank.v1 import bank_pb2, bank_pb2_grpc
+from supervisor_rpc import SupervisorRpc, SupervisorRpcError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
@@ -68,7 +69,8 @@ DEFAULT_RPC_TIMEOUT_S = 5.0
 DEFAULT_CLI_TIMEOUT_S = 60.0
 SUPERVISORCTL_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 40.0  # supervisord stops each program within stopwaitsecs=15
-POLL_INTERVAL_S = 0.2
+POLL_INTERVAL_S = 0.1
+EXIT_POLL_INTERVAL_S = 0.05  # a look at /proc, nothing more
 LOG_TAIL_LINES = 30
 
 
@@ -202,6 +204,15 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _parent_pid(pid: int) -> int | None:
+    """The parent of a running process; None once it is gone."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
 
 
 class SuiteClient:
@@ -356,6 +367,8 @@ class Suite(SuiteClient):
         self.supervisor_conf = supervisor_conf
         self.scratch = scratch
         self.owned = owned  # True when this Suite started supervisord and must stop it
+        # supervisord asked from this process; None: its socket is not a unix one.
+        self._rpc = SupervisorRpc.of(supervisor_conf, directory)
         super().__init__(read_config(config_path, directory), gateway_targets)
 
     # Starting, attaching, stopping ----------------------------------------------------
@@ -407,6 +420,7 @@ class Suite(SuiteClient):
                 f"tail of {suite.supervisord_log}:\n{tail(suite.supervisord_log)}"
             )
         try:
+            suite._wake_supervisord()
             suite.wait_all_serving(programs, timeout_s=timeout_s)
         except BaseException:
             suite.stop()
@@ -444,23 +458,57 @@ class Suite(SuiteClient):
         return self.dir / "var" / "log" / "supervisord.log"
 
     def stop(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
-        """Shut down the supervisord this Suite started and wait for its process to exit."""
+        """Shut down the supervisord this Suite started and wait for its process to exit.
+
+        supervisord stops its programs one priority group after another, each group taking
+        a second or more of its event loop (about 5 s for four programs). A suite at the end
+        of its tests needs no order: once supervisord is shutting down (it then restarts no
+        program that exits), every program is sent SIGTERM at once, as supervisord would
+        send it, and they drain and exit together."""
         if not self.owned:
             return
         pid = self._supervisord_pid()
-        result = self.supervisorctl("shutdown")
+        shut_down, output, programs = self._shut_down(pid)
         if pid is None:
-            if result.returncode != 0:
-                raise SuiteError(f"supervisorctl shutdown failed and no pidfile: {result.stdout}")
+            if not shut_down:
+                raise SuiteError(f"supervisord did not shut down and left no pidfile: {output}")
             return
-        if result.returncode != 0 and _pid_alive(pid):
+        if not shut_down and _pid_alive(pid):
             # The control socket is gone but the daemon we started is not: ask it directly.
             os.kill(pid, signals.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while _pid_alive(pid):
             if time.monotonic() > deadline:
                 raise SuiteError(f"supervisord (pid {pid}) still runs {timeout_s} s after shutdown")
-            time.sleep(POLL_INTERVAL_S)
+            if programs and not any(_pid_alive(p) for p in programs):
+                programs = []
+                self._wake_supervisord()  # it may not have seen the last one exit yet
+            time.sleep(EXIT_POLL_INTERVAL_S)
+
+    def _shut_down(self, supervisord_pid: int | None) -> tuple[bool, str, list[int]]:
+        """Ask supervisord to shut down, and its programs to stop at once; (whether it took
+        the request, what it said, the programs sent SIGTERM)."""
+        if self._rpc is None or supervisord_pid is None:
+            result = self.supervisorctl("shutdown")
+            return result.returncode == 0, result.stdout + result.stderr, []
+        try:
+            running = self._rpc.pids()  # it answers no question once it is shutting down
+            self._rpc.shutdown()
+        except SupervisorRpcError as exc:
+            return False, str(exc), []
+        # Still its children, not pids reused since (a program that restarted meanwhile).
+        programs = [p for p in running.values() if _parent_pid(p) == supervisord_pid]
+        for program_pid in programs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(program_pid, signals.SIGTERM)
+        return True, "", programs
+
+    def _wake_supervisord(self) -> None:
+        """supervisord acts between its waits for events, each a second long when none
+        comes (it sees a program exit at the end of one): a question to it is an event."""
+        if self._rpc is not None:
+            with contextlib.suppress(SupervisorRpcError):
+                self._rpc.state()
 
     def _supervisord_pid(self) -> int | None:
         try:
@@ -484,6 +532,11 @@ class Suite(SuiteClient):
 
     def pid(self, program: str) -> int:
         """The pid supervisord reports for `program`; 0 while it is not running."""
+        if self._rpc is not None:
+            try:
+                return self._rpc.pid(program)
+            except SupervisorRpcError as exc:
+                raise SuiteError(f"pid of {program}: {exc}") from exc
         result = self.supervisorctl("pid", program)
         text = result.stdout.strip()
         if not text.isdigit():
