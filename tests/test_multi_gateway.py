@@ -41,7 +41,8 @@ pytestmark = pytest.mark.suite
 OPS_CONF = REPO / "ops" / "supervisord-postgres.conf"
 GATEWAYS = ("gateway-1", "gateway-2")
 START_MINOR, AMOUNT_MINOR = 100_00, 10_00
-# The lease (3 x prepare_timeout_s = 6 s), a recovery interval (2 s) and a restart.
+# The lease and a recovery interval (4 s in a suite, suite.SUITE_GATEWAY_TIMING; 8 s with
+# the defaults) and a restart.
 HANDOVER_WITHIN_S = 20.0
 POLL_S = 0.2
 
