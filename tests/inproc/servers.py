@@ -19,6 +19,7 @@ server metrics when they stop (`answered_calls`), for tests/inproc/test_zz_every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from paygate.bank.main import Bank, build_bank
 from paygate.common.config import SuiteConfig, config_from_mapping
+from paygate.common.metrics import MetricsServer
 from paygate.common.server import Server
 from paygate.gateway.main import Gateway, build_gateway
 from prometheus_client import CollectorRegistry
@@ -40,6 +42,8 @@ BCRYPT_ROUNDS = 4  # the lowest bcrypt allows: logins in the tier take a millise
 RUN_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 HANDLED = "grpc_server_handled_total"
+STOP_POKE_INTERVAL_S = 0.02
+STOP_POKES_MAX = 100  # 2 s of them; then the servers' own poll stops them
 
 # (service, method, status code name) of every call a server of the tier answered in this
 # pytest session, filled as each module's servers stop.
@@ -196,10 +200,8 @@ class Running:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        # A /metrics server notices its shutdown within its 0.5 s poll: all of them at once
-        # rather than one after another (their close() below then returns at once).
         parts = [self.gateway, *self.banks.values()]
-        await asyncio.gather(*(asyncio.to_thread(p.metrics_server.close) for p in parts))
+        await _close_metrics_servers([part.metrics_server for part in parts])
         await self.gateway.close()
         for bank in self.banks.values():
             await bank.close()
@@ -207,6 +209,24 @@ class Running:
     def answered(self) -> set[tuple[str, str, str]]:
         parts = [self.gateway.registry, *(bank.registry for bank in self.banks.values())]
         return {call for registry in parts for call in handled_calls(registry)}
+
+
+async def _close_metrics_servers(servers: list[MetricsServer]) -> None:
+    """Close /metrics servers, all at once. Each notices its shutdown at its next poll, every
+    0.5 s, unless a connection wakes it first: one every 20 ms until they have all stopped
+    (one that arrives first is an empty request, answered at once)."""
+    ports = [server.port for server in servers]
+    closing = asyncio.gather(*(asyncio.to_thread(server.close) for server in servers))
+    for _ in range(STOP_POKES_MAX):
+        if closing.done():
+            break
+        for port in ports:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+        await asyncio.wait([closing], timeout=STOP_POKE_INTERVAL_S)
+    await closing
 
 
 async def _stop(server: Server, close: Any) -> None:
