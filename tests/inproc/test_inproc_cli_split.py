@@ -73,3 +73,11 @@ def test_pay_split_pays_every_part_or_none(
     logged_in(servers, courier_home, courier)
     theirs = paygate(servers, courier_home, "payments").stdout
     assert f"+2.50 USD  from {buyer.username} (your part of 32.50)" in theirs
+    events = paygate(servers, courier_home, "events").stdout
+    assert f"+2.50 USD  from {buyer.username} (your part of 32.50)" in events
+    assert "(you give back 1.00)" in events
+    not_theirs = paygate(servers, courier_home, "refund", payment_id, "1.00")
+    assert not_theirs.returncode != 0
+    assert f"only {seller.username}, the first payee of a split payment, may refund it" in (
+        not_theirs.stderr
+    )

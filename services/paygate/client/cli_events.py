@@ -111,6 +111,14 @@ def describe_event(event: Event, username: str) -> str:
         amount = p.amount_captured_minor or p.amount_minor
         sign = ("-" if outgoing else "+") if event.type in MOVED else " "
         other = f"to {p.payee_username}" if outgoing else f"from {p.payer_username}"
+        parts = {split.payee_username: split.amount_minor for split in p.splits}
+        if parts and outgoing:
+            other = "to " + ", ".join(
+                f"{name} {format_amount(part, p.currency)}" for name, part in parts.items()
+            )
+        elif parts:  # a payee of a split payment: their own part
+            other += f" (your part of {format_amount(p.amount_minor, p.currency)})"
+            amount = parts.get(username, 0)
         line += f"  {p.payment_id}  {sign}{format_amount(amount, p.currency)} {p.currency}"
         line += f"  {other}"
         if p.failure_reason:
@@ -119,6 +127,9 @@ def describe_event(event: Event, username: str) -> str:
         r = event.refund
         line += f"  {r.refund_id}   {format_amount(r.amount_minor, r.currency)} {r.currency}"
         line += f"  refund of {r.payment_id}"
+        share = {split.payee_username: split.amount_minor for split in r.splits}.get(username)
+        if share is not None:
+            line += f" (you give back {format_amount(share, r.currency)})"
         if r.failure_reason:
             line += f"  [{r.failure_reason}]"
     return line

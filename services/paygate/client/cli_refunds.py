@@ -143,6 +143,8 @@ def refusal_message(error: PaygateError, args: argparse.Namespace, left: str | N
     if isinstance(error, NotFound):
         return f"no payment {pid} among yours: check its id in `paygate payments`"
     if isinstance(error, PermissionDenied):
+        if "split payment" in error.message:  # the gateway names who may
+            return f"payment {pid}: {error.message}"
         return f"only the payee of payment {pid} can refund it: you are its payer"
     if error.reason == PAYMENT_NOT_REFUNDABLE:
         return f"payment {pid} did not succeed (or is not captured yet): nothing to refund"
