@@ -175,6 +175,8 @@ GATEWAY_REQUESTS = {
         payee_username=st.one_of(texts, st.just("PAYEE")), amount=int64s,
         currency=st.one_of(texts, st.just("USD")), description=texts,
         capture_method=enums,
+        splits=st.lists(st.builds(pb.Split, payee_username=st.one_of(texts, st.just("PAYEE")),
+                                  amount=st.one_of(int64s, st.integers(1, 2_00))), max_size=12),
     ),
     # Each item as CreatePayment's (PAYEE in an item stands for bob), at most 8 of them: the
     # limits of the call itself are tested in tests/inproc/test_inproc_bulk_payments.py.
@@ -242,7 +244,8 @@ def test_gateway_never_answers_unknown_or_internal(fuzz: Fuzz, method: str) -> N
     @FUZZ_SETTINGS
     @given(request=GATEWAY_REQUESTS[method], garbage=st.booleans(), as_payee=st.booleans())
     def run(request: Any, garbage: bool, as_payee: bool) -> None:
-        for payment in [request, *getattr(request, "requests", ())]:
+        for payment in [request, *getattr(request, "requests", ()),
+                        *getattr(request, "splits", ())]:  # fmt: skip
             if getattr(payment, "payee_username", None) == "PAYEE":
                 payment.payee_username = fuzz.bob.username
         if getattr(request, "payment_id", None) == "AUTH":
