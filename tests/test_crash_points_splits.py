@@ -47,6 +47,15 @@ CASES = [
 ]
 
 
+def new_users(suite: Suite, channel: grpc.Channel) -> dict[str, TestUser]:
+    """The buyer, funded, and the three payees, each at their bank."""
+    return {
+        role: within(SETTLE_WITHIN_S, lambda role=role, bank=bank: new_user(
+            suite, channel, bank, START_MINOR if role == "buyer" else 0, role))
+        for role, bank in BANKS.items()
+    }  # fmt: skip
+
+
 def test_every_payment_point_has_a_split_case() -> None:
     assert {point for point, _, _ in CASES} == set(faults.PAYMENT_POINTS)
     assert {bank for _, bank, _ in CASES if bank != "gateway"} == {"bank-a", "bank-b", "bank-c"}
@@ -58,11 +67,7 @@ def test_every_payment_point_has_a_split_case() -> None:
 def test_a_split_payment_killed_at_a_crash_point_moves_every_leg_or_none(
     suite: Suite, channel: grpc.Channel, point: str, process: str, committed: bool
 ) -> None:
-    users: dict[str, TestUser] = {
-        role: within(SETTLE_WITHIN_S, lambda role=role, bank=bank: new_user(
-            suite, channel, bank, START_MINOR if role == "buyer" else 0, role))
-        for role, bank in BANKS.items()
-    }  # fmt: skip
+    users = new_users(suite, channel)
     buyer = users["buyer"]
     parts: list[tuple[TestUser | str, int]] = [(users[r], amount) for r, amount in PARTS.items()]
     key = uuid.uuid4().hex
@@ -125,11 +130,7 @@ REFUND_CASES = [
 def test_a_split_refund_killed_at_a_crash_point_takes_back_every_share_once_or_none(
     suite: Suite, channel: grpc.Channel, point: str, process: str, decided: bool
 ) -> None:
-    users: dict[str, TestUser] = {
-        role: within(SETTLE_WITHIN_S, lambda role=role, bank=bank: new_user(
-            suite, channel, bank, START_MINOR if role == "buyer" else 0, role))
-        for role, bank in BANKS.items()
-    }  # fmt: skip
+    users = new_users(suite, channel)
     buyer, seller = users["buyer"], users["seller"]
     parts: list[tuple[TestUser | str, int]] = [(users[r], amount) for r, amount in PARTS.items()]
     payment = within(SETTLE_WITHIN_S, lambda: buyer.pay_split(parts))

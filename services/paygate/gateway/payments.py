@@ -150,7 +150,7 @@ def frozen_party(
     )
 
 
-def payee_split(payee: User, amount_minor: int = 0) -> Split:
+def payee_split(payee: User, amount_minor: int) -> Split:
     return Split(
         payee_user_id=payee.user_id,
         payee_username=payee.username,
@@ -325,7 +325,7 @@ class Payments:
             # An authorization holds: it is never a one-phase commit.
             one_phase=not request.manual_capture
             and self._coordinator.one_phase_for(
-                payer.bank_id, *(split.payee_bank_id for split in splits or [payee_split(payee)])
+                payer.bank_id, *([s.payee_bank_id for s in splits] or [payee.bank_id])
             ),
             manual_capture=request.manual_capture,
             capture_before_us=(
